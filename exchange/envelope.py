@@ -404,6 +404,35 @@ def authenticate(
     return envelope, header, card
 
 
+def decrypt(
+    envelope: Envelope, header: Header, private_key: DecryptionKey, limits: Limits = DEFAULT_LIMITS
+) -> tuple[bytes, bytes]:
+    """Decrypt the sealed body: (body, inner signature). No signature or time checks.
+
+    `open_envelope` calls this after its checks; a node also uses it to reread an
+    envelope it accepted earlier.
+    """
+    expected_suite = (
+        Suite.X25519_SHA256_CHACHA20POLY1305
+        if isinstance(private_key, x25519.X25519PrivateKey)
+        else Suite.MLKEM768X25519_SHA256_CHACHA20POLY1305
+    )
+    if header.suite is not expected_suite:
+        raise DecryptionError(
+            f"Message {header.message_id_text} names a suite that does not fit the key."
+        )
+    try:
+        sealed_bytes = header.suite.hpke.decrypt(
+            envelope.ciphertext, private_key, info=pae(CTX_ENVELOPE_HPKE_INFO, envelope.header)
+        )
+    except (InvalidTag, ValueError):
+        raise DecryptionError(
+            f"Message {header.message_id_text} does not decrypt with our key."
+        ) from None
+    sealed = parse(pb.SealedBody, sealed_bytes, "sealed body", limits.max_envelope_bytes)
+    return bytes(sealed.body), bytes(sealed.inner_signature)
+
+
 def open_envelope(
     data: bytes,
     directory: Directory,
@@ -434,26 +463,7 @@ def open_envelope(
         )
     if seen.seen(header.sender, header.message_id):
         raise ReplayError(f"Message {header.message_id_text} was already received.")
-    expected_suite = (
-        Suite.X25519_SHA256_CHACHA20POLY1305
-        if isinstance(private_key, x25519.X25519PrivateKey)
-        else Suite.MLKEM768X25519_SHA256_CHACHA20POLY1305
-    )
-    if header.suite is not expected_suite:
-        raise DecryptionError(
-            f"Message {header.message_id_text} names a suite that does not fit the key."
-        )
-    try:
-        sealed_bytes = header.suite.hpke.decrypt(
-            envelope.ciphertext, private_key, info=pae(CTX_ENVELOPE_HPKE_INFO, envelope.header)
-        )
-    except (InvalidTag, ValueError):
-        raise DecryptionError(
-            f"Message {header.message_id_text} does not decrypt with our key."
-        ) from None
-    sealed = parse(pb.SealedBody, sealed_bytes, "sealed body", limits.max_envelope_bytes)
-    body = bytes(sealed.body)
-    inner_signature = bytes(sealed.inner_signature)
+    body, inner_signature = decrypt(envelope, header, private_key, limits)
     sender_key = card.signing_key(header.sender_key_id, header.created_at)
     if not _verify(
         sender_key.public_key, pae(CTX_ENVELOPE_INNER, envelope.header, body), inner_signature

@@ -1,0 +1,193 @@
+"""Node configuration: one TOML file, defaults for everything but identity and listeners.
+
+Validation fails at start with one sentence naming the bad key, e.g.
+`delivery.max_backoff_seconds must be a positive number (got "soon")`.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from exchange.agency import AGENCY_ID_RE
+from exchange.errors import MlaxError
+
+
+class ConfigError(MlaxError):
+    """A configuration file that cannot be used as it is."""
+
+    status = "FAILED_PRECONDITION"
+
+
+@dataclass(frozen=True)
+class NodeSection:
+    agency: str
+    identity_dir: Path
+    data_dir: Path
+    # Read the key passphrase from this file instead of MLAX_KEY_PASSPHRASE.
+    passphrase_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class ListenerSection:
+    listen: str
+    # Worker threads; long-lived Watch streams hold one each.
+    max_workers: int = 32
+    # Past this many concurrent calls new ones get RESOURCE_EXHAUSTED instead of queueing.
+    max_concurrent_rpcs: int = 256
+    reuse_port: bool = False
+
+
+@dataclass(frozen=True)
+class StorageSection:
+    # SQLAlchemy URL; empty means SQLite at <data_dir>/node.db.
+    url: str = ""
+    pool_size: int = 10
+
+
+@dataclass(frozen=True)
+class DeliverySection:
+    initial_backoff_seconds: float = 0.5
+    max_backoff_seconds: float = 60.0
+    give_up_after_seconds: float = 7 * 24 * 3600.0
+    # Envelopes in flight per peer at once.
+    max_in_flight_per_peer: int = 16
+    poll_interval_seconds: float = 0.5
+    rpc_timeout_seconds: float = 10.0
+    default_ttl_seconds: int = 30 * 24 * 3600
+    # A claimed message whose worker died is retried after this long.
+    lease_seconds: float = 30.0
+    directory_sync_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class LimitsSection:
+    max_message_bytes: int = 4 * 1024 * 1024
+    max_watchers: int = 16
+
+
+@dataclass(frozen=True)
+class MetricsSection:
+    # host:port for the Prometheus endpoint; empty turns it off.
+    listen: str = ""
+
+
+@dataclass(frozen=True)
+class LogSection:
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    path: Path
+    node: NodeSection
+    federation: ListenerSection
+    officer: ListenerSection
+    storage: StorageSection = field(default_factory=StorageSection)
+    delivery: DeliverySection = field(default_factory=DeliverySection)
+    limits: LimitsSection = field(default_factory=LimitsSection)
+    metrics: MetricsSection = field(default_factory=MetricsSection)
+    log: LogSection = field(default_factory=LogSection)
+
+    @property
+    def database_url(self) -> str:
+        return self.storage.url or f"sqlite:///{self.node.data_dir / 'node.db'}"
+
+
+_KNOWN_SECTIONS = {
+    "node": NodeSection,
+    "federation": ListenerSection,
+    "officer": ListenerSection,
+    "storage": StorageSection,
+    "delivery": DeliverySection,
+    "limits": LimitsSection,
+    "metrics": MetricsSection,
+    "log": LogSection,
+}
+_REQUIRED_SECTIONS = ("node", "federation", "officer")
+_LOG_LEVELS = {"debug", "info", "warning", "error"}
+
+
+def _coerce(section: str, name: str, kind: Any, value: Any, base: Path) -> Any:
+    key = f"{section}.{name}"
+    text = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
+    if "Path" in text:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{key} must be a path (got {value!r}).")
+        path = Path(value)
+        return path if path.is_absolute() else (base / path).resolve()
+    if text == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false (got {value!r}).")
+        return value
+    if text == "int":
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"{key} must be a positive integer (got {value!r}).")
+        return value
+    if text == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise ConfigError(f"{key} must be a positive number (got {value!r}).")
+        return float(value)
+    if not isinstance(value, str):
+        raise ConfigError(f"{key} must be a string (got {value!r}).")
+    return value
+
+
+def _section(name: str, raw: Any, base: Path) -> Any:
+    cls = _KNOWN_SECTIONS[name]
+    if not isinstance(raw, dict):
+        raise ConfigError(f"[{name}] must be a table.")
+    known = {f.name: f for f in fields(cls)}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(f"{name}.{key} is not a known setting.")
+    values = {}
+    for f in known.values():
+        if f.name in raw:
+            values[f.name] = _coerce(name, f.name, f.type, raw[f.name], base)
+        elif f.default is MISSING and f.default_factory is MISSING:
+            raise ConfigError(f"{name}.{f.name} is required.")
+    return cls(**values)
+
+
+def _check_listen(key: str, value: str, allow_empty: bool = False) -> None:
+    if allow_empty and not value:
+        return
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{key} must be HOST:PORT (got {value!r}).")
+
+
+def load_config(path: Path) -> NodeConfig:
+    """Read and validate a node's TOML configuration."""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"The configuration file {path} does not exist.") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}.") from None
+    base = path.resolve().parent
+    for name in raw:
+        if name not in _KNOWN_SECTIONS:
+            raise ConfigError(f"[{name}] is not a known section of the node configuration.")
+    for name in _REQUIRED_SECTIONS:
+        if name not in raw:
+            raise ConfigError(f"The [{name}] section is required.")
+    sections = {name: _section(name, raw.get(name, {}), base) for name in _KNOWN_SECTIONS}
+    cfg = NodeConfig(path=path.resolve(), **sections)
+    if not AGENCY_ID_RE.match(cfg.node.agency):
+        raise ConfigError(f"node.agency {cfg.node.agency!r} is not an agency id like GB-NCA.")
+    _check_listen("federation.listen", cfg.federation.listen)
+    _check_listen("officer.listen", cfg.officer.listen)
+    _check_listen("metrics.listen", cfg.metrics.listen, allow_empty=True)
+    if cfg.log.level not in _LOG_LEVELS:
+        raise ConfigError(f"log.level must be one of {sorted(_LOG_LEVELS)}.")
+    if cfg.storage.url and not cfg.storage.url.startswith(("sqlite", "postgresql")):
+        raise ConfigError("storage.url must be a sqlite:// or postgresql+psycopg:// URL.")
+    if cfg.delivery.initial_backoff_seconds > cfg.delivery.max_backoff_seconds:
+        raise ConfigError(
+            "delivery.initial_backoff_seconds must not exceed delivery.max_backoff_seconds."
+        )
+    return cfg

@@ -1,0 +1,483 @@
+"""What a node does with messages, independent of gRPC: submit, receive, read, list.
+
+Every state change commits together with its ledger entry. The gRPC servicers in
+`node.server` translate calls to these methods and `MlaxError`s to status codes.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from keys.identity import AgencyIdentity
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from exchange._proto.mlax.v1 import officer_pb2 as opb
+from exchange.encoding import format_uuid, now_ms, parse_uuid
+from exchange.envelope import (
+    Envelope,
+    HandlingCode,
+    Header,
+    Limits,
+    MessageType,
+    authenticate,
+    decrypt,
+    open_envelope,
+    seal,
+)
+from exchange.errors import (
+    InvalidFieldError,
+    MlaxError,
+    OversizedError,
+    ReplayError,
+    UnknownSenderError,
+)
+from exchange.ledger_entry import LedgerEntry
+from exchange.receipt import Receipt, ReceiptBody, issue_receipt, verify_receipt
+from node import ledger
+from node.storage.db import Database
+from node.storage.models import MessageRow
+from node.trust import TrustedDirectory
+
+OUT, IN = "out", "in"
+QUEUED, RETRYING, DELIVERED, FAILED, RECEIVED = (
+    "queued",
+    "retrying",
+    "delivered",
+    "failed",
+    "received",
+)
+STATE_TO_WIRE = {
+    QUEUED: opb.DELIVERY_STATE_QUEUED,
+    RETRYING: opb.DELIVERY_STATE_RETRYING,
+    DELIVERED: opb.DELIVERY_STATE_DELIVERED,
+    FAILED: opb.DELIVERY_STATE_FAILED,
+    RECEIVED: opb.DELIVERY_STATE_RECEIVED,
+}
+
+
+class NotFoundError(MlaxError):
+    status = "NOT_FOUND"
+
+
+class PermissionDeniedError(MlaxError):
+    status = "PERMISSION_DENIED"
+
+
+class PeerMismatchError(MlaxError):
+    """The envelope's sender is not the agency of the TLS peer that delivered it."""
+
+    status = "PERMISSION_DENIED"
+
+
+@dataclass(frozen=True)
+class Officer:
+    name: str
+    role: str
+
+
+class _DbSeenIds:
+    """Replay check against stored inbound messages, within the receiving transaction."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def seen(self, sender: str, message_id: bytes) -> bool:
+        return _find(self._session, IN, sender, message_id) is not None
+
+
+def _find(session: Session, direction: str, peer: str, message_id: bytes) -> MessageRow | None:
+    return session.scalars(
+        select(MessageRow).where(
+            MessageRow.direction == direction,
+            MessageRow.peer == peer,
+            MessageRow.message_id == message_id,
+        )
+    ).first()
+
+
+def _codes(row: MessageRow) -> list[int]:
+    return [int(c) for c in row.handling_codes.split(",") if c]
+
+
+def summary(row: MessageRow) -> opb.MessageSummary:
+    """The metadata view of a stored message (no content)."""
+    return opb.MessageSummary(
+        message_id=format_uuid(row.message_id),
+        direction=opb.DIRECTION_OUTBOUND if row.direction == OUT else opb.DIRECTION_INBOUND,
+        peer=row.peer,
+        message_type=row.message_type,  # type: ignore[arg-type]
+        case_ref=row.case_ref,
+        created_at=row.created_at,
+        state=STATE_TO_WIRE[row.state],
+        attempts=row.attempts,
+        last_error=row.last_error,
+        next_attempt_at=row.next_attempt_at if row.state in (QUEUED, RETRYING) else 0,
+        delivered_at=row.delivered_at,
+        read_at=row.read_at,
+        handling_codes=_codes(row),  # type: ignore[arg-type]
+        in_reply_to=format_uuid(row.in_reply_to) if row.in_reply_to else "",
+        submitted_by=row.submitted_by or "",
+    )
+
+
+class NodeCore:
+    """The node's message operations over its database, identity and trusted directory."""
+
+    def __init__(
+        self,
+        identity: AgencyIdentity,
+        db: Database,
+        directory: TrustedDirectory,
+        limits: Limits,
+        default_ttl_ms: int,
+    ) -> None:
+        self.identity = identity
+        self.db = db
+        self.directory = directory
+        self.limits = limits
+        self.default_ttl_ms = default_ttl_ms
+        self.agency = identity.agency_id
+        # Woken on every stored inbound message (Watch streams) and every submission
+        # (the delivery worker); both also poll, for writes made by other replicas.
+        self.inbound = threading.Condition()
+        self.on_submit: Callable[[], None] = lambda: None
+
+    # -- officer side ---------------------------------------------------------------------
+
+    def submit(self, officer: Officer, req: opb.SubmitRequest) -> opb.MessageSummary:
+        """Seal a message and queue it in the outbox, in one transaction with its ledger entry."""
+        directory = self.directory.current()
+        if req.recipient == self.agency:
+            raise InvalidFieldError("A message cannot be addressed to this node's own agency.")
+        card = directory.agency(req.recipient)
+        if card is None:
+            raise UnknownSenderError(f"Agency {req.recipient} is not a member of the federation.")
+        try:
+            message_type = MessageType(req.message_type)
+            codes = tuple(HandlingCode(c) for c in req.handling_codes)
+        except ValueError:
+            raise InvalidFieldError("Unknown message type or handling code.") from None
+        if not req.content.subject.strip():
+            raise InvalidFieldError("The message needs a subject.")
+        if HandlingCode.RESTRICTED_TO_NAMED_OFFICERS in codes and not req.restricted_to:
+            raise InvalidFieldError("A message restricted to named officers must name them.")
+        in_reply_to = b""
+        if req.in_reply_to:
+            if len(req.in_reply_to) != 16:
+                raise InvalidFieldError("in_reply_to must be a 16-byte message id.")
+            in_reply_to = bytes(req.in_reply_to)
+        if len(req.idempotency_key) > 128:
+            raise OversizedError("The idempotency key exceeds 128 characters.")
+        if req.idempotency_key:
+            with self.db.read() as s:
+                prior = s.scalars(
+                    select(MessageRow).where(
+                        MessageRow.submitted_by == officer.name,
+                        MessageRow.idempotency_key == req.idempotency_key,
+                    )
+                ).first()
+                if prior is not None:
+                    return summary(prior)
+        body = req.content.SerializeToString(deterministic=True)
+        now = now_ms()
+        sealing = functools.partial(
+            seal,
+            self.identity.sender(),
+            now_ms=now,
+            ttl_ms=req.ttl_seconds * 1000 if req.ttl_seconds else self.default_ttl_ms,
+            case_ref=req.case_ref,
+            handling_codes=codes,
+            restricted_to=tuple(req.restricted_to),
+            in_reply_to=in_reply_to,
+            limits=self.limits,
+        )
+        env = sealing(card, body, message_type)
+        header = Header.from_bytes(env.header, self.limits)
+        # The same content sealed to ourselves: what officers reread from their sent items.
+        own = sealing(self.identity.card, body, message_type, message_id=header.message_id)
+        row = MessageRow(
+            message_id=header.message_id,
+            direction=OUT,
+            peer=card.agency_id,
+            message_type=message_type.value,
+            case_ref=req.case_ref,
+            created_at=header.created_at,
+            expires_at=header.expires_at,
+            envelope=env.to_bytes(),
+            envelope_digest=env.digest,
+            self_copy=own.to_bytes(),
+            state=QUEUED,
+            attempts=0,
+            next_attempt_at=now,
+            lease_until=0,
+            last_error="",
+            delivered_at=0,
+            read_at=0,
+            submitted_by=officer.name,
+            idempotency_key=req.idempotency_key or None,
+            in_reply_to=in_reply_to,
+            handling_codes=",".join(str(c.value) for c in codes),
+        )
+        with self.db.write() as s:
+            s.add(row)
+            ledger.append(
+                s,
+                LedgerEntry.of(
+                    "message.submitted",
+                    now,
+                    message_id=header.message_id_text,
+                    recipient=card.agency_id,
+                    officer=officer.name,
+                    envelope_digest=env.digest.hex(),
+                    message_type=message_type.name,
+                ),
+            )
+        self.on_submit()
+        return summary(row)
+
+    def _load(self, s: Session, message_id: str) -> MessageRow:
+        try:
+            raw = parse_uuid(message_id)
+        except ValueError:
+            raise InvalidFieldError(f"{message_id[:40]!r} is not a message id.") from None
+        row = s.scalars(select(MessageRow).where(MessageRow.message_id == raw)).first()
+        if row is None:
+            raise NotFoundError(f"No message {message_id} on this node.")
+        return row
+
+    def get(self, officer: Officer, req: opb.GetMessageRequest) -> opb.MessageView:
+        """A message's metadata and delivery evidence, and its content if asked for (ledgered)."""
+        with self.db.read() as s:
+            row = self._load(s, req.message_id)
+        envelope = Envelope.from_bytes(row.envelope, self.limits)
+        header = Header.from_bytes(envelope.header, self.limits)
+        view = opb.MessageView(
+            summary=summary(row),
+            sender_key_id=header.sender_key_id,
+            recipient_key_id=header.recipient_key_id,
+            restricted_to=list(header.restricted_to),
+            evidence=self._evidence(row),
+        )
+        if not req.include_content:
+            return view
+        if officer.role == "auditor":
+            raise PermissionDeniedError("Auditors see metadata and evidence, not content.")
+        if (
+            HandlingCode.RESTRICTED_TO_NAMED_OFFICERS in header.handling_codes
+            and officer.name not in header.restricted_to
+            and not (row.direction == OUT and row.submitted_by == officer.name)
+        ):
+            with self.db.write() as s:
+                ledger.append(
+                    s,
+                    LedgerEntry.of(
+                        "content.read_refused",
+                        now_ms(),
+                        message_id=header.message_id_text,
+                        officer=officer.name,
+                        reason="restricted_to_named_officers",
+                    ),
+                )
+            raise PermissionDeniedError(
+                f"Message {header.message_id_text} is restricted to named officers."
+            )
+        stored = Envelope.from_bytes(row.self_copy, self.limits) if row.self_copy else envelope
+        stored_header = Header.from_bytes(stored.header, self.limits)
+        keys = self.identity.recipient().decryption_keys
+        key = keys.get(stored_header.recipient_key_id)
+        if key is None:
+            raise NotFoundError(
+                f"The key that decrypts message {header.message_id_text} is no longer held."
+            )
+        body, _ = decrypt(stored, stored_header, key, self.limits)
+        content = opb.Content.FromString(body)
+        now = now_ms()
+        with self.db.write() as s:
+            fresh = self._load(s, req.message_id)
+            if fresh.direction == IN and not fresh.read_at:
+                fresh.read_at = now
+            ledger.append(
+                s,
+                LedgerEntry.of(
+                    "content.read",
+                    now,
+                    message_id=header.message_id_text,
+                    officer=officer.name,
+                    role=officer.role,
+                ),
+            )
+            view.summary.CopyFrom(summary(fresh))
+        view.content.CopyFrom(content)
+        return view
+
+    def _evidence(self, row: MessageRow) -> opb.DeliveryEvidence:
+        if row.receipt is None:
+            return opb.DeliveryEvidence(envelope_digest=row.envelope_digest)
+        receipt = Receipt.from_bytes(row.receipt)
+        body = receipt.parsed()
+        verified = True
+        if row.direction == OUT:
+            try:
+                verify_receipt(
+                    receipt,
+                    self.directory.current(),
+                    message_id=row.message_id,
+                    envelope_digest=row.envelope_digest,
+                    receiver=row.peer,
+                )
+            except MlaxError:
+                verified = False
+        return opb.DeliveryEvidence(
+            receipt=row.receipt,
+            receipt_verified=verified,
+            received_at=body.received_at,
+            ledger_index=body.ledger_index,
+            envelope_digest=row.envelope_digest,
+            receiver_key_id=body.receiver_key_id,
+        )
+
+    def list_messages(self, req: opb.ListMessagesRequest) -> opb.ListMessagesResponse:
+        q = select(MessageRow).order_by(MessageRow.id.desc()).limit(min(req.limit or 50, 1000))
+        if req.direction == opb.DIRECTION_OUTBOUND:
+            q = q.where(MessageRow.direction == OUT)
+        elif req.direction == opb.DIRECTION_INBOUND:
+            q = q.where(MessageRow.direction == IN)
+        if req.peer:
+            q = q.where(MessageRow.peer == req.peer)
+        if req.case_ref:
+            q = q.where(MessageRow.case_ref == req.case_ref)
+        with self.db.read() as s:
+            rows = s.scalars(q).all()
+        return opb.ListMessagesResponse(messages=[summary(r) for r in rows])
+
+    def inbound_after(self, cursor: int, limit: int = 100) -> list[MessageRow]:
+        with self.db.read() as s:
+            return list(
+                s.scalars(
+                    select(MessageRow)
+                    .where(MessageRow.direction == IN, MessageRow.id > cursor)
+                    .order_by(MessageRow.id)
+                    .limit(limit)
+                ).all()
+            )
+
+    def inbound_cursor(self, message_id: str) -> int:
+        if not message_id:
+            with self.db.read() as s:
+                last = s.scalars(
+                    select(MessageRow.id)
+                    .where(MessageRow.direction == IN)
+                    .order_by(MessageRow.id.desc())
+                    .limit(1)
+                ).first()
+            return last or 0
+        with self.db.read() as s:
+            return self._load(s, message_id).id
+
+    # -- federation side ------------------------------------------------------------------
+
+    def receive(self, data: bytes, peer_agency: str) -> Receipt:
+        """Verify an envelope from `peer_agency`, store it with its ledger entry, and receipt it.
+
+        A re-delivery of the same envelope returns the original receipt and changes nothing.
+        """
+        directory = self.directory.current()
+        envelope, header, _card = authenticate(data, directory, self.limits)
+        if header.sender != peer_agency:
+            raise PeerMismatchError(
+                f"Message {header.message_id_text} names sender {header.sender}, but was "
+                f"delivered by {peer_agency}."
+            )
+        with self.db.read() as s:
+            prior = _find(s, IN, header.sender, header.message_id)
+        if prior is not None:
+            if prior.envelope_digest == envelope.digest and prior.receipt is not None:
+                return Receipt.from_bytes(prior.receipt)
+            raise ReplayError(
+                f"Message id {header.message_id_text} was already used for another envelope."
+            )
+        now = now_ms()
+        try:
+            with self.db.write() as s:
+                opened = open_envelope(
+                    data,
+                    directory,
+                    self.identity.recipient(),
+                    _DbSeenIds(s),
+                    now_ms=now,
+                    limits=self.limits,
+                )
+                del opened  # verified; the plaintext is not kept in memory or on disk
+                idx = ledger.append(
+                    s,
+                    LedgerEntry.of(
+                        "message.received",
+                        now,
+                        message_id=header.message_id_text,
+                        sender=header.sender,
+                        envelope_digest=envelope.digest.hex(),
+                        message_type=header.message_type.name,
+                    ),
+                )
+                sender = self.identity.sender()
+                receipt = issue_receipt(
+                    ReceiptBody(
+                        message_id=header.message_id,
+                        sender=header.sender,
+                        receiver=self.agency,
+                        envelope_digest=envelope.digest,
+                        received_at=now,
+                        receiver_key_id=sender.key_id,
+                        ledger_index=idx,
+                    ),
+                    sender.signing_key,
+                )
+                s.add(
+                    MessageRow(
+                        message_id=header.message_id,
+                        direction=IN,
+                        peer=header.sender,
+                        message_type=header.message_type.value,
+                        case_ref=header.case_ref,
+                        created_at=header.created_at,
+                        expires_at=header.expires_at,
+                        envelope=envelope.to_bytes(),
+                        envelope_digest=envelope.digest,
+                        self_copy=None,
+                        state=RECEIVED,
+                        attempts=0,
+                        next_attempt_at=0,
+                        lease_until=0,
+                        last_error="",
+                        receipt=receipt.to_bytes(),
+                        delivered_at=now,
+                        read_at=0,
+                        in_reply_to=header.in_reply_to,
+                        handling_codes=",".join(str(c.value) for c in header.handling_codes),
+                    )
+                )
+        except IntegrityError:
+            # Another replica or thread stored the same envelope first: answer as it did.
+            with self.db.read() as s:
+                prior = _find(s, IN, header.sender, header.message_id)
+            if prior is None or prior.receipt is None or prior.envelope_digest != envelope.digest:
+                raise
+            return Receipt.from_bytes(prior.receipt)
+        with self.inbound:
+            self.inbound.notify_all()
+        return receipt
+
+    def record_rejection(self, peer: str, reason: str, error: MlaxError) -> None:
+        """Ledger a refused delivery (reason is an error class name, never content)."""
+        with self.db.write() as s:
+            ledger.append(
+                s,
+                LedgerEntry.of(
+                    "message.rejected", now_ms(), peer=peer, reason=reason, status=error.status
+                ),
+            )

@@ -1,0 +1,92 @@
+"""The directory this node trusts, kept in the database and cached per process."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from sqlalchemy import select
+
+from exchange.directory import Directory, SignedDirectory, verify_directory
+from exchange.encoding import now_ms
+from exchange.errors import DirectoryError
+from exchange.ledger_entry import LedgerEntry
+from node import ledger
+from node.storage.db import Database
+from node.storage.models import DirectoryRow
+
+# How long a process trusts its cached copy before looking for a newer version that
+# another replica or an operator command installed.
+_CACHE_SECONDS = 1.0
+
+
+class NoDirectoryError(DirectoryError):
+    """The node has no directory installed yet."""
+
+
+class TrustedDirectory:
+    """Newest verified directory; `install` verifies a candidate against it first."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._lock = threading.Lock()
+        self._current: Directory | None = None
+        self._signed: bytes = b""
+        self._loaded_at = 0.0
+
+    def _load(self) -> None:
+        with self._db.read() as s:
+            row = s.scalars(
+                select(DirectoryRow).order_by(DirectoryRow.version.desc()).limit(1)
+            ).first()
+        if row is not None and (self._current is None or row.version != self._current.version):
+            self._current = Directory.from_bytes(_inner(row.signed))
+            self._signed = row.signed
+        self._loaded_at = time.monotonic()
+
+    def current(self) -> Directory:
+        with self._lock:
+            if self._current is None or time.monotonic() - self._loaded_at > _CACHE_SECONDS:
+                self._load()
+            if self._current is None:
+                raise NoDirectoryError(
+                    "No federation directory is installed; run `mlax node directory update FILE`."
+                )
+            return self._current
+
+    def signed_bytes(self) -> bytes:
+        self.current()
+        return self._signed
+
+    def install(self, signed: bytes, source: str) -> Directory:
+        """Verify `signed` against the trusted directory and make it current; ledgered."""
+        with self._db.write() as s:
+            row = s.scalars(
+                select(DirectoryRow).order_by(DirectoryRow.version.desc()).limit(1)
+            ).first()
+            trusted = Directory.from_bytes(_inner(row.signed)) if row is not None else None
+            directory = verify_directory(signed, trusted, now_ms())
+            s.add(
+                DirectoryRow(
+                    version=directory.version, signed=signed, installed_at=now_ms(), source=source
+                )
+            )
+            ledger.append(
+                s,
+                LedgerEntry.of(
+                    "directory.installed",
+                    now_ms(),
+                    version=directory.version,
+                    federation=directory.federation_id,
+                    source=source,
+                    agencies=len(directory.agencies),
+                ),
+            )
+        with self._lock:
+            self._current, self._signed = directory, signed
+            self._loaded_at = time.monotonic()
+        return directory
+
+
+def _inner(signed: bytes) -> bytes:
+    return SignedDirectory.from_bytes(signed).directory
