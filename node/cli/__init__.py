@@ -6,6 +6,8 @@ import typer
 
 from node.cli.directory_cmd import app as directory_app
 from node.cli.keys_cmd import app as keys_app
+from node.cli.messages_cmd import register as register_messages
+from node.cli.node_cmd import node_app, officer_app
 
 app = typer.Typer(
     name="mlax",
@@ -18,6 +20,9 @@ app.add_typer(keys_app, name="keys", help="Agency identities and federation admi
 app.add_typer(
     directory_app, name="directory", help="Build, sign and verify the federation directory."
 )
+app.add_typer(node_app, name="node", help="Run and administer this agency's node.")
+app.add_typer(officer_app, name="officer", help="Issue and manage officer credentials.")
+register_messages(app)
 
 
 def main() -> None:

@@ -1,0 +1,97 @@
+"""The audit ledger's pure mathematics: Merkle proofs, signed notes, checkpoints, witnessing.
+
+Nothing here does I/O: functions take bytes and objects and return objects or raise an
+`exchange.ledger.errors` error. Storage, sequencing and the network live in `node`.
+"""
+
+from exchange.ledger.checkpoint import (
+    Checkpoint,
+    CosignatureVerifier,
+    cosign,
+    open_checkpoint,
+    sign_checkpoint,
+    unverified_origin,
+    verify_cosignature,
+)
+from exchange.ledger.errors import (
+    CheckpointConflictError,
+    ConsistencyProofError,
+    InclusionProofError,
+    MalformedCheckpointError,
+    MalformedNoteError,
+    MalformedProofError,
+    NoteSignatureError,
+    SplitViewError,
+    UnknownOriginError,
+)
+from exchange.ledger.merkle import (
+    EMPTY_ROOT,
+    HASH_SIZE,
+    CompactRange,
+    GetNode,
+    Node,
+    consistency_proof,
+    inclusion_proof,
+    leaf_hash,
+    node_hash,
+    root_from_inclusion_proof,
+    root_from_leaf_hashes,
+    verify_consistency,
+    verify_inclusion,
+)
+from exchange.ledger.note import (
+    Ed25519Verifier,
+    Note,
+    NoteSignature,
+    NoteVerifier,
+    VerifiedNote,
+    parse_note,
+    sign_note,
+    sign_text,
+    verify_note,
+)
+from exchange.ledger.witness import Cosigned, Witness, WitnessedCheckpoint
+
+__all__ = [
+    "EMPTY_ROOT",
+    "HASH_SIZE",
+    "Checkpoint",
+    "CheckpointConflictError",
+    "CompactRange",
+    "ConsistencyProofError",
+    "CosignatureVerifier",
+    "Cosigned",
+    "Ed25519Verifier",
+    "GetNode",
+    "InclusionProofError",
+    "MalformedCheckpointError",
+    "MalformedNoteError",
+    "MalformedProofError",
+    "Node",
+    "Note",
+    "NoteSignature",
+    "NoteSignatureError",
+    "NoteVerifier",
+    "SplitViewError",
+    "UnknownOriginError",
+    "VerifiedNote",
+    "Witness",
+    "WitnessedCheckpoint",
+    "consistency_proof",
+    "cosign",
+    "inclusion_proof",
+    "leaf_hash",
+    "node_hash",
+    "open_checkpoint",
+    "parse_note",
+    "root_from_inclusion_proof",
+    "root_from_leaf_hashes",
+    "sign_checkpoint",
+    "sign_note",
+    "sign_text",
+    "unverified_origin",
+    "verify_consistency",
+    "verify_cosignature",
+    "verify_inclusion",
+    "verify_note",
+]

@@ -1,0 +1,237 @@
+"""Officer commands: send, inbox, outbox, show, reply, watch. All go through the SDK."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from exchange.receipt import Receipt
+from node.cli.common import (
+    EXIT_UNAVAILABLE,
+    cli_errors,
+    console,
+    fail,
+    passphrase,
+    print_json,
+)
+from node.client import MessageDetail, MessageInfo, NodeCallError, OfficerClient
+from node.officers import OFFICER_PASSPHRASE_ENV
+
+CREDENTIAL_ENV = "MLAX_CREDENTIAL"
+
+CredOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--as", help=f"Officer credential bundle (default: ${CREDENTIAL_ENV}).", show_default=False
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _client(cred: Path | None) -> OfficerClient:
+    path = cred or (Path(os.environ[CREDENTIAL_ENV]) if os.environ.get(CREDENTIAL_ENV) else None)
+    if path is None:
+        fail(f"Name your credential with --as FILE or ${CREDENTIAL_ENV}.")
+    secret = os.environ.get(OFFICER_PASSPHRASE_ENV, "").encode() or passphrase(
+        "Credential passphrase"
+    )
+    return OfficerClient.from_bundle(path, secret)
+
+
+def _time(ms: int) -> str:
+    if not ms:
+        return "-"
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _state(m: MessageInfo) -> str:
+    colour = {"delivered": "green", "received": "green", "failed": "red", "retrying": "yellow"}
+    text = f"[{colour.get(m.state, 'white')}]{m.state}[/]"
+    if m.state == "retrying" and m.attempts:
+        text += f" ({m.attempts} tries)"
+    if m.direction == "inbound" and not m.read_at:
+        text += " [bold]new[/]"
+    return text
+
+
+def _table(messages: list[MessageInfo], title: str) -> Table:
+    table = Table(title=title)
+    for col in ("message id", "peer", "type", "case", "created (UTC)", "state"):
+        table.add_column(col)
+    for m in messages:
+        table.add_row(
+            m.message_id, m.peer, m.message_type, m.case_ref or "-", _time(m.created_at), _state(m)
+        )
+    return table
+
+
+def _unavailable(e: NodeCallError) -> None:
+    if e.status == "UNAVAILABLE":
+        fail(e.message, EXIT_UNAVAILABLE)
+    fail(e.message)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("send")
+    @cli_errors
+    def send(
+        to: Annotated[str, typer.Option("--to", help="Recipient agency id.")],
+        subject: Annotated[str, typer.Option(help="Subject line (travels encrypted).")],
+        body_file: Annotated[
+            Path | None, typer.Option("--body-file", help="File with the text.")
+        ] = None,
+        body: Annotated[str | None, typer.Option("--body", help="The text, inline.")] = None,
+        message_type: Annotated[
+            str, typer.Option("--type", help="note, mla, extradition, victim-id.")
+        ] = "note",
+        case: Annotated[str, typer.Option("--case", help="Case reference.")] = "",
+        handling: Annotated[
+            list[str] | None, typer.Option("--handling", help="Handling code (repeat).")
+        ] = None,
+        named: Annotated[
+            list[str] | None, typer.Option("--named", help="Officer allowed to read (repeat).")
+        ] = None,
+        cred: CredOpt = None,
+        json_out: JsonOpt = False,
+    ) -> None:
+        """Send a message to another agency; it is queued and delivered with retries."""
+        if (body_file is None) == (body is None):
+            fail("Give the text with exactly one of --body-file or --body.", 2)
+        text = body_file.read_text() if body_file is not None else (body or "")
+        with _client(cred) as c:
+            try:
+                m = c.send(
+                    to,
+                    subject=subject,
+                    text=text,
+                    message_type=message_type,
+                    case_ref=case,
+                    handling=tuple(handling or ()),
+                    restricted_to=tuple(named or ()),
+                )
+            except NodeCallError as e:
+                _unavailable(e)
+        if json_out:
+            print_json(m.to_json())
+        else:
+            console.print(f"[green]queued[/] {m.message_id} to {m.peer}")
+
+    @app.command("inbox")
+    @cli_errors
+    def inbox(limit: int = 50, cred: CredOpt = None, json_out: JsonOpt = False) -> None:
+        """Messages received from other agencies, newest first."""
+        with _client(cred) as c:
+            try:
+                msgs = c.inbox(limit)
+            except NodeCallError as e:
+                _unavailable(e)
+        if json_out:
+            print_json([m.to_json() for m in msgs])
+        else:
+            console.print(_table(msgs, "Inbox"))
+
+    @app.command("outbox")
+    @cli_errors
+    def outbox(limit: int = 50, cred: CredOpt = None, json_out: JsonOpt = False) -> None:
+        """Messages sent by this agency with their delivery state, newest first."""
+        with _client(cred) as c:
+            try:
+                msgs = c.outbox(limit)
+            except NodeCallError as e:
+                _unavailable(e)
+        if json_out:
+            print_json([m.to_json() for m in msgs])
+        else:
+            console.print(_table(msgs, "Outbox"))
+
+    @app.command("show")
+    @cli_errors
+    def show(
+        message_id: str,
+        metadata_only: Annotated[
+            bool, typer.Option("--metadata-only", help="Do not decrypt the content.")
+        ] = False,
+        cred: CredOpt = None,
+        json_out: JsonOpt = False,
+    ) -> None:
+        """One message: content (the read is ledgered), state and delivery evidence."""
+        with _client(cred) as c:
+            try:
+                d = c.show(message_id, content=not metadata_only)
+            except NodeCallError as e:
+                _unavailable(e)
+        if json_out:
+            print_json(d.to_json())
+            return
+        _print_detail(d)
+
+    @app.command("reply")
+    @cli_errors
+    def reply(
+        message_id: str,
+        body_file: Annotated[Path | None, typer.Option("--body-file")] = None,
+        body: Annotated[str | None, typer.Option("--body")] = None,
+        cred: CredOpt = None,
+        json_out: JsonOpt = False,
+    ) -> None:
+        """Answer an inbound message (same agency and case)."""
+        if (body_file is None) == (body is None):
+            fail("Give the text with exactly one of --body-file or --body.", 2)
+        text = body_file.read_text() if body_file is not None else (body or "")
+        with _client(cred) as c:
+            try:
+                m = c.reply(message_id, text=text)
+            except NodeCallError as e:
+                _unavailable(e)
+        if json_out:
+            print_json(m.to_json())
+        else:
+            console.print(f"[green]queued[/] reply {m.message_id} to {m.peer}")
+
+    @app.command("watch")
+    @cli_errors
+    def watch(cred: CredOpt = None, json_out: JsonOpt = False) -> None:
+        """Print new inbound messages as they arrive (Ctrl-C to stop)."""
+        with _client(cred) as c:
+            try:
+                for m in c.watch():
+                    if json_out:
+                        print_json(m.to_json())
+                    else:
+                        console.print(
+                            f"{_time(m.created_at)} {m.message_id} from {m.peer} ({m.message_type})"
+                        )
+            except NodeCallError as e:
+                _unavailable(e)
+            except KeyboardInterrupt:
+                return
+
+
+def _print_detail(d: MessageDetail) -> None:
+    i = d.info
+    towards = "to" if i.direction == "outbound" else "from"
+    console.print(f"[bold]{i.message_id}[/] {i.direction} {towards} {i.peer}")
+    console.print(
+        f"  type {i.message_type}  case {i.case_ref or '-'}  created {_time(i.created_at)} UTC"
+    )
+    console.print(
+        f"  state {_state(i)}" + (f"  last error: {i.last_error}" if i.last_error else "")
+    )
+    if i.handling_codes:
+        console.print(f"  handling: {', '.join(i.handling_codes)}")
+    if d.subject is not None:
+        console.print(f"\n[bold]{d.subject}[/]\n{d.text}\n", highlight=False, markup=False)
+    ev = d.evidence
+    console.print(f"  envelope digest {ev.envelope_digest}")
+    if ev.receipt:
+        r = Receipt.from_bytes(ev.receipt).parsed()
+        ok = "[green]verified[/]" if ev.receipt_verified else "[red]NOT VERIFIED[/]"
+        console.print(
+            f"  receipt {ok}: stored by {r.receiver} at {_time(r.received_at)} UTC, "
+            f"ledger index {r.ledger_index}, signed with key {r.receiver_key_id}"
+        )

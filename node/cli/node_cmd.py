@@ -1,0 +1,194 @@
+"""`mlax node ...` and `mlax officer ...`: what a node operator runs on the node's host."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from keys.directory_file import read_signed_directory
+from keys.identity import read_card
+from rich.table import Table
+
+from exchange.encoding import now_ms
+from node import logs
+from node.cli.common import cli_errors, console, fail, passphrase, print_json
+from node.config import NodeConfig, load_config
+from node.officers import (
+    OFFICER_PASSPHRASE_ENV,
+    OfficerCA,
+    add_officer,
+    list_officers,
+    set_officer,
+    write_bundle,
+)
+from node.storage.db import Database
+from node.trust import TrustedDirectory
+
+node_app = typer.Typer(no_args_is_help=True)
+officer_app = typer.Typer(no_args_is_help=True)
+directory_app = typer.Typer(no_args_is_help=True, help="The directory this node trusts.")
+node_app.add_typer(directory_app, name="directory")
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The node's TOML configuration.")]
+
+
+def _node_passphrase(cfg: NodeConfig) -> bytes:
+    if cfg.node.passphrase_file is not None:
+        value = cfg.node.passphrase_file.read_bytes().strip()
+        if not value:
+            fail(f"{cfg.node.passphrase_file} is empty.")
+        return value
+    return passphrase("Node key passphrase")
+
+
+def _db(cfg: NodeConfig) -> Database:
+    cfg.node.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    db = Database(cfg.database_url, cfg.storage.pool_size)
+    db.migrate()
+    return db
+
+
+@node_app.command("serve")
+@cli_errors
+def serve(config: ConfigOpt) -> None:
+    """Run the node until SIGTERM or Ctrl-C."""
+    from node.server import run
+
+    cfg = load_config(config)
+    logs.configure(cfg.log.level)
+    run(cfg, _node_passphrase(cfg))
+
+
+@node_app.command("check-config")
+@cli_errors
+def check_config(config: ConfigOpt) -> None:
+    """Validate a configuration file and exit."""
+    cfg = load_config(config)
+    console.print(f"[green]ok[/] {config}: agency {cfg.node.agency}, database {cfg.database_url}")
+
+
+@directory_app.command("update")
+@cli_errors
+def directory_update(
+    file: Annotated[Path, typer.Argument(help="A signed directory (JSON or binary).")],
+    config: ConfigOpt,
+) -> None:
+    """Install a newer signed directory; rollback and bad signatures are refused."""
+    cfg = load_config(config)
+    db = _db(cfg)
+    try:
+        directory = TrustedDirectory(db).install(read_signed_directory(file), "operator")
+    finally:
+        db.close()
+    console.print(
+        f"[green]installed[/] directory version {directory.version} of {directory.federation_id} "
+        f"({len(directory.agencies)} agencies)"
+    )
+
+
+@directory_app.command("show")
+@cli_errors
+def directory_show(
+    config: ConfigOpt, json_out: Annotated[bool, typer.Option("--json")] = False
+) -> None:
+    """The directory this node trusts now."""
+    cfg = load_config(config)
+    db = _db(cfg)
+    try:
+        d = TrustedDirectory(db).current()
+    finally:
+        db.close()
+    if json_out:
+        print_json(
+            {
+                "federation": d.federation_id,
+                "version": d.version,
+                "expires_at": d.expires_at,
+                "agencies": [a.agency_id for a in d.agencies],
+            }
+        )
+        return
+    days = (d.expires_at - now_ms()) / 86_400_000
+    console.print(f"{d.federation_id} version {d.version}, expires in {days:.0f} days")
+    for a in d.agencies:
+        console.print(f"  {a.agency_id:16} {a.endpoint:24} {a.name}")
+
+
+@officer_app.command("add")
+@cli_errors
+def officer_add(
+    name: Annotated[str, typer.Argument(help="The officer's account name.")],
+    config: ConfigOpt,
+    role: Annotated[str, typer.Option(help="officer, supervisor, auditor or admin.")] = "officer",
+    out: Annotated[Path | None, typer.Option(help="Where to write the credential bundle.")] = None,
+    days: Annotated[int, typer.Option(help="Validity of the credential.")] = 365,
+) -> None:
+    """Issue an officer credential bundle (client certificate and encrypted key)."""
+    cfg = load_config(config)
+    out = out or Path(f"{name}.officer.json")
+    if out.exists():
+        fail(f"{out} already exists.")
+    bundle_pass = os.environ.get(OFFICER_PASSPHRASE_ENV, "").encode()
+    if not bundle_pass:
+        bundle_pass = passphrase("Passphrase for the officer's credential", confirm=True)
+    node_pass = _node_passphrase(cfg)
+    db = _db(cfg)
+    try:
+        ca = OfficerCA.load_or_create(cfg.node.data_dir, cfg.node.agency, node_pass)
+        card = read_card(cfg.node.identity_dir)
+        bundle = add_officer(
+            db,
+            ca,
+            name=name,
+            role=role,
+            agency=cfg.node.agency,
+            endpoint=cfg.officer.listen,
+            server_cert_pem=card.tls_certificate_pem,
+            bundle_passphrase=bundle_pass,
+            days=days,
+        )
+    finally:
+        db.close()
+    write_bundle(out, bundle)
+    console.print(f"[green]added[/] {role} {name}; credential written to {out} (mode 0600)")
+
+
+@officer_app.command("list")
+@cli_errors
+def officer_list(
+    config: ConfigOpt, json_out: Annotated[bool, typer.Option("--json")] = False
+) -> None:
+    """Officers of this node with their roles."""
+    cfg = load_config(config)
+    db = _db(cfg)
+    try:
+        rows = list_officers(db)
+    finally:
+        db.close()
+    if json_out:
+        print_json([{"name": r.name, "role": r.role, "active": r.active} for r in rows])
+        return
+    table = Table("officer", "role", "active")
+    for r in rows:
+        table.add_row(r.name, r.role, "yes" if r.active else "no")
+    console.print(table)
+
+
+@officer_app.command("set")
+@cli_errors
+def officer_set(
+    name: str,
+    config: ConfigOpt,
+    role: Annotated[str | None, typer.Option(help="New role.")] = None,
+    active: Annotated[bool | None, typer.Option("--active/--inactive")] = None,
+) -> None:
+    """Change an officer's role, or deactivate them (effective on their next call)."""
+    cfg = load_config(config)
+    db = _db(cfg)
+    try:
+        set_officer(db, name, role=role, active=active)
+    finally:
+        db.close()
+    console.print(f"[green]updated[/] {name}")

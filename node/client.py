@@ -1,0 +1,348 @@
+"""The officer SDK: what the CLI (and later a web console) uses to talk to its own node.
+
+client = OfficerClient.from_bundle(Path("alice.json"), b"passphrase")
+sent = client.send("FR-OCRTEH", subject="Request", text="...", message_type="mla")
+for message in client.inbox(): ...
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from cryptography.hazmat.primitives import serialization
+
+from exchange._proto.mlax.v1 import envelope_pb2 as epb
+from exchange._proto.mlax.v1 import officer_pb2 as opb
+from exchange._proto.mlax.v1 import officer_pb2_grpc as ogrpc
+from exchange.encoding import parse_uuid
+from exchange.errors import InvalidFieldError, KeystoreError, MlaxError, PassphraseError
+from exchange.receipt import Receipt
+
+MESSAGE_TYPES = {
+    "note": epb.MESSAGE_TYPE_NOTE,
+    "mla": epb.MESSAGE_TYPE_MLA_REQUEST,
+    "extradition": epb.MESSAGE_TYPE_EXTRADITION_REQUEST,
+    "victim-id": epb.MESSAGE_TYPE_VICTIM_ID_REQUEST,
+    "reply": epb.MESSAGE_TYPE_REPLY,
+}
+HANDLING_CODES = {
+    "no-onward-transmission": epb.HANDLING_CODE_NO_ONWARD_TRANSMISSION,
+    "no-evidential-use": epb.HANDLING_CODE_NO_EVIDENTIAL_USE_WITHOUT_CONSENT,
+    "named-officers-only": epb.HANDLING_CODE_RESTRICTED_TO_NAMED_OFFICERS,
+}
+_TYPE_NAMES: dict[int, str] = {int(v): k for k, v in MESSAGE_TYPES.items()}
+_TYPE_NAMES[epb.MESSAGE_TYPE_CASE_TRANSITION] = "case-transition"
+_CODE_NAMES: dict[int, str] = {int(v): k for k, v in HANDLING_CODES.items()}
+_STATE_NAMES = {
+    opb.DELIVERY_STATE_QUEUED: "queued",
+    opb.DELIVERY_STATE_RETRYING: "retrying",
+    opb.DELIVERY_STATE_DELIVERED: "delivered",
+    opb.DELIVERY_STATE_FAILED: "failed",
+    opb.DELIVERY_STATE_RECEIVED: "received",
+}
+
+
+class NodeCallError(MlaxError):
+    """The node refused a call or could not be reached; `code` is the gRPC status."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = code.name
+
+
+@dataclass(frozen=True)
+class MessageInfo:
+    """Metadata of one message as an officer sees it in a list."""
+
+    message_id: str
+    direction: str
+    peer: str
+    message_type: str
+    case_ref: str
+    created_at: int
+    state: str
+    attempts: int
+    last_error: str
+    next_attempt_at: int
+    delivered_at: int
+    read_at: int
+    handling_codes: tuple[str, ...]
+    in_reply_to: str
+    submitted_by: str
+
+    @classmethod
+    def from_wire(cls, m: opb.MessageSummary) -> MessageInfo:
+        return cls(
+            message_id=m.message_id,
+            direction="outbound" if m.direction == opb.DIRECTION_OUTBOUND else "inbound",
+            peer=m.peer,
+            message_type=_TYPE_NAMES.get(m.message_type, str(m.message_type)),
+            case_ref=m.case_ref,
+            created_at=m.created_at,
+            state=_STATE_NAMES.get(m.state, "unknown"),
+            attempts=m.attempts,
+            last_error=m.last_error,
+            next_attempt_at=m.next_attempt_at,
+            delivered_at=m.delivered_at,
+            read_at=m.read_at,
+            handling_codes=tuple(_CODE_NAMES.get(c, str(c)) for c in m.handling_codes),
+            in_reply_to=m.in_reply_to,
+            submitted_by=m.submitted_by,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Delivery evidence: the receiver's signed receipt and where it ledgered the delivery."""
+
+    receipt: bytes
+    receipt_verified: bool
+    received_at: int
+    ledger_index: int
+    envelope_digest: str
+    receiver_key_id: str
+
+
+@dataclass(frozen=True)
+class MessageDetail:
+    info: MessageInfo
+    subject: str | None
+    text: str | None
+    evidence: Evidence
+    sender_key_id: str
+    recipient_key_id: str
+    restricted_to: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        ev = self.evidence
+        return {
+            **self.info.to_json(),
+            "subject": self.subject,
+            "text": self.text,
+            "sender_key_id": self.sender_key_id,
+            "recipient_key_id": self.recipient_key_id,
+            "restricted_to": list(self.restricted_to),
+            "evidence": {
+                "receipt": ev.receipt.hex(),
+                "receipt_verified": ev.receipt_verified,
+                "received_at": ev.received_at,
+                "ledger_index": ev.ledger_index,
+                "envelope_digest": ev.envelope_digest,
+                "receiver_key_id": ev.receiver_key_id,
+            },
+        }
+
+
+@dataclass(frozen=True)
+class Credential:
+    officer: str
+    role: str
+    agency: str
+    endpoint: str
+    server_certificate: bytes
+    certificate: bytes
+    private_key_pem: bytes
+
+    @classmethod
+    def load(cls, path: Path, passphrase: bytes) -> Credential:
+        """Read a credential bundle written by `mlax officer add`, decrypting its key."""
+        try:
+            doc = json.loads(path.read_text())
+            if doc.get("format") != "mlax-officer/v1":
+                raise KeystoreError(f"{path} is not an MLAX officer credential.")
+            encrypted = doc["private_key"].encode()
+            server_cert = doc["server_certificate"].encode()
+            cert = doc["certificate"].encode()
+        except (ValueError, KeyError, AttributeError):
+            raise KeystoreError(f"{path} is not an MLAX officer credential.") from None
+        try:
+            key = serialization.load_pem_private_key(encrypted, passphrase)
+        except (ValueError, TypeError):
+            raise PassphraseError(f"The passphrase does not decrypt {path}.") from None
+        plain = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        return cls(
+            doc["officer"], doc["role"], doc["agency"], doc["endpoint"], server_cert, cert, plain
+        )
+
+
+def _server_name(cert_pem: bytes) -> str:
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return "localhost"
+    names = san.get_values_for_type(x509.DNSName)
+    if names:
+        return names[0]
+    ips = san.get_values_for_type(x509.IPAddress)
+    return str(ips[0]) if ips else "localhost"
+
+
+class OfficerClient:
+    """A typed client for the Officer service of one's own node."""
+
+    def __init__(self, credential: Credential, timeout: float = 15.0) -> None:
+        self.credential = credential
+        self.timeout = timeout
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=credential.server_certificate,
+            private_key=credential.private_key_pem,
+            certificate_chain=credential.certificate,
+        )
+        options = [("grpc.ssl_target_name_override", _server_name(credential.server_certificate))]
+        self._channel = grpc.secure_channel(credential.endpoint, creds, options=options)
+        self._stub = ogrpc.OfficerStub(self._channel)
+
+    @classmethod
+    def from_bundle(cls, path: Path, passphrase: bytes, timeout: float = 15.0) -> OfficerClient:
+        return cls(Credential.load(path, passphrase), timeout)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> OfficerClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _call(self, method: Any, request: Any) -> Any:
+        try:
+            return method(request, timeout=self.timeout)
+        except grpc.RpcError as e:
+            code = e.code()
+            detail = e.details() or code.name
+            if code == grpc.StatusCode.UNAVAILABLE:
+                detail = f"The node at {self.credential.endpoint} cannot be reached ({detail})."
+            raise NodeCallError(code, detail) from None
+
+    def send(
+        self,
+        recipient: str,
+        *,
+        subject: str,
+        text: str,
+        message_type: str = "note",
+        case_ref: str = "",
+        handling: tuple[str, ...] = (),
+        restricted_to: tuple[str, ...] = (),
+        in_reply_to: str = "",
+        idempotency_key: str | None = None,
+        ttl_seconds: int = 0,
+    ) -> MessageInfo:
+        """Submit a message to `recipient`; it is queued for delivery when this returns."""
+        if message_type not in MESSAGE_TYPES:
+            raise InvalidFieldError(
+                f"Message type {message_type!r} is not one of {', '.join(MESSAGE_TYPES)}."
+            )
+        unknown = [h for h in handling if h not in HANDLING_CODES]
+        if unknown:
+            raise InvalidFieldError(
+                f"Handling code {unknown[0]!r} is not one of {', '.join(HANDLING_CODES)}."
+            )
+        try:
+            reply_to = parse_uuid(in_reply_to) if in_reply_to else b""
+        except ValueError:
+            raise InvalidFieldError(f"{in_reply_to!r} is not a message id.") from None
+        req = opb.SubmitRequest(
+            recipient=recipient,
+            message_type=MESSAGE_TYPES[message_type],
+            case_ref=case_ref,
+            content=opb.Content(subject=subject, text=text, media_type="text/plain"),
+            handling_codes=[HANDLING_CODES[h] for h in handling],
+            restricted_to=list(restricted_to),
+            in_reply_to=reply_to,
+            idempotency_key=idempotency_key or str(uuid.uuid4()),
+            ttl_seconds=ttl_seconds,
+        )
+        return MessageInfo.from_wire(self._call(self._stub.Submit, req))
+
+    def reply(self, message_id: str, *, text: str, subject: str | None = None) -> MessageInfo:
+        """Answer an inbound message: same peer and case, marked as a reply to it."""
+        original = self.show(message_id, content=subject is None)
+        if original.info.direction != "inbound":
+            raise InvalidFieldError("Only inbound messages can be replied to.")
+        return self.send(
+            original.info.peer,
+            subject=subject or f"Re: {original.subject or ''}".strip(),
+            text=text,
+            message_type="reply",
+            case_ref=original.info.case_ref,
+            in_reply_to=message_id,
+        )
+
+    def messages(
+        self, direction: str = "", limit: int = 50, peer: str = "", case_ref: str = ""
+    ) -> list[MessageInfo]:
+        wire_dir = {"": 0, "outbound": 1, "inbound": 2}[direction]
+        resp = self._call(
+            self._stub.ListMessages,
+            opb.ListMessagesRequest(direction=wire_dir, limit=limit, peer=peer, case_ref=case_ref),  # type: ignore[arg-type]
+        )
+        return [MessageInfo.from_wire(m) for m in resp.messages]
+
+    def inbox(self, limit: int = 50) -> list[MessageInfo]:
+        return self.messages("inbound", limit)
+
+    def outbox(self, limit: int = 50) -> list[MessageInfo]:
+        return self.messages("outbound", limit)
+
+    def show(self, message_id: str, content: bool = True) -> MessageDetail:
+        """One message with its delivery evidence; with `content`, the decrypted text (ledgered)."""
+        v = self._call(
+            self._stub.GetMessage,
+            opb.GetMessageRequest(message_id=message_id, include_content=content),
+        )
+        ev = v.evidence
+        return MessageDetail(
+            info=MessageInfo.from_wire(v.summary),
+            subject=v.content.subject if v.HasField("content") else None,
+            text=v.content.text if v.HasField("content") else None,
+            evidence=Evidence(
+                receipt=bytes(ev.receipt),
+                receipt_verified=ev.receipt_verified,
+                received_at=ev.received_at,
+                ledger_index=ev.ledger_index,
+                envelope_digest=bytes(ev.envelope_digest).hex(),
+                receiver_key_id=ev.receiver_key_id,
+            ),
+            sender_key_id=v.sender_key_id,
+            recipient_key_id=v.recipient_key_id,
+            restricted_to=tuple(v.restricted_to),
+        )
+
+    def watch(self, after: str = "") -> Iterator[MessageInfo]:
+        """New inbound messages as they arrive, until the caller stops iterating."""
+        stream = self._stub.Watch(opb.WatchRequest(after_message_id=after))
+        try:
+            for m in stream:
+                yield MessageInfo.from_wire(m)
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.CANCELLED:
+                raise NodeCallError(e.code(), e.details() or e.code().name) from None
+        finally:
+            stream.cancel()
+
+    def whoami(self) -> opb.WhoAmIResponse:
+        resp: opb.WhoAmIResponse = self._call(self._stub.WhoAmI, opb.WhoAmIRequest())
+        return resp
+
+
+def parse_receipt(data: bytes) -> Receipt:
+    return Receipt.from_bytes(data)

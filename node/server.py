@@ -1,0 +1,384 @@
+"""The node process: federation and officer gRPC listeners, delivery worker, metrics."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from typing import Any, NoReturn, TypeVar, cast
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from keys.identity import load_identity
+from prometheus_client import start_http_server
+
+from exchange._proto.mlax.v1 import envelope_pb2 as epb
+from exchange._proto.mlax.v1 import federation_pb2 as fpb
+from exchange._proto.mlax.v1 import officer_pb2 as opb
+from exchange._proto.mlax.v1 import officer_pb2_grpc as ogrpc
+from exchange.directory import verify_directory
+from exchange.encoding import now_ms
+from exchange.envelope import Limits
+from exchange.errors import MlaxError
+from exchange.ledger_entry import LedgerEntry
+from node import ledger, metrics
+from node.config import ConfigError, NodeConfig
+from node.core import NodeCore, Officer, summary
+from node.delivery import DeliveryWorker, outbox_depth
+from node.officers import OfficerCA, lookup, spki_sha256
+from node.peers import PeerChannels, channel_options
+from node.storage.db import Database
+from node.trust import TrustedDirectory
+
+log = structlog.get_logger("mlax.node")
+T = TypeVar("T")
+
+FEDERATION_SERVICE = "mlax.v1.Federation"
+OFFICER_SERVICE = "mlax.v1.Officer"
+
+
+def abort(context: grpc.ServicerContext, error: MlaxError) -> NoReturn:
+    context.abort(grpc.StatusCode[error.status], error.message)
+    raise AssertionError("unreachable")  # context.abort raises
+
+
+def _peer_cert(context: grpc.ServicerContext) -> bytes | None:
+    certs = cast("list[bytes] | None", context.auth_context().get("x509_pem_cert"))
+    return certs[0] if certs else None
+
+
+class FederationService:
+    """Node-to-node calls. Deliver takes raw bytes so the envelope is parsed strictly once."""
+
+    def __init__(self, core: NodeCore) -> None:
+        self.core = core
+
+    def _peer(self, context: grpc.ServicerContext) -> str:
+        cert = _peer_cert(context)
+        card = self.core.directory.current().agency_by_tls_pin(spki_sha256(cert)) if cert else None
+        if card is None:
+            metrics.REJECTED.labels(reason="unknown_peer").inc()
+            log.warning("peer_refused", reason="tls_key_not_in_directory", peer=context.peer())
+            context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "Your TLS key is not pinned for any agency in this node's directory.",
+            )
+        return card.agency_id
+
+    def deliver(self, request: bytes, context: grpc.ServicerContext) -> epb.Receipt:
+        peer = self._peer(context)
+        try:
+            receipt = self.core.receive(request, peer)
+        except MlaxError as e:
+            reason = type(e).__name__
+            metrics.REJECTED.labels(reason=reason).inc()
+            log.warning("envelope_refused", peer=peer, reason=reason, status=e.status)
+            try:
+                self.core.record_rejection(peer, reason, e)
+            except Exception:
+                log.exception("rejection_not_ledgered")
+            abort(context, e)
+        metrics.RECEIVED.labels(peer=peer).inc()
+        body = receipt.parsed()
+        log.info(
+            "envelope_received",
+            peer=peer,
+            message_id=str(body.message_id.hex()),
+            ledger_index=body.ledger_index,
+        )
+        return epb.Receipt(body=receipt.body, signature=receipt.signature)
+
+    def get_directory(
+        self, request: fpb.GetDirectoryRequest, context: grpc.ServicerContext
+    ) -> fpb.GetDirectoryResponse:
+        self._peer(context)
+        current = self.core.directory.current()
+        if request.have_version >= current.version:
+            return fpb.GetDirectoryResponse(version=current.version)
+        return fpb.GetDirectoryResponse(
+            signed_directory=self.core.directory.signed_bytes(), version=current.version
+        )
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        return grpc.method_handlers_generic_handler(
+            FEDERATION_SERVICE,
+            {
+                "Deliver": grpc.unary_unary_rpc_method_handler(
+                    self.deliver,
+                    request_deserializer=None,
+                    response_serializer=epb.Receipt.SerializeToString,
+                ),
+                "GetDirectory": grpc.unary_unary_rpc_method_handler(
+                    self.get_directory,
+                    request_deserializer=fpb.GetDirectoryRequest.FromString,
+                    response_serializer=fpb.GetDirectoryResponse.SerializeToString,
+                ),
+            },
+        )
+
+
+# Which roles may make each officer call.
+_ROLES = {
+    "Submit": {"officer", "supervisor"},
+    "ListMessages": {"officer", "supervisor", "auditor"},
+    "GetMessage": {"officer", "supervisor", "auditor"},
+    "Watch": {"officer", "supervisor"},
+    "WhoAmI": {"officer", "supervisor", "auditor", "admin"},
+}
+
+
+class OfficerService(ogrpc.OfficerServicer):
+    """Officer calls: each authenticates the client certificate and checks the role."""
+
+    def __init__(self, core: NodeCore, max_watchers: int) -> None:
+        self.core = core
+        self._watchers = threading.BoundedSemaphore(max_watchers)
+
+    def _officer(self, context: grpc.ServicerContext, call: str) -> Officer:
+        cert = _peer_cert(context)
+        row = lookup(self.core.db, cert) if cert else None
+        if row is None:
+            metrics.REJECTED.labels(reason="unknown_officer").inc()
+            context.abort(
+                grpc.StatusCode.UNAUTHENTICATED, "This credential is not an active officer here."
+            )
+        if row.role not in _ROLES[call]:
+            metrics.REJECTED.labels(reason="role").inc()
+            log.warning("officer_refused", officer=row.name, role=row.role, call=call)
+            context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"The {row.role} role may not call {call}.",
+            )
+        return Officer(row.name, row.role)
+
+    def _run(self, context: grpc.ServicerContext, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except MlaxError as e:
+            abort(context, e)
+
+    def Submit(
+        self, request: opb.SubmitRequest, context: grpc.ServicerContext
+    ) -> opb.MessageSummary:
+        officer = self._officer(context, "Submit")
+        result = self._run(context, lambda: self.core.submit(officer, request))
+        log.info("submitted", officer=officer.name, message_id=result.message_id, peer=result.peer)
+        return result
+
+    def ListMessages(
+        self, request: opb.ListMessagesRequest, context: grpc.ServicerContext
+    ) -> opb.ListMessagesResponse:
+        self._officer(context, "ListMessages")
+        return self._run(context, lambda: self.core.list_messages(request))
+
+    def GetMessage(
+        self, request: opb.GetMessageRequest, context: grpc.ServicerContext
+    ) -> opb.MessageView:
+        officer = self._officer(context, "GetMessage")
+        return self._run(context, lambda: self.core.get(officer, request))
+
+    def Watch(
+        self, request: opb.WatchRequest, context: grpc.ServicerContext
+    ) -> Iterator[opb.MessageSummary]:
+        self._officer(context, "Watch")
+        if not self._watchers.acquire(blocking=False):
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "Too many watchers on this node.")
+        try:
+            cursor = self._run(context, lambda: self.core.inbound_cursor(request.after_message_id))
+            while context.is_active():
+                rows = self.core.inbound_after(cursor)
+                for row in rows:
+                    cursor = row.id
+                    yield summary(row)
+                if not rows:
+                    with self.core.inbound:
+                        self.core.inbound.wait(timeout=1.0)
+        finally:
+            self._watchers.release()
+
+    def WhoAmI(
+        self, request: opb.WhoAmIRequest, context: grpc.ServicerContext
+    ) -> opb.WhoAmIResponse:
+        officer = self._officer(context, "WhoAmI")
+        directory = self.core.directory.current()
+        return opb.WhoAmIResponse(
+            officer=officer.name,
+            role=officer.role,
+            agency=self.core.agency,
+            directory_version=directory.version,
+            peers=[a.agency_id for a in directory.agencies if a.agency_id != self.core.agency],
+        )
+
+
+class DirectorySync:
+    """Asks peers for their directory now and then; adopts a newer one that verifies."""
+
+    def __init__(self, core: NodeCore, peers: PeerChannels, every: float, timeout: float) -> None:
+        self.core, self.peers, self.every, self.timeout = core, peers, every, timeout
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mlax-dirsync", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def sync_once(self) -> None:
+        from exchange._proto.mlax.v1 import federation_pb2_grpc as fgrpc
+
+        current = self.core.directory.current()
+        for card in current.agencies:
+            if card.agency_id == self.core.agency:
+                continue
+            try:
+                stub = fgrpc.FederationStub(self.peers.channel(card.agency_id))
+                resp = stub.GetDirectory(
+                    fpb.GetDirectoryRequest(have_version=current.version), timeout=self.timeout
+                )
+            except (grpc.RpcError, MlaxError):
+                continue
+            if not resp.signed_directory:
+                continue
+            try:
+                verify_directory(resp.signed_directory, current, now_ms())
+                current = self.core.directory.install(resp.signed_directory, card.agency_id)
+                metrics.DIRECTORY_VERSION.labels(source="peer").inc()
+                log.info("directory_adopted", version=current.version, source=card.agency_id)
+            except MlaxError as e:
+                log.warning(
+                    "directory_offer_refused", source=card.agency_id, reason=type(e).__name__
+                )
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                self.sync_once()
+            except Exception:
+                log.exception("directory_sync_failed")
+
+
+def _server(listener: Any, handlers: list[grpc.GenericRpcHandler], max_bytes: int) -> grpc.Server:
+    options: list[tuple[str, Any]] = [
+        *channel_options(max_bytes),
+        ("grpc.so_reuseport", 1 if listener.reuse_port else 0),
+    ]
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=listener.max_workers, thread_name_prefix="mlax-rpc"),
+        handlers=handlers,
+        options=options,
+        maximum_concurrent_rpcs=listener.max_concurrent_rpcs,
+    )
+    return server
+
+
+def _add_health_and_reflection(server: grpc.Server, service: str) -> health.HealthServicer:
+    status = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(status, server)
+    status.set(service, health_pb2.HealthCheckResponse.SERVING)
+    status.set("", health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(
+        (service, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    return status
+
+
+def run(cfg: NodeConfig, passphrase: bytes, stop: threading.Event | None = None) -> None:
+    """Run a node until SIGTERM/SIGINT (or `stop`), then shut down gracefully."""
+    identity = load_identity(cfg.node.identity_dir, passphrase)
+    if identity.agency_id != cfg.node.agency:
+        raise ConfigError(
+            f"node.agency is {cfg.node.agency} but the identity in {cfg.node.identity_dir} "
+            f"is {identity.agency_id}."
+        )
+    cfg.node.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    db = Database(cfg.database_url, cfg.storage.pool_size)
+    db.migrate()
+    trust = TrustedDirectory(db)
+    directory = trust.current()
+    if directory.agency(identity.agency_id) is None:
+        raise ConfigError(f"Agency {identity.agency_id} is not in the installed directory.")
+    limits = Limits(max_envelope_bytes=cfg.limits.max_message_bytes - 1024)
+    core = NodeCore(identity, db, trust, limits, cfg.delivery.default_ttl_seconds * 1000)
+    ca = OfficerCA.load_or_create(cfg.node.data_dir, identity.agency_id, passphrase)
+    peers = PeerChannels(identity, trust, cfg.limits.max_message_bytes)
+    worker = DeliveryWorker(core, peers, cfg.delivery)
+    sync = DirectorySync(
+        core, peers, cfg.delivery.directory_sync_seconds, cfg.delivery.rpc_timeout_seconds
+    )
+
+    own_pair = [(identity.tls_private_key_pem(), identity.tls_certificate_pem())]
+
+    def federation_roots() -> bytes:
+        return b"".join(a.tls_certificate_pem for a in trust.current().agencies)
+
+    roots = [federation_roots()]
+
+    def fetch_config() -> grpc.ServerCertificateConfiguration | None:
+        # Called on each new handshake: admit the peers of the newest directory.
+        latest = federation_roots()
+        if latest == roots[0]:
+            return None
+        roots[0] = latest
+        return grpc.ssl_server_certificate_configuration(own_pair, latest)
+
+    fed_creds = grpc.dynamic_ssl_server_credentials(
+        grpc.ssl_server_certificate_configuration(own_pair, roots[0]),
+        fetch_config,  # type: ignore[arg-type]  # grpc accepts None for "unchanged"
+        True,
+    )
+    max_bytes = cfg.limits.max_message_bytes
+    fed = _server(cfg.federation, [FederationService(core).handler()], max_bytes)
+    fed_health = _add_health_and_reflection(fed, FEDERATION_SERVICE)
+    fed.add_secure_port(cfg.federation.listen, fed_creds)
+    off = _server(cfg.officer, [], max_bytes)
+    ogrpc.add_OfficerServicer_to_server(OfficerService(core, cfg.limits.max_watchers), off)
+    off_health = _add_health_and_reflection(off, OFFICER_SERVICE)
+    off.add_secure_port(
+        cfg.officer.listen,
+        grpc.ssl_server_credentials(
+            own_pair, root_certificates=ca.cert_pem, require_client_auth=True
+        ),
+    )
+    if cfg.metrics.listen:
+        host, _, port = cfg.metrics.listen.rpartition(":")
+        start_http_server(int(port), addr=host)
+        metrics.register_outbox(lambda: outbox_depth(core))
+
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+
+    fed.start()
+    off.start()
+    worker.start()
+    sync.start()
+    with db.write() as s:
+        ledger.append(s, LedgerEntry.of("node.started", now_ms(), agency=identity.agency_id))
+    log.info(
+        "node_ready",
+        agency=identity.agency_id,
+        federation=cfg.federation.listen,
+        officer=cfg.officer.listen,
+        directory_version=directory.version,
+    )
+    stop.wait()
+    log.info("node_stopping", agency=identity.agency_id)
+    fed_health.enter_graceful_shutdown()
+    off_health.enter_graceful_shutdown()
+    # Finish calls in flight (a delivery being stored completes and is receipted).
+    fed_done, off_done = fed.stop(grace=10), off.stop(grace=2)
+    fed_done.wait()
+    off_done.wait()
+    sync.stop()
+    worker.stop()
+    peers.close()
+    with db.write() as s:
+        ledger.append(s, LedgerEntry.of("node.stopped", now_ms(), agency=identity.agency_id))
+    db.close()
+    log.info("node_stopped", agency=identity.agency_id)
