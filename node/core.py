@@ -11,12 +11,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from keys.identity import AgencyIdentity
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from exchange._proto.mlax.v1 import officer_pb2 as opb
+from exchange.directory import Directory
 from exchange.encoding import format_uuid, now_ms, parse_uuid
 from exchange.envelope import (
     Envelope,
@@ -24,6 +24,7 @@ from exchange.envelope import (
     Header,
     Limits,
     MessageType,
+    Sender,
     authenticate,
     decrypt,
     open_envelope,
@@ -38,6 +39,7 @@ from exchange.errors import (
 )
 from exchange.ledger_entry import LedgerEntry
 from exchange.receipt import Receipt, ReceiptBody, issue_receipt, verify_receipt
+from keys.identity import AgencyIdentity
 from node import ledger
 from node.storage.db import Database
 from node.storage.models import MessageRow
@@ -147,6 +149,10 @@ class NodeCore:
         self.inbound = threading.Condition()
         self.on_submit: Callable[[], None] = lambda: None
 
+    def _sender(self, directory: Directory) -> Sender:
+        # Sign with the newest key peers can already verify (see keys rotation).
+        return self.identity.sender(published=directory.agency(self.agency))
+
     # -- officer side ---------------------------------------------------------------------
 
     def submit(self, officer: Officer, req: opb.SubmitRequest) -> opb.MessageSummary:
@@ -187,7 +193,7 @@ class NodeCore:
         now = now_ms()
         sealing = functools.partial(
             seal,
-            self.identity.sender(),
+            self._sender(directory),
             now_ms=now,
             ttl_ms=req.ttl_seconds * 1000 if req.ttl_seconds else self.default_ttl_ms,
             case_ref=req.case_ref,
@@ -424,7 +430,7 @@ class NodeCore:
                         message_type=header.message_type.name,
                     ),
                 )
-                sender = self.identity.sender()
+                sender = self._sender(directory)
                 receipt = issue_receipt(
                     ReceiptBody(
                         message_id=header.message_id,

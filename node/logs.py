@@ -24,3 +24,5 @@ def configure(level: str = "info") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+    # Alembic announces every migration step in plain text; keep stderr pure JSON.
+    logging.getLogger("alembic").setLevel(logging.WARNING)

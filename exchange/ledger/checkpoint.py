@@ -33,6 +33,7 @@ from exchange.ledger.errors import (
 from exchange.ledger.merkle import EMPTY_ROOT, HASH_SIZE
 from exchange.ledger.note import (
     ED25519_PUBLIC_KEY_SIZE,
+    ED25519_SIGNATURE_SIZE,
     NoteSignature,
     NoteVerifier,
     b64decode_canonical,
@@ -176,7 +177,7 @@ class CosignatureVerifier:
 
     def verify(self, text: bytes, signature: bytes) -> bool:
         """True when `signature` is ``timestamp || sig`` by this witness over note `text`."""
-        if len(signature) != TIMESTAMP_SIZE + 64:
+        if len(signature) != TIMESTAMP_SIZE + ED25519_SIGNATURE_SIZE:
             return False
         timestamp = int.from_bytes(signature[:TIMESTAMP_SIZE], "big")
         if timestamp > MAX_TIMESTAMP:

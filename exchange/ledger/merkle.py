@@ -17,7 +17,7 @@ the right shape that leads elsewhere raises `InclusionProofError` or
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 from exchange.ledger.errors import ConsistencyProofError, InclusionProofError, MalformedProofError
 
@@ -306,11 +306,30 @@ class CompactRange:
         self._size += 1
         return completed
 
-    def extend(self, leaf_hashes: Iterable[bytes]) -> list[Node]:
+    def extend(self, leaf_hashes: Sequence[bytes]) -> list[Node]:
         """Add many leaf hashes in order; returns every subtree they completed."""
+        if leaf_hashes and set(map(len, leaf_hashes)) != {HASH_SIZE}:
+            # Checked up front so a bad batch changes nothing.
+            raise MalformedProofError("Every leaf hash must be exactly 32 bytes.")
+        # The carry loop of `append`, inlined: this is the bulk path for big batches.
+        sha = _sha256
+        frontier = self._frontier
+        pop, push = frontier.pop, frontier.append
+        size = self._size
         completed: list[Node] = []
+        record = completed.append
         for value in leaf_hashes:
-            completed += self.append(value)
+            index = size
+            level = 0
+            record((0, index, value))
+            while index & 1:
+                value = sha(_NODE + pop() + value).digest()
+                index >>= 1
+                level += 1
+                record((level, index, value))
+            push(value)
+            size += 1
+        self._size = size
         return completed
 
     def root(self) -> bytes:

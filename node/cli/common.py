@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import functools
 import getpass
 import json
@@ -12,6 +13,9 @@ from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.measure import Measurement
+from rich.table import Table
 
 from exchange.errors import MlaxError
 
@@ -32,7 +36,7 @@ EXIT_UNAVAILABLE = 3
 
 def fail(message: str, code: int = EXIT_REFUSED) -> NoReturn:
     """Print one sentence to stderr and exit non-zero."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -72,3 +76,32 @@ def passphrase(prompt: str = "Key passphrase", confirm: bool = False) -> bytes:
 def print_json(obj: Any) -> None:
     """Machine-readable output for scripts: one JSON document on stdout."""
     sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def warn(message: str) -> None:
+    """Print a warning sentence in yellow on stderr; the command carries on."""
+    err_console.print(
+        f"[bold yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True
+    )
+
+
+def format_time(ms: int) -> str:
+    """A unix-millisecond timestamp as people read it: `2026-01-01 00:00 UTC`."""
+    moment = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC)
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def say(text: str) -> None:
+    """Print one line for people as plain text (no markup), never re-wrapped: ids stay whole."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def print_table(table: Table) -> None:
+    """Print a table at its natural width, wider than the terminal if need be: ids never get cut."""
+    natural = Measurement.get(console, console.options.update_width(1000), table).maximum
+    width = console.width
+    console.width = max(width, natural)
+    try:
+        console.print(table)
+    finally:
+        console.width = width

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from keys.directory_file import read_signed_directory
-from keys.identity import read_card
 from rich.table import Table
 
 from exchange.encoding import now_ms
+from keys.directory_file import read_signed_directory
+from keys.identity import read_card
 from node import logs
 from node.cli.common import cli_errors, console, fail, passphrase, print_json
 from node.config import NodeConfig, load_config
@@ -79,7 +79,7 @@ def directory_update(
     cfg = load_config(config)
     db = _db(cfg)
     try:
-        directory = TrustedDirectory(db).install(read_signed_directory(file), "operator")
+        directory = TrustedDirectory(db).install(read_signed_directory(file).to_bytes(), "operator")
     finally:
         db.close()
     console.print(

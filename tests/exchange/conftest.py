@@ -46,9 +46,3 @@ def pq_receiver(federation: FederationSimulator) -> SimAgency:
 @pytest.fixture
 def directory(federation: FederationSimulator) -> Directory:
     return federation.directory()
-
-
-@pytest.fixture(scope="module")
-def shared_federation() -> FederationSimulator:
-    """One federation for a whole module: for Hypothesis tests, which must not mutate it."""
-    return build_federation()

@@ -11,6 +11,7 @@ import os
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
@@ -191,7 +192,7 @@ class FederationSimulator:
         self.agencies[agency_id] = agency
         return agency
 
-    def directory(self, **overrides: object) -> Directory:
+    def directory(self, **overrides: Any) -> Directory:
         """The current directory content; keyword arguments replace fields."""
         d = Directory(
             federation_id=self.federation_id,
@@ -236,7 +237,7 @@ def make_header(
     now: int = T0,
     ttl: int = DAY,
     encryption_key: PublicKey | None = None,
-    **overrides: object,
+    **overrides: Any,
 ) -> Header:
     key = encryption_key or recipient.current_encryption_key(now)
     header = Header(

@@ -1,0 +1,218 @@
+"""Build a local federation on loopback: identities, admins, signed directory, configs,
+officers. Used by `mlax demo`, the integration tests and the benchmarks, so all three
+exercise the same setup an operator would do by hand (deploy/federation/README.md)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from keys.admin import create_admin, load_admin
+from keys.directory_edit import add_agencies, new_directory
+from keys.directory_file import write_directory_file
+from keys.identity import create_identity, read_card
+from node.config import load_config
+from node.officers import OfficerCA, add_officer, write_bundle
+from node.storage.db import Database
+from node.trust import TrustedDirectory
+
+DEMO_AGENCIES = (
+    ("GB-NCA", "National Crime Agency"),
+    ("FR-OCRTEH", "Office central pour la repression de la traite des etres humains"),
+    ("NG-NAPTIP", "National Agency for the Prohibition of Trafficking in Persons"),
+)
+OFFICERS = (("officer", "officer"), ("supervisor", "supervisor"), ("auditor", "auditor"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class NodeSetup:
+    """One agency's files: identity, config, credentials of its officers."""
+
+    agency: str
+    root: Path
+    config: Path
+    federation_port: int
+    officer_port: int
+    credentials: dict[str, Path] = field(default_factory=dict)
+
+
+@dataclass
+class Federation:
+    root: Path
+    directory_file: Path
+    admin_dirs: list[Path]
+    nodes: dict[str, NodeSetup]
+
+
+def _config_text(agency: str, fed_port: int, off_port: int, db_url: str, extra: str) -> str:
+    storage = f'\n[storage]\nurl = "{db_url}"\n' if db_url else ""
+    return f"""# Generated for a local federation on loopback.
+[node]
+agency = "{agency}"
+identity_dir = "keys"
+data_dir = "data"
+
+[federation]
+listen = "127.0.0.1:{fed_port}"
+
+[officer]
+listen = "127.0.0.1:{off_port}"
+{storage}
+[delivery]
+initial_backoff_seconds = 0.2
+max_backoff_seconds = 2.0
+directory_sync_seconds = 5.0
+{extra}"""
+
+
+def build_federation(
+    root: Path,
+    passphrase: bytes,
+    officer_passphrase: bytes,
+    agencies: tuple[tuple[str, str], ...] = DEMO_AGENCIES,
+    db_urls: dict[str, str] | None = None,
+    extra_config: str = "",
+    threshold: int = 2,
+    admins: int = 3,
+) -> Federation:
+    """Create every file of an N-agency federation under `root` and install its directory."""
+    root.mkdir(parents=True, exist_ok=True)
+    nodes: dict[str, NodeSetup] = {}
+    for agency, name in agencies:
+        fed_port, off_port = free_port(), free_port()
+        node_root = root / agency.lower()
+        node_root.mkdir(exist_ok=True)
+        create_identity(
+            node_root / "keys",
+            agency_id=agency,
+            name=name,
+            endpoint=f"127.0.0.1:{fed_port}",
+            passphrase=passphrase,
+        )
+        config = node_root / "node.toml"
+        url = (db_urls or {}).get(agency, "")
+        config.write_text(_config_text(agency, fed_port, off_port, url, extra_config))
+        nodes[agency] = NodeSetup(agency, node_root, config, fed_port, off_port)
+
+    admin_dirs = [root / "admins" / f"admin{i + 1}" for i in range(admins)]
+    admin_keys = [
+        create_admin(d, f"Federation administrator {i + 1}", passphrase)
+        for i, d in enumerate(admin_dirs)
+    ]
+    signed = new_directory("call-to-action", threshold, admin_keys)
+    cards = [read_card(setup.root / "keys") for setup in nodes.values()]
+    signed = add_agencies(signed, cards).signed
+    for d in admin_dirs[:threshold]:
+        signed = signed.signed_by(load_admin(d, passphrase).signing_key)
+    directory_file = root / "directory.json"
+    write_directory_file(directory_file, signed)
+
+    for setup in nodes.values():
+        cfg = load_config(setup.config)
+        cfg.node.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        db = Database(cfg.database_url)
+        try:
+            db.migrate()
+            TrustedDirectory(db).install(signed.to_bytes(), "operator")
+            ca = OfficerCA.load_or_create(cfg.node.data_dir, setup.agency, passphrase)
+            card = read_card(cfg.node.identity_dir)
+            for name, role in OFFICERS:
+                bundle = add_officer(
+                    db,
+                    ca,
+                    name=f"{setup.agency.lower()}-{name}",
+                    role=role,
+                    agency=setup.agency,
+                    endpoint=cfg.officer.listen,
+                    server_cert_pem=card.tls_certificate_pem,
+                    bundle_passphrase=officer_passphrase,
+                )
+                path = setup.root / f"{name}.json"
+                write_bundle(path, bundle)
+                setup.credentials[name] = path
+        finally:
+            db.close()
+    return Federation(root, directory_file, admin_dirs, nodes)
+
+
+def mlax_command() -> list[str]:
+    """How to run the `mlax` CLI of this very installation."""
+    script = Path(sys.executable).parent / "mlax"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "from node.cli import main; main()"]
+
+
+class NodeProcess:
+    """A real node process (`mlax node serve`), logging JSON to a file."""
+
+    def __init__(self, setup: NodeSetup, env: dict[str, str]) -> None:
+        self.setup = setup
+        self.env = env
+        self.log_path = setup.root / "node.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0
+
+    def start(self, wait: float = 30.0) -> None:
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [*mlax_command(), "node", "serve", "--config", str(self.setup.config)],
+            stdout=log,
+            stderr=log,
+            env=self.env,
+            start_new_session=True,
+        )
+        log.close()
+        if wait:
+            self.wait_ready(wait)
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"{self.setup.agency} node exited: {self.log_tail()}")
+            with self.log_path.open("rb") as f:
+                f.seek(self._log_offset)
+                if b'"event": "node_ready"' in f.read():
+                    return
+            time.sleep(0.05)
+        raise TimeoutError(f"{self.setup.agency} node not ready: {self.log_tail()}")
+
+    def log_tail(self, n: int = 2000) -> str:
+        return self.log_path.read_bytes()[-n:].decode(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup at all, as a crash or power cut would leave it."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM and wait for the graceful shutdown; returns the exit status."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return int(self.proc.returncode)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
