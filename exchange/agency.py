@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import cached_property
 
 from exchange._proto.mlax.v1 import directory_pb2 as pb
 from exchange.encoding import key_id
@@ -16,8 +17,8 @@ from exchange.errors import (
     UnknownKeyError,
 )
 
-AGENCY_ID_RE = re.compile(r"^[A-Z]{2}-[A-Z0-9][A-Z0-9-]{0,30}$")
-COUNTRY_RE = re.compile(r"^[A-Z]{2}$")
+AGENCY_ID_RE = re.compile(r"[A-Z]{2}-[A-Z0-9][A-Z0-9-]{0,30}")
+COUNTRY_RE = re.compile(r"[A-Z]{2}")
 
 
 class KeyAlgorithm(Enum):
@@ -49,7 +50,7 @@ class PublicKey:
     not_before: int
     not_after: int
 
-    @property
+    @cached_property
     def key_id(self) -> str:
         return key_id(self.algorithm.label, self.public_key)
 
@@ -106,19 +107,25 @@ class AgencyCard:
     revoked_keys: tuple[RevokedKey, ...] = field(default=())
 
     def __post_init__(self) -> None:
-        if not AGENCY_ID_RE.match(self.agency_id):
+        if not AGENCY_ID_RE.fullmatch(self.agency_id):
             raise InvalidFieldError(
                 f"Agency id {self.agency_id!r} is not of the form CC-NAME "
                 "(country code, dash, capitals and digits)."
             )
-        if not COUNTRY_RE.match(self.country):
+        if not COUNTRY_RE.fullmatch(self.country):
             raise InvalidFieldError(f"Country {self.country!r} is not an ISO 3166 alpha-2 code.")
         if not self.name or len(self.name) > 200:
             raise InvalidFieldError("Agency name must be 1 to 200 characters.")
         if len(self.tls_spki_sha256) != 32:
             raise InvalidFieldError("TLS fingerprint must be a 32-byte SHA-256.")
         host, sep, port = self.endpoint.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if (
+            not sep
+            or not host
+            or not port.isascii()
+            or not port.isdigit()
+            or not 0 < int(port) < 65536
+        ):
             raise InvalidFieldError(f"Endpoint {self.endpoint!r} is not HOST:PORT.")
         if any(k.algorithm is not KeyAlgorithm.ED25519 for k in self.signing_keys):
             raise InvalidFieldError("Signing keys must be Ed25519.")

@@ -7,6 +7,7 @@ received and the directory it already trusts, and returns the new `Directory` or
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 from nacl.exceptions import BadSignatureError as _NaclBadSignature
 from nacl.signing import SigningKey, VerifyKey
@@ -84,11 +85,20 @@ class Directory:
         if len(set(pins)) != len(pins):
             raise InvalidFieldError("Two agencies share one TLS key.")
 
+    @cached_property
+    def _by_id(self) -> dict[str, AgencyCard]:
+        return {a.agency_id: a for a in self.agencies}
+
+    @cached_property
+    def _by_pin(self) -> dict[bytes, AgencyCard]:
+        return {a.tls_spki_sha256: a for a in self.agencies}
+
     def agency(self, agency_id: str) -> AgencyCard | None:
-        return next((a for a in self.agencies if a.agency_id == agency_id), None)
+        # Indexed: a per-message lookup must not cost in proportion to the federation.
+        return self._by_id.get(agency_id)
 
     def agency_by_tls_pin(self, spki_sha256: bytes) -> AgencyCard | None:
-        return next((a for a in self.agencies if a.tls_spki_sha256 == spki_sha256), None)
+        return self._by_pin.get(spki_sha256)
 
     def admin(self, kid: str) -> AdminKey | None:
         return next((a for a in self.admins if a.key_id == kid), None)
@@ -143,7 +153,9 @@ class Directory:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Directory:
-        return cls.from_wire(parse(pb.Directory, data, "directory", MAX_DIRECTORY_BYTES))
+        return cls.from_wire(
+            parse(pb.Directory, data, "directory", MAX_DIRECTORY_BYTES, canonical=True)
+        )
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,10 @@ def now_ms() -> int:
 def uuid7(unix_ms: int | None = None, rand: bytes | None = None) -> bytes:
     """A 16-byte UUIDv7 (RFC 9562): 48-bit unix ms, version 7, variant 10, 74 random bits."""
     ms = now_ms() if unix_ms is None else unix_ms
+    if rand is not None and len(rand) < 10:
+        raise ValueError("uuid7 needs at least 10 random bytes")
+    if not 0 <= ms < 2**48:
+        raise ValueError("uuid7 time must fit in 48 bits")
     r = bytearray(os.urandom(10) if rand is None else rand[:10])
     value = bytearray(ms.to_bytes(6, "big")) + r
     value[6] = 0x70 | (value[6] & 0x0F)

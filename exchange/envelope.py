@@ -47,6 +47,7 @@ from exchange.errors import (
     OuterSignatureError,
     OversizedError,
     ReplayError,
+    RevokedKeyError,
     UnknownSenderError,
     WrongRecipientError,
 )
@@ -186,14 +187,16 @@ class Header:
     @classmethod
     def from_bytes(cls, data: bytes, limits: Limits = DEFAULT_LIMITS) -> Header:
         """Parse and validate header bytes; raises MalformedError or InvalidFieldError."""
-        msg = parse(pb.EnvelopeHeader, data, "envelope header", limits.max_header_bytes)
+        msg = parse(
+            pb.EnvelopeHeader, data, "envelope header", limits.max_header_bytes, canonical=True
+        )
         if msg.protocol_version != PROTOCOL_VERSION:
             raise InvalidFieldError(f"Protocol version {msg.protocol_version} is not supported.")
         mid = bytes(msg.message_id)
         if len(mid) != 16 or mid[6] >> 4 != 7 or mid[8] >> 6 != 0b10:
             raise InvalidFieldError("The message id is not a 16-byte UUIDv7.")
         for role, agency in (("sender", msg.sender), ("recipient", msg.recipient)):
-            if not AGENCY_ID_RE.match(agency):
+            if not AGENCY_ID_RE.fullmatch(agency):
                 raise InvalidFieldError(f"The {role} {agency[:40]!r} is not an agency id.")
         try:
             message_type = MessageType(msg.message_type)
@@ -455,6 +458,13 @@ def open_envelope(
             f"Message {header.message_id_text} is encrypted to key {header.recipient_key_id}, "
             "which this node does not hold."
         )
+    own_card = directory.agency(recipient.agency_id)
+    if own_card is not None and own_card.revocation(header.recipient_key_id) is not None:
+        # Our key was withdrawn (it may be compromised): refuse what is sealed to it.
+        raise RevokedKeyError(
+            f"Message {header.message_id_text} is encrypted to our revoked key "
+            f"{header.recipient_key_id}."
+        )
     if now_ms >= header.expires_at:
         raise ExpiredEnvelopeError(f"Message {header.message_id_text} has expired.")
     if header.created_at > now_ms + limits.max_clock_skew_ms:
@@ -464,6 +474,11 @@ def open_envelope(
     if seen.seen(header.sender, header.message_id):
         raise ReplayError(f"Message {header.message_id_text} was already received.")
     body, inner_signature = decrypt(envelope, header, private_key, limits)
+    if len(body) > limits.max_body_bytes:
+        raise OversizedError(
+            f"Message {header.message_id_text} has a {len(body)}-byte body; the limit is "
+            f"{limits.max_body_bytes}."
+        )
     sender_key = card.signing_key(header.sender_key_id, header.created_at)
     if not _verify(
         sender_key.public_key, pae(CTX_ENVELOPE_INNER, envelope.header, body), inner_signature

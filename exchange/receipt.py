@@ -56,7 +56,7 @@ class Receipt:
         return cls(bytes(msg.body), bytes(msg.signature))
 
     def parsed(self) -> ReceiptBody:
-        msg = parse(pb.ReceiptBody, self.body, "receipt body", MAX_RECEIPT_BYTES)
+        msg = parse(pb.ReceiptBody, self.body, "receipt body", MAX_RECEIPT_BYTES, canonical=True)
         return ReceiptBody(
             message_id=bytes(msg.message_id),
             sender=msg.sender,

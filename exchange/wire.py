@@ -31,8 +31,13 @@ def _has_unknown_fields(msg: _message.Message) -> bool:
     return False
 
 
-def parse(cls: type[M], data: bytes, what: str, max_size: int) -> M:
-    """Parse `data` as `cls`, refusing oversize, corrupt and unknown-field input."""
+def parse(cls: type[M], data: bytes, what: str, max_size: int, canonical: bool = False) -> M:
+    """Parse `data` as `cls`, refusing oversize, corrupt and unknown-field input.
+
+    With `canonical`, also refuse any encoding other than the deterministic one (fields
+    in number order, each once, defaults omitted): signed structures must mean the same
+    to every parser, and protobuf parsers disagree on, say, a repeated singular field.
+    """
     if len(data) > max_size:
         raise OversizedError(f"The {what} is {len(data)} bytes; the limit is {max_size}.")
     try:
@@ -41,4 +46,6 @@ def parse(cls: type[M], data: bytes, what: str, max_size: int) -> M:
         raise MalformedError(f"The {what} is not a valid protobuf encoding.") from None
     if _has_unknown_fields(msg):
         raise MalformedError(f"The {what} has fields protocol version 1 does not define.")
+    if canonical and msg.SerializeToString(deterministic=True) != data:
+        raise MalformedError(f"The {what} is not in canonical protobuf encoding.")
     return msg

@@ -110,15 +110,15 @@ def remove_agency(
 def _key_changes(kind: str, old: Sequence[PublicKey], new: Sequence[PublicKey]) -> list[str]:
     old_by_id = {k.key_id: k for k in old}
     new_by_id = {k.key_id: k for k in new}
-    out = [f"{kind} key {kid} added" for kid in new_by_id.keys() - old_by_id.keys()]
-    out += [f"{kind} key {kid} removed" for kid in old_by_id.keys() - new_by_id.keys()]
+    out = [f"{kind} key {kid} added" for kid in sorted(new_by_id.keys() - old_by_id.keys())]
+    out += [f"{kind} key {kid} removed" for kid in sorted(old_by_id.keys() - new_by_id.keys())]
     out += [
         f"{kind} key {kid} validity changed"
-        for kid in old_by_id.keys() & new_by_id.keys()
+        for kid in sorted(old_by_id.keys() & new_by_id.keys())
         if (old_by_id[kid].not_before, old_by_id[kid].not_after)
         != (new_by_id[kid].not_before, new_by_id[kid].not_after)
     ]
-    return sorted(out)
+    return out
 
 
 def card_changes(old: AgencyCard, new: AgencyCard) -> list[str]:

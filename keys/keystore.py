@@ -271,7 +271,5 @@ def read_key_file(
     """Read and decrypt the key file `path`, optionally requiring its purpose."""
     parsed = _parse(_read(path), str(path))
     if purpose is not None and parsed.header.purpose is not purpose:
-        raise KeystoreError(
-            f"{path} holds a {parsed.header.purpose.value} key, not a {purpose.value} key."
-        )
+        raise KeystoreError(f"{path} holds a {parsed.header.purpose.noun}, not a {purpose.noun}.")
     return parsed.header, _decrypt(parsed, passphrase, str(path))

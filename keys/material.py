@@ -50,6 +50,16 @@ class Purpose(Enum):
     TLS = "tls"
     ADMIN = "admin"
 
+    @property
+    def noun(self) -> str:
+        """How messages name such a key, after "a"."""
+        return {
+            Purpose.SIGNING: "signing key",
+            Purpose.ENCRYPTION: "decryption key",
+            Purpose.TLS: "TLS key",
+            Purpose.ADMIN: "federation administrator key",
+        }[self]
+
 
 @dataclass(frozen=True, repr=False)
 class KeyMaterial:

@@ -177,7 +177,7 @@ def load_config(path: Path) -> NodeConfig:
             raise ConfigError(f"The [{name}] section is required.")
     sections = {name: _section(name, raw.get(name, {}), base) for name in _KNOWN_SECTIONS}
     cfg = NodeConfig(path=path.resolve(), **sections)
-    if not AGENCY_ID_RE.match(cfg.node.agency):
+    if not AGENCY_ID_RE.fullmatch(cfg.node.agency):
         raise ConfigError(f"node.agency {cfg.node.agency!r} is not an agency id like GB-NCA.")
     _check_listen("federation.listen", cfg.federation.listen)
     _check_listen("officer.listen", cfg.officer.listen)

@@ -494,7 +494,8 @@ def directory_vectors() -> dict[str, Any]:
     a0, a1, a2, a3 = ADMINS
     signed = {
         "v1": signed_by(b1, [a0, a1]),
-        "v2": signed_by(b2, [a0, a1, a3]),
+        # The rotation is signed by every administrator, old and new.
+        "v2": signed_by(b2, [a0, a1, a2, a3]),
         "v1-one-signature": signed_by(b1, [a0]),
         "v1-tampered": SignedDirectory(
             b1.replace(FEDERATION_ID.encode(), b"mlax-vector-federatioN"),
@@ -515,7 +516,7 @@ def directory_vectors() -> dict[str, Any]:
             "accepted_version": 1,
         },
         {
-            "name": "v2 after v1: 2 of the old and 2 of the new administrators",
+            "name": "v2 after v1: the old and the new thresholds both signed",
             "signed_directory": "v2",
             "trusted": "v1",
             "now_ms": now,
@@ -555,6 +556,13 @@ def directory_vectors() -> dict[str, Any]:
             "trusted": "v1",
             "now_ms": now,
             **error_json("ThresholdError"),
+        },
+        {
+            "name": "v2 on first install: admin-2, no longer an administrator, signed it",
+            "signed_directory": "v2",
+            "trusted": None,
+            "now_ms": now,
+            **error_json("UnknownSignerError"),
         },
         {
             "name": "v2 on first install needs only its own threshold",

@@ -53,11 +53,6 @@ def test_well_formed_agency_ids(agency: SimAgency, agency_id: str) -> None:
     assert replace(agency.card, agency_id=agency_id).agency_id == agency_id
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="AGENCY_ID_RE/COUNTRY_RE end in `$`, which matches before a trailing newline: "
-    "use re.fullmatch or \\Z",
-)
 @pytest.mark.parametrize(("field", "value"), [("agency_id", "FR-OCRTEH\n"), ("country", "FR\n")])
 def test_trailing_newline_in_agency_id_or_country_is_invalid(
     agency: SimAgency, field: str, value: str
@@ -66,11 +61,6 @@ def test_trailing_newline_in_agency_id_or_country_is_invalid(
         replace(agency.card, **{field: value})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Header.from_bytes checks agency ids with AGENCY_ID_RE.match, which accepts a "
-    "trailing newline",
-)
 def test_header_with_a_trailing_newline_in_the_sender_is_invalid(agency: SimAgency) -> None:
     header = Header(
         message_id=bytes.fromhex("019b7a3c2f0070008000000000000000"),
@@ -120,21 +110,11 @@ def test_valid_endpoints(agency: SimAgency, endpoint: str) -> None:
     assert replace(agency.card, endpoint=endpoint).endpoint == endpoint
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="AgencyCard checks the port with str.isdigit(), true for '²', then int('²') raises "
-    "ValueError instead of InvalidFieldError",
-)
 def test_superscript_digit_in_the_port_is_invalid(agency: SimAgency) -> None:
     with pytest.raises(InvalidFieldError):
         replace(agency.card, endpoint="host:²")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="AgencyCard accepts non-ASCII decimal digits in the port ('host:٣' is port 3)",
-)
 def test_non_ascii_decimal_digits_in_the_port_are_invalid(agency: SimAgency) -> None:
     with pytest.raises(InvalidFieldError):
         replace(agency.card, endpoint="host:٣")

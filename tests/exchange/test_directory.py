@@ -438,12 +438,6 @@ def test_unknown_fields_in_the_signed_directory_are_malformed(
         verify_directory(signed, None, T0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="AgencyCard.__post_init__ calls int() on a port that str.isdigit() accepted; "
-    "int('²') raises ValueError, before any signature is checked",
-)
 def test_unsigned_directory_with_a_superscript_port_is_refused_with_a_protocol_error(
     federation: FederationSimulator,
 ) -> None:

@@ -319,6 +319,17 @@ def test_revoked_signing_key_is_refused_at_once_even_for_older_envelopes(
         _open(envelope, federation.directory(), receiver, now=T0 + 2 * HOUR)
 
 
+def test_envelope_sealed_to_our_revoked_encryption_key_is_refused(
+    federation: FederationSimulator, sender: SimAgency, receiver: SimAgency
+) -> None:
+    envelope = seal(sender.sender(), receiver.card, b"x", MessageType.NOTE, now_ms=T0)
+    header = Header.from_bytes(envelope.header)
+    # We withdrew that key (say it leaked): what is sealed to it is no longer trusted.
+    receiver.revoke(header.recipient_key_id, T0 + HOUR, "key compromise")
+    with pytest.raises(RevokedKeyError):
+        _open(envelope, federation.directory(), receiver, now=T0 + 2 * HOUR)
+
+
 def test_revocation_of_the_signing_key_comes_before_the_outer_signature(
     federation: FederationSimulator, sender: SimAgency, receiver: SimAgency
 ) -> None:
@@ -808,14 +819,9 @@ def test_bundle_that_is_not_protobuf_is_malformed(directory: Directory) -> None:
         verify_bundle(b"\0" * 200, directory, Limits(max_envelope_bytes=100))
 
 
-# --- known gaps (xfail until exchange/ is fixed) -----------------------------------------------
+# --- limits and canonical encodings enforced when opening ------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open_envelope enforces Limits.max_body_bytes only when sealing: a decrypted body "
-    "over the receiver's limit is accepted",
-)
 def test_body_over_the_receivers_limit_is_refused_when_opening(
     sender: SimAgency, receiver: SimAgency, directory: Directory
 ) -> None:
@@ -827,12 +833,6 @@ def test_body_over_the_receivers_limit_is_refused_when_opening(
         _open(envelope, directory, receiver, limits=limits)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Header.from_bytes accepts non-canonical protobuf (a repeated scalar field, last "
-    "one wins), so one signed header has many encodings and a first-wins parser reads "
-    "another recipient",
-)
 def test_header_with_a_duplicated_field_is_malformed(
     sender: SimAgency, receiver: SimAgency, directory: Directory
 ) -> None:

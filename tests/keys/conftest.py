@@ -13,8 +13,6 @@ from keys.keystore import KDF_PROFILE_ENV, TEST_KDF
 
 PASSPHRASE = b"correct horse battery staple"
 
-MakeIdentity = Callable[..., tuple[Path, AgencyCard]]
-
 
 @pytest.fixture(autouse=True)
 def cheap_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -28,7 +26,7 @@ def passphrase() -> bytes:
 
 
 @pytest.fixture
-def make_identity(tmp_path: Path) -> MakeIdentity:
+def make_identity(tmp_path: Path) -> Callable[..., tuple[Path, AgencyCard]]:
     """Create an agency identity under tmp_path; returns its directory and card."""
 
     def make(
