@@ -83,7 +83,9 @@ def _submit_all(
                 sent[m.message_id] = key
                 break
             except NodeCallError as e:
-                assert e.status in {"UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED", "UNKNOWN"}, e
+                # Only "the node is down" is worth retrying; any refusal fails the test.
+                if e.status not in {"UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED", "UNKNOWN"}:
+                    raise
                 time.sleep(0.05)
 
 
@@ -125,7 +127,8 @@ def test_sigkill_sender_and_receiver_loses_and_duplicates_nothing(
             victim.start()
         submitter.join(timeout=180)
         assert not submitter.is_alive(), "submissions did not complete"
-        assert kills["GB-NCA"] and kills["FR-OCRTEH"], kills
+        assert kills["GB-NCA"] > 0
+        assert kills["FR-OCRTEH"] > 0
         assert len(sent) == MESSAGES
 
         deadline = time.monotonic() + 120
@@ -161,7 +164,8 @@ def test_sigkill_sender_and_receiver_loses_and_duplicates_nothing(
         sample = rng.sample(sorted(sent), 5)
         for mid in sample:
             detail = receiver.show(mid)
-            assert detail.subject is not None and detail.subject.startswith("message ")
+            assert detail.subject is not None
+            assert detail.subject.startswith("message ")
             assert sent[mid] == f"crash-{detail.subject.split()[1]}"
     finally:
         stop.set()
