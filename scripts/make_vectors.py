@@ -507,91 +507,48 @@ def directory_vectors() -> dict[str, Any]:
         "another-federation": signed_by(bo, [a0, a1, a2]),
     }
     now = T0
+    # (name, signed directory, trusted directory, now, accepted version or error)
+    table: list[tuple[str, str, str | None, int, int | str]] = [
+        ("v1 bootstrap, pinned out of band", "v1", None, now, 1),
+        ("v2 after v1: the old and the new thresholds both signed", "v2", "v1", now, 2),
+        ("one signature, two needed", "v1-one-signature", None, now, "ThresholdError"),
+        ("directory bytes tampered after signing", "v1-tampered", None, now, "BadSignatureError"),
+        ("a signature by a non-administrator", "v1-plus-outsider", None, now, "UnknownSignerError"),
+        ("the same administrator twice", "v1-admin-0-twice", None, now, "DuplicateSignatureError"),
+        (
+            "v2 signed by its new threshold but only one old administrator",
+            "v2-new-admins-only",
+            "v1",
+            now,
+            "ThresholdError",
+        ),
+        (
+            "v2 on first install: admin-2, no longer an administrator, signed it",
+            "v2",
+            None,
+            now,
+            "UnknownSignerError",
+        ),
+        ("v2 on first install needs only its own threshold", "v2-new-admins-only", None, now, 2),
+        ("v1 again after v1 (rollback)", "v1", "v1", now, "RollbackError"),
+        ("v1 at its expiry instant", "v1", None, v1.expires_at, "ExpiredDirectoryError"),
+        (
+            "a directory of another federation",
+            "another-federation",
+            "v1",
+            now,
+            "FederationMismatchError",
+        ),
+    ]
     cases: list[dict[str, Any]] = [
         {
-            "name": "v1 bootstrap, pinned out of band",
-            "signed_directory": "v1",
-            "trusted": None,
-            "now_ms": now,
-            "accepted_version": 1,
-        },
-        {
-            "name": "v2 after v1: the old and the new thresholds both signed",
-            "signed_directory": "v2",
-            "trusted": "v1",
-            "now_ms": now,
-            "accepted_version": 2,
-        },
-        {
-            "name": "one signature, two needed",
-            "signed_directory": "v1-one-signature",
-            "trusted": None,
-            "now_ms": now,
-            **error_json("ThresholdError"),
-        },
-        {
-            "name": "directory bytes tampered after signing",
-            "signed_directory": "v1-tampered",
-            "trusted": None,
-            "now_ms": now,
-            **error_json("BadSignatureError"),
-        },
-        {
-            "name": "a signature by a non-administrator",
-            "signed_directory": "v1-plus-outsider",
-            "trusted": None,
-            "now_ms": now,
-            **error_json("UnknownSignerError"),
-        },
-        {
-            "name": "the same administrator twice",
-            "signed_directory": "v1-admin-0-twice",
-            "trusted": None,
-            "now_ms": now,
-            **error_json("DuplicateSignatureError"),
-        },
-        {
-            "name": "v2 signed by its new threshold but only one old administrator",
-            "signed_directory": "v2-new-admins-only",
-            "trusted": "v1",
-            "now_ms": now,
-            **error_json("ThresholdError"),
-        },
-        {
-            "name": "v2 on first install: admin-2, no longer an administrator, signed it",
-            "signed_directory": "v2",
-            "trusted": None,
-            "now_ms": now,
-            **error_json("UnknownSignerError"),
-        },
-        {
-            "name": "v2 on first install needs only its own threshold",
-            "signed_directory": "v2-new-admins-only",
-            "trusted": None,
-            "now_ms": now,
-            "accepted_version": 2,
-        },
-        {
-            "name": "v1 again after v1 (rollback)",
-            "signed_directory": "v1",
-            "trusted": "v1",
-            "now_ms": now,
-            **error_json("RollbackError"),
-        },
-        {
-            "name": "v1 at its expiry instant",
-            "signed_directory": "v1",
-            "trusted": None,
-            "now_ms": v1.expires_at,
-            **error_json("ExpiredDirectoryError"),
-        },
-        {
-            "name": "a directory of another federation",
-            "signed_directory": "another-federation",
-            "trusted": "v1",
-            "now_ms": now,
-            **error_json("FederationMismatchError"),
-        },
+            "name": name,
+            "signed_directory": which,
+            "trusted": trusted,
+            "now_ms": at,
+            **({"accepted_version": want} if isinstance(want, int) else error_json(want)),
+        }
+        for name, which, trusted, at, want in table
     ]
     # The generator checks its own expectations with the real verifier.
     trusted_v1 = verify_directory(signed["v1"].to_bytes(), None, now)

@@ -7,7 +7,7 @@ import typer
 from node.cli.directory_cmd import app as directory_app
 from node.cli.keys_cmd import app as keys_app
 from node.cli.messages_cmd import register as register_messages
-from node.cli.node_cmd import node_app, officer_app
+from node.cli.node_cmd import demo, node_app, officer_app
 
 app = typer.Typer(
     name="mlax",
@@ -23,6 +23,7 @@ app.add_typer(
 app.add_typer(node_app, name="node", help="Run and administer this agency's node.")
 app.add_typer(officer_app, name="officer", help="Issue and manage officer credentials.")
 register_messages(app)
+app.command("demo")(demo)
 
 
 def main() -> None:

@@ -192,3 +192,13 @@ def officer_set(
     finally:
         db.close()
     console.print(f"[green]updated[/] {name}")
+
+
+def demo(
+    keep: Annotated[bool, typer.Option(help="Keep the demo's files afterwards.")] = False,
+    directory: Annotated[Path | None, typer.Option("--dir", help="Build the demo here.")] = None,
+) -> None:
+    """Start a local 3-agency federation and show the whole product working."""
+    from node.demo import run_demo
+
+    run_demo(directory, keep)

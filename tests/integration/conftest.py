@@ -36,7 +36,6 @@ from node.officers import OFFICER_PASSPHRASE_ENV
 GB, FR, NG = "GB-NCA", "FR-OCRTEH", "NG-NAPTIP"
 PASSPHRASE = b"pw"
 OFFICER_PASSPHRASE = b"opw"
-DELIVER = "/mlax.v1.Federation/Deliver"
 
 
 def base_env(**extra: str) -> dict[str, str]:
@@ -159,7 +158,20 @@ class LiveFederation:
         def delivered() -> bool:
             return sender.show(message_id, content=False).info.state == "delivered"
 
-        wait_for(delivered, timeout, f"message {message_id} was not delivered")
+        self.wait_for(delivered, timeout, f"message {message_id} was not delivered")
+
+    @staticmethod
+    def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+        """Poll `predicate` (a refused or failed call counts as false) until it holds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if predicate():
+                    return
+            except NodeCallError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"{what} within {timeout} s")
 
     def inbox_ids(self, agency: str) -> set[str]:
         return {m.message_id for m in self.client(agency).inbox(limit=1000)}
@@ -238,18 +250,6 @@ class LiveFederation:
             c.close()
         for ch in self._channels:
             ch.close()
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except NodeCallError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"{what} within {timeout} s")
 
 
 @pytest.fixture(scope="session")
