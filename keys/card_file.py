@@ -31,7 +31,9 @@ def card_from_json(text: str | bytes, source: str = "the agency card") -> Agency
     try:
         msg = json_format.Parse(text, pb.AgencyCard())
     except (json_format.ParseError, UnicodeDecodeError) as e:
-        raise MalformedError(f"{source} is not an agency card ({e}).") from None
+        # The parser's first line names the offending field; the rest lists every field.
+        detail = str(e).splitlines()[0].rstrip(".")[:160] if str(e) else "unreadable"
+        raise MalformedError(f"{source} is not an agency card ({detail}).") from None
     card = AgencyCard.from_wire(msg)
     check_tls_pin(card, source)
     return card

@@ -63,6 +63,16 @@ class _Outcome:
     sent_at: float
 
 
+def _retry_reason(code: grpc.StatusCode | None, detail: str) -> str:
+    """A short reason an officer can read; gRPC's connection details run to a paragraph."""
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return "peer unreachable (UNAVAILABLE)"
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return "peer did not answer in time (DEADLINE_EXCEEDED)"
+    name = code.name if code else "UNKNOWN"
+    return f"{name}: {detail.split(';')[0]}"[:200]
+
+
 def backoff_ms(attempts: int, cfg: DeliverySection, rng: random.Random) -> int:
     """Exponential backoff with full jitter in [base/2, base], capped at the maximum."""
     base = min(cfg.max_backoff_seconds, cfg.initial_backoff_seconds * 2 ** max(attempts - 1, 0))
@@ -269,7 +279,7 @@ class DeliveryWorker:
                     log.warning("delivery_refused", message_id=mid, peer=c.peer, code=o.code.name)
                 else:
                     code = o.code.name if o.code else "UNKNOWN"
-                    self._retry(row, f"{code}: {o.detail}", now)
+                    self._retry(row, _retry_reason(o.code, o.detail), now)
                     metrics.DELIVERY_FAILURES.labels(peer=c.peer, reason=code).inc()
 
     def _retry(self, row: MessageRow, reason: str, now: int) -> None:

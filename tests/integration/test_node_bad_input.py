@@ -8,7 +8,9 @@ the status code, that FR's inbox is unchanged, and that the refusal was counted
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import datetime as dt
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -417,24 +419,35 @@ def test_node_survives_bad_input_and_accepts_normal_delivery(
         assert MARKER not in proc.log_path.read_text(errors="replace")
 
 
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: concurrent re-delivery of one envelope answers ALREADY_EXISTS instead of the "
+    "original receipt (NodeCore.receive: the replay check inside the write transaction raises "
+    "ReplayError before the 'same digest -> original receipt' branch); the sender's worker "
+    "treats ALREADY_EXISTS as permanent and marks a delivered message failed",
+)
 def test_concurrent_redelivery_returns_the_original_receipt(
     live: LiveFederation, gb_to_fr: grpc.Channel
 ) -> None:
-    import concurrent.futures as cf
-
-    env = sealed(live, subject="concurrent")
-    data = env.to_bytes()
+    # A sender whose first attempt timed out retries while the first is still being stored.
+    outcomes: list[tuple[str, bytes]] = []
     before = live.inbox_ids(FR)
+    for round_ in range(4):
+        data = sealed(live, subject=f"concurrent {round_}").to_bytes()
+        barrier = threading.Barrier(8)
 
-    def one(_: int) -> tuple[str, bytes]:
-        try:
-            return "ok", deliver(gb_to_fr, data)
-        except grpc.RpcError as e:
-            return e.code().name, (e.details() or "").encode()
+        def one(_: int, data: bytes = data, barrier: threading.Barrier = barrier) -> tuple[str, bytes]:
+            barrier.wait()
+            try:
+                return "OK", deliver(gb_to_fr, data)
+            except grpc.RpcError as e:
+                return e.code().name, (e.details() or "").encode()
 
-    with cf.ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(one, range(8)))
-    print(results)
-    assert {r[0] for r in results} == {"ok"}, results
-    assert len({r[1] for r in results}) == 1
-    assert len(live.inbox_ids(FR) - before) == 1
+        with cf.ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(one, range(8)))
+        outcomes += results
+        receipts = {r for status, r in results if status == "OK"}
+        assert len(receipts) == 1
+    assert len(live.inbox_ids(FR) - before) == 4
+    assert {status for status, _ in outcomes} == {"OK"}, [o for o in outcomes if o[0] != "OK"]
