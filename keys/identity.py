@@ -34,7 +34,12 @@ from keys.identity_file import (
 )
 from keys.keystore import KdfParams, read_key_file, write_key_file
 from keys.material import Algorithm, KeyMaterial, Purpose
-from keys.tls import certificate_not_after_ms, certificate_spki, self_signed_certificate
+from keys.tls import (
+    certificate_not_after_ms,
+    certificate_spki,
+    endpoint_host,
+    self_signed_certificate,
+)
 
 DAY_MS = 24 * 3600 * 1000
 DEFAULT_VALIDITY_DAYS = 365
@@ -89,6 +94,12 @@ def validity_window(validity_days: int, at_ms: int) -> tuple[int, int]:
     return at_ms, at_ms + validity_days * DAY_MS
 
 
+def _check_fields(agency_id: str, name: str, country: str, endpoint: str) -> None:
+    """Validate what the user typed, the way the directory will, before generating keys."""
+    AgencyCard(agency_id, name, country, endpoint, bytes(32), b"", (), ())
+    endpoint_host(endpoint)
+
+
 def create_identity(
     directory: Path,
     *,
@@ -110,6 +121,7 @@ def create_identity(
         raise KeystoreError(f"{directory} already holds an agency identity; it was not replaced.")
     not_before, not_after = validity_window(validity_days, now_ms() if at_ms is None else at_ms)
     country = country if country is not None else agency_id[:2]
+    _check_fields(agency_id, name, country, endpoint)
     keys = (
         new_key(Algorithm.ED25519, Purpose.SIGNING, not_before, not_after),
         new_key(Algorithm.X25519, Purpose.ENCRYPTION, not_before, not_after),
@@ -127,7 +139,7 @@ def create_identity(
         not_after_ms=not_after,
     )
     record = IdentityRecord(agency_id, name, country, endpoint, tuple(k.record for k in keys))
-    record.card(certificate)  # validates agency id, country, name and endpoint before any write
+    record.card(certificate)  # the complete card must validate before anything is written
     ensure_private_dir(directory)
     write_new_keys(directory, agency_id, keys, passphrase, kdf)
     write_atomic(

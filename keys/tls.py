@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import ipaddress
+import re
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -22,12 +23,25 @@ from exchange.errors import InvalidFieldError
 CLOCK_SKEW_ALLOWANCE = datetime.timedelta(minutes=5)
 
 
+_DNS_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+DNS_NAME_RE = re.compile(rf"^(?=.{{1,253}}$){_DNS_LABEL}(?:\.{_DNS_LABEL})*$")
+
+
 def endpoint_host(endpoint: str) -> str:
-    """The host part of HOST:PORT, without the brackets of an IPv6 literal."""
+    """The host part of HOST:PORT (no IPv6 brackets); a DNS name in ASCII or an IP address."""
     host, sep, port = endpoint.rpartition(":")
     if not sep or not host or not port.isdigit():
         raise InvalidFieldError(f"Endpoint {endpoint!r} is not HOST:PORT.")
-    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not DNS_NAME_RE.match(host):
+            raise InvalidFieldError(
+                f"Endpoint host {host!r} is neither an IP address nor a DNS name "
+                "(write international names in their xn-- form)."
+            ) from None
+    return host
 
 
 def _subject_alt_names(host: str) -> list[x509.GeneralName]:

@@ -56,8 +56,18 @@ class Federation:
     nodes: dict[str, NodeSetup]
 
 
-def _config_text(agency: str, fed_port: int, off_port: int, db_url: str, extra: str) -> str:
+DEFAULT_DELIVERY = {
+    "initial_backoff_seconds": 0.2,
+    "max_backoff_seconds": 2.0,
+    "directory_sync_seconds": 5.0,
+}
+
+
+def _config_text(
+    agency: str, fed_port: int, off_port: int, db_url: str, delivery: dict[str, float], extra: str
+) -> str:
     storage = f'\n[storage]\nurl = "{db_url}"\n' if db_url else ""
+    settings = "\n".join(f"{k} = {v}" for k, v in {**DEFAULT_DELIVERY, **delivery}.items())
     return f"""# Generated for a local federation on loopback.
 [node]
 agency = "{agency}"
@@ -71,9 +81,7 @@ listen = "127.0.0.1:{fed_port}"
 listen = "127.0.0.1:{off_port}"
 {storage}
 [delivery]
-initial_backoff_seconds = 0.2
-max_backoff_seconds = 2.0
-directory_sync_seconds = 5.0
+{settings}
 {extra}"""
 
 
@@ -83,6 +91,7 @@ def build_federation(
     officer_passphrase: bytes,
     agencies: tuple[tuple[str, str], ...] = DEMO_AGENCIES,
     db_urls: dict[str, str] | None = None,
+    delivery: dict[str, float] | None = None,
     extra_config: str = "",
     threshold: int = 2,
     admins: int = 3,
@@ -103,7 +112,9 @@ def build_federation(
         )
         config = node_root / "node.toml"
         url = (db_urls or {}).get(agency, "")
-        config.write_text(_config_text(agency, fed_port, off_port, url, extra_config))
+        config.write_text(
+            _config_text(agency, fed_port, off_port, url, delivery or {}, extra_config)
+        )
         nodes[agency] = NodeSetup(agency, node_root, config, fed_port, off_port)
 
     admin_dirs = [root / "admins" / f"admin{i + 1}" for i in range(admins)]

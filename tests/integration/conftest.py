@@ -108,6 +108,7 @@ class LiveFederation:
     nodes: dict[str, NodeProcess]
     metrics_ports: dict[str, int]
     cli: Cli
+    officer_passphrase: bytes = OFFICER_PASSPHRASE
     _clients: dict[tuple[str, str], OfficerClient] = field(default_factory=dict)
     _identities: dict[str, AgencyIdentity] = field(default_factory=dict)
     _channels: list[grpc.Channel] = field(default_factory=list)

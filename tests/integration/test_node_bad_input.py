@@ -142,9 +142,7 @@ def _self_signed(subject: x509.Name) -> tuple[bytes, bytes]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False
-        )
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
         .sign(key, hashes.SHA256())
     )
     pem_key = key.private_bytes(
@@ -269,16 +267,16 @@ def test_truncated_envelope_is_invalid_argument(
 ) -> None:
     data = sealed(live, subject="truncated").to_bytes()
     cut = int(keep) if keep >= 1 else (len(data) // 2 if keep > 0 else len(data) - 1)
-    assert_refused(
-        live, gb_to_fr, data[:cut], grpc.StatusCode.INVALID_ARGUMENT, "MalformedError"
-    )
+    assert_refused(live, gb_to_fr, data[:cut], grpc.StatusCode.INVALID_ARGUMENT, "MalformedError")
 
 
 def test_message_beyond_max_message_bytes_is_resource_exhausted(
     live: LiveFederation, gb_to_fr: grpc.Channel
 ) -> None:
     # Past the transport limit (limits.max_message_bytes, 4 MiB): gRPC refuses it.
-    assert_refused(live, gb_to_fr, b"\x00" * (4 * MiB + 1), grpc.StatusCode.RESOURCE_EXHAUSTED, None)
+    assert_refused(
+        live, gb_to_fr, b"\x00" * (4 * MiB + 1), grpc.StatusCode.RESOURCE_EXHAUSTED, None
+    )
 
 
 def test_envelope_over_the_envelope_limit_is_resource_exhausted(
@@ -286,7 +284,11 @@ def test_envelope_over_the_envelope_limit_is_resource_exhausted(
 ) -> None:
     # Under the transport limit but over the envelope limit: the node's own check.
     assert_refused(
-        live, gb_to_fr, b"\x00" * (4 * MiB - 16), grpc.StatusCode.RESOURCE_EXHAUSTED, "OversizedError"
+        live,
+        gb_to_fr,
+        b"\x00" * (4 * MiB - 16),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "OversizedError",
     )
 
 
@@ -340,9 +342,7 @@ def test_replay_returns_the_original_receipt_and_stores_once(
     # The same message id under a different envelope is refused, and changes nothing.
     other = sealed(live, subject="replayed, but different", message_id=_message_id(env))
     assert other.digest != env.digest
-    assert_refused(
-        live, gb_to_fr, other.to_bytes(), grpc.StatusCode.ALREADY_EXISTS, "ReplayError"
-    )
+    assert_refused(live, gb_to_fr, other.to_bytes(), grpc.StatusCode.ALREADY_EXISTS, "ReplayError")
     detail = live.client(FR).show(mid)
     assert detail.subject == "replayed"
 
@@ -419,7 +419,6 @@ def test_node_survives_bad_input_and_accepts_normal_delivery(
         assert MARKER not in proc.log_path.read_text(errors="replace")
 
 
-
 @pytest.mark.xfail(
     strict=True,
     reason="BUG: concurrent re-delivery of one envelope answers ALREADY_EXISTS instead of the "
@@ -437,7 +436,9 @@ def test_concurrent_redelivery_returns_the_original_receipt(
         data = sealed(live, subject=f"concurrent {round_}").to_bytes()
         barrier = threading.Barrier(8)
 
-        def one(_: int, data: bytes = data, barrier: threading.Barrier = barrier) -> tuple[str, bytes]:
+        def one(
+            _: int, data: bytes = data, barrier: threading.Barrier = barrier
+        ) -> tuple[str, bytes]:
             barrier.wait()
             try:
                 return "OK", deliver(gb_to_fr, data)

@@ -152,6 +152,8 @@ def test_refuses_to_replace_an_existing_identity(make_identity: MakeIdentity) ->
     [
         ("gb-nca", "node:7443", "is not of the form CC-NAME"),
         ("GB-NCA", "no-port", "is not HOST:PORT"),
+        ("GB-NCA", "a b:7443", "neither an IP address nor a DNS name"),
+        ("GB-NCA", "nöde.example:7443", "write international names in their xn-- form"),
     ],
 )
 def test_invalid_input_writes_nothing(
@@ -159,6 +161,12 @@ def test_invalid_input_writes_nothing(
 ) -> None:
     with pytest.raises(InvalidFieldError, match=message):
         make_identity(agency_id, endpoint=endpoint)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_invalid_country_writes_nothing(make_identity: MakeIdentity, tmp_path: Path) -> None:
+    with pytest.raises(InvalidFieldError, match="is not an ISO 3166 alpha-2 code"):
+        make_identity("GB-NCA", country="GBR")
     assert list(tmp_path.iterdir()) == []
 
 
