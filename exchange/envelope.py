@@ -15,6 +15,7 @@ directory, outer signature, recipient, expiry, replay, decryption, inner signatu
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
@@ -54,6 +55,13 @@ from exchange.errors import (
 from exchange.wire import parse
 
 PROTOCOL_VERSION = 1
+
+
+KEY_ID_RE = re.compile(r"[0-9a-f]{32}")
+
+
+def _is_uuid7(raw: bytes) -> bool:
+    return len(raw) == 16 and raw[6] >> 4 == 7 and raw[8] >> 6 == 0b10
 
 
 class MessageType(Enum):
@@ -193,7 +201,7 @@ class Header:
         if msg.protocol_version != PROTOCOL_VERSION:
             raise InvalidFieldError(f"Protocol version {msg.protocol_version} is not supported.")
         mid = bytes(msg.message_id)
-        if len(mid) != 16 or mid[6] >> 4 != 7 or mid[8] >> 6 != 0b10:
+        if not _is_uuid7(mid):
             raise InvalidFieldError("The message id is not a 16-byte UUIDv7.")
         for role, agency in (("sender", msg.sender), ("recipient", msg.recipient)):
             if not AGENCY_ID_RE.fullmatch(agency):
@@ -219,8 +227,18 @@ class Header:
             raise OversizedError(f"More than {limits.max_attachments} attachments.")
         if any(len(a.sha256) != 32 for a in msg.attachments):
             raise InvalidFieldError("An attachment digest is not a 32-byte SHA-256.")
-        if msg.in_reply_to and len(msg.in_reply_to) != 16:
-            raise InvalidFieldError("in_reply_to is not a 16-byte message id.")
+        if msg.in_reply_to and not _is_uuid7(bytes(msg.in_reply_to)):
+            raise InvalidFieldError("in_reply_to is not a UUIDv7 message id.")
+        if msg.sender == msg.recipient:
+            raise InvalidFieldError("An envelope cannot be addressed to its own sender.")
+        for role, kid in (("sender", msg.sender_key_id), ("recipient", msg.recipient_key_id)):
+            if not KEY_ID_RE.fullmatch(kid):
+                raise InvalidFieldError(f"The {role} key id is not 32 lowercase hex digits.")
+        if len(set(msg.handling_codes)) != len(msg.handling_codes):
+            raise InvalidFieldError("A handling code is listed twice.")
+        restricted = pb.HANDLING_CODE_RESTRICTED_TO_NAMED_OFFICERS in msg.handling_codes
+        if restricted and not msg.restricted_to:
+            raise InvalidFieldError("A message restricted to named officers must name them.")
         return cls(
             message_id=mid,
             sender=msg.sender,
@@ -324,6 +342,15 @@ class Opened:
         ).SerializeToString(deterministic=True)
 
 
+def hpke_info(header: bytes) -> bytes:
+    """HPKE `info`: SHA-256(PAE(ctx, header)), 32 bytes.
+
+    Binds the whole header into the key schedule while staying within the 64 bytes of
+    `info` every RFC 9180 implementation must accept.
+    """
+    return sha256(pae(CTX_ENVELOPE_HPKE_INFO, header))
+
+
 def _verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
     try:
         VerifyKey(public_key).verify(message, signature)
@@ -375,9 +402,7 @@ def seal(
     Header.from_bytes(header_bytes, limits)  # what we send must pass the receiver's checks
     inner = sender.signing_key.sign(pae(CTX_ENVELOPE_INNER, header_bytes, body)).signature
     sealed = pb.SealedBody(body=body, inner_signature=inner).SerializeToString(deterministic=True)
-    ciphertext = suite.hpke.encrypt(
-        sealed, load_encryption_key(key), info=pae(CTX_ENVELOPE_HPKE_INFO, header_bytes)
-    )
+    ciphertext = suite.hpke.encrypt(sealed, load_encryption_key(key), info=hpke_info(header_bytes))
     outer = sender.signing_key.sign(pae(CTX_ENVELOPE_OUTER, header_bytes, ciphertext)).signature
     return Envelope(header_bytes, ciphertext, outer)
 
@@ -426,7 +451,7 @@ def decrypt(
         )
     try:
         sealed_bytes = header.suite.hpke.decrypt(
-            envelope.ciphertext, private_key, info=pae(CTX_ENVELOPE_HPKE_INFO, envelope.header)
+            envelope.ciphertext, private_key, info=hpke_info(envelope.header)
         )
     except (InvalidTag, ValueError):
         raise DecryptionError(

@@ -83,8 +83,12 @@ def verify_receipt(
     message_id: bytes,
     envelope_digest: bytes,
     receiver: str,
+    sender: str | None = None,
 ) -> ReceiptBody:
-    """Check that `receipt` is the receiver's valid receipt for exactly this envelope."""
+    """Check that `receipt` is the receiver's valid receipt for exactly this envelope.
+
+    `sender`, when given, must be the sender the receipt names (the caller itself, usually).
+    """
     try:
         body = receipt.parsed()
     except MlaxError as e:
@@ -92,13 +96,16 @@ def verify_receipt(
     mid = format_uuid(message_id)
     if body.message_id != message_id or body.envelope_digest != envelope_digest:
         raise ReceiptError(f"The receipt for {mid} names another envelope.")
+    if sender is not None and body.sender != sender:
+        raise ReceiptError(f"The receipt for {mid} names sender {body.sender}, not {sender}.")
     if body.receiver != receiver:
         raise ReceiptError(f"The receipt for {mid} comes from {body.receiver}, not {receiver}.")
     card = directory.agency(receiver)
     if card is None:
         raise ReceiptError(f"Receiver {receiver} is not in the directory.")
     try:
-        key = card.signing_key(body.receiver_key_id, body.received_at)
+        # A receipt stays proof after the receiver rotates or revokes its key later.
+        key = card.signing_key(body.receiver_key_id, body.received_at, historical=True)
     except MlaxError as e:
         raise ReceiptError(f"The receipt for {mid} uses an unusable key: {e.message}") from None
     try:

@@ -335,6 +335,7 @@ class NodeCore:
                     message_id=row.message_id,
                     envelope_digest=row.envelope_digest,
                     receiver=row.peer,
+                    sender=self.agency,
                 )
             except MlaxError:
                 verified = False

@@ -242,6 +242,7 @@ class DeliveryWorker:
                             message_id=c.message_id,
                             envelope_digest=c.envelope_digest,
                             receiver=c.peer,
+                            sender=self.core.agency,
                         )
                     except MlaxError as e:
                         self._retry(row, f"invalid receipt: {e.message}", now)
@@ -255,6 +256,7 @@ class DeliveryWorker:
                             now,
                             message_id=mid,
                             receiver=c.peer,
+                            sender=self.core.agency,
                             receiver_ledger_index=body.ledger_index,
                             envelope_digest=c.envelope_digest.hex(),
                         ),

@@ -66,6 +66,7 @@ from exchange.envelope import (
     Recipient,
     Sender,
     Suite,
+    hpke_info,
     load_encryption_key,
     open_envelope,
     seal,
@@ -649,7 +650,7 @@ def build_envelope(
     header_bytes = header.to_bytes()
     inner = (inner_signer or signer).sign(pae(CTX_ENVELOPE_INNER, header_bytes, body))
     sealed = epb.SealedBody(body=body, inner_signature=inner).SerializeToString(deterministic=True)
-    info = pae(CTX_ENVELOPE_HPKE_INFO, header_bytes)
+    info = hpke_info(header_bytes)
     ciphertext = encrypt(name, header.suite, sealed, to, info)
     outer = signer.sign(pae(CTX_ENVELOPE_OUTER, header_bytes, ciphertext))
     return Envelope(header_bytes, ciphertext, outer), inner, sealed, info

@@ -21,7 +21,6 @@ from exchange._proto.mlax.v1 import envelope_pb2
 from exchange.agency import AgencyCard, KeyAlgorithm, PublicKey, RevokedKey
 from exchange.directory import AdminKey, Directory, SignedDirectory
 from exchange.encoding import (
-    CTX_ENVELOPE_HPKE_INFO,
     CTX_ENVELOPE_INNER,
     CTX_ENVELOPE_OUTER,
     pae,
@@ -35,6 +34,7 @@ from exchange.envelope import (
     Recipient,
     Sender,
     Suite,
+    hpke_info,
     load_encryption_key,
 )
 
@@ -294,7 +294,7 @@ def forge_envelope(
         ciphertext = hpke_suite.encrypt(
             sealed_body,
             load_encryption_key(encryption_key),
-            info=pae(CTX_ENVELOPE_HPKE_INFO, header_bytes if info_header is None else info_header),
+            info=hpke_info(header_bytes if info_header is None else info_header),
         )
     outer = signing_key.sign(pae(CTX_ENVELOPE_OUTER, header_bytes, ciphertext)).signature
     return Envelope(header_bytes, ciphertext, outer)

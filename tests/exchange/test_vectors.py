@@ -53,6 +53,7 @@ from exchange.envelope import (
     MessageType,
     Recipient,
     Suite,
+    hpke_info,
     open_envelope,
     verify_bundle,
 )
@@ -333,7 +334,7 @@ def test_envelope_deterministic_parts(name: str) -> None:
     assert sealed == h(doc["sealed_body"])
 
     hp = doc["hpke"]
-    assert pae(CTX_ENVELOPE_HPKE_INFO, header) == h(hp["info"])
+    assert hpke_info(header) == h(hp["info"])
     ciphertext = h(doc["ciphertext"])
     assert ciphertext[: hp["enc_length"]] == h(hp["enc"])
     suite = Suite(epb.HpkeSuite.Value(hp["suite"]))

@@ -157,6 +157,7 @@ def test_sigkill_sender_and_receiver_loses_and_duplicates_nothing(
                 message_id=parse_uuid(m.message_id),
                 envelope_digest=bytes.fromhex(detail.evidence.envelope_digest),
                 receiver="FR-OCRTEH",
+                sender="GB-NCA",
             )
             ledger_indexes.add(body.ledger_index)
         assert len(ledger_indexes) == MESSAGES, "two deliveries share one receiver ledger entry"
