@@ -58,8 +58,8 @@ from cryptography.x509.oid import NameOID
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or os.curdir).resolve() != _HERE]
 
-from node.client import OfficerClient  # noqa: E402
-from node.federation import NodeProcess, build_federation, free_port  # noqa: E402
+from node.client import OfficerClient
+from node.federation import NodeProcess, build_federation, free_port
 
 KIB = 1024
 PASSPHRASE, OFFICER_PASSPHRASE = b"bench-node-pass", b"bench-officer-pass"
@@ -97,6 +97,15 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     rank = max(1, -(-len(ordered) * q // 100))
     return ordered[int(rank) - 1]
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process so far (Linux /proc), or None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wall_ms() -> float:
@@ -388,14 +397,24 @@ class ExchangeResult:
     submit_p50_ms: float
     poll_lag_p50_ms: float
     polls: int
+    # CPU time per measured message, by process (None where /proc is not available).
+    cpu_ms_per_msg: dict[str, float | None] = field(default_factory=dict)
 
 
-def run_exchange(client: OfficerClient, concurrency: int, total: int, plan: Plan) -> ExchangeResult:
+def _per_message_ms(before: float | None, after: float | None, total: int) -> float | None:
+    if before is None or after is None:
+        return None
+    return round(1000 * (after - before) / total, 2)
+
+
+def run_exchange(
+    client: OfficerClient, concurrency: int, total: int, plan: Plan, pids: dict[str, int]
+) -> ExchangeResult:
     """Closed loop: `concurrency` threads, each submit then wait until delivered."""
     body = "x" * KIB
     samples: list[Sample] = []
     submit_ms: list[float] = []
-    poller = DeliveryPoller(client, plan.poll_seconds, rows=4 * concurrency + 16)
+    poller = DeliveryPoller(client, plan.poll_seconds, rows=2 * concurrency + 8)
     counter = iter(range(1 << 30))
 
     def one() -> None:
@@ -412,7 +431,9 @@ def run_exchange(client: OfficerClient, concurrency: int, total: int, plan: Plan
         samples.clear()
         submit_ms.clear()
         polls_before = poller.polls
+        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         run_threads(concurrency, total, one)
+        cpu_after = {name: cpu_seconds(pid) for name, pid in pids.items()}
         polls = poller.polls - polls_before
     except TimeoutError:
         if poller.error is not None:
@@ -433,6 +454,9 @@ def run_exchange(client: OfficerClient, concurrency: int, total: int, plan: Plan
         submit_p50_ms=percentile(submit_ms, 50),
         poll_lag_p50_ms=percentile([s.seen_ms - s.delivered_at for s in samples], 50),
         polls=polls,
+        cpu_ms_per_msg={
+            name: _per_message_ms(cpu_before[name], cpu_after[name], total) for name in pids
+        },
     )
 
 
@@ -445,6 +469,7 @@ def measure_exchange(root: Path, plan: Plan) -> tuple[dict[int, ExchangeResult],
         for node in nodes:
             node.start()
         pids = {n.setup.agency: n.proc.pid for n in nodes if n.proc is not None}
+        pids["bench-client"] = os.getpid()
         print(f"nodes up: {pids}", file=sys.stderr, flush=True)
         pause = float(os.environ.get("MLAX_BENCH_PAUSE", "0"))  # time to attach a profiler
         if pause:
@@ -454,7 +479,7 @@ def measure_exchange(root: Path, plan: Plan) -> tuple[dict[int, ExchangeResult],
             fed.nodes[SENDER].credentials["officer"], OFFICER_PASSPHRASE
         ) as client:
             for concurrency, total in plan.counts.items():
-                results[concurrency] = run_exchange(client, concurrency, total, plan)
+                results[concurrency] = run_exchange(client, concurrency, total, plan, pids)
         return results, pids
     finally:
         for node in nodes:
@@ -480,6 +505,7 @@ def _record(ex: ExchangeResult, echo: EchoResult) -> dict[str, object]:
         "submit_p50_ms": round(ex.submit_p50_ms, 2),
         "poll_lag_p50_ms": round(ex.poll_lag_p50_ms, 1),
         "polls": ex.polls,
+        "cpu_ms_per_msg": ex.cpu_ms_per_msg,
         "body_bytes": KIB,
         "storage": "sqlite",
         "method": METHOD,
@@ -519,19 +545,22 @@ def main(argv: list[str] | None = None) -> int:
         exchange, _pids = measure_exchange(Path(tmp) / "federation", plan)
 
     header = (
-        f"{'c':>3} {'msgs':>5} {'msgs/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
-        f"{'echo rps':>9} {'echo p50':>9} {'ratio':>6} {'submit p50':>10} {'poll lag':>8}"
+        f"{'c':>3} {'msgs':>5} {'msgs/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'echo rps':>9} "
+        f"{'ratio':>6} {'submit p50':>10} {'poll lag':>8}  cpu ms/msg sender/receiver/bench"
     )
     print(header, file=sys.stderr)
     print("-" * len(header), file=sys.stderr)
     for concurrency in plan.counts:
         ex, base = exchange[concurrency], echo[concurrency]
         print(json.dumps(_record(ex, base)), flush=True)
+        cpu = "/".join(
+            "-" if v is None else f"{v:.1f}"
+            for v in (ex.cpu_ms_per_msg.get(k) for k in (SENDER, RECEIVER, "bench-client"))
+        )
         print(
             f"{concurrency:>3} {ex.messages:>5} {ex.msgs_per_s:>8,.1f} {ex.p50_ms:>7.1f} "
-            f"{ex.p99_ms:>7.1f} {base.rps:>9,.0f} {base.p50_ms:>9.2f} "
-            f"{ex.msgs_per_s / base.rps:>6.3f} {ex.submit_p50_ms:>10.2f} "
-            f"{ex.poll_lag_p50_ms:>8.1f}",
+            f"{ex.p99_ms:>7.1f} {base.rps:>9,.0f} {ex.msgs_per_s / base.rps:>6.3f} "
+            f"{ex.submit_p50_ms:>10.2f} {ex.poll_lag_p50_ms:>8.1f}  {cpu}",
             file=sys.stderr,
             flush=True,
         )

@@ -229,8 +229,6 @@ class Header:
             raise InvalidFieldError("An attachment digest is not a 32-byte SHA-256.")
         if msg.in_reply_to and not _is_uuid7(bytes(msg.in_reply_to)):
             raise InvalidFieldError("in_reply_to is not a UUIDv7 message id.")
-        if msg.sender == msg.recipient:
-            raise InvalidFieldError("An envelope cannot be addressed to its own sender.")
         for role, kid in (("sender", msg.sender_key_id), ("recipient", msg.recipient_key_id)):
             if not KEY_ID_RE.fullmatch(kid):
                 raise InvalidFieldError(f"The {role} key id is not 32 lowercase hex digits.")

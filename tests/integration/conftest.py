@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import time
@@ -64,11 +65,13 @@ class Cli:
     env: dict[str, str]
 
     def run(
-        self, *args: str | Path, env: dict[str, str] | None = None, timeout: float = 60
+        self, *args: str | Path, env: dict[str, str | None] | None = None, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
+        """Run `mlax ARGS`; `env` adds variables to the base environment, None removes one."""
+        merged = {**self.env, **(env or {})}
         return subprocess.run(
             [*mlax_command(), *map(str, args)],
-            env={**self.env, **(env or {})},
+            env={k: v for k, v in merged.items() if v is not None},
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -82,12 +85,19 @@ class Cli:
         return json.loads(result.stdout)
 
     @staticmethod
-    def refusal(result: subprocess.CompletedProcess[str], code: int = 1) -> str:
-        """Assert the command failed with `code` and one sentence on stderr; return it."""
+    def refusal(
+        result: subprocess.CompletedProcess[str], code: int = 1, grpc_log_ok: bool = False
+    ) -> str:
+        """Assert the command failed with `code` and one sentence on stderr; return it.
+
+        With `grpc_log_ok`, lines that gRPC's C core logs itself (`E1129 07:15:48...`)
+        are tolerated beside the sentence.
+        """
         assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
-        err = result.stderr.strip()
         assert "Traceback" not in result.stderr, result.stderr
-        lines = err.splitlines()
+        lines = result.stderr.strip().splitlines()
+        if grpc_log_ok:
+            lines = [ln for ln in lines if not re.match(r"[DIWE]\d{4} \d\d:\d\d:", ln)]
         assert len(lines) == 1, f"expected one line on stderr, got: {result.stderr!r}"
         assert lines[0].startswith("error: "), lines[0]
         sentence = lines[0].removeprefix("error: ")
@@ -228,7 +238,7 @@ class LiveFederation:
     def rejected_count(self, agency: str, reason: str) -> float:
         """mlax_messages_rejected_total{reason=...} scraped from the node's metrics."""
         url = f"http://127.0.0.1:{self.metrics_ports[agency]}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - our own loopback
+        with urllib.request.urlopen(url, timeout=5) as resp:
             text = resp.read().decode()
         prefix = f'mlax_messages_rejected_total{{reason="{reason}"}} '
         for line in text.splitlines():

@@ -7,7 +7,6 @@ signing, an edit that needs signatures again, rollback, a stranger's signature.
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 from pathlib import Path

@@ -58,7 +58,8 @@ def test_auditor_lists_and_sees_evidence_but_not_content(
     listed = {m.message_id: m for m in auditor.inbox(limit=1000)}
     assert delivered_to_fr in listed
     meta = auditor.show(delivered_to_fr, content=False)
-    assert meta.subject is None and meta.text is None
+    assert meta.subject is None
+    assert meta.text is None
     assert meta.evidence.receipt  # the receipt FR issued
     reads_before = [k for k, _ in live.ledger_kinds(FR) if k == "content.read"]
 
@@ -133,7 +134,8 @@ def test_deactivated_officer_is_refused_on_the_next_call(live: LiveFederation, c
             for k, f in live.ledger_kinds(FR)
             if k == "officer.changed" and f["officer"] == "fr-temp"
         ]
-        assert changed and changed[-1]["active"] is False
+        assert changed
+        assert changed[-1]["active"] is False
 
         # Reactivated, then demoted to auditor: each takes effect on the next call.
         done = cli.run(
