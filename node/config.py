@@ -6,6 +6,7 @@ Validation fails at start with one sentence naming the bad key, e.g.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
@@ -127,7 +128,12 @@ def _coerce(section: str, name: str, kind: Any, value: Any, base: Path) -> Any:
             raise ConfigError(f"{key} must be a positive integer (got {value!r}).")
         return value
     if text == "float":
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value <= 0
+        ):
             raise ConfigError(f"{key} must be a positive number (got {value!r}).")
         return float(value)
     if not isinstance(value, str):
@@ -168,6 +174,10 @@ def load_config(path: Path) -> NodeConfig:
         raise ConfigError(f"The configuration file {path} does not exist.") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path} is not valid TOML: {e}.") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text.") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a directory, not a configuration file.") from None
     base = path.resolve().parent
     for name in raw:
         if name not in _KNOWN_SECTIONS:
@@ -184,8 +194,23 @@ def load_config(path: Path) -> NodeConfig:
     _check_listen("metrics.listen", cfg.metrics.listen, allow_empty=True)
     if cfg.log.level not in _LOG_LEVELS:
         raise ConfigError(f"log.level must be one of {sorted(_LOG_LEVELS)}.")
-    if cfg.storage.url and not cfg.storage.url.startswith(("sqlite", "postgresql")):
+    if cfg.storage.url and not cfg.storage.url.startswith(("sqlite://", "postgresql+psycopg://")):
         raise ConfigError("storage.url must be a sqlite:// or postgresql+psycopg:// URL.")
+    d = cfg.delivery
+    if d.default_ttl_seconds > 90 * 24 * 3600:
+        raise ConfigError("delivery.default_ttl_seconds must not exceed 90 days (7776000).")
+    if d.lease_seconds <= d.rpc_timeout_seconds:
+        raise ConfigError(
+            "delivery.lease_seconds must exceed delivery.rpc_timeout_seconds, or a slow "
+            "delivery could be claimed and sent twice at once."
+        )
+    if cfg.limits.max_message_bytes < 64 * 1024:
+        raise ConfigError("limits.max_message_bytes must be at least 65536.")
+    if cfg.limits.max_watchers >= cfg.officer.max_workers:
+        raise ConfigError(
+            "limits.max_watchers must be below officer.max_workers: each Watch stream holds "
+            "a worker thread, and other calls need some."
+        )
     if cfg.delivery.initial_backoff_seconds > cfg.delivery.max_backoff_seconds:
         raise ConfigError(
             "delivery.initial_backoff_seconds must not exceed delivery.max_backoff_seconds."

@@ -35,7 +35,6 @@ from exchange.errors import (
     MlaxError,
     OversizedError,
     ReplayError,
-    UnknownSenderError,
 )
 from exchange.ledger_entry import LedgerEntry
 from exchange.receipt import Receipt, ReceiptBody, issue_receipt, verify_receipt
@@ -102,6 +101,18 @@ def _find(session: Session, direction: str, peer: str, message_id: bytes) -> Mes
     ).first()
 
 
+def _prior_receipt(s: Session, header: Header, envelope: Envelope) -> Receipt | None:
+    """The receipt of an identical envelope stored before; a different one is a replay."""
+    prior = _find(s, IN, header.sender, header.message_id)
+    if prior is None:
+        return None
+    if prior.envelope_digest == envelope.digest and prior.receipt is not None:
+        return Receipt.from_bytes(prior.receipt)
+    raise ReplayError(
+        f"Message id {header.message_id_text} was already used for another envelope."
+    )
+
+
 def _codes(row: MessageRow) -> list[int]:
     return [int(c) for c in row.handling_codes.split(",") if c]
 
@@ -162,7 +173,7 @@ class NodeCore:
             raise InvalidFieldError("A message cannot be addressed to this node's own agency.")
         card = directory.agency(req.recipient)
         if card is None:
-            raise UnknownSenderError(f"Agency {req.recipient} is not a member of the federation.")
+            raise InvalidFieldError(f"Agency {req.recipient} is not a member of the federation.")
         try:
             message_type = MessageType(req.message_type)
             codes = tuple(HandlingCode(c) for c in req.handling_codes)
@@ -400,17 +411,18 @@ class NodeCore:
                 f"Message {header.message_id_text} names sender {header.sender}, but was "
                 f"delivered by {peer_agency}."
             )
+        # Fast path without the write lock: a re-delivery gets the original receipt.
         with self.db.read() as s:
-            prior = _find(s, IN, header.sender, header.message_id)
+            prior = _prior_receipt(s, header, envelope)
         if prior is not None:
-            if prior.envelope_digest == envelope.digest and prior.receipt is not None:
-                return Receipt.from_bytes(prior.receipt)
-            raise ReplayError(
-                f"Message id {header.message_id_text} was already used for another envelope."
-            )
+            return prior
         now = now_ms()
         try:
             with self.db.write() as s:
+                # Again under the write lock: a concurrent delivery may have just stored it.
+                prior = _prior_receipt(s, header, envelope)
+                if prior is not None:
+                    return prior
                 opened = open_envelope(
                     data,
                     directory,
@@ -471,10 +483,10 @@ class NodeCore:
         except IntegrityError:
             # Another replica or thread stored the same envelope first: answer as it did.
             with self.db.read() as s:
-                prior = _find(s, IN, header.sender, header.message_id)
-            if prior is None or prior.receipt is None or prior.envelope_digest != envelope.digest:
+                prior = _prior_receipt(s, header, envelope)
+            if prior is None:
                 raise
-            return Receipt.from_bytes(prior.receipt)
+            return prior
         with self.inbound:
             self.inbound.notify_all()
         return receipt

@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 
 import grpc
-from keys.identity import AgencyIdentity
 
 from exchange.errors import UnknownSenderError
+from keys.identity import AgencyIdentity
 from node.trust import TrustedDirectory
 
 

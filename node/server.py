@@ -12,7 +12,6 @@ import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from keys.identity import load_identity
 from prometheus_client import start_http_server
 
 from exchange._proto.mlax.v1 import envelope_pb2 as epb
@@ -24,6 +23,7 @@ from exchange.encoding import now_ms
 from exchange.envelope import Limits
 from exchange.errors import MlaxError
 from exchange.ledger_entry import LedgerEntry
+from keys.identity import load_identity
 from node import ledger, metrics
 from node.config import ConfigError, NodeConfig
 from node.core import NodeCore, Officer, summary

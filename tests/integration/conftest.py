@@ -31,8 +31,16 @@ from keys.directory_file import read_signed_directory
 from keys.identity import AgencyIdentity, load_identity
 from keys.keystore import KDF_PROFILE_ENV
 from node.client import NodeCallError, OfficerClient
+from node.config import load_config
 from node.federation import Federation, NodeProcess, build_federation, free_port, mlax_command
-from node.officers import OFFICER_PASSPHRASE_ENV
+from node.officers import (
+    OFFICER_PASSPHRASE_ENV,
+    OfficerCA,
+    add_officer,
+    set_officer,
+    write_bundle,
+)
+from node.storage.db import Database
 
 GB, FR, NG = "GB-NCA", "FR-OCRTEH", "NG-NAPTIP"
 PASSPHRASE = b"pw"
@@ -156,14 +164,44 @@ class LiveFederation:
             )
         return self._clients[key]
 
-    def add_officer(self, agency: str, name: str, role: str = "officer") -> Path:
-        """Issue a new officer credential with `mlax officer add` on the agency's node."""
-        out = self.fed.nodes[agency].root / f"{name}.json"
-        result = self.cli.run(
-            "officer", "add", name, "--config", self.config(agency), "--role", role, "--out", out
-        )
-        assert result.returncode == 0, result.stderr
+    def add_officer(
+        self, agency: str, name: str, role: str = "officer", *, via_cli: bool = False
+    ) -> Path:
+        """Issue a new officer credential on the agency's (running) node: with
+        `mlax officer add`, or in process with node.officers.add_officer (faster)."""
+        setup = self.fed.nodes[agency]
+        out = setup.root / f"{name}.json"
+        if via_cli:
+            result = self.cli.run(
+                "officer", "add", name, "--config", setup.config, "--role", role, "--out", out
+            )
+            assert result.returncode == 0, result.stderr
+            return out
+        cfg = load_config(setup.config)
+        db = Database(cfg.database_url)
+        try:
+            bundle = add_officer(
+                db,
+                OfficerCA.load_or_create(cfg.node.data_dir, agency, PASSPHRASE),
+                name=name,
+                role=role,
+                agency=agency,
+                endpoint=cfg.officer.listen,
+                server_cert_pem=self.card(agency).tls_certificate_pem,
+                bundle_passphrase=self.officer_passphrase,
+            )
+        finally:
+            db.close()
+        write_bundle(out, bundle)
         return out
+
+    def set_officer(self, agency: str, name: str, **changes: Any) -> None:
+        """node.officers.set_officer on the agency's database, as `mlax officer set` does."""
+        db = Database(load_config(self.config(agency)).database_url)
+        try:
+            set_officer(db, name, **changes)
+        finally:
+            db.close()
 
     def wait_delivered(self, sender: OfficerClient, message_id: str, timeout: float = 15) -> None:
         def delivered() -> bool:

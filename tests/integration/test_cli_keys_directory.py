@@ -10,12 +10,16 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from conftest import Cli
 
 from keys.directory_file import read_signed_directory
 from node.federation import mlax_command
+
+if TYPE_CHECKING:
+    # Only the type: which `conftest` module a plain import finds depends on collection order.
+    from conftest import Cli
 
 AGENCIES = {"GB-NCA": 7401, "FR-OCRTEH": 7402, "NL-NP": 7403}
 ADMINS = ("a1", "a2", "a3", "stranger")
