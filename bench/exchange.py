@@ -298,6 +298,7 @@ def measure_echo(port: int, cert_dir: Path, plan: Plan) -> dict[int, EchoResult]
 
 @dataclass
 class _Waiter:
+    submit_start_ms: float
     event: threading.Event = field(default_factory=threading.Event)
     delivered_at: int = 0
     created_at: int = 0
@@ -306,14 +307,21 @@ class _Waiter:
 
 
 class DeliveryPoller:
-    """One thread that lists the newest outbound rows and wakes the submitters."""
+    """One thread that lists the newest outbound rows and wakes the submitters.
+
+    Every poll is an officer call the sender node has to serve, so it polls only when
+    the oldest waiting message is expected to be done (from the latencies seen so far),
+    and then every `interval` while it is late.
+    """
 
     def __init__(self, client: OfficerClient, interval: float, rows: int) -> None:
         self._client = client
-        self._interval = interval
+        self._interval_ms = interval * 1000
         self._rows = rows
         self._lock = threading.Lock()
         self._waiting: dict[str, _Waiter] = {}
+        self._expected_ms = 0.0  # moving average of submit-to-delivered
+        self._last_poll_ms = 0.0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self.polls = 0
@@ -321,9 +329,9 @@ class DeliveryPoller:
         self._thread = threading.Thread(target=self._run, name="bench-poller", daemon=True)
         self._thread.start()
 
-    def wait(self, message_id: str, timeout: float) -> _Waiter:
+    def wait(self, message_id: str, submit_start_ms: float, timeout: float) -> _Waiter:
         """Block until `message_id` is delivered (or failed); raise after `timeout`."""
-        waiter = _Waiter()
+        waiter = _Waiter(submit_start_ms)
         with self._lock:
             self._waiting[message_id] = waiter
         self._wake.set()
@@ -338,44 +346,54 @@ class DeliveryPoller:
         self._wake.set()
         self._thread.join(5)
 
+    def _next_poll_ms(self) -> float | None:
+        with self._lock:
+            if not self._waiting:
+                return None
+            oldest = min(w.submit_start_ms for w in self._waiting.values())
+        due = oldest + 0.8 * self._expected_ms
+        return max(due, self._last_poll_ms + self._interval_ms)
+
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
-                with self._lock:
-                    idle = not self._waiting
-                if idle:
-                    self._wake.wait(0.5)
+                at = self._next_poll_ms()
+                now = wall_ms()
+                if at is None or at > now:
+                    self._wake.wait(0.5 if at is None else (at - now) / 1000)
                     self._wake.clear()
                     continue
+                self._last_poll_ms = now
                 self._poll_once()
-                self._stop.wait(self._interval)
         except BaseException as e:  # surfaced as timeouts in the submitters, then reported
             self.error = e
+
+    def _finish(self, message_id: str, state: str, delivered_at: int, created_at: int) -> None:
+        seen = wall_ms()
+        with self._lock:
+            waiter = self._waiting.pop(message_id, None)
+        if waiter is None:
+            return
+        waiter.state, waiter.seen_ms = state, seen
+        waiter.delivered_at, waiter.created_at = delivered_at, created_at
+        took = delivered_at - waiter.submit_start_ms
+        self._expected_ms = took if not self._expected_ms else 0.8 * self._expected_ms + 0.2 * took
+        waiter.event.set()
 
     def _poll_once(self) -> None:
         infos = self._client.outbox(limit=self._rows)
         self.polls += 1
-        seen = wall_ms()
+        listed = {i.message_id for i in infos}
+        for info in infos:
+            if info.state in ("delivered", "failed"):
+                self._finish(info.message_id, info.state, info.delivered_at, info.created_at)
         with self._lock:
-            for info in infos:
-                waiter = self._waiting.get(info.message_id)
-                if waiter is None or info.state not in ("delivered", "failed"):
-                    continue
-                del self._waiting[info.message_id]
-                waiter.state, waiter.seen_ms = info.state, seen
-                waiter.delivered_at, waiter.created_at = info.delivered_at, info.created_at
-                waiter.event.set()
-            stale = [m for m in self._waiting if m not in {i.message_id for i in infos}]
+            unlisted = [m for m in self._waiting if m not in listed]
         # A row pushed past the listed window (only if it is retried for long): ask for it.
-        for message_id in stale:
+        for message_id in unlisted:
             info = self._client.show(message_id, content=False).info
             if info.state in ("delivered", "failed"):
-                with self._lock:
-                    waiter = self._waiting.pop(message_id, None)
-                if waiter is not None:
-                    waiter.state, waiter.seen_ms = info.state, wall_ms()
-                    waiter.delivered_at, waiter.created_at = info.delivered_at, info.created_at
-                    waiter.event.set()
+                self._finish(message_id, info.state, info.delivered_at, info.created_at)
 
 
 @dataclass(frozen=True)
@@ -423,7 +441,7 @@ def run_exchange(
         t0 = time.perf_counter()
         info = client.send(RECEIVER, subject=f"bench {n}", text=body, case_ref="BENCH")
         submit_ms.append((time.perf_counter() - t0) * 1000)
-        done = poller.wait(info.message_id, timeout=60)
+        done = poller.wait(info.message_id, start, timeout=60)
         samples.append(Sample(start, done.created_at, done.delivered_at, done.seen_ms))
 
     try:
@@ -505,6 +523,7 @@ def _record(ex: ExchangeResult, echo: EchoResult) -> dict[str, object]:
         "submit_p50_ms": round(ex.submit_p50_ms, 2),
         "poll_lag_p50_ms": round(ex.poll_lag_p50_ms, 1),
         "polls": ex.polls,
+        "polls_per_msg": round(ex.polls / ex.messages, 2),
         "cpu_ms_per_msg": ex.cpu_ms_per_msg,
         "body_bytes": KIB,
         "storage": "sqlite",

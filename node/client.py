@@ -24,6 +24,9 @@ from exchange.encoding import parse_uuid
 from exchange.errors import InvalidFieldError, KeystoreError, MlaxError, PassphraseError
 from exchange.receipt import Receipt
 
+# Unlocks an officer's credential bundle (else the CLI prompts).
+OFFICER_PASSPHRASE_ENV = "MLAX_OFFICER_PASSPHRASE"  # noqa: S105 - a variable name
+
 MESSAGE_TYPES = {
     "note": epb.MESSAGE_TYPE_NOTE,
     "mla": epb.MESSAGE_TYPE_MLA_REQUEST,

@@ -39,6 +39,9 @@ class ListenerSection:
     # Past this many concurrent calls new ones get RESOURCE_EXHAUSTED instead of queueing.
     max_concurrent_rpcs: int = 256
     reuse_port: bool = False
+    # The address clients dial, when it differs from `listen` (0.0.0.0, NAT, a load
+    # balancer). Officer credential bundles carry it.
+    advertise: str = ""
 
 
 @dataclass(frozen=True)
@@ -192,6 +195,8 @@ def load_config(path: Path) -> NodeConfig:
     _check_listen("federation.listen", cfg.federation.listen)
     _check_listen("officer.listen", cfg.officer.listen)
     _check_listen("metrics.listen", cfg.metrics.listen, allow_empty=True)
+    _check_listen("officer.advertise", cfg.officer.advertise, allow_empty=True)
+    _check_listen("federation.advertise", cfg.federation.advertise, allow_empty=True)
     if cfg.log.level not in _LOG_LEVELS:
         raise ConfigError(f"log.level must be one of {sorted(_LOG_LEVELS)}.")
     if cfg.storage.url and not cfg.storage.url.startswith(("sqlite://", "postgresql+psycopg://")):

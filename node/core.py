@@ -108,9 +108,7 @@ def _prior_receipt(s: Session, header: Header, envelope: Envelope) -> Receipt | 
         return None
     if prior.envelope_digest == envelope.digest and prior.receipt is not None:
         return Receipt.from_bytes(prior.receipt)
-    raise ReplayError(
-        f"Message id {header.message_id_text} was already used for another envelope."
-    )
+    raise ReplayError(f"Message id {header.message_id_text} was already used for another envelope.")
 
 
 def _codes(row: MessageRow) -> list[int]:

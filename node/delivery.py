@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import grpc
 import structlog
 from sqlalchemy import and_, func, select
+from sqlalchemy.orm import Session
 
 from exchange._proto.mlax.v1 import envelope_pb2 as epb
 from exchange._proto.mlax.v1 import federation_pb2_grpc as fgrpc
@@ -245,7 +246,7 @@ class DeliveryWorker:
                             sender=self.core.agency,
                         )
                     except MlaxError as e:
-                        self._retry(row, f"invalid receipt: {e.message}", now)
+                        self._retry(s, row, f"invalid receipt: {e.message}", now)
                         continue
                     row.state, row.receipt, row.delivered_at = DELIVERED, o.receipt, now
                     row.last_error, row.lease_until = "", 0
@@ -281,21 +282,30 @@ class DeliveryWorker:
                     log.warning("delivery_refused", message_id=mid, peer=c.peer, code=o.code.name)
                 else:
                     code = o.code.name if o.code else "UNKNOWN"
-                    self._retry(row, _retry_reason(o.code, o.detail), now)
+                    self._retry(s, row, _retry_reason(o.code, o.detail), now)
                     metrics.DELIVERY_FAILURES.labels(peer=c.peer, reason=code).inc()
 
-    def _retry(self, row: MessageRow, reason: str, now: int) -> None:
+    def _retry(self, session: Session, row: MessageRow, reason: str, now: int) -> None:
         mid = format_uuid(row.message_id)
         row.last_error = reason[:500]
         row.lease_until = 0
         if now - row.created_at > self.cfg.give_up_after_seconds * 1000 or now >= row.expires_at:
             row.state = FAILED
             row.last_error = f"given up after {row.attempts} attempts: {reason}"[:500]
+            ledger.append(
+                session,
+                LedgerEntry.of(
+                    "delivery.given_up", now, message_id=mid, peer=row.peer, attempts=row.attempts
+                ),
+            )
+            metrics.DELIVERY_GIVEN_UP.labels(peer=row.peer).inc()
             log.warning("delivery_given_up", message_id=mid, peer=row.peer, attempts=row.attempts)
             return
         row.state = RETRYING
         row.next_attempt_at = now + backoff_ms(row.attempts, self.cfg, self._rng)
-        log.info("delivery_retry", message_id=mid, peer=row.peer, attempts=row.attempts)
+        log.info(
+            "delivery_retry", message_id=mid, peer=row.peer, attempts=row.attempts, reason=reason
+        )
 
 
 def outbox_depth(core: NodeCore) -> dict[str, int]:

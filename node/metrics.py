@@ -20,6 +20,9 @@ DELIVERY_FAILURES = Counter(
     "Failed delivery attempts, by peer and status.",
     ["peer", "reason"],
 )
+DELIVERY_GIVEN_UP = Counter(
+    "mlax_delivery_given_up_total", "Messages given up after the retry period.", ["peer"]
+)
 DELIVERY_LATENCY = Histogram(
     "mlax_delivery_latency_seconds",
     "Time from submission to stored receipt.",
@@ -43,6 +46,25 @@ class _OutboxCollector(Collector):
         for peer, n in sorted(self._depth().items()):
             g.add_metric([peer], n)
         yield g
+
+
+class _ExpiryCollector(Collector):
+    def __init__(self, times: Callable[[], dict[str, int]]) -> None:
+        self._times = times
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        g = GaugeMetricFamily(
+            "mlax_expiry_timestamp_seconds",
+            "When the TLS certificate, newest keys and directory stop being valid.",
+            labels=["what"],
+        )
+        for what, ms in sorted(self._times().items()):
+            g.add_metric([what], ms / 1000)
+        yield g
+
+
+def register_expiry(times: Callable[[], dict[str, int]]) -> None:
+    REGISTRY.register(_ExpiryCollector(times))
 
 
 def register_outbox(depth: Callable[[], dict[str, int]]) -> None:

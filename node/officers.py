@@ -30,7 +30,6 @@ from node.storage.models import OfficerRow
 
 ROLES = ("officer", "supervisor", "auditor", "admin")
 BUNDLE_FORMAT = "mlax-officer/v1"
-OFFICER_PASSPHRASE_ENV = "MLAX_OFFICER_PASSPHRASE"  # noqa: S105 - a variable name
 
 
 def spki_sha256(cert_pem: bytes) -> bytes:

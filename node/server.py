@@ -18,12 +18,13 @@ from exchange._proto.mlax.v1 import envelope_pb2 as epb
 from exchange._proto.mlax.v1 import federation_pb2 as fpb
 from exchange._proto.mlax.v1 import officer_pb2 as opb
 from exchange._proto.mlax.v1 import officer_pb2_grpc as ogrpc
+from exchange.agency import PublicKey
 from exchange.directory import verify_directory
-from exchange.encoding import now_ms
+from exchange.encoding import format_uuid, now_ms
 from exchange.envelope import Limits
 from exchange.errors import MlaxError
 from exchange.ledger_entry import LedgerEntry
-from keys.identity import load_identity
+from keys.identity import AgencyIdentity, load_identity
 from node import ledger, metrics
 from node.config import ConfigError, NodeConfig
 from node.core import NodeCore, Officer, summary
@@ -86,7 +87,7 @@ class FederationService:
         log.info(
             "envelope_received",
             peer=peer,
-            message_id=str(body.message_id.hex()),
+            message_id=format_uuid(body.message_id),
             ledger_index=body.ledger_index,
         )
         return epb.Receipt(body=receipt.body, signature=receipt.signature)
@@ -189,6 +190,8 @@ class OfficerService(ogrpc.OfficerServicer):
         try:
             cursor = self._run(context, lambda: self.core.inbound_cursor(request.after_message_id))
             while context.is_active():
+                # A deactivated or demoted officer's stream ends at the next wake.
+                self._officer(context, "Watch")
                 rows = self.core.inbound_after(cursor)
                 for row in rows:
                     cursor = row.id
@@ -287,6 +290,39 @@ def _add_health_and_reflection(server: grpc.Server, service: str) -> health.Heal
     return status
 
 
+def _bind(server: grpc.Server, key: str, address: str, creds: grpc.ServerCredentials) -> None:
+    try:
+        server.add_secure_port(address, creds)
+    except RuntimeError:
+        # With SO_REUSEPORT off, grpc refuses an address another process holds.
+        raise ConfigError(f"{key} {address} is in use or cannot be bound.") from None
+
+
+def expiry_times(identity: AgencyIdentity, trust: TrustedDirectory) -> dict[str, int]:
+    """Unix ms at which each thing this node depends on stops being valid."""
+    card = trust.current().agency(identity.agency_id) or identity.card
+    now = now_ms()
+
+    def last(keys: tuple[PublicKey, ...]) -> int:
+        live = [k.not_after for k in keys if card.revocation(k.key_id) is None and k.valid_at(now)]
+        return max(live, default=now)
+
+    return {
+        "tls_certificate": identity.tls_certificate_not_after,
+        "directory": trust.current().expires_at,
+        "signing_key": last(card.signing_keys),
+        "encryption_key": last(card.encryption_keys),
+    }
+
+
+def warn_expiry(identity: AgencyIdentity, trust: TrustedDirectory, days: int = 30) -> None:
+    """Log a warning for anything that expires within `days`: operators must act first."""
+    now = now_ms()
+    for what, at in expiry_times(identity, trust).items():
+        if at - now < days * 86_400_000:
+            log.warning("expires_soon", what=what, days_left=round((at - now) / 86_400_000, 1))
+
+
 def run(cfg: NodeConfig, passphrase: bytes, stop: threading.Event | None = None) -> None:
     """Run a node until SIGTERM/SIGINT (or `stop`), then shut down gracefully."""
     identity = load_identity(cfg.node.identity_dir, passphrase)
@@ -334,11 +370,13 @@ def run(cfg: NodeConfig, passphrase: bytes, stop: threading.Event | None = None)
     max_bytes = cfg.limits.max_message_bytes
     fed = _server(cfg.federation, [FederationService(core).handler()], max_bytes)
     fed_health = _add_health_and_reflection(fed, FEDERATION_SERVICE)
-    fed.add_secure_port(cfg.federation.listen, fed_creds)
+    _bind(fed, "federation.listen", cfg.federation.listen, fed_creds)
     off = _server(cfg.officer, [], max_bytes)
     ogrpc.add_OfficerServicer_to_server(OfficerService(core, cfg.limits.max_watchers), off)
     off_health = _add_health_and_reflection(off, OFFICER_SERVICE)
-    off.add_secure_port(
+    _bind(
+        off,
+        "officer.listen",
         cfg.officer.listen,
         grpc.ssl_server_credentials(
             own_pair, root_certificates=ca.cert_pem, require_client_auth=True
@@ -346,8 +384,15 @@ def run(cfg: NodeConfig, passphrase: bytes, stop: threading.Event | None = None)
     )
     if cfg.metrics.listen:
         host, _, port = cfg.metrics.listen.rpartition(":")
-        start_http_server(int(port), addr=host)
+        try:
+            start_http_server(int(port), addr=host)
+        except OSError as e:
+            raise ConfigError(
+                f"metrics.listen {cfg.metrics.listen} cannot be bound: {e.strerror}."
+            ) from None
         metrics.register_outbox(lambda: outbox_depth(core))
+        metrics.register_expiry(lambda: expiry_times(identity, trust))
+    warn_expiry(identity, trust)
 
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():

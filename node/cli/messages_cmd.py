@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from exchange.receipt import Receipt
 from node.cli.common import (
@@ -19,8 +20,13 @@ from node.cli.common import (
     passphrase,
     print_json,
 )
-from node.client import MessageDetail, MessageInfo, NodeCallError, OfficerClient
-from node.officers import OFFICER_PASSPHRASE_ENV
+from node.client import (
+    OFFICER_PASSPHRASE_ENV,
+    MessageDetail,
+    MessageInfo,
+    NodeCallError,
+    OfficerClient,
+)
 
 CREDENTIAL_ENV = "MLAX_CREDENTIAL"
 
@@ -225,7 +231,11 @@ def _print_detail(d: MessageDetail) -> None:
     if i.handling_codes:
         console.print(f"  handling: {', '.join(i.handling_codes)}")
     if d.subject is not None:
-        console.print(f"\n[bold]{d.subject}[/]\n{d.text}\n", highlight=False, markup=False)
+        # Content is printed as text, never interpreted as Rich markup.
+        console.print()
+        console.print(Text(d.subject, style="bold"))
+        console.print(Text(d.text or ""))
+        console.print()
     ev = d.evidence
     console.print(f"  envelope digest {ev.envelope_digest}")
     if ev.receipt:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -12,19 +12,15 @@ from rich.table import Table
 from exchange.encoding import now_ms
 from keys.directory_file import read_signed_directory
 from keys.identity import read_card
-from node import logs
 from node.cli.common import cli_errors, console, fail, passphrase, print_json
+from node.client import OFFICER_PASSPHRASE_ENV
 from node.config import NodeConfig, load_config
-from node.officers import (
-    OFFICER_PASSPHRASE_ENV,
-    OfficerCA,
-    add_officer,
-    list_officers,
-    set_officer,
-    write_bundle,
-)
-from node.storage.db import Database
-from node.trust import TrustedDirectory
+
+if TYPE_CHECKING:
+    from node.storage.db import Database
+
+# Storage, the officer CA and the server are imported inside the commands that use them:
+# every `mlax` call would otherwise pay for SQLAlchemy and Alembic at start.
 
 node_app = typer.Typer(no_args_is_help=True)
 officer_app = typer.Typer(no_args_is_help=True)
@@ -44,6 +40,8 @@ def _node_passphrase(cfg: NodeConfig) -> bytes:
 
 
 def _db(cfg: NodeConfig) -> Database:
+    from node.storage.db import Database
+
     cfg.node.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     db = Database(cfg.database_url, cfg.storage.pool_size)
     db.migrate()
@@ -54,9 +52,12 @@ def _db(cfg: NodeConfig) -> Database:
 @cli_errors
 def serve(config: ConfigOpt) -> None:
     """Run the node until SIGTERM or Ctrl-C."""
+    from node import logs
     from node.server import run
 
     cfg = load_config(config)
+    # The database, its WAL and everything else the node writes are for its eyes only.
+    os.umask(0o077)
     logs.configure(cfg.log.level)
     run(cfg, _node_passphrase(cfg))
 
@@ -76,6 +77,8 @@ def directory_update(
     config: ConfigOpt,
 ) -> None:
     """Install a newer signed directory; rollback and bad signatures are refused."""
+    from node.trust import TrustedDirectory
+
     cfg = load_config(config)
     db = _db(cfg)
     try:
@@ -94,6 +97,8 @@ def directory_show(
     config: ConfigOpt, json_out: Annotated[bool, typer.Option("--json")] = False
 ) -> None:
     """The directory this node trusts now."""
+    from node.trust import TrustedDirectory
+
     cfg = load_config(config)
     db = _db(cfg)
     try:
@@ -126,6 +131,8 @@ def officer_add(
     days: Annotated[int, typer.Option(help="Validity of the credential.")] = 365,
 ) -> None:
     """Issue an officer credential bundle (client certificate and encrypted key)."""
+    from node.officers import OfficerCA, add_officer, write_bundle
+
     cfg = load_config(config)
     out = out or Path(f"{name}.officer.json")
     if out.exists():
@@ -144,7 +151,7 @@ def officer_add(
             name=name,
             role=role,
             agency=cfg.node.agency,
-            endpoint=cfg.officer.listen,
+            endpoint=cfg.officer.advertise or cfg.officer.listen,
             server_cert_pem=card.tls_certificate_pem,
             bundle_passphrase=bundle_pass,
             days=days,
@@ -161,6 +168,8 @@ def officer_list(
     config: ConfigOpt, json_out: Annotated[bool, typer.Option("--json")] = False
 ) -> None:
     """Officers of this node with their roles."""
+    from node.officers import list_officers
+
     cfg = load_config(config)
     db = _db(cfg)
     try:
@@ -185,6 +194,8 @@ def officer_set(
     active: Annotated[bool | None, typer.Option("--active/--inactive")] = None,
 ) -> None:
     """Change an officer's role, or deactivate them (effective on their next call)."""
+    from node.officers import set_officer
+
     cfg = load_config(config)
     db = _db(cfg)
     try:

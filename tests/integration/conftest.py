@@ -29,17 +29,10 @@ from exchange.agency import AgencyCard
 from exchange.directory import Directory
 from keys.directory_file import read_signed_directory
 from keys.identity import AgencyIdentity, load_identity
-from keys.keystore import KDF_PROFILE_ENV
 from node.client import NodeCallError, OfficerClient
 from node.config import load_config
 from node.federation import Federation, NodeProcess, build_federation, free_port, mlax_command
-from node.officers import (
-    OFFICER_PASSPHRASE_ENV,
-    OfficerCA,
-    add_officer,
-    set_officer,
-    write_bundle,
-)
+from node.officers import OfficerCA, add_officer, set_officer, write_bundle
 from node.storage.db import Database
 
 GB, FR, NG = "GB-NCA", "FR-OCRTEH", "NG-NAPTIP"
@@ -53,9 +46,9 @@ def base_env(**extra: str) -> dict[str, str]:
     env.pop("MLAX_CREDENTIAL", None)
     env.update(
         {
-            KDF_PROFILE_ENV: "test",
+            "MLAX_KDF_PROFILE": "test",
             "MLAX_KEY_PASSPHRASE": PASSPHRASE.decode(),
-            OFFICER_PASSPHRASE_ENV: OFFICER_PASSPHRASE.decode(),
+            "MLAX_OFFICER_PASSPHRASE": OFFICER_PASSPHRASE.decode(),
             # Rich must not wrap or colour what the tests parse.
             "COLUMNS": "200",
             "NO_COLOR": "1",
@@ -305,7 +298,7 @@ class LiveFederation:
 def live(tmp_path_factory: pytest.TempPathFactory, cli: Cli) -> Iterator[LiveFederation]:
     """GB-NCA, FR-OCRTEH and NG-NAPTIP running as real node processes on loopback."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(KDF_PROFILE_ENV, "test")
+        mp.setenv("MLAX_KDF_PROFILE", "test")
         fed = build_federation(
             tmp_path_factory.mktemp("federation"), PASSPHRASE, OFFICER_PASSPHRASE
         )

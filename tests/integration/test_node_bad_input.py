@@ -27,7 +27,6 @@ from exchange.encoding import format_uuid, now_ms
 from exchange.envelope import Envelope, Header, MessageType, Sender, seal
 from exchange.receipt import Receipt, verify_receipt
 from keys.identity import create_identity, load_identity
-from keys.keystore import KDF_PROFILE_ENV
 
 if TYPE_CHECKING:
     from conftest import LiveFederation
@@ -155,7 +154,7 @@ def _self_signed(subject: x509.Name) -> tuple[bytes, bytes]:
 def _outsider_identity(tmp: Path) -> tuple[bytes, bytes]:
     """A complete fourth agency identity that was never added to the directory."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(KDF_PROFILE_ENV, "test")
+        mp.setenv("MLAX_KDF_PROFILE", "test")
         create_identity(
             tmp / "de",
             agency_id="DE-BKA",
@@ -219,7 +218,7 @@ def test_unknown_sender_agency(
     live: LiveFederation, gb_to_fr: grpc.Channel, tmp_path: Path
 ) -> None:
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(KDF_PROFILE_ENV, "test")
+        mp.setenv("MLAX_KDF_PROFILE", "test")
         create_identity(
             tmp_path / "de",
             agency_id="DE-BKA",
