@@ -11,13 +11,17 @@ key), outbox commit, the delivery worker's claim, Deliver RPC node to node, the
 receiver's open + ledger + receipt + commit, and the sender's receipt check + commit.
 
 Closed loop: `c` client threads each submit one message and wait until it is
-`delivered` before submitting the next, so exactly `c` messages are in the system. One
-poller thread lists the outbox (`ListMessages`, newest rows only) every few
-milliseconds and wakes the thread whose message turned `delivered`. Latency uses the
-node's own timestamp (`delivered_at`, stamped when the receipt is recorded) minus the
-client's wall clock at the start of `Submit` (same host, same clock), so polling adds no
-error to it; polling only delays the next submission, and that delay is reported
-(`poll_lag_p50_ms`). Throughput = messages / (first Submit start to last delivered_at).
+`delivered` before submitting the next, so at most `c` messages are in the system. The
+officer API has no delivery notification, so one poller thread lists the outbox
+(`ListMessages`, newest rows only) when the oldest waiting message is due by the
+latencies seen so far, and again shortly after while it is late; it wakes the threads
+whose messages turned `delivered`. Latency is the node's own `delivered_at` (stamped
+as the receipt is recorded, just before that transaction commits) minus the client's
+wall clock at the start of `Submit` (same host, same clock), so polling adds no error
+to it; polling only delays the next submission (`poll_lag_p50_ms`) and costs the
+sender node CPU, which is priced separately (`sender_cpu_ms_per_poll`, measured on the
+idle node after each run). Throughput = messages / (first Submit start to last
+delivered_at). CPU per message of each process comes from /proc (Linux only).
 
 Baseline: a bare unary echo server in another process (`--echo-server PORT`), generic
 handler on raw bytes, sync server with a thread pool, mutual TLS with throwaway P-256
@@ -72,6 +76,8 @@ ECHO_METHOD = "/bench.Echo/Echo"
 # Worker threads of the echo server: the node's default listener pool size.
 ECHO_WORKERS = 32
 ECHO_REPEATS = 3
+# Outbox polls timed on the idle sender after each run, to price the benchmark's polling.
+POLL_COST_CALLS = 50
 METHOD = (
     "closed loop, c client threads each Submit then wait until delivered; "
     "latency = node delivered_at - client Submit start; "
@@ -266,7 +272,7 @@ def measure_echo(port: int, cert_dir: Path, plan: Plan) -> dict[int, EchoResult]
     payload = os.urandom(KIB)
     results: dict[int, EchoResult] = {}
     with grpc.secure_channel(f"127.0.0.1:{port}", creds) as channel:
-        call = channel.unary_unary(ECHO_METHOD)
+        call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(ECHO_METHOD)
         grpc.channel_ready_future(channel).result(timeout=10)
         latencies: list[float] = []
 
@@ -311,7 +317,7 @@ class DeliveryPoller:
 
     Every poll is an officer call the sender node has to serve, so it polls only when
     the oldest waiting message is expected to be done (from the latencies seen so far),
-    and then every `interval` while it is late.
+    and then every `interval` (or a tenth of the usual latency) while it is late.
     """
 
     def __init__(self, client: OfficerClient, interval: float, rows: int) -> None:
@@ -352,7 +358,9 @@ class DeliveryPoller:
                 return None
             oldest = min(w.submit_start_ms for w in self._waiting.values())
         due = oldest + 0.8 * self._expected_ms
-        return max(due, self._last_poll_ms + self._interval_ms)
+        # Late messages are looked for again after a tenth of the usual latency.
+        interval = max(self._interval_ms, self._expected_ms / 10)
+        return max(due, self._last_poll_ms + interval)
 
     def _run(self) -> None:
         try:
@@ -417,6 +425,16 @@ class ExchangeResult:
     polls: int
     # CPU time per measured message, by process (None where /proc is not available).
     cpu_ms_per_msg: dict[str, float | None] = field(default_factory=dict)
+    # Sender CPU for one outbox poll, measured on the idle node right after the run.
+    sender_cpu_ms_per_poll: float | None = None
+
+    @property
+    def sender_cpu_ms_per_msg_without_polls(self) -> float | None:
+        """The sender's CPU per message less what the benchmark's own polling cost it."""
+        total = self.cpu_ms_per_msg.get(SENDER)
+        if total is None or self.sender_cpu_ms_per_poll is None:
+            return None
+        return round(total - self.polls * self.sender_cpu_ms_per_poll / self.messages, 2)
 
 
 def _per_message_ms(before: float | None, after: float | None, total: int) -> float | None:
@@ -432,7 +450,8 @@ def run_exchange(
     body = "x" * KIB
     samples: list[Sample] = []
     submit_ms: list[float] = []
-    poller = DeliveryPoller(client, plan.poll_seconds, rows=2 * concurrency + 8)
+    rows = 2 * concurrency + 8
+    poller = DeliveryPoller(client, plan.poll_seconds, rows)
     counter = iter(range(1 << 30))
 
     def one() -> None:
@@ -459,6 +478,14 @@ def run_exchange(
         raise
     finally:
         poller.stop()
+    sender_pid = pids.get(SENDER)
+    poll_cost = None
+    if sender_pid is not None:
+        time.sleep(0.5)  # let the delivery worker go idle
+        before = cpu_seconds(sender_pid)
+        for _ in range(POLL_COST_CALLS):
+            client.outbox(limit=rows)
+        poll_cost = _per_message_ms(before, cpu_seconds(sender_pid), POLL_COST_CALLS)
     first = min(s.submit_start_ms for s in samples)
     last = max(s.delivered_at for s in samples)
     latencies = [s.delivered_at - s.submit_start_ms for s in samples]
@@ -475,6 +502,7 @@ def run_exchange(
         cpu_ms_per_msg={
             name: _per_message_ms(cpu_before[name], cpu_after[name], total) for name in pids
         },
+        sender_cpu_ms_per_poll=poll_cost,
     )
 
 
@@ -524,6 +552,8 @@ def _record(ex: ExchangeResult, echo: EchoResult) -> dict[str, object]:
         "poll_lag_p50_ms": round(ex.poll_lag_p50_ms, 1),
         "polls": ex.polls,
         "polls_per_msg": round(ex.polls / ex.messages, 2),
+        "sender_cpu_ms_per_poll": ex.sender_cpu_ms_per_poll,
+        "sender_cpu_ms_per_msg_without_polls": ex.sender_cpu_ms_per_msg_without_polls,
         "cpu_ms_per_msg": ex.cpu_ms_per_msg,
         "body_bytes": KIB,
         "storage": "sqlite",

@@ -67,6 +67,14 @@ class DeliverySection:
 
 
 @dataclass(frozen=True)
+class LedgerSection:
+    # Sign a checkpoint this often when the ledger grew.
+    checkpoint_interval_seconds: float = 2.0
+    # Ask peers to cosign the latest checkpoint this often.
+    witness_interval_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
 class LimitsSection:
     max_message_bytes: int = 4 * 1024 * 1024
     max_watchers: int = 16
@@ -92,6 +100,7 @@ class NodeConfig:
     storage: StorageSection = field(default_factory=StorageSection)
     delivery: DeliverySection = field(default_factory=DeliverySection)
     limits: LimitsSection = field(default_factory=LimitsSection)
+    ledger: LedgerSection = field(default_factory=LedgerSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
     log: LogSection = field(default_factory=LogSection)
 
@@ -107,6 +116,7 @@ _KNOWN_SECTIONS = {
     "storage": StorageSection,
     "delivery": DeliverySection,
     "limits": LimitsSection,
+    "ledger": LedgerSection,
     "metrics": MetricsSection,
     "log": LogSection,
 }

@@ -1,39 +1,235 @@
-"""Appending to the audit ledger inside the caller's transaction.
+"""The audit ledger in the node's database: append, tree nodes, proofs, checkpoints.
 
-The entry is written in the same transaction as the event it records, so either both
-exist or neither does. Indexes are dense and ordered; on PostgreSQL an advisory lock
-serialises appenders across replicas (SQLite's write lock already does).
+An entry is appended in the same transaction as the event it records, so either both
+exist or neither does. The append locks the one head row (FOR UPDATE on PostgreSQL; on
+SQLite the write transaction already holds the lock), so indexes stay dense and ordered
+across replicas. Every complete subtree's hash is stored as it completes, so proofs
+read O(log n) nodes in one query instead of rebuilding anything.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, text
+import json
+from collections.abc import Callable, Iterable, Iterator
+
+from nacl.signing import SigningKey
+from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
+from exchange._proto.mlax.v1 import ledger_pb2 as lpb
+from exchange.encoding import now_ms
+from exchange.ledger import (
+    Checkpoint,
+    CompactRange,
+    consistency_proof,
+    inclusion_proof,
+    leaf_hash,
+    sign_checkpoint,
+)
 from exchange.ledger_entry import LedgerEntry, commitment, new_salt
-from node.storage.models import LedgerEntryRow
+from node.storage.db import Database
+from node.storage.models import (
+    CheckpointRow,
+    CosignatureRow,
+    LedgerEntryRow,
+    LedgerHeadRow,
+    LedgerNodeRow,
+)
 
-# Arbitrary constant naming the ledger's advisory lock on PostgreSQL.
-_PG_LEDGER_LOCK = 0x4D4C4158
+HEAD_ID = 1
+EXPORT_FORMAT = "mlax-ledger-export/v1"
+# Entry fields that name the other agency concerned; a peer may read such entries.
+PARTY_FIELDS = ("sender", "recipient", "receiver", "peer")
+
+
+def _frontier(head: LedgerHeadRow) -> list[bytes]:
+    f = head.frontier
+    return [f[i : i + 32] for i in range(0, len(f), 32)]
 
 
 def append(session: Session, entry: LedgerEntry) -> int:
-    """Add `entry` as the next leaf; returns its index."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LEDGER_LOCK})
-    last = session.scalar(select(func.max(LedgerEntryRow.idx)))
-    idx = 0 if last is None else last + 1
+    """Add `entry` as the next leaf inside the caller's transaction; returns its index."""
+    head = session.get(LedgerHeadRow, HEAD_ID, with_for_update=True)
+    if head is None:
+        head = LedgerHeadRow(id=HEAD_ID, size=0, frontier=b"")
+        session.add(head)
     data = entry.to_bytes()
     salt = new_salt()
+    digest = commitment(salt, data)
+    tree = CompactRange(head.size, _frontier(head))
+    completed = tree.append(leaf_hash(digest))
+    idx = head.size
     session.add(
         LedgerEntryRow(
-            idx=idx,
-            kind=entry.kind,
-            at=entry.at,
-            entry=data,
-            salt=salt,
-            commitment=commitment(salt, data),
+            idx=idx, kind=entry.kind, at=entry.at, entry=data, salt=salt, commitment=digest
         )
     )
+    session.add_all(LedgerNodeRow(level=lv, idx=i, hash=h) for lv, i, h in completed)
+    head.size = tree.size
+    head.frontier = b"".join(tree.frontier)
     session.flush()
     return idx
+
+
+def concerns(entry: bytes | None, agency: str) -> bool:
+    """Whether a ledger entry names `agency` as the other party (so it may read it)."""
+    if not entry:
+        return False
+    doc = json.loads(entry)
+    return any(doc.get(f) == agency for f in PARTY_FIELDS)
+
+
+def _batched_proof(
+    session: Session, build: Callable[[Callable[[int, int], bytes]], list[bytes]]
+) -> list[bytes]:
+    """Run a proof builder twice: once to learn which nodes it reads, then with them all
+    fetched in one query (the coordinates never depend on the hash values)."""
+    wanted: list[tuple[int, int]] = []
+    build(lambda level, idx: wanted.append((level, idx)) or b"\0" * 32)  # type: ignore[func-returns-value]
+    if not wanted:
+        return []
+    rows = session.execute(
+        select(LedgerNodeRow.level, LedgerNodeRow.idx, LedgerNodeRow.hash).where(
+            tuple_(LedgerNodeRow.level, LedgerNodeRow.idx).in_(set(wanted))
+        )
+    ).all()
+    nodes = {(lv, i): h for lv, i, h in rows}
+    missing = set(wanted) - nodes.keys()
+    if missing:
+        raise LookupError(f"stored tree lacks nodes {sorted(missing)[:3]}")
+    return build(lambda level, idx: nodes[(level, idx)])
+
+
+class LedgerStore:
+    """Reads and checkpoints over one node's ledger."""
+
+    def __init__(self, db: Database, origin: str) -> None:
+        self.db = db
+        self.origin = origin
+
+    def size(self) -> int:
+        with self.db.read() as s:
+            head = s.get(LedgerHeadRow, HEAD_ID)
+            return head.size if head else 0
+
+    def inclusion_proof(self, index: int, size: int) -> tuple[bytes, list[bytes]]:
+        """(commitment of entry `index`, its audit path in the tree of `size` leaves)."""
+        with self.db.read() as s:
+            row = s.get(LedgerEntryRow, index)
+            if row is None:
+                raise LookupError(f"no ledger entry {index}")
+            proof = _batched_proof(s, lambda get: inclusion_proof(index, size, get))
+            return row.commitment, proof
+
+    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        with self.db.read() as s:
+            return _batched_proof(s, lambda get: consistency_proof(old_size, new_size, get))
+
+    def latest_checkpoint(self) -> CheckpointRow | None:
+        with self.db.read() as s:
+            return s.scalars(
+                select(CheckpointRow).order_by(CheckpointRow.size.desc()).limit(1)
+            ).first()
+
+    def checkpoint(self, size: int) -> CheckpointRow | None:
+        with self.db.read() as s:
+            return s.get(CheckpointRow, size)
+
+    def issue_checkpoint(self, signing_key: SigningKey, min_new_entries: int = 1) -> int | None:
+        """Sign a checkpoint of the current tree if it grew by `min_new_entries`; its size."""
+        with self.db.write() as s:
+            head = s.get(LedgerHeadRow, HEAD_ID)
+            if head is None or head.size == 0:
+                return None
+            last = s.scalars(
+                select(CheckpointRow.size).order_by(CheckpointRow.size.desc()).limit(1)
+            ).first()
+            if last is not None and head.size - last < min_new_entries:
+                return None
+            root = CompactRange(head.size, _frontier(head)).root()
+            note = sign_checkpoint(
+                Checkpoint(self.origin, head.size, root), self.origin, signing_key
+            )
+            s.add(CheckpointRow(size=head.size, root=root, note=note, created_at=now_ms()))
+            return head.size
+
+    def cosignatures(self, size: int) -> list[str]:
+        with self.db.read() as s:
+            return list(
+                s.scalars(
+                    select(CosignatureRow.line)
+                    .where(CosignatureRow.size == size)
+                    .order_by(CosignatureRow.witness)
+                ).all()
+            )
+
+    def last_cosigned_size(self, witness: str) -> int:
+        with self.db.read() as s:
+            return (
+                s.scalars(
+                    select(CosignatureRow.size)
+                    .where(CosignatureRow.witness == witness)
+                    .order_by(CosignatureRow.size.desc())
+                    .limit(1)
+                ).first()
+                or 0
+            )
+
+    def add_cosignature(self, size: int, witness: str, line: str) -> None:
+        with self.db.write() as s:
+            if s.get(CosignatureRow, (size, witness)) is None:
+                s.add(CosignatureRow(size=size, witness=witness, line=line, received_at=now_ms()))
+
+    def record(self, row: CheckpointRow) -> lpb.CheckpointRecord:
+        return lpb.CheckpointRecord(note=row.note, cosignatures=self.cosignatures(row.size))
+
+    def entries(self, start: int, count: int) -> list[LedgerEntryRow]:
+        with self.db.read() as s:
+            return list(
+                s.scalars(
+                    select(LedgerEntryRow)
+                    .where(LedgerEntryRow.idx >= start, LedgerEntryRow.idx < start + count)
+                    .order_by(LedgerEntryRow.idx)
+                ).all()
+            )
+
+    def export(
+        self, header: lpb.LedgerExportHeader, start: int = 0, end: int = 0, batch: int = 5000
+    ) -> Iterator[lpb.LedgerExportRecord]:
+        """The export stream: header, entries with the stored tree's leaves, checkpoints."""
+        end = end or self.size()
+        header.entries = max(0, end - start)
+        yield lpb.LedgerExportRecord(header=header)
+        for lo in range(start, end, batch):
+            hi = min(end, lo + batch)
+            with self.db.read() as s:
+                rows = s.scalars(
+                    select(LedgerEntryRow)
+                    .where(LedgerEntryRow.idx >= lo, LedgerEntryRow.idx < hi)
+                    .order_by(LedgerEntryRow.idx)
+                ).all()
+                leaves = dict(
+                    s.execute(
+                        select(LedgerNodeRow.idx, LedgerNodeRow.hash).where(
+                            LedgerNodeRow.level == 0,
+                            LedgerNodeRow.idx >= lo,
+                            LedgerNodeRow.idx < hi,
+                        )
+                    ).all()
+                )
+            for r in rows:
+                yield lpb.LedgerExportRecord(
+                    entry=lpb.LedgerEntry(
+                        index=r.idx,
+                        commitment=r.commitment,
+                        salt=r.salt or b"",
+                        entry=r.entry or b"",
+                        tree_leaf=leaves.get(r.idx, b""),
+                    )
+                )
+        with self.db.read() as s:
+            checkpoints: Iterable[CheckpointRow] = s.scalars(
+                select(CheckpointRow).order_by(CheckpointRow.size)
+            ).all()
+        for cp in checkpoints:
+            yield lpb.LedgerExportRecord(checkpoint=self.record(cp))

@@ -28,6 +28,11 @@ DELIVERY_LATENCY = Histogram(
     "Time from submission to stored receipt.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
 )
+SPLIT_VIEWS = Counter(
+    "mlax_split_views_total",
+    "Inconsistent signed checkpoints a peer presented (evidence kept).",
+    ["peer"],
+)
 DIRECTORY_VERSION = Counter(
     "mlax_directory_installs_total", "Directory versions installed, by source.", ["source"]
 )

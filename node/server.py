@@ -16,6 +16,7 @@ from prometheus_client import start_http_server
 
 from exchange._proto.mlax.v1 import envelope_pb2 as epb
 from exchange._proto.mlax.v1 import federation_pb2 as fpb
+from exchange._proto.mlax.v1 import ledger_pb2 as lpb
 from exchange._proto.mlax.v1 import officer_pb2 as opb
 from exchange._proto.mlax.v1 import officer_pb2_grpc as ogrpc
 from exchange.agency import PublicKey
@@ -29,10 +30,13 @@ from node import ledger, metrics
 from node.config import ConfigError, NodeConfig
 from node.core import NodeCore, Officer, summary
 from node.delivery import DeliveryWorker, outbox_depth
+from node.evidence import delivery_proof
+from node.ledger import EXPORT_FORMAT, LedgerStore, concerns
 from node.officers import OfficerCA, lookup, spki_sha256
 from node.peers import PeerChannels, channel_options
 from node.storage.db import Database
 from node.trust import TrustedDirectory
+from node.witnessing import Checkpointer, WitnessDesk, log_origin
 
 log = structlog.get_logger("mlax.node")
 T = TypeVar("T")
@@ -54,8 +58,10 @@ def _peer_cert(context: grpc.ServicerContext) -> bytes | None:
 class FederationService:
     """Node-to-node calls. Deliver takes raw bytes so the envelope is parsed strictly once."""
 
-    def __init__(self, core: NodeCore) -> None:
+    def __init__(self, core: NodeCore, store: LedgerStore) -> None:
         self.core = core
+        self.store = store
+        self.desk = WitnessDesk(core)
 
     def _peer(self, context: grpc.ServicerContext) -> str:
         cert = _peer_cert(context)
@@ -103,19 +109,118 @@ class FederationService:
             signed_directory=self.core.directory.signed_bytes(), version=current.version
         )
 
+    # -- the audit ledger -------------------------------------------------------------------
+
+    def get_checkpoint(
+        self, request: lpb.GetCheckpointRequest, context: grpc.ServicerContext
+    ) -> lpb.CheckpointRecord:
+        self._peer(context)
+        latest = self.store.latest_checkpoint()
+        if latest is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, "This node has not signed a checkpoint yet.")
+        return self.store.record(latest)
+
+    def get_inclusion_proof(
+        self, request: lpb.InclusionProofRequest, context: grpc.ServicerContext
+    ) -> lpb.InclusionProofResponse:
+        self._peer(context)
+        row = (
+            self.store.checkpoint(request.tree_size)
+            if request.tree_size
+            else self.store.latest_checkpoint()
+        )
+        if row is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, "No checkpoint of that size.")
+        if request.index >= row.size:
+            context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"Entry {request.index} is not in a signed checkpoint yet "
+                f"(latest size {row.size}).",
+            )
+        digest, proof = self.store.inclusion_proof(request.index, row.size)
+        return lpb.InclusionProofResponse(
+            index=request.index,
+            tree_size=row.size,
+            commitment=digest,
+            proof=proof,
+            checkpoint=self.store.record(row),
+        )
+
+    def get_consistency_proof(
+        self, request: lpb.ConsistencyProofRequest, context: grpc.ServicerContext
+    ) -> lpb.ConsistencyProofResponse:
+        self._peer(context)
+        size = self.store.size()
+        if not 0 < request.old_size <= request.new_size <= size:
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"Sizes must satisfy 0 < old <= new <= {size}.",
+            )
+        return lpb.ConsistencyProofResponse(
+            proof=self.store.consistency_proof(request.old_size, request.new_size)
+        )
+
+    def get_entries(
+        self, request: lpb.GetEntriesRequest, context: grpc.ServicerContext
+    ) -> lpb.GetEntriesResponse:
+        peer = self._peer(context)
+        rows = self.store.entries(request.start, min(request.count or 100, 1000))
+        # A peer reads the entries that concern it; of the others it sees commitments only.
+        return lpb.GetEntriesResponse(
+            entries=[
+                lpb.LedgerEntry(
+                    index=r.idx,
+                    commitment=r.commitment,
+                    salt=(r.salt or b"") if concerns(r.entry, peer) else b"",
+                    entry=(r.entry or b"") if concerns(r.entry, peer) else b"",
+                )
+                for r in rows
+            ]
+        )
+
+    def add_checkpoint(
+        self, request: lpb.AddCheckpointRequest, context: grpc.ServicerContext
+    ) -> lpb.AddCheckpointResponse:
+        peer = self._peer(context)
+        try:
+            return self.desk.add_checkpoint(request, peer)
+        except MlaxError as e:
+            log.warning("cosign_refused", peer=peer, reason=type(e).__name__)
+            abort(context, e)
+
     def handler(self) -> grpc.GenericRpcHandler:
+        def unary(fn: Any, req: Any, resp: Any) -> grpc.RpcMethodHandler[Any, Any]:
+            return grpc.unary_unary_rpc_method_handler(
+                fn, request_deserializer=req.FromString, response_serializer=resp.SerializeToString
+            )
+
         return grpc.method_handlers_generic_handler(
             FEDERATION_SERVICE,
             {
+                "GetCheckpoint": unary(
+                    self.get_checkpoint, lpb.GetCheckpointRequest, lpb.CheckpointRecord
+                ),
+                "GetInclusionProof": unary(
+                    self.get_inclusion_proof, lpb.InclusionProofRequest, lpb.InclusionProofResponse
+                ),
+                "GetConsistencyProof": unary(
+                    self.get_consistency_proof,
+                    lpb.ConsistencyProofRequest,
+                    lpb.ConsistencyProofResponse,
+                ),
+                "GetEntries": unary(
+                    self.get_entries, lpb.GetEntriesRequest, lpb.GetEntriesResponse
+                ),
+                "AddCheckpoint": unary(
+                    self.add_checkpoint, lpb.AddCheckpointRequest, lpb.AddCheckpointResponse
+                ),
                 "Deliver": grpc.unary_unary_rpc_method_handler(
                     self.deliver,
                     request_deserializer=None,
                     response_serializer=epb.Receipt.SerializeToString,
                 ),
-                "GetDirectory": grpc.unary_unary_rpc_method_handler(
-                    self.get_directory,
-                    request_deserializer=fpb.GetDirectoryRequest.FromString,
-                    response_serializer=fpb.GetDirectoryResponse.SerializeToString,
+                "GetDirectory": unary(
+                    self.get_directory, fpb.GetDirectoryRequest, fpb.GetDirectoryResponse
                 ),
             },
         )
@@ -128,15 +233,60 @@ _ROLES = {
     "GetMessage": {"officer", "supervisor", "auditor"},
     "Watch": {"officer", "supervisor"},
     "WhoAmI": {"officer", "supervisor", "auditor", "admin"},
+    "ExportLedger": {"auditor"},
+    "GetDeliveryProof": {"officer", "supervisor", "auditor"},
 }
 
 
 class OfficerService(ogrpc.OfficerServicer):
     """Officer calls: each authenticates the client certificate and checks the role."""
 
-    def __init__(self, core: NodeCore, max_watchers: int) -> None:
+    def __init__(
+        self,
+        core: NodeCore,
+        store: LedgerStore,
+        peers: PeerChannels,
+        max_watchers: int,
+        timeout: float,
+    ) -> None:
         self.core = core
+        self.store = store
+        self.peers = peers
+        self.timeout = timeout
         self._watchers = threading.BoundedSemaphore(max_watchers)
+
+    def ExportLedger(
+        self, request: opb.ExportLedgerRequest, context: grpc.ServicerContext
+    ) -> Iterator[lpb.LedgerExportRecord]:
+        officer = self._officer(context, "ExportLedger")
+        with self.core.db.write() as s:
+            ledger.append(
+                s,
+                LedgerEntry.of(
+                    "ledger.exported",
+                    now_ms(),
+                    officer=officer.name,
+                    start=request.start,
+                    end=request.end,
+                ),
+            )
+        header = lpb.LedgerExportHeader(
+            format=EXPORT_FORMAT,
+            origin=self.store.origin,
+            agency=self.core.agency,
+            signed_directory=self.core.directory.signed_bytes(),
+            exported_at=now_ms(),
+        )
+        yield from self.store.export(header, request.start, request.end)
+
+    def GetDeliveryProof(
+        self, request: opb.DeliveryProofRequest, context: grpc.ServicerContext
+    ) -> opb.DeliveryProof:
+        self._officer(context, "GetDeliveryProof")
+        return self._run(
+            context,
+            lambda: delivery_proof(self.core, self.peers, request.message_id, self.timeout),
+        )
 
     def _officer(self, context: grpc.ServicerContext, call: str) -> Officer:
         cert = _peer_cert(context)
@@ -343,6 +493,15 @@ def run(cfg: NodeConfig, passphrase: bytes, stop: threading.Event | None = None)
     ca = OfficerCA.load_or_create(cfg.node.data_dir, identity.agency_id, passphrase)
     peers = PeerChannels(identity, trust, cfg.limits.max_message_bytes)
     worker = DeliveryWorker(core, peers, cfg.delivery)
+    store = LedgerStore(db, log_origin(directory.federation_id, identity.agency_id))
+    checkpointer = Checkpointer(
+        core,
+        store,
+        peers,
+        interval=cfg.ledger.checkpoint_interval_seconds,
+        witness_interval=cfg.ledger.witness_interval_seconds,
+        timeout=cfg.delivery.rpc_timeout_seconds,
+    )
     sync = DirectorySync(
         core, peers, cfg.delivery.directory_sync_seconds, cfg.delivery.rpc_timeout_seconds
     )
@@ -368,11 +527,16 @@ def run(cfg: NodeConfig, passphrase: bytes, stop: threading.Event | None = None)
         True,
     )
     max_bytes = cfg.limits.max_message_bytes
-    fed = _server(cfg.federation, [FederationService(core).handler()], max_bytes)
+    fed = _server(cfg.federation, [FederationService(core, store).handler()], max_bytes)
     fed_health = _add_health_and_reflection(fed, FEDERATION_SERVICE)
     _bind(fed, "federation.listen", cfg.federation.listen, fed_creds)
     off = _server(cfg.officer, [], max_bytes)
-    ogrpc.add_OfficerServicer_to_server(OfficerService(core, cfg.limits.max_watchers), off)
+    ogrpc.add_OfficerServicer_to_server(
+        OfficerService(
+            core, store, peers, cfg.limits.max_watchers, cfg.delivery.rpc_timeout_seconds
+        ),
+        off,
+    )
     off_health = _add_health_and_reflection(off, OFFICER_SERVICE)
     _bind(
         off,
@@ -403,6 +567,7 @@ def run(cfg: NodeConfig, passphrase: bytes, stop: threading.Event | None = None)
     off.start()
     worker.start()
     sync.start()
+    checkpointer.start()
     with db.write() as s:
         ledger.append(s, LedgerEntry.of("node.started", now_ms(), agency=identity.agency_id))
     log.info(
@@ -421,6 +586,7 @@ def run(cfg: NodeConfig, passphrase: bytes, stop: threading.Event | None = None)
     fed_done.wait()
     off_done.wait()
     sync.stop()
+    checkpointer.stop()
     worker.stop()
     peers.close()
     with db.write() as s:

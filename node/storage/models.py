@@ -98,3 +98,72 @@ class LedgerEntryRow(Base):
     entry: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     salt: Mapped[bytes | None] = mapped_column(LargeBinary(32), nullable=True)
     commitment: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class LedgerHeadRow(Base):
+    """One row: the tree's size and right frontier. Appenders lock it (FOR UPDATE on
+    PostgreSQL, the write lock on SQLite), so indexes stay dense across replicas."""
+
+    __tablename__ = "ledger_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    size: Mapped[int] = mapped_column(BigInteger)
+    # Concatenated 32-byte hashes of the complete subtrees on the right edge, largest first.
+    frontier: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class LedgerNodeRow(Base):
+    """Hash of the complete subtree at (level, index): proofs cost O(log n) reads."""
+
+    __tablename__ = "ledger_nodes"
+
+    level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class CheckpointRow(Base):
+    """A checkpoint this node signed (C2SP signed note)."""
+
+    __tablename__ = "ledger_checkpoints"
+
+    size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    root: Mapped[bytes] = mapped_column(LargeBinary(32))
+    note: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class CosignatureRow(Base):
+    """A peer's tlog-cosignature/v1 line on one of our checkpoints."""
+
+    __tablename__ = "ledger_cosignatures"
+
+    size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    witness: Mapped[str] = mapped_column(String(64), primary_key=True)
+    line: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class WitnessStateRow(Base):
+    """As a witness: the last checkpoint we cosigned for each peer's log."""
+
+    __tablename__ = "witness_state"
+
+    origin: Mapped[str] = mapped_column(String(200), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    note: Mapped[bytes] = mapped_column(LargeBinary)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class SplitViewRow(Base):
+    """Evidence that a peer showed two inconsistent, validly signed histories."""
+
+    __tablename__ = "split_view_evidence"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    origin: Mapped[str] = mapped_column(String(200))
+    known_note: Mapped[bytes] = mapped_column(LargeBinary)
+    new_note: Mapped[bytes] = mapped_column(LargeBinary)
+    proof: Mapped[bytes] = mapped_column(LargeBinary)
+    conclusive: Mapped[bool] = mapped_column(Boolean)
+    detected_at: Mapped[int] = mapped_column(BigInteger)

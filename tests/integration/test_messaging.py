@@ -215,12 +215,6 @@ BAD_SUBMISSIONS = [
         _submit(recipient="XX-NOBODY"),
         "INVALID_ARGUMENT/NOT_FOUND/FAILED_PRECONDITION",
         id="unknown-recipient",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="BUG: Submit to an agency not in the directory answers UNAUTHENTICATED "
-            "(NodeCore.submit raises UnknownSenderError); the officer's credential is fine, "
-            "so clients (a web console) would wrongly treat it as a login failure",
-        ),
     ),
 ]
 

@@ -390,6 +390,40 @@ def test_envelope_from_the_future_is_failed_precondition(
     )
 
 
+def test_concurrent_redelivery_returns_the_original_receipt(
+    live: LiveFederation, gb_to_fr: grpc.Channel
+) -> None:
+    # A sender whose first attempt timed out retries while the first is still being stored:
+    # every copy must get the one original receipt (ALREADY_EXISTS would make the sender's
+    # worker give up on a message that was in fact delivered).
+    rejected_before = sum(1 for k, _ in live.ledger_kinds(FR) if k == "message.rejected")
+    before = live.inbox_ids(FR)
+    outcomes: list[tuple[str, bytes]] = []
+    for round_ in range(4):
+        data = sealed(live, subject=f"concurrent {round_}").to_bytes()
+        barrier = threading.Barrier(8)
+
+        def one(
+            _: int, data: bytes = data, barrier: threading.Barrier = barrier
+        ) -> tuple[str, bytes]:
+            barrier.wait()
+            try:
+                return "OK", deliver(gb_to_fr, data)
+            except grpc.RpcError as e:
+                return e.code().name, (e.details() or "").encode()
+
+        with cf.ThreadPoolExecutor(8) as pool:
+            outcomes += pool.map(one, range(8))
+    assert {status for status, _ in outcomes} == {"OK"}, [o for o in outcomes if o[0] != "OK"]
+    assert len({receipt for _, receipt in outcomes}) == 4, "one receipt per envelope"
+    new = live.inbox_ids(FR) - before
+    assert len(new) == 4
+    ledger = live.ledger_kinds(FR)
+    received = [f["message_id"] for k, f in ledger if k == "message.received"]
+    assert all(received.count(mid) == 1 for mid in new)
+    assert sum(1 for k, _ in ledger if k == "message.rejected") == rejected_before
+
+
 # -- and the node is still fine -----------------------------------------------------------
 
 
@@ -416,38 +450,3 @@ def test_node_survives_bad_input_and_accepts_normal_delivery(
     # Logs never carry content.
     for proc in live.nodes.values():
         assert MARKER not in proc.log_path.read_text(errors="replace")
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: concurrent re-delivery of one envelope answers ALREADY_EXISTS instead of the "
-    "original receipt (NodeCore.receive: the replay check inside the write transaction raises "
-    "ReplayError before the 'same digest -> original receipt' branch); the sender's worker "
-    "treats ALREADY_EXISTS as permanent and marks a delivered message failed",
-)
-def test_concurrent_redelivery_returns_the_original_receipt(
-    live: LiveFederation, gb_to_fr: grpc.Channel
-) -> None:
-    # A sender whose first attempt timed out retries while the first is still being stored.
-    outcomes: list[tuple[str, bytes]] = []
-    before = live.inbox_ids(FR)
-    for round_ in range(4):
-        data = sealed(live, subject=f"concurrent {round_}").to_bytes()
-        barrier = threading.Barrier(8)
-
-        def one(
-            _: int, data: bytes = data, barrier: threading.Barrier = barrier
-        ) -> tuple[str, bytes]:
-            barrier.wait()
-            try:
-                return "OK", deliver(gb_to_fr, data)
-            except grpc.RpcError as e:
-                return e.code().name, (e.details() or "").encode()
-
-        with cf.ThreadPoolExecutor(8) as pool:
-            results = list(pool.map(one, range(8)))
-        outcomes += results
-        receipts = {r for status, r in results if status == "OK"}
-        assert len(receipts) == 1
-    assert len(live.inbox_ids(FR) - before) == 4
-    assert {status for status, _ in outcomes} == {"OK"}, [o for o in outcomes if o[0] != "OK"]

@@ -144,11 +144,6 @@ BAD_CONFIGS = [
         {"delivery": {"max_backoff_seconds": math.nan}},
         "delivery.max_backoff_seconds",
         id="nan",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="BUG: node.config._coerce accepts nan for a positive number "
-            "(`nan <= 0` is false), so `max_backoff_seconds = nan` loads",
-        ),
     ),
     pytest.param({"limits": {"max_message_bytes": "4MiB"}}, "limits.max_message_bytes", id="int"),
     pytest.param({"log": {"level": "loud"}}, "log.level", id="log-level"),
@@ -189,17 +184,16 @@ def test_load_config_missing_file_and_invalid_toml(tmp_path: Path) -> None:
         load_config(bad)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: node.config.load_config lets UnicodeDecodeError escape for a config file "
-    "that is not UTF-8 (only FileNotFoundError and TOMLDecodeError become ConfigError); "
-    "`mlax node serve` then prints a traceback",
-)
 def test_load_config_not_utf8(tmp_path: Path) -> None:
     bad = tmp_path / "latin1.toml"
     bad.write_bytes('[node]\nagency = "GB-NCA" # café\n'.encode("latin-1"))
     with pytest.raises(ConfigError, match=r"latin1\.toml"):
         load_config(bad)
+
+
+def test_load_config_directory_instead_of_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="directory"):
+        load_config(tmp_path)
 
 
 def test_valid_config_loads(home: NodeHome, tmp_path: Path) -> None:
@@ -322,12 +316,6 @@ def test_serve_on_a_port_in_use_does_not_start(port_in_use: PortInUse) -> None:
     assert "node_ready" not in result.stderr + result.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a listen address already in use makes `mlax node serve` die with a "
-    "RuntimeError traceback from grpc's add_secure_port (node/server.py run), "
-    "not one sentence naming the key and address",
-)
 def test_serve_on_a_port_in_use_says_so_in_one_sentence(cli: Cli, port_in_use: PortInUse) -> None:
     sentence = cli.refusal(port_in_use.result, 1, grpc_log_ok=True)
     assert f"127.0.0.1:{port_in_use.port}" in sentence or ".listen" in sentence

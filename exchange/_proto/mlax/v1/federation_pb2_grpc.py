@@ -5,6 +5,7 @@ import warnings
 
 from exchange._proto.mlax.v1 import envelope_pb2 as mlax_dot_v1_dot_envelope__pb2
 from exchange._proto.mlax.v1 import federation_pb2 as mlax_dot_v1_dot_federation__pb2
+from exchange._proto.mlax.v1 import ledger_pb2 as mlax_dot_v1_dot_ledger__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -45,6 +46,31 @@ class FederationStub:
                 request_serializer=mlax_dot_v1_dot_federation__pb2.GetDirectoryRequest.SerializeToString,
                 response_deserializer=mlax_dot_v1_dot_federation__pb2.GetDirectoryResponse.FromString,
                 _registered_method=True)
+        self.GetCheckpoint = channel.unary_unary(
+                '/mlax.v1.Federation/GetCheckpoint',
+                request_serializer=mlax_dot_v1_dot_ledger__pb2.GetCheckpointRequest.SerializeToString,
+                response_deserializer=mlax_dot_v1_dot_ledger__pb2.CheckpointRecord.FromString,
+                _registered_method=True)
+        self.GetInclusionProof = channel.unary_unary(
+                '/mlax.v1.Federation/GetInclusionProof',
+                request_serializer=mlax_dot_v1_dot_ledger__pb2.InclusionProofRequest.SerializeToString,
+                response_deserializer=mlax_dot_v1_dot_ledger__pb2.InclusionProofResponse.FromString,
+                _registered_method=True)
+        self.GetConsistencyProof = channel.unary_unary(
+                '/mlax.v1.Federation/GetConsistencyProof',
+                request_serializer=mlax_dot_v1_dot_ledger__pb2.ConsistencyProofRequest.SerializeToString,
+                response_deserializer=mlax_dot_v1_dot_ledger__pb2.ConsistencyProofResponse.FromString,
+                _registered_method=True)
+        self.GetEntries = channel.unary_unary(
+                '/mlax.v1.Federation/GetEntries',
+                request_serializer=mlax_dot_v1_dot_ledger__pb2.GetEntriesRequest.SerializeToString,
+                response_deserializer=mlax_dot_v1_dot_ledger__pb2.GetEntriesResponse.FromString,
+                _registered_method=True)
+        self.AddCheckpoint = channel.unary_unary(
+                '/mlax.v1.Federation/AddCheckpoint',
+                request_serializer=mlax_dot_v1_dot_ledger__pb2.AddCheckpointRequest.SerializeToString,
+                response_deserializer=mlax_dot_v1_dot_ledger__pb2.AddCheckpointResponse.FromString,
+                _registered_method=True)
 
 
 class FederationServicer:
@@ -60,7 +86,40 @@ class FederationServicer:
 
     def GetDirectory(self, request, context):
         """The directory this node trusts, so peers converge on the newest valid one.
-        Ledger (issue 4) and matching (issue 6) calls are added here.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCheckpoint(self, request, context):
+        """The node's audit ledger, for peers that witness it and check their receipts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetInclusionProof(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConsistencyProof(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEntries(self, request, context):
+        """Entries with redaction applied: a peer sees the content of entries that concern it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddCheckpoint(self, request, context):
+        """Witnessing: the caller asks this node to cosign the caller's checkpoint.
+        Matching (issue 6) calls are added here.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -78,6 +137,31 @@ def add_FederationServicer_to_server(servicer, server):
                     servicer.GetDirectory,
                     request_deserializer=mlax_dot_v1_dot_federation__pb2.GetDirectoryRequest.FromString,
                     response_serializer=mlax_dot_v1_dot_federation__pb2.GetDirectoryResponse.SerializeToString,
+            ),
+            'GetCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCheckpoint,
+                    request_deserializer=mlax_dot_v1_dot_ledger__pb2.GetCheckpointRequest.FromString,
+                    response_serializer=mlax_dot_v1_dot_ledger__pb2.CheckpointRecord.SerializeToString,
+            ),
+            'GetInclusionProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInclusionProof,
+                    request_deserializer=mlax_dot_v1_dot_ledger__pb2.InclusionProofRequest.FromString,
+                    response_serializer=mlax_dot_v1_dot_ledger__pb2.InclusionProofResponse.SerializeToString,
+            ),
+            'GetConsistencyProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConsistencyProof,
+                    request_deserializer=mlax_dot_v1_dot_ledger__pb2.ConsistencyProofRequest.FromString,
+                    response_serializer=mlax_dot_v1_dot_ledger__pb2.ConsistencyProofResponse.SerializeToString,
+            ),
+            'GetEntries': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEntries,
+                    request_deserializer=mlax_dot_v1_dot_ledger__pb2.GetEntriesRequest.FromString,
+                    response_serializer=mlax_dot_v1_dot_ledger__pb2.GetEntriesResponse.SerializeToString,
+            ),
+            'AddCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddCheckpoint,
+                    request_deserializer=mlax_dot_v1_dot_ledger__pb2.AddCheckpointRequest.FromString,
+                    response_serializer=mlax_dot_v1_dot_ledger__pb2.AddCheckpointResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +218,141 @@ class Federation:
             '/mlax.v1.Federation/GetDirectory',
             mlax_dot_v1_dot_federation__pb2.GetDirectoryRequest.SerializeToString,
             mlax_dot_v1_dot_federation__pb2.GetDirectoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlax.v1.Federation/GetCheckpoint',
+            mlax_dot_v1_dot_ledger__pb2.GetCheckpointRequest.SerializeToString,
+            mlax_dot_v1_dot_ledger__pb2.CheckpointRecord.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetInclusionProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlax.v1.Federation/GetInclusionProof',
+            mlax_dot_v1_dot_ledger__pb2.InclusionProofRequest.SerializeToString,
+            mlax_dot_v1_dot_ledger__pb2.InclusionProofResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConsistencyProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlax.v1.Federation/GetConsistencyProof',
+            mlax_dot_v1_dot_ledger__pb2.ConsistencyProofRequest.SerializeToString,
+            mlax_dot_v1_dot_ledger__pb2.ConsistencyProofResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEntries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlax.v1.Federation/GetEntries',
+            mlax_dot_v1_dot_ledger__pb2.GetEntriesRequest.SerializeToString,
+            mlax_dot_v1_dot_ledger__pb2.GetEntriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlax.v1.Federation/AddCheckpoint',
+            mlax_dot_v1_dot_ledger__pb2.AddCheckpointRequest.SerializeToString,
+            mlax_dot_v1_dot_ledger__pb2.AddCheckpointResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -9,6 +9,7 @@ from collections import abc as _abc
 from grpc import aio as _aio
 from exchange._proto.mlax.v1 import envelope_pb2 as _envelope_pb2
 from exchange._proto.mlax.v1 import federation_pb2 as _federation_pb2
+from exchange._proto.mlax.v1 import ledger_pb2 as _ledger_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -39,8 +40,16 @@ class FederationStub:
     re-delivering the same envelope returns the original receipt.
     """
     GetDirectory: _grpc.UnaryUnaryMultiCallable[_federation_pb2.GetDirectoryRequest, _federation_pb2.GetDirectoryResponse]
-    """The directory this node trusts, so peers converge on the newest valid one.
-    Ledger (issue 4) and matching (issue 6) calls are added here.
+    """The directory this node trusts, so peers converge on the newest valid one."""
+    GetCheckpoint: _grpc.UnaryUnaryMultiCallable[_ledger_pb2.GetCheckpointRequest, _ledger_pb2.CheckpointRecord]
+    """The node's audit ledger, for peers that witness it and check their receipts."""
+    GetInclusionProof: _grpc.UnaryUnaryMultiCallable[_ledger_pb2.InclusionProofRequest, _ledger_pb2.InclusionProofResponse]
+    GetConsistencyProof: _grpc.UnaryUnaryMultiCallable[_ledger_pb2.ConsistencyProofRequest, _ledger_pb2.ConsistencyProofResponse]
+    GetEntries: _grpc.UnaryUnaryMultiCallable[_ledger_pb2.GetEntriesRequest, _ledger_pb2.GetEntriesResponse]
+    """Entries with redaction applied: a peer sees the content of entries that concern it."""
+    AddCheckpoint: _grpc.UnaryUnaryMultiCallable[_ledger_pb2.AddCheckpointRequest, _ledger_pb2.AddCheckpointResponse]
+    """Witnessing: the caller asks this node to cosign the caller's checkpoint.
+    Matching (issue 6) calls are added here.
     """
 
 @_typing.type_check_only
@@ -51,8 +60,16 @@ class FederationAsyncStub(FederationStub):
     re-delivering the same envelope returns the original receipt.
     """
     GetDirectory: _aio.UnaryUnaryMultiCallable[_federation_pb2.GetDirectoryRequest, _federation_pb2.GetDirectoryResponse]  # type: ignore[assignment]
-    """The directory this node trusts, so peers converge on the newest valid one.
-    Ledger (issue 4) and matching (issue 6) calls are added here.
+    """The directory this node trusts, so peers converge on the newest valid one."""
+    GetCheckpoint: _aio.UnaryUnaryMultiCallable[_ledger_pb2.GetCheckpointRequest, _ledger_pb2.CheckpointRecord]  # type: ignore[assignment]
+    """The node's audit ledger, for peers that witness it and check their receipts."""
+    GetInclusionProof: _aio.UnaryUnaryMultiCallable[_ledger_pb2.InclusionProofRequest, _ledger_pb2.InclusionProofResponse]  # type: ignore[assignment]
+    GetConsistencyProof: _aio.UnaryUnaryMultiCallable[_ledger_pb2.ConsistencyProofRequest, _ledger_pb2.ConsistencyProofResponse]  # type: ignore[assignment]
+    GetEntries: _aio.UnaryUnaryMultiCallable[_ledger_pb2.GetEntriesRequest, _ledger_pb2.GetEntriesResponse]  # type: ignore[assignment]
+    """Entries with redaction applied: a peer sees the content of entries that concern it."""
+    AddCheckpoint: _aio.UnaryUnaryMultiCallable[_ledger_pb2.AddCheckpointRequest, _ledger_pb2.AddCheckpointResponse]  # type: ignore[assignment]
+    """Witnessing: the caller asks this node to cosign the caller's checkpoint.
+    Matching (issue 6) calls are added here.
     """
 
 class FederationServicer(metaclass=_abc_1.ABCMeta):
@@ -72,8 +89,46 @@ class FederationServicer(metaclass=_abc_1.ABCMeta):
         request: _federation_pb2.GetDirectoryRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_federation_pb2.GetDirectoryResponse, _abc.Awaitable[_federation_pb2.GetDirectoryResponse]]:
-        """The directory this node trusts, so peers converge on the newest valid one.
-        Ledger (issue 4) and matching (issue 6) calls are added here.
+        """The directory this node trusts, so peers converge on the newest valid one."""
+
+    @_abc_1.abstractmethod
+    def GetCheckpoint(
+        self,
+        request: _ledger_pb2.GetCheckpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ledger_pb2.CheckpointRecord, _abc.Awaitable[_ledger_pb2.CheckpointRecord]]:
+        """The node's audit ledger, for peers that witness it and check their receipts."""
+
+    @_abc_1.abstractmethod
+    def GetInclusionProof(
+        self,
+        request: _ledger_pb2.InclusionProofRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ledger_pb2.InclusionProofResponse, _abc.Awaitable[_ledger_pb2.InclusionProofResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetConsistencyProof(
+        self,
+        request: _ledger_pb2.ConsistencyProofRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ledger_pb2.ConsistencyProofResponse, _abc.Awaitable[_ledger_pb2.ConsistencyProofResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetEntries(
+        self,
+        request: _ledger_pb2.GetEntriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ledger_pb2.GetEntriesResponse, _abc.Awaitable[_ledger_pb2.GetEntriesResponse]]:
+        """Entries with redaction applied: a peer sees the content of entries that concern it."""
+
+    @_abc_1.abstractmethod
+    def AddCheckpoint(
+        self,
+        request: _ledger_pb2.AddCheckpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ledger_pb2.AddCheckpointResponse, _abc.Awaitable[_ledger_pb2.AddCheckpointResponse]]:
+        """Witnessing: the caller asks this node to cosign the caller's checkpoint.
+        Matching (issue 6) calls are added here.
         """
 
 def add_FederationServicer_to_server(servicer: FederationServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -11,6 +11,7 @@ from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from exchange._proto.mlax.v1 import envelope_pb2 as _envelope_pb2
+from exchange._proto.mlax.v1 import ledger_pb2 as _ledger_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -378,6 +379,81 @@ class WatchRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchRequest: _TypeAlias = WatchRequest  # noqa: Y015
+
+@_typing.final
+class ExportLedgerRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    start: _builtins.int
+    end: _builtins.int
+    """Exclusive; 0 means the whole ledger."""
+    def __init__(
+        self,
+        *,
+        start: _builtins.int = ...,
+        end: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportLedgerRequest: _TypeAlias = ExportLedgerRequest  # noqa: Y015
+
+@_typing.final
+class DeliveryProofRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    message_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        message_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_id", b"message_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeliveryProofRequest: _TypeAlias = DeliveryProofRequest  # noqa: Y015
+
+@_typing.final
+class DeliveryProof(_message.Message):
+    """The sender's check that the receiver ledgered a delivery: the inclusion proof of the
+    receipt's ledger index in a checkpoint the receiver signed.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEDGER_INDEX_FIELD_NUMBER: _builtins.int
+    PROOF_FIELD_NUMBER: _builtins.int
+    VERIFIED_FIELD_NUMBER: _builtins.int
+    PROBLEM_FIELD_NUMBER: _builtins.int
+    ledger_index: _builtins.int
+    verified: _builtins.bool
+    problem: _builtins.str
+    @_builtins.property
+    def proof(self) -> _ledger_pb2.InclusionProofResponse: ...
+    def __init__(
+        self,
+        *,
+        ledger_index: _builtins.int = ...,
+        proof: _ledger_pb2.InclusionProofResponse | None = ...,
+        verified: _builtins.bool = ...,
+        problem: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["proof", b"proof"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ledger_index", b"ledger_index", "problem", b"problem", "proof", b"proof", "verified", b"verified"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeliveryProof: _TypeAlias = DeliveryProof  # noqa: Y015
 
 @_typing.final
 class WhoAmIRequest(_message.Message):

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from exchange._proto.mlax.v1 import ledger_pb2 as mlax_dot_v1_dot_ledger__pb2
 from exchange._proto.mlax.v1 import officer_pb2 as mlax_dot_v1_dot_officer__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -59,6 +60,16 @@ class OfficerStub:
                 request_serializer=mlax_dot_v1_dot_officer__pb2.WhoAmIRequest.SerializeToString,
                 response_deserializer=mlax_dot_v1_dot_officer__pb2.WhoAmIResponse.FromString,
                 _registered_method=True)
+        self.ExportLedger = channel.unary_stream(
+                '/mlax.v1.Officer/ExportLedger',
+                request_serializer=mlax_dot_v1_dot_officer__pb2.ExportLedgerRequest.SerializeToString,
+                response_deserializer=mlax_dot_v1_dot_ledger__pb2.LedgerExportRecord.FromString,
+                _registered_method=True)
+        self.GetDeliveryProof = channel.unary_unary(
+                '/mlax.v1.Officer/GetDeliveryProof',
+                request_serializer=mlax_dot_v1_dot_officer__pb2.DeliveryProofRequest.SerializeToString,
+                response_deserializer=mlax_dot_v1_dot_officer__pb2.DeliveryProof.FromString,
+                _registered_method=True)
 
 
 class OfficerServicer:
@@ -95,6 +106,20 @@ class OfficerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportLedger(self, request, context):
+        """Auditor: the ledger as an export stream (header, entries, checkpoints).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDeliveryProof(self, request, context):
+        """Sender side: fetch and verify the receiver's inclusion proof for a delivered message.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OfficerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -122,6 +147,16 @@ def add_OfficerServicer_to_server(servicer, server):
                     servicer.WhoAmI,
                     request_deserializer=mlax_dot_v1_dot_officer__pb2.WhoAmIRequest.FromString,
                     response_serializer=mlax_dot_v1_dot_officer__pb2.WhoAmIResponse.SerializeToString,
+            ),
+            'ExportLedger': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportLedger,
+                    request_deserializer=mlax_dot_v1_dot_officer__pb2.ExportLedgerRequest.FromString,
+                    response_serializer=mlax_dot_v1_dot_ledger__pb2.LedgerExportRecord.SerializeToString,
+            ),
+            'GetDeliveryProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDeliveryProof,
+                    request_deserializer=mlax_dot_v1_dot_officer__pb2.DeliveryProofRequest.FromString,
+                    response_serializer=mlax_dot_v1_dot_officer__pb2.DeliveryProof.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -259,6 +294,60 @@ class Officer:
             '/mlax.v1.Officer/WhoAmI',
             mlax_dot_v1_dot_officer__pb2.WhoAmIRequest.SerializeToString,
             mlax_dot_v1_dot_officer__pb2.WhoAmIResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportLedger(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/mlax.v1.Officer/ExportLedger',
+            mlax_dot_v1_dot_officer__pb2.ExportLedgerRequest.SerializeToString,
+            mlax_dot_v1_dot_ledger__pb2.LedgerExportRecord.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDeliveryProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlax.v1.Officer/GetDeliveryProof',
+            mlax_dot_v1_dot_officer__pb2.DeliveryProofRequest.SerializeToString,
+            mlax_dot_v1_dot_officer__pb2.DeliveryProof.FromString,
             options,
             channel_credentials,
             insecure,

@@ -7,6 +7,7 @@ with client certificates issued by their node; every call checks the officer's r
 
 from collections import abc as _abc
 from grpc import aio as _aio
+from exchange._proto.mlax.v1 import ledger_pb2 as _ledger_pb2
 from exchange._proto.mlax.v1 import officer_pb2 as _officer_pb2
 import abc as _abc_1
 import grpc as _grpc
@@ -39,6 +40,10 @@ class OfficerStub:
     Watch: _grpc.UnaryStreamMultiCallable[_officer_pb2.WatchRequest, _officer_pb2.MessageSummary]
     """New inbound messages as they are stored, until the caller cancels."""
     WhoAmI: _grpc.UnaryUnaryMultiCallable[_officer_pb2.WhoAmIRequest, _officer_pb2.WhoAmIResponse]
+    ExportLedger: _grpc.UnaryStreamMultiCallable[_officer_pb2.ExportLedgerRequest, _ledger_pb2.LedgerExportRecord]
+    """Auditor: the ledger as an export stream (header, entries, checkpoints)."""
+    GetDeliveryProof: _grpc.UnaryUnaryMultiCallable[_officer_pb2.DeliveryProofRequest, _officer_pb2.DeliveryProof]
+    """Sender side: fetch and verify the receiver's inclusion proof for a delivered message."""
 
 @_typing.type_check_only
 class OfficerAsyncStub(OfficerStub):
@@ -49,6 +54,10 @@ class OfficerAsyncStub(OfficerStub):
     Watch: _aio.UnaryStreamMultiCallable[_officer_pb2.WatchRequest, _officer_pb2.MessageSummary]  # type: ignore[assignment]
     """New inbound messages as they are stored, until the caller cancels."""
     WhoAmI: _aio.UnaryUnaryMultiCallable[_officer_pb2.WhoAmIRequest, _officer_pb2.WhoAmIResponse]  # type: ignore[assignment]
+    ExportLedger: _aio.UnaryStreamMultiCallable[_officer_pb2.ExportLedgerRequest, _ledger_pb2.LedgerExportRecord]  # type: ignore[assignment]
+    """Auditor: the ledger as an export stream (header, entries, checkpoints)."""
+    GetDeliveryProof: _aio.UnaryUnaryMultiCallable[_officer_pb2.DeliveryProofRequest, _officer_pb2.DeliveryProof]  # type: ignore[assignment]
+    """Sender side: fetch and verify the receiver's inclusion proof for a delivered message."""
 
 class OfficerServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -86,5 +95,21 @@ class OfficerServicer(metaclass=_abc_1.ABCMeta):
         request: _officer_pb2.WhoAmIRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_officer_pb2.WhoAmIResponse, _abc.Awaitable[_officer_pb2.WhoAmIResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ExportLedger(
+        self,
+        request: _officer_pb2.ExportLedgerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_ledger_pb2.LedgerExportRecord], _abc.AsyncIterator[_ledger_pb2.LedgerExportRecord]]:
+        """Auditor: the ledger as an export stream (header, entries, checkpoints)."""
+
+    @_abc_1.abstractmethod
+    def GetDeliveryProof(
+        self,
+        request: _officer_pb2.DeliveryProofRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_officer_pb2.DeliveryProof, _abc.Awaitable[_officer_pb2.DeliveryProof]]:
+        """Sender side: fetch and verify the receiver's inclusion proof for a delivered message."""
 
 def add_OfficerServicer_to_server(servicer: OfficerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
