@@ -253,7 +253,9 @@ def run_threads(concurrency: int, total: int, one: Callable[[], None]) -> None:
         except BaseException as e:  # reported by the caller, after join
             errors.append(e)
 
-    threads = [threading.Thread(target=loop, args=(n,)) for n in _split(total, concurrency)]
+    threads = [
+        threading.Thread(target=loop, args=(n,), daemon=True) for n in _split(total, concurrency)
+    ]
     for t in threads:
         t.start()
     for t in threads:

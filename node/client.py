@@ -7,6 +7,7 @@ for message in client.inbox(): ...
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ import grpc
 from cryptography.hazmat.primitives import serialization
 
 from exchange._proto.mlax.v1 import envelope_pb2 as epb
+from exchange._proto.mlax.v1 import ledger_pb2 as lpb
 from exchange._proto.mlax.v1 import officer_pb2 as opb
 from exchange._proto.mlax.v1 import officer_pb2_grpc as ogrpc
 from exchange.encoding import parse_uuid
@@ -147,6 +149,20 @@ class MessageDetail:
 
 
 @dataclass(frozen=True)
+class DeliveryProofInfo:
+    """Whether the receiver's signed ledger includes the delivery of a message."""
+
+    ledger_index: int
+    verified: bool
+    problem: str
+    tree_size: int
+    cosignatures: int
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
 class Credential:
     officer: str
     role: str
@@ -203,14 +219,27 @@ class OfficerClient:
     def __init__(self, credential: Credential, timeout: float = 15.0) -> None:
         self.credential = credential
         self.timeout = timeout
+        self._connect()
+
+    def _connect(self) -> None:
+        # The node's own certificate is the only trust anchor: no system CA roots.
+        cred = self.credential
         creds = grpc.ssl_channel_credentials(
-            root_certificates=credential.server_certificate,
-            private_key=credential.private_key_pem,
-            certificate_chain=credential.certificate,
+            root_certificates=cred.server_certificate,
+            private_key=cred.private_key_pem,
+            certificate_chain=cred.certificate,
         )
-        options = [("grpc.ssl_target_name_override", _server_name(credential.server_certificate))]
-        self._channel = grpc.secure_channel(credential.endpoint, creds, options=options)
+        options = [("grpc.ssl_target_name_override", _server_name(cred.server_certificate))]
+        self._channel = grpc.secure_channel(cred.endpoint, creds, options=options)
         self._stub = ogrpc.OfficerStub(self._channel)
+
+    def retarget(self, endpoint: str) -> None:
+        """Talk to another address of the same node (e.g. an auditor's own route to it)."""
+        if not endpoint or endpoint == self.credential.endpoint:
+            return
+        self._channel.close()
+        self.credential = dataclasses.replace(self.credential, endpoint=endpoint)
+        self._connect()
 
     @classmethod
     def from_bundle(cls, path: Path, passphrase: bytes, timeout: float = 15.0) -> OfficerClient:
@@ -341,6 +370,24 @@ class OfficerClient:
                 raise NodeCallError(e.code(), e.details() or e.code().name) from None
         finally:
             stream.cancel()
+
+    def delivery_proof(self, message_id: str) -> DeliveryProofInfo:
+        """Ask our node to fetch and verify the receiver's inclusion proof for a delivery."""
+        p = self._call(self._stub.GetDeliveryProof, opb.DeliveryProofRequest(message_id=message_id))
+        return DeliveryProofInfo(
+            ledger_index=p.ledger_index,
+            verified=p.verified,
+            problem=p.problem,
+            tree_size=p.proof.tree_size,
+            cosignatures=len(p.proof.checkpoint.cosignatures),
+        )
+
+    def export_ledger(self, start: int = 0, end: int = 0) -> Iterator[lpb.LedgerExportRecord]:
+        """Auditor: the node's ledger as export records (header, entries, checkpoints)."""
+        try:
+            yield from self._stub.ExportLedger(opb.ExportLedgerRequest(start=start, end=end))
+        except grpc.RpcError as e:
+            raise NodeCallError(e.code(), e.details() or e.code().name) from None
 
     def whoami(self) -> opb.WhoAmIResponse:
         resp: opb.WhoAmIResponse = self._call(self._stub.WhoAmI, opb.WhoAmIRequest())

@@ -166,15 +166,27 @@ def register(app: typer.Typer) -> None:
         json_out: JsonOpt = False,
     ) -> None:
         """One message: content (the read is ledgered), state and delivery evidence."""
+        proof = None
         with _client(cred) as c:
             try:
                 d = c.show(message_id, content=not metadata_only)
+                if d.info.direction == "outbound" and d.info.state == "delivered":
+                    proof = c.delivery_proof(message_id)
             except NodeCallError as e:
                 _unavailable(e)
         if json_out:
-            print_json(d.to_json())
+            print_json({**d.to_json(), "ledger_proof": proof.to_json() if proof else None})
             return
         _print_detail(d)
+        if proof is not None:
+            if proof.verified:
+                console.print(
+                    f"  ledger proof [green]verified[/]: entry {proof.ledger_index} is in "
+                    f"{d.info.peer}'s signed checkpoint of {proof.tree_size} entries, "
+                    f"cosigned by {proof.cosignatures} witness(es)"
+                )
+            else:
+                console.print(f"  ledger proof [yellow]not verified[/]: {proof.problem}")
 
     @app.command("reply")
     @cli_errors

@@ -12,7 +12,6 @@ import concurrent.futures as cf
 import datetime as dt
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
@@ -26,7 +25,7 @@ from exchange._proto.mlax.v1 import officer_pb2 as opb
 from exchange.encoding import format_uuid, now_ms
 from exchange.envelope import Envelope, Header, MessageType, Sender, seal
 from exchange.receipt import Receipt, verify_receipt
-from keys.identity import create_identity, load_identity
+from keys.identity import AgencyIdentity, create_identity, load_identity
 
 if TYPE_CHECKING:
     from conftest import LiveFederation
@@ -151,31 +150,32 @@ def _self_signed(subject: x509.Name) -> tuple[bytes, bytes]:
     return pem_key, cert.public_bytes(serialization.Encoding.PEM)
 
 
-def _outsider_identity(tmp: Path) -> tuple[bytes, bytes]:
-    """A complete fourth agency identity that was never added to the directory."""
+@pytest.fixture(scope="module")
+def outsider(tmp_path_factory: pytest.TempPathFactory) -> AgencyIdentity:
+    """A complete fourth agency identity, DE-BKA, that was never added to the directory."""
+    root = tmp_path_factory.mktemp("outsider")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLAX_KDF_PROFILE", "test")
         create_identity(
-            tmp / "de",
+            root / "de",
             agency_id="DE-BKA",
             name="Bundeskriminalamt",
             endpoint="127.0.0.1:7443",
             passphrase=b"pw",
         )
-        ident = load_identity(tmp / "de", b"pw")
-    return ident.tls_private_key_pem(), ident.tls_certificate_pem()
+        return load_identity(root / "de", b"pw")
 
 
 @pytest.mark.parametrize(
     "who", ["self-signed", "outsider-identity", "gb-subject-new-key", "no-client-cert"]
 )
 def test_tls_peer_not_in_directory_is_refused(
-    live: LiveFederation, gb_to_fr: grpc.Channel, tmp_path: Path, who: str
+    live: LiveFederation, gb_to_fr: grpc.Channel, outsider: AgencyIdentity, who: str
 ) -> None:
     if who == "self-signed":
         key, cert = _self_signed(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "intruder")]))
     elif who == "outsider-identity":
-        key, cert = _outsider_identity(tmp_path)
+        key, cert = outsider.tls_private_key_pem(), outsider.tls_certificate_pem()
     elif who == "gb-subject-new-key":
         # Same subject as GB-NCA's certificate, so a chain lookup by name finds GB's;
         # the key is not GB's, so neither the handshake nor the pin may admit it.
@@ -215,18 +215,9 @@ def test_envelope_from_another_agency_than_the_tls_peer(
 
 
 def test_unknown_sender_agency(
-    live: LiveFederation, gb_to_fr: grpc.Channel, tmp_path: Path
+    live: LiveFederation, gb_to_fr: grpc.Channel, outsider: AgencyIdentity
 ) -> None:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLAX_KDF_PROFILE", "test")
-        create_identity(
-            tmp_path / "de",
-            agency_id="DE-BKA",
-            name="Bundeskriminalamt",
-            endpoint="127.0.0.1:7443",
-            passphrase=b"pw",
-        )
-        outsider = load_identity(tmp_path / "de", b"pw")
+    # Properly sealed and signed by an agency the directory does not list.
     env = seal(
         outsider.sender(), live.card(FR), content("outsider"), MessageType.NOTE, now_ms=now_ms()
     )
