@@ -470,6 +470,23 @@ def open_envelope(
 ) -> Opened:
     """Verify and decrypt an envelope to `recipient`; each failed check has its own error."""
     envelope, header, card = authenticate(data, directory, limits)
+    return open_authenticated(
+        envelope, header, card, directory, recipient, seen, now_ms=now_ms, limits=limits
+    )
+
+
+def open_authenticated(
+    envelope: Envelope,
+    header: Header,
+    card: AgencyCard,
+    directory: Directory,
+    recipient: Recipient,
+    seen: SeenIds,
+    *,
+    now_ms: int,
+    limits: Limits = DEFAULT_LIMITS,
+) -> Opened:
+    """The checks of `open_envelope` after `authenticate`, for callers that ran it already."""
     if header.recipient != recipient.agency_id:
         raise WrongRecipientError(
             f"Message {header.message_id_text} is addressed to {header.recipient}, "

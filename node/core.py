@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from exchange._proto.mlax.v1 import officer_pb2 as opb
 from exchange.directory import Directory
@@ -27,7 +27,7 @@ from exchange.envelope import (
     Sender,
     authenticate,
     decrypt,
-    open_envelope,
+    open_authenticated,
     seal,
 )
 from exchange.errors import (
@@ -358,7 +358,14 @@ class NodeCore:
         )
 
     def list_messages(self, req: opb.ListMessagesRequest) -> opb.ListMessagesResponse:
-        q = select(MessageRow).order_by(MessageRow.id.desc()).limit(min(req.limit or 50, 1000))
+        q = (
+            select(MessageRow)
+            # Listing needs metadata only: leave the envelope blobs in the database.
+            .options(defer(MessageRow.envelope), defer(MessageRow.self_copy))
+            .options(defer(MessageRow.receipt))
+            .order_by(MessageRow.id.desc())
+            .limit(min(req.limit or 50, 1000))
+        )
         if req.direction == opb.DIRECTION_OUTBOUND:
             q = q.where(MessageRow.direction == OUT)
         elif req.direction == opb.DIRECTION_INBOUND:
@@ -403,7 +410,7 @@ class NodeCore:
         A re-delivery of the same envelope returns the original receipt and changes nothing.
         """
         directory = self.directory.current()
-        envelope, header, _card = authenticate(data, directory, self.limits)
+        envelope, header, card = authenticate(data, directory, self.limits)
         if header.sender != peer_agency:
             raise PeerMismatchError(
                 f"Message {header.message_id_text} names sender {header.sender}, but was "
@@ -415,21 +422,27 @@ class NodeCore:
         if prior is not None:
             return prior
         now = now_ms()
+        # Decrypt and check the inner signature before taking the write lock: the crypto
+        # is the slow part, and other deliveries need not wait for it. The replay check
+        # is repeated under the lock below.
+        with self.db.read() as s:
+            opened = open_authenticated(
+                envelope,
+                header,
+                card,
+                directory,
+                self.identity.recipient(),
+                _DbSeenIds(s),
+                now_ms=now,
+                limits=self.limits,
+            )
+        del opened  # verified; the plaintext is not kept in memory or on disk
         try:
             with self.db.write() as s:
-                # Again under the write lock: a concurrent delivery may have just stored it.
+                # Under the write lock: a concurrent delivery may have just stored it.
                 prior = _prior_receipt(s, header, envelope)
                 if prior is not None:
                     return prior
-                opened = open_envelope(
-                    data,
-                    directory,
-                    self.identity.recipient(),
-                    _DbSeenIds(s),
-                    now_ms=now,
-                    limits=self.limits,
-                )
-                del opened  # verified; the plaintext is not kept in memory or on disk
                 idx = ledger.append(
                     s,
                     LedgerEntry.of(

@@ -132,19 +132,19 @@ class DeliveryWorker:
             except queue.Empty:
                 return out
 
-    def _due_peers(self) -> list[str]:
+    def _due_peers(self) -> set[str]:
         now = now_ms()
         with self.core.db.read() as s:
-            return list(
+            # No GROUP BY/DISTINCT: either makes SQLite walk the (direction, peer, id)
+            # index over every message ever sent; this filter uses ix_messages_due.
+            return set(
                 s.scalars(
-                    select(MessageRow.peer)
-                    .where(
+                    select(MessageRow.peer).where(
                         MessageRow.direction == OUT,
                         MessageRow.state.in_((QUEUED, RETRYING)),
                         MessageRow.next_attempt_at <= now,
                         MessageRow.lease_until <= now,
                     )
-                    .group_by(MessageRow.peer)
                 ).all()
             )
 

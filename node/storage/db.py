@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,6 +51,10 @@ class Database:
         else:
             self.engine = create_engine(url, pool_size=pool_size, pool_pre_ping=True)
         self._writer = self.engine.execution_options(mlax_write=True)
+        # SQLite has one writer at a time, and a writer that finds the lock taken sleeps
+        # in steps of up to 100 ms before it retries. Queueing this process's writers on
+        # a lock of our own hands the database over the moment it is free.
+        self._write_lock = threading.Lock() if self.is_sqlite else contextlib.nullcontext()
 
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision."""
@@ -66,7 +72,11 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A write transaction; on SQLite it takes the write lock at BEGIN."""
-        with Session(self._writer, expire_on_commit=False) as session, session.begin():
+        with (
+            self._write_lock,
+            Session(self._writer, expire_on_commit=False) as session,
+            session.begin(),
+        ):
             yield session
 
     def close(self) -> None:

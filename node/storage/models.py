@@ -41,6 +41,8 @@ class MessageRow(Base):
         UniqueConstraint("submitted_by", "idempotency_key", name="uq_messages_idempotency"),
         Index("ix_messages_due", "direction", "state", "next_attempt_at"),
         Index("ix_messages_peer_state", "peer", "state"),
+        # Inbox and outbox listings: newest first within one direction.
+        Index("ix_messages_direction_id", "direction", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
