@@ -40,7 +40,7 @@ from exchange.ledger_entry import LedgerEntry
 from exchange.receipt import Receipt, ReceiptBody, issue_receipt, verify_receipt
 from keys.identity import AgencyIdentity
 from node import ledger
-from node.storage.db import Database
+from node.storage.db import Database, GroupCommit
 from node.storage.models import MessageRow
 from node.trust import TrustedDirectory
 
@@ -157,6 +157,7 @@ class NodeCore:
         # (the delivery worker); both also poll, for writes made by other replicas.
         self.inbound = threading.Condition()
         self.on_submit: Callable[[], None] = lambda: None
+        self.commits = GroupCommit(db)
 
     def _sender(self, directory: Directory) -> Sender:
         # Sign with the newest key peers can already verify (see keys rotation).
@@ -238,20 +239,22 @@ class NodeCore:
             in_reply_to=in_reply_to,
             handling_codes=",".join(str(c.value) for c in codes),
         )
-        with self.db.write() as s:
+        entry = LedgerEntry.of(
+            "message.submitted",
+            now,
+            message_id=header.message_id_text,
+            recipient=card.agency_id,
+            officer=officer.name,
+            envelope_digest=env.digest.hex(),
+            message_type=message_type.name,
+        )
+
+        def store(s: Session) -> None:
             s.add(row)
-            ledger.append(
-                s,
-                LedgerEntry.of(
-                    "message.submitted",
-                    now,
-                    message_id=header.message_id_text,
-                    recipient=card.agency_id,
-                    officer=officer.name,
-                    envelope_digest=env.digest.hex(),
-                    message_type=message_type.name,
-                ),
-            )
+            ledger.append(s, entry)
+
+        # Submissions arriving together share one commit; each returns once it is durable.
+        self.commits.run(store)
         self.on_submit()
         return summary(row)
 
@@ -437,60 +440,64 @@ class NodeCore:
                 limits=self.limits,
             )
         del opened  # verified; the plaintext is not kept in memory or on disk
+        sender = self._sender(directory)
+
+        def store(s: Session) -> tuple[Receipt, bool]:
+            # Under the write lock: a concurrent delivery may have just stored it.
+            prior = _prior_receipt(s, header, envelope)
+            if prior is not None:
+                return prior, False
+            idx = ledger.append(
+                s,
+                LedgerEntry.of(
+                    "message.received",
+                    now,
+                    message_id=header.message_id_text,
+                    sender=header.sender,
+                    envelope_digest=envelope.digest.hex(),
+                    message_type=header.message_type.name,
+                ),
+            )
+            receipt = issue_receipt(
+                ReceiptBody(
+                    message_id=header.message_id,
+                    sender=header.sender,
+                    receiver=self.agency,
+                    envelope_digest=envelope.digest,
+                    received_at=now,
+                    receiver_key_id=sender.key_id,
+                    ledger_index=idx,
+                ),
+                sender.signing_key,
+            )
+            s.add(
+                MessageRow(
+                    message_id=header.message_id,
+                    direction=IN,
+                    peer=header.sender,
+                    message_type=header.message_type.value,
+                    case_ref=header.case_ref,
+                    created_at=header.created_at,
+                    expires_at=header.expires_at,
+                    envelope=envelope.to_bytes(),
+                    envelope_digest=envelope.digest,
+                    self_copy=None,
+                    state=RECEIVED,
+                    attempts=0,
+                    next_attempt_at=0,
+                    lease_until=0,
+                    last_error="",
+                    receipt=receipt.to_bytes(),
+                    delivered_at=now,
+                    read_at=0,
+                    in_reply_to=header.in_reply_to,
+                    handling_codes=",".join(str(c.value) for c in header.handling_codes),
+                )
+            )
+            return receipt, True
+
         try:
-            with self.db.write() as s:
-                # Under the write lock: a concurrent delivery may have just stored it.
-                prior = _prior_receipt(s, header, envelope)
-                if prior is not None:
-                    return prior
-                idx = ledger.append(
-                    s,
-                    LedgerEntry.of(
-                        "message.received",
-                        now,
-                        message_id=header.message_id_text,
-                        sender=header.sender,
-                        envelope_digest=envelope.digest.hex(),
-                        message_type=header.message_type.name,
-                    ),
-                )
-                sender = self._sender(directory)
-                receipt = issue_receipt(
-                    ReceiptBody(
-                        message_id=header.message_id,
-                        sender=header.sender,
-                        receiver=self.agency,
-                        envelope_digest=envelope.digest,
-                        received_at=now,
-                        receiver_key_id=sender.key_id,
-                        ledger_index=idx,
-                    ),
-                    sender.signing_key,
-                )
-                s.add(
-                    MessageRow(
-                        message_id=header.message_id,
-                        direction=IN,
-                        peer=header.sender,
-                        message_type=header.message_type.value,
-                        case_ref=header.case_ref,
-                        created_at=header.created_at,
-                        expires_at=header.expires_at,
-                        envelope=envelope.to_bytes(),
-                        envelope_digest=envelope.digest,
-                        self_copy=None,
-                        state=RECEIVED,
-                        attempts=0,
-                        next_attempt_at=0,
-                        lease_until=0,
-                        last_error="",
-                        receipt=receipt.to_bytes(),
-                        delivered_at=now,
-                        read_at=0,
-                        in_reply_to=header.in_reply_to,
-                        handling_codes=",".join(str(c.value) for c in header.handling_codes),
-                    )
-                )
+            receipt, stored = self.commits.run(store)
         except IntegrityError:
             # Another replica or thread stored the same envelope first: answer as it did.
             with self.db.read() as s:
@@ -498,8 +505,9 @@ class NodeCore:
             if prior is None:
                 raise
             return prior
-        with self.inbound:
-            self.inbound.notify_all()
+        if stored:
+            with self.inbound:
+                self.inbound.notify_all()
         return receipt
 
     def record_rejection(self, peer: str, reason: str, error: MlaxError) -> None:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session
+
+T = TypeVar("T")
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -81,3 +83,73 @@ class Database:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+class _Job(Generic[T]):
+    __slots__ = ("done", "error", "fn", "lead", "result")
+
+    def __init__(self, fn: Callable[[Session], T]) -> None:
+        self.fn = fn
+        self.done = threading.Event()
+        self.lead = False
+        self.result: T | None = None
+        self.error: BaseException | None = None
+
+
+class GroupCommit:
+    """Small write transactions that arrive together share one commit (one fsync).
+
+    Each job runs in its own savepoint, so one that fails rolls back alone and its caller
+    gets its exception; the others commit. A job returns only once its commit is durable.
+    The first caller to find no commit under way leads: it commits everything queued,
+    then hands the lead to the next waiter, so no caller waits for more than two commits.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._lock = threading.Lock()
+        self._queue: list[_Job[Any]] = []
+        self._leading = False
+
+    def run(self, fn: Callable[[Session], T]) -> T:
+        job: _Job[T] = _Job(fn)
+        with self._lock:
+            self._queue.append(job)
+            job.lead = not self._leading
+            self._leading = True
+        while not job.done.is_set():
+            if job.lead:
+                self._commit_batch()
+            else:
+                job.done.wait()
+                if job.lead:  # woken to lead the next commit, not because ours is done
+                    job.done.clear()
+        if job.error is not None:
+            raise job.error
+        return job.result  # type: ignore[return-value]
+
+    def _commit_batch(self) -> None:
+        with self._lock:
+            batch, self._queue = self._queue, []
+        try:
+            with self._db.write() as s:
+                for job in batch:
+                    try:
+                        with s.begin_nested():
+                            job.result = job.fn(s)
+                    except Exception as e:  # this job alone rolls back
+                        job.error = e
+        except Exception as e:  # the commit itself failed: nothing in the batch happened
+            for job in batch:
+                job.error = job.error or e
+        with self._lock:
+            nxt = self._queue[0] if self._queue else None
+            if nxt is None:
+                self._leading = False
+            else:
+                nxt.lead = True
+        for job in batch:
+            job.lead = False
+            job.done.set()
+        if nxt is not None:
+            nxt.done.set()  # wakes it to lead; it clears the flag and commits

@@ -98,7 +98,7 @@ def test_sigkill_sender_and_receiver_loses_and_duplicates_nothing(
         OFFICER_PASS,
         agencies=DEMO_AGENCIES[:2],
         db_urls=storage,
-        delivery={"lease_seconds": 2.0},
+        delivery={"lease_seconds": 2.0, "rpc_timeout_seconds": 1.5},
     )
     gb = NodeProcess(fed.nodes["GB-NCA"], ENV)
     fr = NodeProcess(fed.nodes["FR-OCRTEH"], ENV)
