@@ -22,6 +22,7 @@ from rich.table import Table
 
 from exchange.directory import Directory, verify_directory
 from exchange.encoding import now_ms
+from exchange.ledger.audit import verify_export
 from exchange.receipt import Receipt
 from keys.directory_file import read_signed_directory
 from node.client import MessageInfo, OfficerClient
@@ -29,6 +30,8 @@ from node.federation import DEMO_AGENCIES, Federation, NodeProcess, build_federa
 
 DEMO_PASSPHRASE = b"demo-node-passphrase"
 DEMO_OFFICER_PASSPHRASE = b"demo-officer-passphrase"
+# Checkpoints and witnessing every second or two, so the demo shows them within its run.
+DEMO_LEDGER = "[ledger]\ncheckpoint_interval_seconds = 0.5\nwitness_interval_seconds = 1.0\n"
 
 console = Console()
 
@@ -80,7 +83,9 @@ def run_demo(root: Path | None = None, keep: bool = False) -> None:
     try:
         _step(1, "Three agencies create their identities; three administrators sign the directory")
         started = time.monotonic()
-        fed = build_federation(workdir, DEMO_PASSPHRASE, DEMO_OFFICER_PASSPHRASE)
+        fed = build_federation(
+            workdir, DEMO_PASSPHRASE, DEMO_OFFICER_PASSPHRASE, extra_config=DEMO_LEDGER
+        )
         signed = read_signed_directory(fed.directory_file)
         directory: Directory = verify_directory(signed.to_bytes(), None, now_ms())
         table = Table(
@@ -213,7 +218,33 @@ def run_demo(root: Path | None = None, keep: bool = False) -> None:
             raise RuntimeError("a receipt did not verify")
         console.print("  [green]every message delivered exactly once, every receipt verified[/]")
 
-        _step(7, "Clean shutdown (SIGTERM: in-flight calls finish, then the worker and database)")
+        _step(7, "Audit: every node's ledger is signed, witnessed by its peers and verified")
+        _wait(
+            "France's checkpoint to cover the last delivery",
+            lambda: (p := gb.delivery_proof(queued[-1].message_id)).verified and p.cosignatures > 0,
+            timeout=30,
+        )
+        proof = gb.delivery_proof(queued[-1].message_id)
+        console.print(
+            f"  UK checks France's ledger: entry {proof.ledger_index} records the delivery, in "
+            f"France's signed checkpoint of {proof.tree_size} entries "
+            f"([green]inclusion proof verified[/], {proof.cosignatures} cosignature(s))"
+        )
+        time.sleep(2.5)  # one more checkpoint and witnessing round
+        table = Table(title="mlax audit verify (auditor credential on each node)")
+        for col in ("agency", "entries", "checkpoints", "cosigned by", "result"):
+            table.add_column(col)
+        for agency, _ in DEMO_AGENCIES:
+            with _client(fed, agency, "auditor") as auditor:
+                report = verify_export(auditor.export_ledger(), trusted_directory=directory)
+            witnesses = ", ".join(f"{a} ({n})" for a, n in sorted(report.cosigned_by.items()))
+            verdict = "[green]OK[/]" if report.ok else f"[red]{report.problems[0].detail}[/]"
+            table.add_row(agency, str(report.entries), str(report.checkpoints), witnesses, verdict)
+            if not report.ok:
+                raise RuntimeError(f"the ledger of {agency} does not verify")
+        console.print(table)
+
+        _step(8, "Clean shutdown (SIGTERM: in-flight calls finish, then the worker and database)")
     finally:
         for c in clients:
             c.close()

@@ -19,11 +19,11 @@ from exchange._proto.mlax.v1 import officer_pb2 as opb
 from exchange.encoding import format_uuid
 from exchange.errors import MlaxError
 from exchange.ledger import leaf_hash, open_checkpoint, verify_inclusion
+from exchange.ledger.names import log_origin, log_verifiers
 from exchange.ledger_entry import commitment
 from exchange.receipt import Receipt
 from node.core import OUT, NodeCore, NotFoundError
 from node.peers import PeerChannels
-from node.witnessing import log_origin, log_verifiers
 
 
 def delivery_proof(

@@ -24,6 +24,7 @@ from exchange.directory import verify_directory
 from exchange.encoding import format_uuid, now_ms
 from exchange.envelope import Limits
 from exchange.errors import MlaxError
+from exchange.ledger.names import log_origin
 from exchange.ledger_entry import LedgerEntry
 from keys.identity import AgencyIdentity, load_identity
 from node import ledger, metrics
@@ -36,7 +37,7 @@ from node.officers import OfficerCA, lookup, spki_sha256
 from node.peers import PeerChannels, channel_options
 from node.storage.db import Database
 from node.trust import TrustedDirectory
-from node.witnessing import Checkpointer, WitnessDesk, log_origin
+from node.witnessing import Checkpointer, WitnessDesk
 
 log = structlog.get_logger("mlax.node")
 T = TypeVar("T")

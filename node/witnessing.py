@@ -23,14 +23,13 @@ from exchange.errors import MlaxError
 from exchange.ledger import (
     Checkpoint,
     CheckpointConflictError,
-    CosignatureVerifier,
-    Ed25519Verifier,
     SplitViewError,
     Witness,
     WitnessedCheckpoint,
     unverified_origin,
     verify_cosignature,
 )
+from exchange.ledger.names import log_origin, log_verifiers, witness_name, witness_verifiers
 from exchange.ledger_entry import LedgerEntry
 from node import ledger, metrics
 from node.core import NodeCore
@@ -39,32 +38,6 @@ from node.peers import PeerChannels
 from node.storage.models import SplitViewRow, WitnessStateRow
 
 log = structlog.get_logger("mlax.ledger")
-
-
-def log_origin(federation_id: str, agency_id: str) -> str:
-    """The C2SP origin (and note key name) of an agency's ledger."""
-    return f"mlax.{federation_id}/{agency_id}"
-
-
-def witness_name(federation_id: str, agency_id: str) -> str:
-    """The note key name an agency cosigns with as a witness."""
-    return f"mlax.{federation_id}/{agency_id}/witness"
-
-
-def log_verifiers(directory: Directory, agency_id: str) -> list[Ed25519Verifier]:
-    card = directory.agency(agency_id)
-    if card is None:
-        return []
-    origin = log_origin(directory.federation_id, agency_id)
-    return [Ed25519Verifier(origin, k.public_key) for k in card.signing_keys]
-
-
-def cosignature_verifiers(directory: Directory, agency_id: str) -> list[CosignatureVerifier]:
-    card = directory.agency(agency_id)
-    if card is None:
-        return []
-    name = witness_name(directory.federation_id, agency_id)
-    return [CosignatureVerifier(name, k.public_key) for k in card.signing_keys]
 
 
 class WitnessDesk:
@@ -214,7 +187,7 @@ class Checkpointer:
         else:
             return
         line = resp.cosignature
-        verifiers = cosignature_verifiers(directory, peer)
+        verifiers = witness_verifiers(directory, self.core.agency).get(peer, [])
         checkpoint = _parse_body(note)
         for v in verifiers:
             try:

@@ -8,16 +8,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 from node.cli.common import EXIT_REFUSED, cli_errors, console, fail, print_json
 from node.cli.messages_cmd import CredOpt, JsonOpt, _client, _unavailable
 from node.client import NodeCallError
 
 if TYPE_CHECKING:
-    from exchange.ledger.audit import AuditReport
-
     from exchange._proto.mlax.v1 import ledger_pb2 as lpb
+    from exchange.ledger.audit import AuditReport
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -26,7 +31,7 @@ def _progress() -> Progress:
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
-        TextColumn("{task.completed:,}/{task.total:,}"),
+        MofNCompleteColumn(),
         TimeRemainingColumn(),
         console=console,
         transient=True,
@@ -65,11 +70,11 @@ def _local_records(config: Path) -> Iterator[lpb.LedgerExportRecord]:
     """The export of a node's ledger read straight from its database (on the node's host)."""
     from exchange._proto.mlax.v1 import ledger_pb2 as lpb
     from exchange.encoding import now_ms
+    from exchange.ledger.names import log_origin
     from node.config import load_config
     from node.ledger import EXPORT_FORMAT, LedgerStore
     from node.storage.db import Database
     from node.trust import TrustedDirectory
-    from node.witnessing import log_origin
 
     cfg = load_config(config)
     db = Database(cfg.database_url)
@@ -125,9 +130,8 @@ def _records(path: Path) -> Iterator[lpb.LedgerExportRecord]:
 
 
 def _verify(records: Iterable[lpb.LedgerExportRecord], trusted: Path | None) -> AuditReport:
-    from exchange.ledger.audit import verify_export
-
     from exchange.directory import Directory
+    from exchange.ledger.audit import verify_export
     from keys.directory_file import read_signed_directory
 
     trusted_dir = (
