@@ -81,14 +81,14 @@ class Officer:
     role: str
 
 
-class _DbSeenIds:
-    """Replay check against stored inbound messages, within the receiving transaction."""
-
-    def __init__(self, session: Session) -> None:
-        self._session = session
+class _NotSeen:
+    """For `open_authenticated`: replays are decided by `_prior_receipt` under the lock."""
 
     def seen(self, sender: str, message_id: bytes) -> bool:
-        return _find(self._session, IN, sender, message_id) is not None
+        return False
+
+
+_NOT_SEEN = _NotSeen()
 
 
 def _find(session: Session, direction: str, peer: str, message_id: bytes) -> MessageRow | None:
@@ -428,17 +428,18 @@ class NodeCore:
         # Decrypt and check the inner signature before taking the write lock: the crypto
         # is the slow part, and other deliveries need not wait for it. The replay check
         # is repeated under the lock below.
-        with self.db.read() as s:
-            opened = open_authenticated(
-                envelope,
-                header,
-                card,
-                directory,
-                self.identity.recipient(),
-                _DbSeenIds(s),
-                now_ms=now,
-                limits=self.limits,
-            )
+        opened = open_authenticated(
+            envelope,
+            header,
+            card,
+            directory,
+            self.identity.recipient(),
+            # The replay check that counts is `_prior_receipt` under the write lock: a
+            # concurrent re-delivery must get the original receipt, not a refusal.
+            _NOT_SEEN,
+            now_ms=now,
+            limits=self.limits,
+        )
         del opened  # verified; the plaintext is not kept in memory or on disk
         sender = self._sender(directory)
 

@@ -36,7 +36,7 @@ GB, FR, NG = "GB-NCA", "FR-OCRTEH", "NG-NAPTIP"
 DELIVER = "/mlax.v1.Federation/Deliver"
 MiB = 1024 * 1024
 MARKER = "CONTENT-MARKER-7f3a"
-ROUNDS = 20  # concurrent re-delivery rounds: the race window is narrow
+ROUNDS = 40  # concurrent re-delivery rounds: the race window is narrow
 
 
 def deliver(channel: grpc.Channel, data: bytes, timeout: float = 10) -> bytes:
