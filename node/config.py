@@ -68,8 +68,10 @@ class DeliverySection:
 
 @dataclass(frozen=True)
 class LedgerSection:
-    # Sign a checkpoint this often when the ledger grew.
+    # Sign a checkpoint this often when the ledger grew...
     checkpoint_interval_seconds: float = 2.0
+    # ...or as soon as this many entries were added since the last one.
+    checkpoint_every_entries: int = 1000
     # Ask peers to cosign the latest checkpoint this often.
     witness_interval_seconds: float = 10.0
 

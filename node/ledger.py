@@ -137,6 +137,14 @@ class LedgerStore:
 
     def issue_checkpoint(self, signing_key: SigningKey, min_new_entries: int = 1) -> int | None:
         """Sign a checkpoint of the current tree if it grew by `min_new_entries`; its size."""
+        # Look first without the write lock: most calls find nothing to do.
+        with self.db.read() as s:
+            head = s.get(LedgerHeadRow, HEAD_ID)
+            last = s.scalars(
+                select(CheckpointRow.size).order_by(CheckpointRow.size.desc()).limit(1)
+            ).first()
+        if head is None or head.size - (last or 0) < min_new_entries:
+            return None
         with self.db.write() as s:
             head = s.get(LedgerHeadRow, HEAD_ID)
             if head is None or head.size == 0:

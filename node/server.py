@@ -500,6 +500,7 @@ def run(cfg: NodeConfig, passphrase: bytes, stop: threading.Event | None = None)
         store,
         peers,
         interval=cfg.ledger.checkpoint_interval_seconds,
+        every_entries=cfg.ledger.checkpoint_every_entries,
         witness_interval=cfg.ledger.witness_interval_seconds,
         timeout=cfg.delivery.rpc_timeout_seconds,
     )

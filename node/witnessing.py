@@ -131,11 +131,13 @@ class Checkpointer:
         peers: PeerChannels,
         *,
         interval: float,
+        every_entries: int,
         witness_interval: float,
         timeout: float,
     ) -> None:
         self.core, self.store, self.peers = core, store, peers
         self.interval, self.witness_interval, self.timeout = interval, witness_interval, timeout
+        self.every_entries = every_entries
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mlax-checkpoints", daemon=True)
         self._last_witness = 0.0
@@ -147,10 +149,10 @@ class Checkpointer:
         self._stop.set()
         self._thread.join(10)
 
-    def checkpoint_now(self) -> int | None:
+    def checkpoint_now(self, min_new_entries: int = 1) -> int | None:
         directory = self.core.directory.current()
         sender = self.core.identity.sender(published=directory.agency(self.core.agency))
-        return self.store.issue_checkpoint(sender.signing_key)
+        return self.store.issue_checkpoint(sender.signing_key, min_new_entries)
 
     def witness_round(self) -> None:
         """Ask every peer to cosign our latest checkpoint."""
@@ -199,13 +201,20 @@ class Checkpointer:
         log.warning("cosignature_invalid", witness=peer, size=size)
 
     def _run(self) -> None:
-        elapsed = 0.0
-        while not self._stop.wait(self.interval):
+        # Look often; sign when `every_entries` accumulated or `interval` passed with growth.
+        tick = min(self.interval, 0.25)
+        since_checkpoint = since_witness = 0.0
+        while not self._stop.wait(tick):
+            since_checkpoint += tick
+            since_witness += tick
             try:
-                self.checkpoint_now()
-                elapsed += self.interval
-                if elapsed >= self.witness_interval:
-                    elapsed = 0.0
+                if since_checkpoint >= self.interval:
+                    if self.checkpoint_now() is not None:
+                        since_checkpoint = 0.0
+                elif self.checkpoint_now(self.every_entries) is not None:
+                    since_checkpoint = 0.0
+                if since_witness >= self.witness_interval:
+                    since_witness = 0.0
                     self.witness_round()
             except Exception:
                 log.exception("checkpoint_tick_failed")
