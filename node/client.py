@@ -127,11 +127,13 @@ class MessageDetail:
     sender_key_id: str
     recipient_key_id: str
     restricted_to: tuple[str, ...]
+    non_repudiation_bundle: bytes = b""
 
     def to_json(self) -> dict[str, Any]:
         ev = self.evidence
         return {
             **self.info.to_json(),
+            "non_repudiation_bundle": self.non_repudiation_bundle.hex(),
             "subject": self.subject,
             "text": self.text,
             "sender_key_id": self.sender_key_id,
@@ -357,6 +359,7 @@ class OfficerClient:
             sender_key_id=v.sender_key_id,
             recipient_key_id=v.recipient_key_id,
             restricted_to=tuple(v.restricted_to),
+            non_repudiation_bundle=bytes(v.non_repudiation_bundle),
         )
 
     def watch(self, after: str = "") -> Iterator[MessageInfo]:

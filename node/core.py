@@ -24,6 +24,7 @@ from exchange.envelope import (
     Header,
     Limits,
     MessageType,
+    Opened,
     Sender,
     authenticate,
     decrypt,
@@ -312,8 +313,12 @@ class NodeCore:
             raise NotFoundError(
                 f"The key that decrypts message {header.message_id_text} is no longer held."
             )
-        body, _ = decrypt(stored, stored_header, key, self.limits)
+        body, inner_signature = decrypt(stored, stored_header, key, self.limits)
         content = opb.Content.FromString(body)
+        if row.direction == IN:
+            view.non_repudiation_bundle = Opened(
+                stored, stored_header, body, inner_signature
+            ).non_repudiation_bundle()
         now = now_ms()
         with self.db.write() as s:
             fresh = self._load(s, req.message_id)

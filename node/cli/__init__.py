@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from node.cli.audit_cmd import app as audit_app
+from node.cli.bundle_cmd import app as bundle_app
 from node.cli.directory_cmd import app as directory_app
 from node.cli.keys_cmd import app as keys_app
 from node.cli.messages_cmd import register as register_messages
@@ -24,6 +25,7 @@ app.add_typer(
 app.add_typer(node_app, name="node", help="Run and administer this agency's node.")
 app.add_typer(officer_app, name="officer", help="Issue and manage officer credentials.")
 app.add_typer(audit_app, name="audit", help="Export and verify audit ledgers.")
+app.add_typer(bundle_app, name="bundle", help="Verify a sender's non-repudiation bundle.")
 register_messages(app)
 app.command("demo")(demo)
 

@@ -162,10 +162,19 @@ def register(app: typer.Typer) -> None:
         metadata_only: Annotated[
             bool, typer.Option("--metadata-only", help="Do not decrypt the content.")
         ] = False,
+        bundle_out: Annotated[
+            Path | None,
+            typer.Option(
+                "--bundle-out",
+                help="Save the sender's non-repudiation bundle (inbound messages) to this file.",
+            ),
+        ] = None,
         cred: CredOpt = None,
         json_out: JsonOpt = False,
     ) -> None:
         """One message: content (the read is ledgered), state and delivery evidence."""
+        if bundle_out is not None and bundle_out.exists():
+            fail(f"{bundle_out} already exists.")
         proof = None
         with _client(cred) as c:
             try:
@@ -174,6 +183,10 @@ def register(app: typer.Typer) -> None:
                     proof = c.delivery_proof(message_id)
             except NodeCallError as e:
                 _unavailable(e)
+        if bundle_out is not None:
+            if not d.non_repudiation_bundle:
+                fail("Only inbound messages read with their content have a sender's bundle.")
+            write_private(bundle_out, d.non_repudiation_bundle)
         if json_out:
             print_json({**d.to_json(), "ledger_proof": proof.to_json() if proof else None})
             return
@@ -228,6 +241,13 @@ def register(app: typer.Typer) -> None:
                 _unavailable(e)
             except KeyboardInterrupt:
                 return
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a file only its owner can read (it may hold content)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
 
 
 def _print_detail(d: MessageDetail) -> None:

@@ -284,8 +284,13 @@ class MessageView(_message.Message):
     SENDER_KEY_ID_FIELD_NUMBER: _builtins.int
     RECIPIENT_KEY_ID_FIELD_NUMBER: _builtins.int
     RESTRICTED_TO_FIELD_NUMBER: _builtins.int
+    NON_REPUDIATION_BUNDLE_FIELD_NUMBER: _builtins.int
     sender_key_id: _builtins.str
     recipient_key_id: _builtins.str
+    non_repudiation_bundle: _builtins.bytes
+    """Inbound messages read with content: the sender's signed statement of the plaintext
+    (mlax.v1.NonRepudiationBundle), verifiable by a third party with the directory only.
+    """
     @_builtins.property
     def summary(self) -> Global___MessageSummary: ...
     @_builtins.property
@@ -303,10 +308,11 @@ class MessageView(_message.Message):
         sender_key_id: _builtins.str = ...,
         recipient_key_id: _builtins.str = ...,
         restricted_to: _abc.Iterable[_builtins.str] | None = ...,
+        non_repudiation_bundle: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "evidence", b"evidence", "summary", b"summary"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "evidence", b"evidence", "recipient_key_id", b"recipient_key_id", "restricted_to", b"restricted_to", "sender_key_id", b"sender_key_id", "summary", b"summary"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "evidence", b"evidence", "non_repudiation_bundle", b"non_repudiation_bundle", "recipient_key_id", b"recipient_key_id", "restricted_to", b"restricted_to", "sender_key_id", b"sender_key_id", "summary", b"summary"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
