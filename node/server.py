@@ -571,7 +571,19 @@ def run(cfg: NodeConfig, passphrase: bytes, stop: threading.Event | None = None)
     sync.start()
     checkpointer.start()
     with db.write() as s:
-        ledger.append(s, LedgerEntry.of("node.started", now_ms(), agency=identity.agency_id))
+        # The key ids the node runs with: a rotation or revocation shows in the ledger here,
+        # and again when the directory publishing it is installed.
+        ledger.append(
+            s,
+            LedgerEntry.of(
+                "node.started",
+                now_ms(),
+                agency=identity.agency_id,
+                signing_keys=",".join(sorted(identity.signing_keys)),
+                encryption_keys=",".join(sorted(identity.decryption_keys)),
+                tls_spki_sha256=identity.card.tls_spki_sha256.hex(),
+            ),
+        )
     log.info(
         "node_ready",
         agency=identity.agency_id,

@@ -262,8 +262,9 @@ class _Leaves:
     entry_leaves: bytes
     # None while identical to `entry_leaves` (the stored tree agrees everywhere).
     tree_leaves: bytes | None
-    # (position, index it holds) of the first entry whose index is not its position.
-    gap: tuple[int, int] | None
+    # (position, index it holds, index at the next position if also out of place) of the
+    # first entry whose index is not its position.
+    gap: tuple[int, int, int | None] | None
     bad_commitment: int | None
 
 
@@ -284,6 +285,7 @@ def _scan_entries(
     pos = 0
     redacted = 0
     gap: tuple[int, int] | None = None
+    gap_next: int | None = None
     bad_commitment: int | None = None
     pending: LedgerExportRecord | None = None
     while pending is None:
@@ -296,8 +298,11 @@ def _scan_entries(
                 if rec.WhichOneof("record") != "entry":
                     pending = rec
                     break
-                if index != pos and gap is None:
-                    gap = (pos, index)
+                if index != pos:
+                    if gap is None:
+                        gap = (pos, index)
+                    elif gap_next is None and pos == gap[0] + 1:
+                        gap_next = index
             salt = entry.salt
             content = entry.entry
             stated = entry.commitment
@@ -331,7 +336,7 @@ def _scan_entries(
         redacted=redacted,
         entry_leaves=bytes(entry_buf),
         tree_leaves=None if tree_buf is None else bytes(tree_buf),
-        gap=gap,
+        gap=None if gap is None else (*gap, gap_next),
         bad_commitment=bad_commitment,
     )
     return leaves, pending
@@ -472,7 +477,8 @@ def _check_checkpoints(
     # Witnesses cosign after the fact: the latest checkpoint may not be cosigned yet.
     uncosigned = [size for size in uncosigned if size != signed.latest]
     if uncosigned:
-        warnings.append(f"uncosigned: {_sizes(uncosigned)} have no valid cosignature")
+        verb = "has" if len(uncosigned) == 1 else "have"
+        warnings.append(f"uncosigned: {_sizes(uncosigned)} {verb} no valid cosignature")
     for name, count in sorted(strangers.items()):
         warnings.append(
             f"{count} cosignature(s) by {name}, a key the export's directory does not list "
@@ -602,8 +608,8 @@ def _tree_problem(leaves: _Leaves, checks: Sequence[_RootCheck]) -> Problem | No
     return None
 
 
-def _gap_problem(position: int, index: int) -> Problem:
-    if index > position:
+def _gap_problem(position: int, index: int, next_index: int | None) -> Problem:
+    if index > position and next_index != position:
         where = f"goes from index {position - 1} to {index}" if position else f"starts at {index}"
         return Problem(position, MISSING, f"entry {position} is missing: the export {where}")
     if position and index == position - 1:

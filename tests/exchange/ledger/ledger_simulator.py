@@ -17,7 +17,7 @@ from nacl.signing import SigningKey
 from exchange._proto.mlax.v1 import ledger_pb2 as lpb
 from exchange.ledger.checkpoint import Checkpoint, cosign, sign_checkpoint
 from exchange.ledger.export import EXPORT_FORMAT, encode_record
-from exchange.ledger.merkle import CompactRange, leaf_hash
+from exchange.ledger.merkle import leaf_hash, root_from_leaf_hashes
 from exchange.ledger.names import log_origin, witness_name
 from exchange.ledger.note import parse_note
 from exchange.ledger_entry import LedgerEntry, commitment
@@ -63,10 +63,8 @@ class LedgerSimulator:
         self.origin = log_origin(federation.federation_id, agency_id)
         self.rows: list[EntryRow] = []
         self.tree_leaves: dict[int, bytes] = {}
-        self.roots: list[bytes] = [CompactRange().root()]
         self.checkpoints: list[CheckpointRow] = []
         self.signed_directory = federation.publish()
-        self._tree = CompactRange()
         self._rng = random.Random(seed)
 
     # -- the honest node ---------------------------------------------------------------------
@@ -85,12 +83,12 @@ class LedgerSimulator:
             leaf = leaf_hash(digest)
             self.rows.append(EntryRow(index, digest, salt, entry))
             self.tree_leaves[index] = leaf
-            self._tree.append(leaf)
-            self.roots.append(self._tree.root())
 
     def sign(self, size: int, root: bytes | None = None, key: SigningKey | None = None) -> bytes:
         """A checkpoint note of `size` (by default the honest root, by the log's key)."""
-        checkpoint = Checkpoint(self.origin, size, self.roots[size] if root is None else root)
+        if root is None:
+            root = root_from_leaf_hashes([self.tree_leaves[i] for i in range(size)])
+        checkpoint = Checkpoint(self.origin, size, root)
         return sign_checkpoint(checkpoint, self.origin, key or self.agency.signing_key)
 
     def cosignature(self, note: bytes, witness_id: str) -> str:

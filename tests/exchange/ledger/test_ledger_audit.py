@@ -21,6 +21,7 @@ from nacl.signing import SigningKey
 
 from exchange._proto.mlax.v1 import ledger_pb2 as lpb
 from exchange.directory import Directory
+from exchange.ledger import audit as audit_module
 from exchange.ledger.audit import (
     CHECKPOINT_ORDER,
     CHECKPOINT_ROOT,
@@ -45,7 +46,7 @@ from exchange.ledger.names import log_origin, log_verifiers, witness_name, witne
 from exchange.ledger_entry import commitment
 
 ENTRIES = 50
-EVERY = 8  # checkpoints at 8, 16, ..., 48 and 50
+EVERY = 8  # checkpoints at 8, 16, ..., 48 and 50: seven
 
 FEDERATION = build_federation()
 
@@ -96,9 +97,9 @@ def test_a_clean_export_verifies(ledger: LedgerSimulator) -> None:
     assert report.origin == f"mlax.{FEDERATION_ID}/{LOG_AGENCY}"
     assert report.entries == ENTRIES
     assert report.redacted == 0
-    assert report.checkpoints == 8
+    assert report.checkpoints == 7
     assert report.latest_checkpoint_size == ENTRIES
-    assert report.cosigned_by == dict.fromkeys(sorted(WITNESS_AGENCIES), 8)
+    assert report.cosigned_by == dict.fromkeys(sorted(WITNESS_AGENCIES), 7)
     assert report.directory_admins == [a.public.key_id for a in FEDERATION.admins]
     # No trusted directory given: the auditor is told to compare the admins out of band.
     assert report.warnings == [
@@ -156,14 +157,15 @@ def test_entries_without_any_checkpoint_fail() -> None:
     assert (problem.kind, problem.detail) == (UNSIGNED, "no checkpoint signs any of the 5 entries")
 
 
-def test_progress_is_reported() -> None:
+def test_progress_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(audit_module, "PROGRESS_EVERY", 16)
     calls: list[tuple[int, int]] = []
-    ledger = LedgerSimulator(FEDERATION).grow(20_000, every=10_000)
+    ledger = LedgerSimulator(FEDERATION).grow(40, every=20)
     report = verify_export(
         ledger.export(), trusted_directory=None, progress=lambda d, t: calls.append((d, t))
     )
     assert report.ok
-    assert calls == [(16384, 20_000), (20_000, 20_000)]
+    assert calls == [(16, 40), (32, 40), (40, 40)]
 
 
 # --- tampered entries ----------------------------------------------------------------------
@@ -179,8 +181,10 @@ def expect(report: AuditReport, index: int, kind: str, detail: str | None = None
 def test_changed_content_is_modified(ledger: LedgerSimulator) -> None:
     ledger.modify(41)
     expect(
-        audit(ledger), 41, MODIFIED, "entry 41 was modified: its content does not match its "
-        "commitment"
+        audit(ledger),
+        41,
+        MODIFIED,
+        "entry 41 was modified: its content does not match its commitment",
     )
 
 
@@ -332,13 +336,26 @@ def test_a_checkpoint_by_a_witness_key_fails_its_signature(ledger: LedgerSimulat
 
 
 def test_a_checkpoint_over_another_tree_fails_its_root(ledger: LedgerSimulator) -> None:
-    ledger.checkpoints[2].note = ledger.sign(24, root=leaf_hash(b"another tree"))
+    # A split view: the log signed another tree of size 24, and witnesses were shown it.
+    forged = ledger.sign(24, root=leaf_hash(b"another tree"))
+    ledger.checkpoints[2].note = forged
+    ledger.checkpoints[2].cosignatures = [ledger.cosignature(forged, w) for w in WITNESS_AGENCIES]
     problem = only_problem(audit(ledger))
     assert (problem.kind, problem.checkpoint_size) == (CHECKPOINT_ROOT, 24)
     assert problem.detail == (
         "checkpoint 24 is signed by the log but its root matches neither the entries nor the "
         "log's tree: entries 16 to 23 or the checkpoint were altered"
     )
+
+
+def test_cosignatures_of_the_replaced_checkpoint_fail_too(ledger: LedgerSimulator) -> None:
+    ledger.checkpoints[2].note = ledger.sign(24, root=leaf_hash(b"another tree"))
+    report = audit(ledger)
+    assert [(p.kind, p.checkpoint_size) for p in report.problems] == [
+        (COSIGNATURE, 24),
+        (COSIGNATURE, 24),
+        (CHECKPOINT_ROOT, 24),
+    ]
 
 
 def test_checkpoints_must_grow(ledger: LedgerSimulator) -> None:
@@ -366,7 +383,7 @@ def test_cosignatures_are_counted_per_witness(ledger: LedgerSimulator) -> None:
     ledger.checkpoints[1].cosignatures.clear()
     report = audit(ledger)
     assert report.ok
-    assert report.cosigned_by == {"DE-BKA": 6, "FR-OCRTEH": 7}
+    assert report.cosigned_by == {"DE-BKA": 5, "FR-OCRTEH": 6}
     assert "uncosigned: checkpoint 16 has no valid cosignature" in report.warnings
 
 
@@ -385,7 +402,7 @@ def test_a_cosignature_by_an_unknown_key_is_not_counted(ledger: LedgerSimulator)
     ledger.checkpoints[0].cosignatures = [own]
     report = audit(ledger)
     assert report.ok
-    assert report.cosigned_by == dict.fromkeys(sorted(WITNESS_AGENCIES), 7)
+    assert report.cosigned_by == dict.fromkeys(sorted(WITNESS_AGENCIES), 6)
     assert any("the export's directory does not list" in w for w in report.warnings)
 
 
@@ -401,7 +418,10 @@ def test_a_directory_of_other_admins_fails_against_the_trusted_one() -> None:
     report = audit(ledger, trusted=trusted)
     problem = only_problem(report)
     assert problem.kind == DIRECTORY
-    assert problem.detail.startswith("the export's directory does not verify: signature by ")
+    assert problem.detail == (
+        "the export's directory does not verify: the directory has 0 signatures of the "
+        "administrators trusted until now; they require 2"
+    )
     assert report.directory_admins == [a.public.key_id for a in other.admins]
 
 
@@ -495,8 +515,12 @@ def test_the_inlined_commitment_is_the_ledger_commitment(ledger: LedgerSimulator
     assert commitment(row.salt, row.entry) == row.commitment
     ledger.rows[0].salt = b"\x01" * 7  # an odd salt length is still hashed as PAE
     ledger.rows[0].commitment = commitment(ledger.rows[0].salt, row.entry)
-    expect(audit(ledger), 0, MODIFIED, "entry 0 was modified: its commitment is not the leaf "
-           "the log's tree holds")
+    expect(
+        audit(ledger),
+        0,
+        MODIFIED,
+        "entry 0 was modified: its commitment is not the leaf the log's tree holds",
+    )
 
 
 # --- any tampering, anywhere ----------------------------------------------------------------
