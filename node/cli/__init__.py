@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
+# gRPC's C core writes plain-text lines to stderr, which would break the node's JSON logs
+# and duplicate the one-sentence errors MLAX prints itself. It reads this variable once,
+# when it loads, so it is set before anything imports grpc. An operator's own setting
+# (GRPC_VERBOSITY=debug for troubleshooting) wins.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
 import typer
 
 from node.cli.audit_cmd import app as audit_app
