@@ -26,6 +26,7 @@ from exchange.ledger import (
     leaf_hash,
     sign_checkpoint,
 )
+from exchange.ledger.export import EXPORT_FORMAT
 from exchange.ledger_entry import LedgerEntry, commitment, new_salt
 from node.storage.db import Database
 from node.storage.models import (
@@ -37,7 +38,6 @@ from node.storage.models import (
 )
 
 HEAD_ID = 1
-EXPORT_FORMAT = "mlax-ledger-export/v1"
 # Entry fields that name the other agency concerned; a peer may read such entries.
 PARTY_FIELDS = ("sender", "recipient", "receiver", "peer")
 

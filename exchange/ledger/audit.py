@@ -59,8 +59,11 @@ PROGRESS_EVERY = 1 << 14
 LISTED_SIZES = 10
 
 _LE64 = struct.Struct("<Q").pack
-# PAE("mlax/v1/ledger/entry", salt, entry) up to the salt's length, as in `ledger_entry`.
+# PAE("mlax/v1/ledger/entry", salt, entry) up to the salt's length, as in `ledger_entry`,
+# and up to the salt itself for the 32-byte salts every node writes.
 _COMMITMENT_PREFIX = _LE64(3) + _LE64(len(CTX_LEDGER_ENTRY)) + CTX_LEDGER_ENTRY
+_SALT_SIZE = 32
+_COMMITMENT_PREFIX_SALTED = _COMMITMENT_PREFIX + _LE64(_SALT_SIZE)
 _LEAF = b"\x00"
 _NODE = b"\x01"
 # Stands in for a stored leaf that is absent or not a hash, keeping positions aligned.
@@ -198,7 +201,19 @@ def _open_header(
                 f"{header.agency!r} is {origin!r}",
             )
         )
-    verifiers: list[Ed25519Verifier] | None = log_verifiers(directory, header.agency)
+    try:
+        verifiers: list[Ed25519Verifier] | None = log_verifiers(directory, header.agency)
+        witnesses = {
+            (verifier.name, verifier.key_id): (agency, verifier)
+            for agency, keys in witness_verifiers(directory, header.agency).items()
+            for verifier in keys
+        }
+    except MlaxError as err:
+        # A federation id that cannot be part of a note key name, say.
+        problems.append(
+            Problem(None, DIRECTORY, f"the export's directory is unusable: {_clause(err.message)}")
+        )
+        return _Log(header.origin, None, {}, admins)
     if not verifiers:
         problems.append(
             Problem(
@@ -209,11 +224,6 @@ def _open_header(
             )
         )
         verifiers = None
-    witnesses = {
-        (verifier.name, verifier.key_id): (agency, verifier)
-        for agency, keys in witness_verifiers(directory, header.agency).items()
-        for verifier in keys
-    }
     return _Log(origin, verifiers, witnesses, admins)
 
 
@@ -278,6 +288,8 @@ def _scan_entries(
     sha = hashlib.sha256
     pack = _LE64
     prefix = _COMMITMENT_PREFIX
+    prefix_salted = _COMMITMENT_PREFIX_SALTED
+    salt_size = _SALT_SIZE
     leaf_prefix = _LEAF
     no_leaf = _NO_LEAF
     entry_buf = bytearray()
@@ -306,7 +318,11 @@ def _scan_entries(
             salt = entry.salt
             content = entry.entry
             stated = entry.commitment
-            if salt or content:
+            if len(salt) == salt_size:
+                digest = sha(prefix_salted + salt + pack(len(content)) + content).digest()
+                if digest != stated and bad_commitment is None:
+                    bad_commitment = pos
+            elif salt or content:
                 digest = sha(
                     prefix + pack(len(salt)) + salt + pack(len(content)) + content
                 ).digest()
@@ -563,7 +579,7 @@ def _classify(entries: bytes, tree: bytes, at: int) -> Problem:
     following, reference_next = _leaf(entries, at + 1), _leaf(tree, at + 1)
     if reference == _NO_LEAF:
         return Problem(
-            at, INSERTED, f"entry {at} was inserted: the log's tree holds no leaf at its index"
+            at, INSERTED, f"entry {at} was inserted: the node's tree holds no leaf at its index"
         )
     if here == reference_next and following == reference:
         return Problem(at, REORDERED, f"entries {at} and {at + 1} were swapped")
@@ -584,7 +600,7 @@ def _classify(entries: bytes, tree: bytes, at: int) -> Problem:
     return Problem(
         at,
         MODIFIED,
-        f"entry {at} was modified: its commitment is not the leaf the log's tree holds",
+        f"entry {at} was modified: its commitment is not the leaf the node's tree holds",
     )
 
 
@@ -608,7 +624,16 @@ def _tree_problem(leaves: _Leaves, checks: Sequence[_RootCheck]) -> Problem | No
     return None
 
 
-def _gap_problem(position: int, index: int, next_index: int | None) -> Problem:
+def _gap_problem(position: int, index: int, next_index: int | None, signed: int) -> Problem:
+    if position < signed <= index:
+        # The signed tree's tail is gone and what follows was appended after it (a node
+        # ledgers each export, so the export of a cut ledger holds one such entry).
+        return Problem(
+            position,
+            TRUNCATED,
+            f"the export is cut at entry {position}: it jumps from index {position - 1} to "
+            f"{index}, past the {signed} entries the log signed",
+        )
     if index > position and next_index != position:
         where = f"goes from index {position - 1} to {index}" if position else f"starts at {index}"
         return Problem(position, MISSING, f"entry {position} is missing: the export {where}")
@@ -627,7 +652,7 @@ def _entry_problem(leaves: _Leaves, signed: _Signed, announced: int) -> Problem 
     """The first bad index and what is wrong there; later findings would only follow from it."""
     found: list[Problem] = []
     if leaves.gap is not None:
-        found.append(_gap_problem(*leaves.gap))
+        found.append(_gap_problem(*leaves.gap, signed.latest))
     if leaves.bad_commitment is not None:
         at = leaves.bad_commitment
         found.append(
@@ -685,9 +710,9 @@ def _root_problems(checks: Sequence[_RootCheck], explained_from: int | None) -> 
 def _root_problem(start: int, run: Sequence[_RootCheck]) -> Problem:
     check = run[0]
     reason = (
-        "the entries do not match it though the log's tree does"
+        "the entries do not match it though the node's tree does"
         if check.tree_match
-        else "its root matches neither the entries nor the log's tree"
+        else "its root matches neither the entries nor the node's tree"
     )
     later = f"; the {len(run) - 1} checkpoint(s) after it fail too" if len(run) > 1 else ""
     return Problem(

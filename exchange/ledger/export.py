@@ -104,20 +104,20 @@ def iter_records(
             if first < 0x80:
                 size = first
                 start = pos + 1
-            elif pos + 1 < end and 0 < buf[pos + 1] < 0x80:
-                size = (first & 0x7F) | buf[pos + 1] << 7
+            elif pos + 1 < end and 0 < (second := buf[pos + 1]) < 0x80:
+                size = (first & 0x7F) | second << 7
                 start = pos + 2
             else:
                 size, start = _decode_varint(buf, pos, end, offset)
                 if start < 0:
                     break
-            if size > max_record_size:
+            if not 0 < size <= max_record_size:
                 raise MalformedExportError(
-                    f"The record at byte {offset + pos} claims {size} bytes; "
+                    f"The record at byte {offset + pos} is empty."
+                    if not size
+                    else f"The record at byte {offset + pos} claims {size} bytes; "
                     f"the limit is {max_record_size}."
                 )
-            if not size:
-                raise MalformedExportError(f"The record at byte {offset + pos} is empty.")
             stop = start + size
             if stop > end:
                 # Read at least what this record still lacks, so a big one costs one read.

@@ -10,14 +10,14 @@ import pytest
 from factories import DAY, FederationSimulator
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ledger_simulator import (
+from nacl.signing import SigningKey
+from simulator import (
     FEDERATION_ID,
     LOG_AGENCY,
     WITNESS_AGENCIES,
     LedgerSimulator,
     build_federation,
 )
-from nacl.signing import SigningKey
 
 from exchange._proto.mlax.v1 import ledger_pb2 as lpb
 from exchange.directory import Directory
@@ -40,7 +40,7 @@ from exchange.ledger.audit import (
     verify_export,
 )
 from exchange.ledger.audit_errors import MalformedExportError
-from exchange.ledger.export import iter_records
+from exchange.ledger.export import encode_record, iter_records
 from exchange.ledger.merkle import leaf_hash
 from exchange.ledger.names import log_origin, log_verifiers, witness_name, witness_verifiers
 from exchange.ledger_entry import commitment
@@ -194,7 +194,7 @@ def test_changed_content_and_commitment_is_modified(ledger: LedgerSimulator) -> 
         audit(ledger),
         41,
         MODIFIED,
-        "entry 41 was modified: its commitment is not the leaf the log's tree holds",
+        "entry 41 was modified: its commitment is not the leaf the node's tree holds",
     )
 
 
@@ -259,6 +259,27 @@ def test_a_truncated_tail_is_reported(ledger: LedgerSimulator) -> None:
     )
 
 
+def test_a_cut_tail_with_a_later_entry_is_truncated(ledger: LedgerSimulator) -> None:
+    # As a node exports a cut ledger: it ledgers the export itself, at the next index.
+    ledger.truncate(45)
+    ledger.append(1)
+    expect(
+        audit(ledger),
+        45,
+        TRUNCATED,
+        "the export is cut at entry 45: it jumps from index 44 to 50, past the 50 entries the "
+        "log signed",
+    )
+
+
+def test_a_deleted_last_signed_entry_before_unsigned_ones_is_truncated(
+    ledger: LedgerSimulator,
+) -> None:
+    ledger.append(2)
+    ledger.delete(49, renumber=False)
+    expect(audit(ledger), 49, TRUNCATED)
+
+
 def test_a_tail_cut_short_of_the_header_count_is_reported(ledger: LedgerSimulator) -> None:
     ledger.append(5)
     ledger.truncate(52)
@@ -279,7 +300,7 @@ def test_a_rewritten_entry_and_tree_leaf_fail_the_checkpoint(ledger: LedgerSimul
     assert (problem.kind, problem.checkpoint_size) == (CHECKPOINT_ROOT, 24)
     assert problem.detail == (
         "checkpoint 24 is signed by the log but its root matches neither the entries nor the "
-        "log's tree: entries 16 to 23 or the checkpoint were altered; the 4 checkpoint(s) "
+        "node's tree: entries 16 to 23 or the checkpoint were altered; the 4 checkpoint(s) "
         "after it fail too"
     )
 
@@ -344,7 +365,7 @@ def test_a_checkpoint_over_another_tree_fails_its_root(ledger: LedgerSimulator) 
     assert (problem.kind, problem.checkpoint_size) == (CHECKPOINT_ROOT, 24)
     assert problem.detail == (
         "checkpoint 24 is signed by the log but its root matches neither the entries nor the "
-        "log's tree: entries 16 to 23 or the checkpoint were altered"
+        "node's tree: entries 16 to 23 or the checkpoint were altered"
     )
 
 
@@ -447,6 +468,15 @@ def test_an_unreadable_directory_still_locates_tampering(ledger: LedgerSimulator
     assert report.directory_admins == []
 
 
+def test_a_directory_with_an_unusable_federation_id_fails(ledger: LedgerSimulator) -> None:
+    federation = build_federation()
+    federation.federation_id = "call to action"  # no spaces in a note key name
+    ledger.signed_directory = federation.publish()
+    report = audit(ledger)
+    assert [p.kind for p in report.problems] == [HEADER, DIRECTORY]
+    assert report.problems[1].detail.startswith("the export's directory is unusable: key name")
+
+
 def test_a_log_outside_the_directory_fails() -> None:
     federation = build_federation()
     ledger = LedgerSimulator(federation).grow(10, every=5)
@@ -519,7 +549,7 @@ def test_the_inlined_commitment_is_the_ledger_commitment(ledger: LedgerSimulator
         audit(ledger),
         0,
         MODIFIED,
-        "entry 0 was modified: its commitment is not the leaf the log's tree holds",
+        "entry 0 was modified: its commitment is not the leaf the node's tree holds",
     )
 
 
@@ -570,3 +600,39 @@ def test_any_tampering_is_found_at_its_index(
     problem = only_problem(report)
     assert problem.index == at
     assert problem.kind in allowed, problem
+
+
+SMALL = LedgerSimulator(FEDERATION).grow(12, every=5)
+SMALL_BYTES = SMALL.export_bytes()
+
+
+def _entry_bytes() -> set[int]:
+    """Offsets of the entries' index, commitment, salt and content in SMALL_BYTES.
+
+    Not the stored tree's leaf (each record's last 34 bytes): a change there leaves the
+    entries matching their checkpoints and is only a warning about the node's tree.
+    """
+    offsets: set[int] = set()
+    position = 0
+    for record in SMALL.export():
+        size = len(encode_record(record))
+        if record.WhichOneof("record") == "entry":
+            offsets.update(range(position, position + size - 34))
+        position += size
+    return offsets
+
+
+ENTRY_BYTES = _entry_bytes()
+
+
+@settings(max_examples=150, deadline=None)
+@given(at=st.integers(0, len(SMALL_BYTES) - 1), xor=st.integers(1, 255))
+def test_a_flipped_byte_is_malformed_or_reported(at: int, xor: int) -> None:
+    data = bytearray(SMALL_BYTES)
+    data[at] ^= xor
+    try:
+        report = verify_export(iter_records(io.BytesIO(bytes(data)).read), trusted_directory=None)
+    except MalformedExportError:
+        return
+    if at in ENTRY_BYTES:
+        assert not report.ok

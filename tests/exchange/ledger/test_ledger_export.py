@@ -8,7 +8,7 @@ import io
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ledger_simulator import LedgerSimulator, build_federation
+from simulator import LedgerSimulator, build_federation
 
 from exchange._proto.mlax.v1 import ledger_pb2 as lpb
 from exchange.errors import MlaxError, OversizedError
