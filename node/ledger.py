@@ -26,7 +26,6 @@ from exchange.ledger import (
     leaf_hash,
     sign_checkpoint,
 )
-from exchange.ledger.export import EXPORT_FORMAT
 from exchange.ledger_entry import LedgerEntry, commitment, new_salt
 from node.storage.db import Database
 from node.storage.models import (

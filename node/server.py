@@ -24,6 +24,7 @@ from exchange.directory import verify_directory
 from exchange.encoding import format_uuid, now_ms
 from exchange.envelope import Limits
 from exchange.errors import MlaxError
+from exchange.ledger.export import EXPORT_FORMAT
 from exchange.ledger.names import log_origin
 from exchange.ledger_entry import LedgerEntry
 from keys.identity import AgencyIdentity, load_identity
@@ -32,7 +33,7 @@ from node.config import ConfigError, NodeConfig
 from node.core import NodeCore, Officer, summary
 from node.delivery import DeliveryWorker, outbox_depth
 from node.evidence import delivery_proof
-from node.ledger import EXPORT_FORMAT, LedgerStore, concerns
+from node.ledger import LedgerStore, concerns
 from node.officers import OfficerCA, lookup, spki_sha256
 from node.peers import PeerChannels, channel_options
 from node.storage.db import Database

@@ -70,9 +70,10 @@ def _local_records(config: Path) -> Iterator[lpb.LedgerExportRecord]:
     """The export of a node's ledger read straight from its database (on the node's host)."""
     from exchange._proto.mlax.v1 import ledger_pb2 as lpb
     from exchange.encoding import now_ms
+    from exchange.ledger.export import EXPORT_FORMAT
     from exchange.ledger.names import log_origin
     from node.config import load_config
-    from node.ledger import EXPORT_FORMAT, LedgerStore
+    from node.ledger import LedgerStore
     from node.storage.db import Database
     from node.trust import TrustedDirectory
 
