@@ -9,8 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
-from nacl.exceptions import BadSignatureError as _NaclBadSignature
-from nacl.signing import SigningKey, VerifyKey
+from nacl.signing import SigningKey
 
 from exchange._proto.mlax.v1 import directory_pb2 as pb
 from exchange.agency import AgencyCard
@@ -25,6 +24,7 @@ from exchange.errors import (
     ThresholdError,
     UnknownSignerError,
 )
+from exchange.signing import verify_ed25519
 from exchange.wire import parse
 
 MAX_DIRECTORY_BYTES = 8 * 1024 * 1024
@@ -42,11 +42,7 @@ class AdminKey:
         return key_id("ed25519", self.public_key)
 
     def verify(self, message: bytes, signature: bytes) -> bool:
-        try:
-            VerifyKey(self.public_key).verify(message, signature)
-        except (_NaclBadSignature, ValueError, TypeError):
-            return False
-        return True
+        return verify_ed25519(self.public_key, message, signature)
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,7 @@ from typing import Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
-from nacl.exceptions import BadSignatureError as _NaclBadSignature
-from nacl.signing import SigningKey, VerifyKey
+from nacl.signing import SigningKey
 
 from exchange._proto.mlax.v1 import envelope_pb2 as pb
 from exchange.agency import AGENCY_ID_RE, AgencyCard, KeyAlgorithm, PublicKey
@@ -52,6 +51,7 @@ from exchange.errors import (
     UnknownSenderError,
     WrongRecipientError,
 )
+from exchange.signing import verify_ed25519
 from exchange.wire import parse
 
 PROTOCOL_VERSION = 1
@@ -349,14 +349,6 @@ def hpke_info(header: bytes) -> bytes:
     return sha256(pae(CTX_ENVELOPE_HPKE_INFO, header))
 
 
-def _verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
-    try:
-        VerifyKey(public_key).verify(message, signature)
-    except (_NaclBadSignature, ValueError, TypeError):
-        return False
-    return True
-
-
 def seal(
     sender: Sender,
     recipient: AgencyCard,
@@ -419,7 +411,7 @@ def authenticate(
     if card is None:
         raise UnknownSenderError(f"Sender {header.sender} is not a member of the federation.")
     key = card.signing_key(header.sender_key_id, header.created_at)
-    if not _verify(
+    if not verify_ed25519(
         key.public_key,
         pae(CTX_ENVELOPE_OUTER, envelope.header, envelope.ciphertext),
         envelope.outer_signature,
@@ -520,7 +512,7 @@ def open_authenticated(
             f"{limits.max_body_bytes}."
         )
     sender_key = card.signing_key(header.sender_key_id, header.created_at)
-    if not _verify(
+    if not verify_ed25519(
         sender_key.public_key, pae(CTX_ENVELOPE_INNER, envelope.header, body), inner_signature
     ):
         raise InnerSignatureError(
@@ -552,7 +544,7 @@ def verify_bundle(data: bytes, directory: Directory, limits: Limits = DEFAULT_LI
     if card is None:
         raise UnknownSenderError(f"Sender {header.sender} is not in this directory.")
     key = card.signing_key(header.sender_key_id, header.created_at, historical=True)
-    if not _verify(
+    if not verify_ed25519(
         key.public_key, pae(CTX_ENVELOPE_INNER, header_bytes, bytes(msg.body)), msg.inner_signature
     ):
         raise InnerSignatureError(

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nacl.exceptions import BadSignatureError as _NaclBadSignature
-from nacl.signing import SigningKey, VerifyKey
+from nacl.signing import SigningKey
 
 from exchange._proto.mlax.v1 import envelope_pb2 as pb
 from exchange.directory import Directory
 from exchange.encoding import CTX_RECEIPT, format_uuid, key_id, pae
 from exchange.errors import MlaxError, ReceiptError
+from exchange.signing import verify_ed25519
 from exchange.wire import parse
 
 MAX_RECEIPT_BYTES = 4096
@@ -108,8 +108,6 @@ def verify_receipt(
         key = card.signing_key(body.receiver_key_id, body.received_at, historical=True)
     except MlaxError as e:
         raise ReceiptError(f"The receipt for {mid} uses an unusable key: {e.message}") from None
-    try:
-        VerifyKey(key.public_key).verify(pae(CTX_RECEIPT, receipt.body), receipt.signature)
-    except (_NaclBadSignature, ValueError, TypeError):
-        raise ReceiptError(f"The receipt signature for {mid} does not verify.") from None
+    if not verify_ed25519(key.public_key, pae(CTX_RECEIPT, receipt.body), receipt.signature):
+        raise ReceiptError(f"The receipt signature for {mid} does not verify.")
     return body

@@ -20,7 +20,8 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import ClassVar
 
 from nacl.signing import SigningKey
 
@@ -32,8 +33,8 @@ from exchange.ledger.errors import (
 )
 from exchange.ledger.merkle import EMPTY_ROOT, HASH_SIZE
 from exchange.ledger.note import (
-    ED25519_PUBLIC_KEY_SIZE,
     ED25519_SIGNATURE_SIZE,
+    Ed25519Verifier,
     NoteSignature,
     NoteVerifier,
     b64decode_canonical,
@@ -42,10 +43,9 @@ from exchange.ledger.note import (
     parse_note,
     parse_signature_line,
     sign_note,
-    split_verifier_key,
-    verify_ed25519,
     verify_note,
 )
+from exchange.signing import verify_ed25519
 
 SIG_TYPE_COSIGNATURE = 0x04
 COSIGNATURE_HEADER = b"cosignature/v1\n"
@@ -143,37 +143,11 @@ def cosignature_message(body: bytes, timestamp: int) -> bytes:
 
 
 @dataclass(frozen=True)
-class CosignatureVerifier:
+class CosignatureVerifier(Ed25519Verifier):
     """A witness's Ed25519 cosigning key (signature type 0x04)."""
 
-    name: str
-    public_key: bytes
-    key_id: bytes = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        check_key_name(self.name)
-        if len(self.public_key) != ED25519_PUBLIC_KEY_SIZE:
-            raise MalformedNoteError(f"The Ed25519 key of witness {self.name} is not 32 bytes.")
-        object.__setattr__(self, "key_id", key_id(self.name, SIG_TYPE_COSIGNATURE, self.public_key))
-
-    @classmethod
-    def from_vkey(cls, vkey: str) -> CosignatureVerifier:
-        """Parse a ``name+hexid+base64(0x04 || key)`` verifier key."""
-        name, sig_type, public_key = split_verifier_key(vkey)
-        if sig_type != SIG_TYPE_COSIGNATURE:
-            raise MalformedNoteError(f"Verifier key {name} is not a cosignature/v1 key.")
-        return cls(name, public_key)
-
-    @classmethod
-    def for_signing_key(cls, name: str, signing_key: SigningKey) -> CosignatureVerifier:
-        """The verifier matching a witness's `signing_key` under `name`."""
-        return cls(name, bytes(signing_key.verify_key))
-
-    @property
-    def vkey(self) -> str:
-        """This key as a ``name+hexid+base64(0x04 || key)`` string."""
-        encoded = base64.b64encode(bytes((SIG_TYPE_COSIGNATURE,)) + self.public_key).decode()
-        return f"{self.name}+{self.key_id.hex()}+{encoded}"
+    SIG_TYPE: ClassVar[int] = SIG_TYPE_COSIGNATURE
+    KIND: ClassVar[str] = "a cosignature/v1 key"
 
     def verify(self, text: bytes, signature: bytes) -> bool:
         """True when `signature` is ``timestamp || sig`` by this witness over note `text`."""

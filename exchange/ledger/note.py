@@ -20,16 +20,15 @@ import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import ClassVar, Protocol, Self
 
-from nacl.exceptions import BadSignatureError
-from nacl.signing import SigningKey, VerifyKey
+from nacl.signing import SigningKey
 
 from exchange.ledger.errors import MalformedNoteError, NoteSignatureError
+from exchange.signing import ED25519_PUBLIC_KEY_SIZE, verify_ed25519
 
 SIG_TYPE_ED25519 = 0x01
 KEY_ID_SIZE = 4
-ED25519_PUBLIC_KEY_SIZE = 32
 ED25519_SIGNATURE_SIZE = 64
 # The spec requires accepting at least 16; a bound keeps a hostile note's cost small.
 DEFAULT_MAX_SIGNATURES = 100
@@ -90,17 +89,6 @@ def _encodable(text: str) -> bool:
     return True
 
 
-def verify_ed25519(public_key: bytes, message: bytes, signature: bytes) -> bool:
-    """True when `signature` is a valid Ed25519 signature of `message` by `public_key`."""
-    if len(public_key) != ED25519_PUBLIC_KEY_SIZE or len(signature) != ED25519_SIGNATURE_SIZE:
-        return False
-    try:
-        VerifyKey(public_key).verify(message, signature)
-    except BadSignatureError:
-        return False
-    return True
-
-
 def split_verifier_key(vkey: str) -> tuple[str, int, bytes]:
     """Parse ``name+hexid+base64(type || key)`` into (name, type, key), checking the key id."""
     parts = vkey.split("+")
@@ -138,7 +126,14 @@ class NoteVerifier(Protocol):
 
 @dataclass(frozen=True)
 class Ed25519Verifier:
-    """A signed-note Ed25519 key (signature type 0x01)."""
+    """A signed-note Ed25519 key (signature type 0x01).
+
+    Subclasses change only the signature type and what the signature covers (see
+    `exchange.ledger.checkpoint.CosignatureVerifier`, type 0x04).
+    """
+
+    SIG_TYPE: ClassVar[int] = SIG_TYPE_ED25519
+    KIND: ClassVar[str] = "an Ed25519 note key"
 
     name: str
     public_key: bytes
@@ -148,25 +143,25 @@ class Ed25519Verifier:
         check_key_name(self.name)
         if len(self.public_key) != ED25519_PUBLIC_KEY_SIZE:
             raise MalformedNoteError(f"The Ed25519 key of {self.name} is not 32 bytes.")
-        object.__setattr__(self, "key_id", key_id(self.name, SIG_TYPE_ED25519, self.public_key))
+        object.__setattr__(self, "key_id", key_id(self.name, self.SIG_TYPE, self.public_key))
 
     @classmethod
-    def from_vkey(cls, vkey: str) -> Ed25519Verifier:
-        """Parse a ``name+hexid+base64(0x01 || key)`` verifier key."""
+    def from_vkey(cls, vkey: str) -> Self:
+        """Parse a ``name+hexid+base64(type || key)`` verifier key."""
         name, sig_type, public_key = split_verifier_key(vkey)
-        if sig_type != SIG_TYPE_ED25519:
-            raise MalformedNoteError(f"Verifier key {name} is not an Ed25519 note key.")
+        if sig_type != cls.SIG_TYPE:
+            raise MalformedNoteError(f"Verifier key {name} is not {cls.KIND}.")
         return cls(name, public_key)
 
     @classmethod
-    def for_signing_key(cls, name: str, signing_key: SigningKey) -> Ed25519Verifier:
+    def for_signing_key(cls, name: str, signing_key: SigningKey) -> Self:
         """The verifier matching `signing_key` under `name`."""
         return cls(name, bytes(signing_key.verify_key))
 
     @property
     def vkey(self) -> str:
-        """This key as a ``name+hexid+base64(0x01 || key)`` string."""
-        encoded = base64.b64encode(bytes((SIG_TYPE_ED25519,)) + self.public_key).decode()
+        """This key as a ``name+hexid+base64(type || key)`` string."""
+        encoded = base64.b64encode(bytes((self.SIG_TYPE,)) + self.public_key).decode()
         return f"{self.name}+{self.key_id.hex()}+{encoded}"
 
     def verify(self, text: bytes, signature: bytes) -> bool:
