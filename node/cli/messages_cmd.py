@@ -82,6 +82,30 @@ def _unavailable(e: NodeCallError) -> None:
     fail(e.message)
 
 
+PeerOpt = Annotated[str, typer.Option("--peer", help="Only messages with this agency.")]
+CaseOpt = Annotated[str, typer.Option("--case", help="Only messages of this case.")]
+
+
+def _listing(
+    direction: str,
+    title: str,
+    limit: int,
+    peer: str,
+    case: str,
+    cred: Path | None,
+    json_out: bool,
+) -> None:
+    with _client(cred) as c:
+        try:
+            msgs = c.messages(direction, limit, peer=peer, case_ref=case)
+        except NodeCallError as e:
+            _unavailable(e)
+    if json_out:
+        print_json([m.to_json() for m in msgs])
+    else:
+        console.print(_table(msgs, title))
+
+
 def register(app: typer.Typer) -> None:
     @app.command("send")
     @cli_errors
@@ -129,31 +153,27 @@ def register(app: typer.Typer) -> None:
 
     @app.command("inbox")
     @cli_errors
-    def inbox(limit: int = 50, cred: CredOpt = None, json_out: JsonOpt = False) -> None:
+    def inbox(
+        limit: int = 50,
+        peer: PeerOpt = "",
+        case: CaseOpt = "",
+        cred: CredOpt = None,
+        json_out: JsonOpt = False,
+    ) -> None:
         """Messages received from other agencies, newest first."""
-        with _client(cred) as c:
-            try:
-                msgs = c.inbox(limit)
-            except NodeCallError as e:
-                _unavailable(e)
-        if json_out:
-            print_json([m.to_json() for m in msgs])
-        else:
-            console.print(_table(msgs, "Inbox"))
+        _listing("inbound", "Inbox", limit, peer, case, cred, json_out)
 
     @app.command("outbox")
     @cli_errors
-    def outbox(limit: int = 50, cred: CredOpt = None, json_out: JsonOpt = False) -> None:
+    def outbox(
+        limit: int = 50,
+        peer: PeerOpt = "",
+        case: CaseOpt = "",
+        cred: CredOpt = None,
+        json_out: JsonOpt = False,
+    ) -> None:
         """Messages sent by this agency with their delivery state, newest first."""
-        with _client(cred) as c:
-            try:
-                msgs = c.outbox(limit)
-            except NodeCallError as e:
-                _unavailable(e)
-        if json_out:
-            print_json([m.to_json() for m in msgs])
-        else:
-            console.print(_table(msgs, "Outbox"))
+        _listing("outbound", "Outbox", limit, peer, case, cred, json_out)
 
     @app.command("show")
     @cli_errors
