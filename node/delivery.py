@@ -75,7 +75,7 @@ def _retry_reason(code: grpc.StatusCode | None, detail: str) -> str:
 
 
 def backoff_ms(attempts: int, cfg: DeliverySection, rng: random.Random) -> int:
-    """Exponential backoff with full jitter in [base/2, base], capped at the maximum."""
+    """Exponential backoff, capped, with "equal jitter": a delay drawn in [base/2, base]."""
     base = min(cfg.max_backoff_seconds, cfg.initial_backoff_seconds * 2 ** max(attempts - 1, 0))
     return int(1000 * base * (0.5 + 0.5 * rng.random()))
 

@@ -235,8 +235,10 @@ class LedgerStore:
                     )
                 )
         with self.db.read() as s:
+            # Only checkpoints the exported entries cover: one signed while exporting would
+            # make a complete export look truncated.
             checkpoints: Iterable[CheckpointRow] = s.scalars(
-                select(CheckpointRow).order_by(CheckpointRow.size)
+                select(CheckpointRow).where(CheckpointRow.size <= end).order_by(CheckpointRow.size)
             ).all()
         for cp in checkpoints:
             yield lpb.LedgerExportRecord(checkpoint=self.record(cp))

@@ -139,7 +139,10 @@ class FederationService:
                 f"Entry {request.index} is not in a signed checkpoint yet "
                 f"(latest size {row.size}).",
             )
-        digest, proof = self.store.inclusion_proof(request.index, row.size)
+        try:
+            digest, proof = self.store.inclusion_proof(request.index, row.size)
+        except LookupError:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"No ledger entry {request.index}.")
         return lpb.InclusionProofResponse(
             index=request.index,
             tree_size=row.size,

@@ -59,7 +59,10 @@ class WitnessDesk:
         )
         evidence: SplitViewError | None = None
         with self.core.db.write() as s:
-            state = s.get(WitnessStateRow, origin)
+            # FOR UPDATE: two concurrent submissions for one log must be decided one after
+            # the other, or two inconsistent checkpoints could both be cosigned (PostgreSQL;
+            # SQLite's write lock already serialises them).
+            state = s.get(WitnessStateRow, origin, with_for_update=True)
             latest = WitnessedCheckpoint(_parse_body(state.note), state.note) if state else None
             try:
                 cosigned = witness.add_checkpoint(

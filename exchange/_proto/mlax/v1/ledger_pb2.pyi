@@ -284,8 +284,8 @@ class AddCheckpointResponse(_message.Message):
     cosignature: _builtins.str
     """The witness's cosignature line, when it cosigned."""
     known_size: _builtins.int
-    """Set instead when old_size is not the size the witness last cosigned (the C2SP
-    409 Conflict): the log retries from this size.
+    """Set instead (the C2SP 409 Conflict) when old_size is not the size the witness last
+    cosigned, or the checkpoint is smaller than that size: the log retries from this size.
     """
     conflict: _builtins.bool
     def __init__(
