@@ -9,11 +9,12 @@ read O(log n) nodes in one query instead of rebuilding anything.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterable, Iterator
 
 from nacl.signing import SigningKey
-from sqlalchemy import select, tuple_
+from sqlalchemy import TextClause, select, text
 from sqlalchemy.orm import Session
 
 from exchange._proto.mlax.v1 import ledger_pb2 as lpb
@@ -78,6 +79,21 @@ def concerns(entry: bytes | None, agency: str) -> bool:
     return any(doc.get(f) == agency for f in PARTY_FIELDS)
 
 
+def _nodes_query(coords: list[tuple[int, int]]) -> tuple[TextClause, dict[str, int]]:
+    """One primary-key lookup per node, OR-ed. Not `(level, idx) IN (...)`: SQLite plans
+    that as a scan of every stored node, which made proofs grow with the ledger."""
+    where = " OR ".join(f"(level = :l{n} AND idx = :i{n})" for n in range(len(coords)))
+    params: dict[str, int] = {}
+    for n, (level, idx) in enumerate(coords):
+        params[f"l{n}"], params[f"i{n}"] = level, idx
+    return _node_sql(where), params
+
+
+@functools.lru_cache(maxsize=128)
+def _node_sql(where: str) -> TextClause:
+    return text(f"SELECT level, idx, hash FROM ledger_nodes WHERE {where}")  # noqa: S608
+
+
 def _batched_proof(
     session: Session, build: Callable[[Callable[[int, int], bytes]], list[bytes]]
 ) -> list[bytes]:
@@ -87,12 +103,7 @@ def _batched_proof(
     build(lambda level, idx: wanted.append((level, idx)) or b"\0" * 32)  # type: ignore[func-returns-value]
     if not wanted:
         return []
-    rows = session.execute(
-        select(LedgerNodeRow.level, LedgerNodeRow.idx, LedgerNodeRow.hash).where(
-            tuple_(LedgerNodeRow.level, LedgerNodeRow.idx).in_(set(wanted))
-        )
-    ).all()
-    nodes = {(lv, i): h for lv, i, h in rows}
+    nodes = {(lv, i): h for lv, i, h in session.execute(*_nodes_query(sorted(set(wanted))))}
     missing = set(wanted) - nodes.keys()
     if missing:
         raise LookupError(f"stored tree lacks nodes {sorted(missing)[:3]}")
@@ -114,11 +125,11 @@ class LedgerStore:
     def inclusion_proof(self, index: int, size: int) -> tuple[bytes, list[bytes]]:
         """(commitment of entry `index`, its audit path in the tree of `size` leaves)."""
         with self.db.read() as s:
-            row = s.get(LedgerEntryRow, index)
-            if row is None:
+            digest = s.scalar(select(LedgerEntryRow.commitment).where(LedgerEntryRow.idx == index))
+            if digest is None:
                 raise LookupError(f"no ledger entry {index}")
             proof = _batched_proof(s, lambda get: inclusion_proof(index, size, get))
-            return row.commitment, proof
+            return digest, proof
 
     def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
         with self.db.read() as s:
