@@ -49,7 +49,11 @@ def _frontier(head: LedgerHeadRow) -> list[bytes]:
 
 def append(session: Session, entry: LedgerEntry) -> int:
     """Add `entry` as the next leaf inside the caller's transaction; returns its index."""
-    head = session.get(LedgerHeadRow, HEAD_ID, with_for_update=True)
+    # Lock the head row once per transaction; later appends in it (group commit) find it
+    # in the session instead of selecting it again.
+    locked = session.info.get("mlax_ledger_head_locked", False)
+    head = session.get(LedgerHeadRow, HEAD_ID, with_for_update=not locked)
+    session.info["mlax_ledger_head_locked"] = True
     if head is None:
         head = LedgerHeadRow(id=HEAD_ID, size=0, frontier=b"")
         session.add(head)
