@@ -72,8 +72,6 @@ def _local_records(config: Path) -> Iterator[lpb.LedgerExportRecord]:
     from exchange.encoding import now_ms
     from exchange.ledger.export import EXPORT_FORMAT
     from exchange.ledger.names import log_origin
-    from exchange.ledger_entry import LedgerEntry
-    from node import ledger
     from node.config import load_config
     from node.ledger import LedgerStore
     from node.storage.db import Database
@@ -85,11 +83,9 @@ def _local_records(config: Path) -> Iterator[lpb.LedgerExportRecord]:
         trust = TrustedDirectory(db)
         directory = trust.current()
         store = LedgerStore(db, log_origin(directory.federation_id, cfg.node.agency))
-        with db.write() as s:
-            # An export read straight from the database is ledgered like one through the API.
-            ledger.append(
-                s, LedgerEntry.of("ledger.exported", now_ms(), officer="operator-on-host")
-            )
+        # Read-only on purpose: an audit must not change the evidence it reads (a tampered
+        # database may not even accept a new entry). Exports through the node's API are
+        # ledgered; whoever reads the database on the host could edit it anyway.
         header = lpb.LedgerExportHeader(
             format=EXPORT_FORMAT,
             origin=store.origin,
