@@ -25,6 +25,7 @@ R = TypeVar("R")
 console = Console()
 err_console = Console(stderr=True)
 
+DEBUG_ENV = "MLAX_DEBUG"
 PASSPHRASE_ENV = "MLAX_KEY_PASSPHRASE"  # noqa: S105 - the variable name, not a secret
 
 # Exit codes: 1 for a refusal of the input (MlaxError), 2 for wrong use of the command
@@ -55,16 +56,28 @@ def cli_errors(fn: Callable[P, R]) -> Callable[P, R]:
             fail(f"Permission denied: {e.filename}.")
         except IsADirectoryError as e:
             fail(f"{e.filename} is a directory, not a file.")
+        except (typer.Exit, typer.Abort, typer.TyperException, KeyboardInterrupt):
+            raise
+        except Exception as e:
+            # A bug or an unforeseen state: still one sentence, and the traceback on request.
+            if os.environ.get(DEBUG_ENV):
+                raise
+            fail(
+                f"Unexpected {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+                f" (set {DEBUG_ENV}=1 for the traceback)."
+            )
 
     return wrapper
 
 
-def passphrase(prompt: str = "Key passphrase", confirm: bool = False) -> bytes:
-    """The key passphrase from MLAX_KEY_PASSPHRASE, else from a prompt on the terminal."""
-    value = os.environ.get(PASSPHRASE_ENV)
+def passphrase(
+    prompt: str = "Key passphrase", confirm: bool = False, env: str = PASSPHRASE_ENV
+) -> bytes:
+    """A passphrase from the variable `env` (MLAX_KEY_PASSPHRASE), else a terminal prompt."""
+    value = os.environ.get(env)
     if value is None:
         if not sys.stdin.isatty():
-            fail(f"Set {PASSPHRASE_ENV} or run on a terminal to enter the key passphrase.")
+            fail(f"Set {env} or run on a terminal to enter the {prompt.lower()}.")
         value = getpass.getpass(f"{prompt}: ")
         if confirm and getpass.getpass(f"{prompt} (again): ") != value:
             fail("The two passphrases differ.")

@@ -43,9 +43,9 @@ def _client(cred: Path | None) -> OfficerClient:
     path = cred or (Path(os.environ[CREDENTIAL_ENV]) if os.environ.get(CREDENTIAL_ENV) else None)
     if path is None:
         fail(f"Name your credential with --as FILE or ${CREDENTIAL_ENV}.")
-    secret = os.environ.get(OFFICER_PASSPHRASE_ENV, "").encode() or passphrase(
-        "Credential passphrase"
-    )
+    if not path.is_file():
+        fail(f"No officer credential at {path}.")
+    secret = passphrase("Credential passphrase", env=OFFICER_PASSPHRASE_ENV)
     return OfficerClient.from_bundle(path, secret)
 
 

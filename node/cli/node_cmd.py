@@ -137,9 +137,9 @@ def officer_add(
     out = out or Path(f"{name}.officer.json")
     if out.exists():
         fail(f"{out} already exists.")
-    bundle_pass = os.environ.get(OFFICER_PASSPHRASE_ENV, "").encode()
-    if not bundle_pass:
-        bundle_pass = passphrase("Passphrase for the officer's credential", confirm=True)
+    bundle_pass = passphrase(
+        "Passphrase for the officer's credential", confirm=True, env=OFFICER_PASSPHRASE_ENV
+    )
     node_pass = _node_passphrase(cfg)
     db = _db(cfg)
     try:
