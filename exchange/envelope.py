@@ -4,13 +4,15 @@ An envelope is `header || HPKE(SealedBody) || outer signature`:
 
 * the header travels as the exact protobuf bytes the sender signed;
 * the body and an inner Ed25519 signature over PAE(header, body) are encrypted with
-  HPKE (RFC 9180, base mode) to the recipient's key, with PAE(header) as HPKE `info`,
-  so a ciphertext cannot be moved under another header;
+  HPKE (RFC 9180, base mode) to the recipient's key, with SHA-256(PAE(header)) as
+  HPKE `info`, so a ciphertext cannot be moved under another header;
 * an outer Ed25519 signature over PAE(header, ciphertext) lets the recipient
   authenticate the sender before it decrypts anything.
 
 `open_envelope` checks, in this order: size limits, parse, sender and key in the
-directory, outer signature, recipient, expiry, replay, decryption, inner signature.
+directory, outer signature, recipient (and that our key is not revoked), expiry,
+replay, decryption, body size, inner signature. docs/protocol.md section 7.3 lists
+every step with its error.
 """
 
 from __future__ import annotations
