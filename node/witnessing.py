@@ -55,7 +55,8 @@ class WitnessDesk:
         witness = Witness(
             witness_name(directory.federation_id, self.core.agency),
             sender.signing_key,
-            {origin: log_verifiers(directory, peer)},
+            # Live: a revoked or expired key of the peer cannot get a checkpoint cosigned.
+            {origin: log_verifiers(directory, peer, now_ms())},
         )
         evidence: SplitViewError | None = None
         with self.core.db.write() as s:

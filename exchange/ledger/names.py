@@ -23,13 +23,22 @@ def witness_name(federation_id: str, agency_id: str) -> str:
     return f"mlax.{federation_id}/{agency_id}/witness"
 
 
-def log_verifiers(directory: Directory, agency_id: str) -> list[Ed25519Verifier]:
-    """The keys that may sign `agency_id`'s checkpoints; empty if it is not a member."""
+def log_verifiers(
+    directory: Directory, agency_id: str, at_ms: int | None = None
+) -> list[Ed25519Verifier]:
+    """The keys that may sign `agency_id`'s checkpoints; empty if it is not a member.
+
+    With `at_ms` (live witnessing), only keys valid then and not revoked; without it
+    (auditing history, where a checkpoint carries no time), every key the card lists.
+    """
     card = directory.agency(agency_id)
     if card is None:
         return []
     origin = log_origin(directory.federation_id, agency_id)
-    return [Ed25519Verifier(origin, key.public_key) for key in card.signing_keys]
+    keys = card.signing_keys
+    if at_ms is not None:
+        keys = tuple(k for k in keys if k.valid_at(at_ms) and card.revocation(k.key_id) is None)
+    return [Ed25519Verifier(origin, key.public_key) for key in keys]
 
 
 def witness_verifiers(
