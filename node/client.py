@@ -43,6 +43,7 @@ HANDLING_CODES = {
 }
 _TYPE_NAMES: dict[int, str] = {int(v): k for k, v in MESSAGE_TYPES.items()}
 _TYPE_NAMES[epb.MESSAGE_TYPE_CASE_TRANSITION] = "case-transition"
+_TYPE_NAMES[epb.MESSAGE_TYPE_EVIDENCE] = "evidence"
 _CODE_NAMES: dict[int, str] = {int(v): k for k, v in HANDLING_CODES.items()}
 _STATE_NAMES = {
     opb.DELIVERY_STATE_QUEUED: "queued",

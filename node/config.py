@@ -49,6 +49,8 @@ class StorageSection:
     # SQLAlchemy URL; empty means SQLite at <data_dir>/node.db.
     url: str = ""
     pool_size: int = 10
+    # Evidence files (encrypted chunk streams); empty means <data_dir>/attachments.
+    attachments_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,34 @@ class MetricsSection:
     listen: str = ""
 
 
+_HOUR = 3600.0
+_DAY = 24 * _HOUR
+CASE_TYPES = ("mla", "extradition", "victim-id")
+
+
+@dataclass(frozen=True)
+class CasesSection:
+    # Legal clocks per urgency, from submission: acknowledgement, then acceptance or
+    # refusal. Every node of a federation should use its agreement's figures.
+    emergency_ack_seconds: float = 4 * _HOUR
+    emergency_response_seconds: float = 24 * _HOUR
+    urgent_ack_seconds: float = 2 * _DAY
+    urgent_response_seconds: float = 10 * _DAY
+    ordinary_ack_seconds: float = 10 * _DAY
+    ordinary_response_seconds: float = 60 * _DAY
+    # Request types that leave only once a supervisor approves them (four-eyes):
+    # comma-separated from mla, extradition, victim-id; "none" for none.
+    approval_required: str = "mla,extradition,victim-id"
+    # How often overdue clocks are looked for (alerts and metrics).
+    clock_check_seconds: float = 30.0
+
+    @property
+    def approval_types(self) -> frozenset[str]:
+        if self.approval_required.strip() == "none":
+            return frozenset()
+        return frozenset(t.strip() for t in self.approval_required.split(",") if t.strip())
+
+
 @dataclass(frozen=True)
 class LogSection:
     level: str = "info"
@@ -105,10 +135,15 @@ class NodeConfig:
     ledger: LedgerSection = field(default_factory=LedgerSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
     log: LogSection = field(default_factory=LogSection)
+    cases: CasesSection = field(default_factory=CasesSection)
 
     @property
     def database_url(self) -> str:
         return self.storage.url or f"sqlite:///{self.node.data_dir / 'node.db'}"
+
+    @property
+    def attachments_dir(self) -> Path:
+        return self.storage.attachments_dir or self.node.data_dir / "attachments"
 
 
 _KNOWN_SECTIONS = {
@@ -121,6 +156,7 @@ _KNOWN_SECTIONS = {
     "ledger": LedgerSection,
     "metrics": MetricsSection,
     "log": LogSection,
+    "cases": CasesSection,
 }
 _REQUIRED_SECTIONS = ("node", "federation", "officer")
 _LOG_LEVELS = {"debug", "info", "warning", "error"}
@@ -227,6 +263,18 @@ def load_config(path: Path) -> NodeConfig:
         raise ConfigError(
             "limits.max_watchers must be below officer.max_workers: each Watch stream holds "
             "a worker thread, and other calls need some."
+        )
+    c = cfg.cases
+    for urgency in ("emergency", "urgent", "ordinary"):
+        if getattr(c, f"{urgency}_ack_seconds") > getattr(c, f"{urgency}_response_seconds"):
+            raise ConfigError(
+                f"cases.{urgency}_ack_seconds must not exceed cases.{urgency}_response_seconds."
+            )
+    unknown = c.approval_types - set(CASE_TYPES)
+    if unknown:
+        raise ConfigError(
+            f"cases.approval_required names {sorted(unknown)[0]!r}; use {', '.join(CASE_TYPES)} "
+            "or none."
         )
     if cfg.delivery.initial_backoff_seconds > cfg.delivery.max_backoff_seconds:
         raise ConfigError(

@@ -19,6 +19,7 @@ from exchange._proto.mlax.v1 import officer_pb2 as opb
 from exchange.directory import Directory
 from exchange.encoding import format_uuid, now_ms, parse_uuid
 from exchange.envelope import (
+    AttachmentDigest,
     Envelope,
     HandlingCode,
     Header,
@@ -159,6 +160,12 @@ class NodeCore:
         self.inbound = threading.Condition()
         self.on_submit: Callable[[], None] = lambda: None
         self.commits = GroupCommit(db)
+        # Per message type: checks an opened inbound envelope and returns what to apply in
+        # the transaction that stores it (raising MlaxError refuses the envelope).
+        self.receive_hooks: dict[MessageType, Callable[[Opened], Callable[[Session], None]]] = {}
+        # Called in the transaction that records an outbound message delivered (True) or
+        # failed for good (False).
+        self.outcome_hooks: list[Callable[[Session, MessageRow, bool], None]] = []
 
     def _sender(self, directory: Directory) -> Sender:
         # Sign with the newest key peers can already verify (see keys rotation).
@@ -168,12 +175,8 @@ class NodeCore:
 
     def submit(self, officer: Officer, req: opb.SubmitRequest) -> opb.MessageSummary:
         """Seal a message and queue it in the outbox, in one transaction with its ledger entry."""
-        directory = self.directory.current()
         if req.recipient == self.agency:
             raise InvalidFieldError("A message cannot be addressed to this node's own agency.")
-        card = directory.agency(req.recipient)
-        if card is None:
-            raise InvalidFieldError(f"Agency {req.recipient} is not a member of the federation.")
         try:
             message_type = MessageType(req.message_type)
             codes = tuple(HandlingCode(c) for c in req.handling_codes)
@@ -200,17 +203,71 @@ class NodeCore:
                 ).first()
                 if prior is not None:
                     return summary(prior)
-        body = req.content.SerializeToString(deterministic=True)
-        now = now_ms()
-        sealing = functools.partial(
-            seal,
-            self._sender(directory),
-            now_ms=now,
+        if message_type not in (MessageType.NOTE, MessageType.REPLY):
+            raise InvalidFieldError(
+                f"Message type {message_type.name} is sent through casework "
+                "(mlax case ...), not as a free-form message."
+            )
+        row, entry = self.outbound(
+            officer.name,
+            req.recipient,
+            req.content.SerializeToString(deterministic=True),
+            message_type,
             ttl_ms=req.ttl_seconds * 1000 if req.ttl_seconds else self.default_ttl_ms,
             case_ref=req.case_ref,
             handling_codes=codes,
             restricted_to=tuple(req.restricted_to),
             in_reply_to=in_reply_to,
+            idempotency_key=req.idempotency_key or None,
+        )
+
+        def store(s: Session) -> None:
+            s.add(row)
+            ledger.append(s, entry)
+
+        # Submissions arriving together share one commit; each returns once it is durable.
+        self.commits.run(store)
+        self.on_submit()
+        return summary(row)
+
+    def outbound(
+        self,
+        officer: str,
+        recipient: str,
+        body: bytes,
+        message_type: MessageType,
+        *,
+        ttl_ms: int | None = None,
+        case_ref: str = "",
+        handling_codes: tuple[HandlingCode, ...] = (),
+        restricted_to: tuple[str, ...] = (),
+        in_reply_to: bytes = b"",
+        attachments: tuple[AttachmentDigest, ...] = (),
+        idempotency_key: str | None = None,
+        now: int | None = None,
+    ) -> tuple[MessageRow, LedgerEntry]:
+        """Seal `body` to `recipient` and build its outbox row and ledger entry.
+
+        The caller adds both in the transaction that makes the change they announce, so
+        the outbox, the change and the ledger commit together or not at all.
+        """
+        directory = self.directory.current()
+        if recipient == self.agency:
+            raise InvalidFieldError("A message cannot be addressed to this node's own agency.")
+        card = directory.agency(recipient)
+        if card is None:
+            raise InvalidFieldError(f"Agency {recipient} is not a member of the federation.")
+        now = now_ms() if now is None else now
+        sealing = functools.partial(
+            seal,
+            self._sender(directory),
+            now_ms=now,
+            ttl_ms=self.default_ttl_ms if ttl_ms is None else ttl_ms,
+            case_ref=case_ref,
+            handling_codes=handling_codes,
+            restricted_to=restricted_to,
+            in_reply_to=in_reply_to,
+            attachments=attachments,
             limits=self.limits,
         )
         env = sealing(card, body, message_type)
@@ -222,7 +279,7 @@ class NodeCore:
             direction=OUT,
             peer=card.agency_id,
             message_type=message_type.value,
-            case_ref=req.case_ref,
+            case_ref=case_ref,
             created_at=header.created_at,
             expires_at=header.expires_at,
             envelope=env.to_bytes(),
@@ -235,29 +292,43 @@ class NodeCore:
             last_error="",
             delivered_at=0,
             read_at=0,
-            submitted_by=officer.name,
-            idempotency_key=req.idempotency_key or None,
+            submitted_by=officer,
+            idempotency_key=idempotency_key,
             in_reply_to=in_reply_to,
-            handling_codes=",".join(str(c.value) for c in codes),
+            handling_codes=",".join(str(c.value) for c in handling_codes),
         )
         entry = LedgerEntry.of(
             "message.submitted",
             now,
             message_id=header.message_id_text,
             recipient=card.agency_id,
-            officer=officer.name,
+            officer=officer,
             envelope_digest=env.digest.hex(),
             message_type=message_type.name,
         )
+        return row, entry
 
-        def store(s: Session) -> None:
-            s.add(row)
-            ledger.append(s, entry)
+    def seal_to_self(self, body: bytes) -> bytes:
+        """`body` encrypted to this node's own key, for content kept at rest."""
+        directory = self.directory.current()
+        return seal(
+            self._sender(directory),
+            self.identity.card,
+            body,
+            MessageType.NOTE,
+            now_ms=now_ms(),
+            limits=self.limits,
+        ).to_bytes()
 
-        # Submissions arriving together share one commit; each returns once it is durable.
-        self.commits.run(store)
-        self.on_submit()
-        return summary(row)
+    def open_from_self(self, data: bytes) -> bytes:
+        """The body of something `seal_to_self` stored (or a self-copy of a message)."""
+        stored = Envelope.from_bytes(data, self.limits)
+        header = Header.from_bytes(stored.header, self.limits)
+        key = self.identity.recipient().decryption_keys.get(header.recipient_key_id)
+        if key is None:
+            raise NotFoundError("The key that decrypts this stored content is no longer held.")
+        body, _ = decrypt(stored, header, key, self.limits)
+        return body
 
     def _load(self, s: Session, message_id: str) -> MessageRow:
         try:
@@ -445,8 +516,12 @@ class NodeCore:
             now_ms=now,
             limits=self.limits,
         )
-        del opened  # verified; the plaintext is not kept in memory or on disk
         sender = self._sender(directory)
+        hook = self.receive_hooks.get(header.message_type)
+        # Case and evidence envelopes change state with their storage: the hook checks the
+        # plaintext now and applies it in the same transaction (or refuses the envelope).
+        apply = hook(opened) if hook is not None else None
+        del opened  # verified; the plaintext is not kept in memory or on disk
 
         def store(s: Session) -> tuple[Receipt, bool]:
             # Under the write lock: a concurrent delivery may have just stored it.
@@ -476,6 +551,8 @@ class NodeCore:
                 ),
                 sender.signing_key,
             )
+            if apply is not None:
+                apply(s)
             s.add(
                 MessageRow(
                     message_id=header.message_id,

@@ -37,6 +37,9 @@ log = structlog.get_logger("mlax.delivery")
 # Codes a peer answers when it refuses the envelope itself: trying again cannot help.
 _PERMANENT = {
     grpc.StatusCode.INVALID_ARGUMENT,
+    # A case transition that conflicts with what the peer already recorded: the officer
+    # must look at the case again, a retry would conflict the same way.
+    grpc.StatusCode.ABORTED,
     grpc.StatusCode.ALREADY_EXISTS,
     grpc.StatusCode.PERMISSION_DENIED,
     grpc.StatusCode.OUT_OF_RANGE,
@@ -262,6 +265,8 @@ class DeliveryWorker:
                             envelope_digest=c.envelope_digest.hex(),
                         ),
                     )
+                    for hook in self.core.outcome_hooks:
+                        hook(s, row, True)
                     metrics.SENT.labels(peer=c.peer).inc()
                     metrics.DELIVERY_LATENCY.observe(max(0.0, now / 1000 - c.created_at / 1000))
                     log.info("delivered", message_id=mid, peer=c.peer, attempts=c.attempts)
@@ -278,6 +283,8 @@ class DeliveryWorker:
                             reason=o.code.name,
                         ),
                     )
+                    for hook in self.core.outcome_hooks:
+                        hook(s, row, False)
                     metrics.DELIVERY_FAILURES.labels(peer=c.peer, reason=o.code.name).inc()
                     log.warning("delivery_refused", message_id=mid, peer=c.peer, code=o.code.name)
                 else:
@@ -298,6 +305,8 @@ class DeliveryWorker:
                     "delivery.given_up", now, message_id=mid, peer=row.peer, attempts=row.attempts
                 ),
             )
+            for hook in self.core.outcome_hooks:
+                hook(session, row, False)
             metrics.DELIVERY_GIVEN_UP.labels(peer=row.peer).inc()
             log.warning("delivery_given_up", message_id=mid, peer=row.peer, attempts=row.attempts)
             return

@@ -125,7 +125,7 @@ def run_demo(root: Path | None = None, keep: bool = False) -> None:
                 "Under UNTOC art. 18 we request the account records of two companies suspected "
                 "of laundering the proceeds of forced labour in agriculture. Deadline 30 days."
             ),
-            message_type="mla",
+            message_type="note",
             case_ref="GB-2026-0042",
             handling=("no-onward-transmission",),
         )
@@ -176,7 +176,7 @@ def run_demo(root: Path | None = None, keep: bool = False) -> None:
                 "FR-OCRTEH",
                 subject=f"Supplementary information {i + 1}",
                 text=f"Additional detail number {i + 1} for the case.",
-                message_type="mla",
+                message_type="note",
                 case_ref="GB-2026-0042",
             )
             for i in range(5)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -27,6 +27,15 @@ DELIVERY_LATENCY = Histogram(
     "mlax_delivery_latency_seconds",
     "Time from submission to stored receipt.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
+)
+CASE_TRANSITIONS = Counter(
+    "mlax_case_transitions_total", "Case transitions applied, by action.", ["action"]
+)
+CASES_OVERDUE = Gauge(
+    "mlax_cases_overdue", "Live cases whose legal clock has run out, by clock.", ["clock"]
+)
+ATTACHMENT_BYTES = Counter(
+    "mlax_attachment_bytes_total", "Evidence ciphertext bytes stored, by direction.", ["direction"]
 )
 SPLIT_VIEWS = Counter(
     "mlax_split_views_total",

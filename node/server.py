@@ -14,6 +14,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
+from exchange._proto.mlax.v1 import attachment_pb2 as apb
+from exchange._proto.mlax.v1 import casework_pb2 as cpb
 from exchange._proto.mlax.v1 import envelope_pb2 as epb
 from exchange._proto.mlax.v1 import federation_pb2 as fpb
 from exchange._proto.mlax.v1 import ledger_pb2 as lpb
@@ -29,6 +31,9 @@ from exchange.ledger.names import log_origin
 from exchange.ledger_entry import LedgerEntry
 from keys.identity import AgencyIdentity, load_identity
 from node import ledger, metrics
+from node.attachments import AttachmentDesk, AttachmentPusher
+from node.blobs import LocalBlobStore
+from node.cases import CaseDesk, ClockWatch, forward
 from node.config import ConfigError, NodeConfig
 from node.core import NodeCore, Officer, summary
 from node.delivery import DeliveryWorker, outbox_depth
@@ -60,10 +65,11 @@ def _peer_cert(context: grpc.ServicerContext) -> bytes | None:
 class FederationService:
     """Node-to-node calls. Deliver takes raw bytes so the envelope is parsed strictly once."""
 
-    def __init__(self, core: NodeCore, store: LedgerStore) -> None:
+    def __init__(self, core: NodeCore, store: LedgerStore, attachments: AttachmentDesk) -> None:
         self.core = core
         self.store = store
         self.desk = WitnessDesk(core)
+        self.attachments = attachments
 
     def _peer(self, context: grpc.ServicerContext) -> str:
         cert = _peer_cert(context)
@@ -193,6 +199,25 @@ class FederationService:
             log.warning("cosign_refused", peer=peer, reason=type(e).__name__)
             abort(context, e)
 
+    def attachment_status(
+        self, request: apb.AttachmentStatusRequest, context: grpc.ServicerContext
+    ) -> apb.AttachmentProgress:
+        peer = self._peer(context)
+        try:
+            return self.attachments.peer_status(peer, bytes(request.attachment_id))
+        except MlaxError as e:
+            abort(context, e)
+
+    def push_attachment(
+        self, request_iterator: Iterator[apb.AttachmentChunk], context: grpc.ServicerContext
+    ) -> apb.AttachmentProgress:
+        peer = self._peer(context)
+        try:
+            return self.attachments.receive_chunks(peer, request_iterator)
+        except MlaxError as e:
+            log.warning("attachment_refused", peer=peer, reason=type(e).__name__)
+            abort(context, e)
+
     def handler(self) -> grpc.GenericRpcHandler:
         def unary(fn: Any, req: Any, resp: Any) -> grpc.RpcMethodHandler[Any, Any]:
             return grpc.unary_unary_rpc_method_handler(
@@ -227,6 +252,14 @@ class FederationService:
                 "GetDirectory": unary(
                     self.get_directory, fpb.GetDirectoryRequest, fpb.GetDirectoryResponse
                 ),
+                "AttachmentStatus": unary(
+                    self.attachment_status, apb.AttachmentStatusRequest, apb.AttachmentProgress
+                ),
+                "PushAttachment": grpc.stream_unary_rpc_method_handler(
+                    self.push_attachment,
+                    request_deserializer=apb.AttachmentChunk.FromString,
+                    response_serializer=apb.AttachmentProgress.SerializeToString,
+                ),
             },
         )
 
@@ -240,6 +273,15 @@ _ROLES = {
     "WhoAmI": {"officer", "supervisor", "auditor", "admin"},
     "ExportLedger": {"auditor"},
     "GetDeliveryProof": {"officer", "supervisor", "auditor"},
+    "Forward": {"officer", "supervisor"},
+    "CreateCase": {"officer", "supervisor"},
+    "CaseAction": {"officer", "supervisor"},
+    "ApproveCase": {"supervisor"},
+    "ListCases": {"officer", "supervisor", "auditor"},
+    "GetCase": {"officer", "supervisor", "auditor"},
+    "Upload": {"officer", "supervisor"},
+    "GetUpload": {"officer", "supervisor"},
+    "Download": {"officer", "supervisor"},
 }
 
 
@@ -253,11 +295,15 @@ class OfficerService(ogrpc.OfficerServicer):
         peers: PeerChannels,
         max_watchers: int,
         timeout: float,
+        cases: CaseDesk,
+        attachments: AttachmentDesk,
     ) -> None:
         self.core = core
         self.store = store
         self.peers = peers
         self.timeout = timeout
+        self.cases = cases
+        self.attachments = attachments
         self._watchers = threading.BoundedSemaphore(max_watchers)
 
     def ExportLedger(
@@ -356,6 +402,83 @@ class OfficerService(ogrpc.OfficerServicer):
                         self.core.inbound.wait(timeout=1.0)
         finally:
             self._watchers.release()
+
+    def Forward(
+        self, request: cpb.ForwardRequest, context: grpc.ServicerContext
+    ) -> opb.MessageSummary:
+        officer = self._officer(context, "Forward")
+        new_id = self._run(
+            context,
+            lambda: forward(
+                self.core, officer, request.message_id, request.recipient, request.note
+            ),
+        )
+        return self._run(
+            context,
+            lambda: self.core.get(officer, opb.GetMessageRequest(message_id=format_uuid(new_id))),
+        ).summary
+
+    def _case_view(self, officer: Officer, case_ref: str, content: bool = False) -> cpb.CaseView:
+        return self.cases.view(officer, case_ref, content, self.attachments.list_for_case)
+
+    def CreateCase(
+        self, request: cpb.CreateCaseRequest, context: grpc.ServicerContext
+    ) -> cpb.CaseView:
+        officer = self._officer(context, "CreateCase")
+        ref = self._run(context, lambda: self.cases.create(officer, request))
+        log.info("case_created", officer=officer.name, case_ref=ref)
+        return self._run(context, lambda: self._case_view(officer, ref))
+
+    def CaseAction(
+        self, request: cpb.CaseActionRequest, context: grpc.ServicerContext
+    ) -> cpb.CaseView:
+        officer = self._officer(context, "CaseAction")
+        ref = self._run(context, lambda: self.cases.act(officer, request))
+        return self._run(context, lambda: self._case_view(officer, ref))
+
+    def ApproveCase(
+        self, request: cpb.ApproveCaseRequest, context: grpc.ServicerContext
+    ) -> cpb.CaseView:
+        officer = self._officer(context, "ApproveCase")
+        cert = _peer_cert(context) or b""
+        ref = self._run(context, lambda: self.cases.approve(officer, request, cert))
+        return self._run(context, lambda: self._case_view(officer, ref))
+
+    def ListCases(
+        self, request: cpb.ListCasesRequest, context: grpc.ServicerContext
+    ) -> cpb.ListCasesResponse:
+        self._officer(context, "ListCases")
+        return self._run(context, lambda: self.cases.list_cases(request))
+
+    def GetCase(self, request: cpb.GetCaseRequest, context: grpc.ServicerContext) -> cpb.CaseView:
+        officer = self._officer(context, "GetCase")
+        return self._run(
+            context, lambda: self._case_view(officer, request.case_ref, request.include_content)
+        )
+
+    def Upload(
+        self, request_iterator: Iterator[apb.UploadPart], context: grpc.ServicerContext
+    ) -> apb.UploadStatus:
+        officer = self._officer(context, "Upload")
+        return self._run(context, lambda: self.attachments.upload(officer, request_iterator))
+
+    def GetUpload(
+        self, request: apb.GetUploadRequest, context: grpc.ServicerContext
+    ) -> apb.UploadStatus:
+        officer = self._officer(context, "GetUpload")
+        return self._run(
+            context, lambda: self.attachments.upload_status(officer, request.upload_id)
+        )
+
+    def Download(
+        self, request: apb.DownloadRequest, context: grpc.ServicerContext
+    ) -> Iterator[apb.DownloadPart]:
+        officer = self._officer(context, "Download")
+        parts = self._run(context, lambda: self.attachments.download(officer, request))
+        try:
+            yield from parts
+        except MlaxError as e:
+            abort(context, e)
 
     def WhoAmI(
         self, request: opb.WhoAmIRequest, context: grpc.ServicerContext
@@ -511,6 +634,10 @@ def run(cfg: NodeConfig, passphrase: bytes, stop: threading.Event | None = None)
     sync = DirectorySync(
         core, peers, cfg.delivery.directory_sync_seconds, cfg.delivery.rpc_timeout_seconds
     )
+    cases = CaseDesk(core, cfg.cases)
+    attachments = AttachmentDesk(core, LocalBlobStore(cfg.attachments_dir), cases.counterpart)
+    pusher = AttachmentPusher(attachments, peers, cfg.delivery.rpc_timeout_seconds)
+    clocks = ClockWatch(cases, cfg.cases.clock_check_seconds)
 
     own_pair = [(identity.tls_private_key_pem(), identity.tls_certificate_pem())]
 
@@ -533,13 +660,21 @@ def run(cfg: NodeConfig, passphrase: bytes, stop: threading.Event | None = None)
         True,
     )
     max_bytes = cfg.limits.max_message_bytes
-    fed = _server(cfg.federation, [FederationService(core, store).handler()], max_bytes)
+    fed = _server(
+        cfg.federation, [FederationService(core, store, attachments).handler()], max_bytes
+    )
     fed_health = _add_health_and_reflection(fed, FEDERATION_SERVICE)
     _bind(fed, "federation.listen", cfg.federation.listen, fed_creds)
     off = _server(cfg.officer, [], max_bytes)
     ogrpc.add_OfficerServicer_to_server(
         OfficerService(
-            core, store, peers, cfg.limits.max_watchers, cfg.delivery.rpc_timeout_seconds
+            core,
+            store,
+            peers,
+            cfg.limits.max_watchers,
+            cfg.delivery.rpc_timeout_seconds,
+            cases,
+            attachments,
         ),
         off,
     )
@@ -574,6 +709,8 @@ def run(cfg: NodeConfig, passphrase: bytes, stop: threading.Event | None = None)
     worker.start()
     sync.start()
     checkpointer.start()
+    pusher.start()
+    clocks.start()
     with db.write() as s:
         # The key ids the node runs with: a rotation or revocation shows in the ledger here,
         # and again when the directory publishing it is installed.
@@ -605,6 +742,8 @@ def run(cfg: NodeConfig, passphrase: bytes, stop: threading.Event | None = None)
     off_done.wait()
     sync.stop()
     checkpointer.stop()
+    clocks.stop()
+    pusher.stop()
     worker.stop()
     peers.close()
     with db.write() as s:

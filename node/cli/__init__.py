@@ -14,6 +14,7 @@ import typer
 
 from node.cli.audit_cmd import app as audit_app
 from node.cli.bundle_cmd import app as bundle_app
+from node.cli.cases_cmd import register as register_cases
 from node.cli.directory_cmd import app as directory_app
 from node.cli.keys_cmd import app as keys_app
 from node.cli.messages_cmd import register as register_messages
@@ -35,6 +36,7 @@ app.add_typer(officer_app, name="officer", help="Issue and manage officer creden
 app.add_typer(audit_app, name="audit", help="Export and verify audit ledgers.")
 app.add_typer(bundle_app, name="bundle", help="Verify a sender's non-repudiation bundle.")
 register_messages(app)
+register_cases(app)
 app.command("demo")(demo)
 
 

@@ -117,7 +117,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
         body: Annotated[str | None, typer.Option("--body", help="The text, inline.")] = None,
         message_type: Annotated[
-            str, typer.Option("--type", help="note, mla, extradition, victim-id.")
+            str, typer.Option("--type", help="note (requests travel as cases: mlax case new).")
         ] = "note",
         case: Annotated[str, typer.Option("--case", help="Case reference.")] = "",
         handling: Annotated[

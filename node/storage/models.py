@@ -169,3 +169,118 @@ class SplitViewRow(Base):
     proof: Mapped[bytes] = mapped_column(LargeBinary)
     conclusive: Mapped[bool] = mapped_column(Boolean)
     detected_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class CaseRow(Base):
+    """A case as this node sees it: one row per case, mirrored on the peer's node.
+
+    Content (the form, the transitions' details) is never stored in the clear: the form
+    is kept sealed to this node's own key (`form_sealed`), and every transition's details
+    travel and rest inside their envelopes.
+    """
+
+    __tablename__ = "cases"
+    __table_args__ = (
+        UniqueConstraint("created_by", "idempotency_key", name="uq_cases_idempotency"),
+        Index("ix_cases_state", "state"),
+        Index("ix_cases_peer", "peer"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    case_ref: Mapped[str] = mapped_column(String(128), unique=True)
+    case_type: Mapped[str] = mapped_column(String(16))
+    # This node's party: "requesting" or "requested".
+    role: Mapped[str] = mapped_column(String(16))
+    requesting: Mapped[str] = mapped_column(String(64))
+    requested: Mapped[str] = mapped_column(String(64))
+    peer: Mapped[str] = mapped_column(String(64))
+    urgency: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(32))
+    # Sequence number and digest of the last applied transition (0 and empty for a draft).
+    seq: Mapped[int] = mapped_column(Integer, default=0)
+    head_digest: Mapped[bytes] = mapped_column(LargeBinary(32), default=b"")
+    opened_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+    requested_deadline: Mapped[int] = mapped_column(BigInteger, default=0)
+    handling_codes: Mapped[str] = mapped_column(String(64), default="")
+    restricted_to: Mapped[str] = mapped_column(Text, default="")
+    # The CaseForm, sealed to this node's own encryption key, and its SHA-256.
+    form_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    form_digest: Mapped[bytes] = mapped_column(LargeBinary(32))
+    created_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # Four-eyes: asked for by the drafter, given by a different supervisor.
+    awaiting_approval: Mapped[bool] = mapped_column(Boolean, default=False)
+    approved_by: Mapped[str] = mapped_column(String(128), default="")
+    approved_at: Mapped[int] = mapped_column(BigInteger, default=0)
+    approval_signature: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
+    # A transition this node sent and the peer has not yet receipted: applied on receipt,
+    # dropped if the peer refuses it (so both nodes keep one history).
+    pending_action: Mapped[str] = mapped_column(String(32), default="")
+    pending_message_id: Mapped[bytes] = mapped_column(LargeBinary(16), default=b"")
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    # Clocks already raised as alerts, comma-separated, so each alerts once.
+    alerted: Mapped[str] = mapped_column(String(64), default="")
+
+
+class CaseEventRow(Base):
+    """One applied transition of a case, with the envelope that carried it."""
+
+    __tablename__ = "case_events"
+    __table_args__ = (UniqueConstraint("case_id", "seq", name="uq_case_events_seq"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    case_id: Mapped[int] = mapped_column(Integer, index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    action: Mapped[str] = mapped_column(String(32))
+    party: Mapped[str] = mapped_column(String(16))
+    agency: Mapped[str] = mapped_column(String(64))
+    at: Mapped[int] = mapped_column(BigInteger)
+    officer: Mapped[str] = mapped_column(String(128), default="")
+    message_id: Mapped[bytes] = mapped_column(LargeBinary(16), default=b"")
+    digest: Mapped[bytes] = mapped_column(LargeBinary(32), default=b"")
+    state_after: Mapped[str] = mapped_column(String(32))
+
+
+class AttachmentRow(Base):
+    """An evidence file: uploaded here and sent ("out"), or received from a peer ("in").
+
+    The bytes live in the blob store as the attachment's ciphertext chunk stream; the
+    row says how much of it is durable and whether it may be shown. Only `available`
+    (inbound) and `sending`/`delivered` (outbound) files were fully verified.
+    """
+
+    __tablename__ = "attachments"
+    __table_args__ = (
+        UniqueConstraint("direction", "peer", "attachment_id", name="uq_attachments_id"),
+        UniqueConstraint("uploaded_by", "upload_id", name="uq_attachments_upload"),
+        Index("ix_attachments_case", "case_ref"),
+        Index("ix_attachments_due", "direction", "state", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    attachment_id: Mapped[bytes] = mapped_column(LargeBinary(16))
+    direction: Mapped[str] = mapped_column(String(3))
+    peer: Mapped[str] = mapped_column(String(64))
+    case_ref: Mapped[str] = mapped_column(String(128))
+    state: Mapped[str] = mapped_column(String(16))
+    size: Mapped[int] = mapped_column(BigInteger)
+    chunk_size: Mapped[int] = mapped_column(Integer)
+    total_chunks: Mapped[int] = mapped_column(BigInteger)
+    confirmed_chunks: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The AttachmentKey (file key, digest, name), sealed to this node's own key.
+    key_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    # SHA-256 of the plaintext as the signed header states it (empty while uploading).
+    sha256: Mapped[bytes] = mapped_column(LargeBinary(32), default=b"")
+    # The EVIDENCE envelope that carries the key to the peer.
+    message_id: Mapped[bytes] = mapped_column(LargeBinary(16), default=b"")
+    upload_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    uploaded_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    handling_codes: Mapped[str] = mapped_column(String(64), default="")
+    restricted_to: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    completed_at: Mapped[int] = mapped_column(BigInteger, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[int] = mapped_column(BigInteger, default=0)
+    lease_until: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_error: Mapped[str] = mapped_column(Text, default="")

@@ -309,6 +309,12 @@ def live(tmp_path_factory: pytest.TempPathFactory, cli: Cli) -> Iterator[LiveFed
             metrics_ports[agency] = free_port()
             with setup.config.open("a") as f:
                 f.write(f'\n[metrics]\nlisten = "127.0.0.1:{metrics_ports[agency]}"\n')
+                # Emergency cases run on seconds here, so a test can watch a clock run out;
+                # no other test opens one.
+                f.write(
+                    "\n[cases]\nemergency_ack_seconds = 2\nemergency_response_seconds = 4\n"
+                    "clock_check_seconds = 0.5\n"
+                )
         nodes = {agency: NodeProcess(setup, base_env()) for agency, setup in fed.nodes.items()}
         try:
             for proc in nodes.values():

@@ -22,7 +22,7 @@ def test_recipient_exports_a_bundle_a_third_party_verifies(
         "FR-OCRTEH",
         subject="Formal request 2026/17",
         text="We request the production of records of account 0042.",
-        message_type="mla",
+        message_type="note",
         case_ref="GB-2026-0017",
     )
     live.wait_delivered(gb, sent.message_id)

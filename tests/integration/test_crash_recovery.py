@@ -76,7 +76,7 @@ def _submit_all(
                     "FR-OCRTEH",
                     subject=f"message {i}",
                     text=f"body {i} " + "x" * 1000,
-                    message_type="mla",
+                    message_type="note",
                     case_ref="CRASH-1",
                     idempotency_key=key,
                 )

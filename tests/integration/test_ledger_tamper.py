@@ -65,7 +65,7 @@ def stopped_federation(tmp_path_factory: pytest.TempPathFactory) -> Federation:
     fr = OfficerClient.from_bundle(fed.nodes["FR-OCRTEH"].credentials["officer"], OFFICER_PASS)
     try:
         for i in range(12):
-            gb.send("FR-OCRTEH", subject=f"request {i}", text="x", message_type="mla")
+            gb.send("FR-OCRTEH", subject=f"request {i}", text="x", message_type="note")
             if i % 4 == 0:
                 # Let checkpoints and cosignatures land in between, so there are several.
                 time.sleep(1.0)

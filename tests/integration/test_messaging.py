@@ -29,7 +29,7 @@ GB, FR, NG = "GB-NCA", "FR-OCRTEH", "NG-NAPTIP"
 def test_sdk_send_is_delivered_with_a_verified_receipt(live: LiveFederation) -> None:
     gb, fr = live.client(GB), live.client(FR)
     sent = gb.send(
-        FR, subject="Request 1", text="Please confirm receipt.", message_type="mla", case_ref="C-1"
+        FR, subject="Request 1", text="Please confirm receipt.", message_type="note", case_ref="C-1"
     )
     assert sent.state == "queued"
     assert sent.direction == "outbound"
@@ -56,7 +56,7 @@ def test_sdk_send_is_delivered_with_a_verified_receipt(live: LiveFederation) -> 
     inbox = {m.message_id: m for m in fr.inbox()}
     assert inbox[sent.message_id].peer == GB
     assert inbox[sent.message_id].case_ref == "C-1"
-    assert inbox[sent.message_id].message_type == "mla"
+    assert inbox[sent.message_id].message_type == "note"
     assert inbox[sent.message_id].read_at == 0
     shown = fr.show(sent.message_id)
     assert (shown.subject, shown.text) == ("Request 1", "Please confirm receipt.")

@@ -60,7 +60,7 @@ def test_logs_metrics_health_and_directory_propagation(tmp_path: Path) -> None:
     gb = OfficerClient.from_bundle(fed.nodes["GB-NCA"].credentials["officer"], OFFICER_PASS)
     fr = OfficerClient.from_bundle(fed.nodes["FR-OCRTEH"].credentials["officer"], OFFICER_PASS)
     try:
-        sent = gb.send("FR-OCRTEH", subject=SECRET_SUBJECT, text=SECRET_TEXT, message_type="mla")
+        sent = gb.send("FR-OCRTEH", subject=SECRET_SUBJECT, text=SECRET_TEXT, message_type="note")
         deadline = time.monotonic() + 20
         while gb.show(sent.message_id, content=False).info.state != "delivered":
             assert time.monotonic() < deadline

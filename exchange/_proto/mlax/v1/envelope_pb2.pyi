@@ -35,6 +35,10 @@ class _MessageTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MessageTy
     """A reply to an earlier message (the case reference ties them together)."""
     MESSAGE_TYPE_CASE_TRANSITION: _MessageType.ValueType  # 6
     """A signed case state transition."""
+    MESSAGE_TYPE_EVIDENCE: _MessageType.ValueType  # 7
+    """Evidence files for a case: the body is an EvidenceBody with each file's key; the
+    header's attachments name each file's SHA-256; the chunks follow by PushAttachment.
+    """
 
 class MessageType(_MessageType, metaclass=_MessageTypeEnumTypeWrapper): ...
 
@@ -48,6 +52,10 @@ MESSAGE_TYPE_REPLY: MessageType.ValueType  # 5
 """A reply to an earlier message (the case reference ties them together)."""
 MESSAGE_TYPE_CASE_TRANSITION: MessageType.ValueType  # 6
 """A signed case state transition."""
+MESSAGE_TYPE_EVIDENCE: MessageType.ValueType  # 7
+"""Evidence files for a case: the body is an EvidenceBody with each file's key; the
+header's attachments name each file's SHA-256; the chunks follow by PushAttachment.
+"""
 Global___MessageType: _TypeAlias = MessageType  # noqa: Y015
 
 class _HandlingCode:

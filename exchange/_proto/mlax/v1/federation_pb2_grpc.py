@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from exchange._proto.mlax.v1 import attachment_pb2 as mlax_dot_v1_dot_attachment__pb2
 from exchange._proto.mlax.v1 import envelope_pb2 as mlax_dot_v1_dot_envelope__pb2
 from exchange._proto.mlax.v1 import federation_pb2 as mlax_dot_v1_dot_federation__pb2
 from exchange._proto.mlax.v1 import ledger_pb2 as mlax_dot_v1_dot_ledger__pb2
@@ -71,6 +72,16 @@ class FederationStub:
                 request_serializer=mlax_dot_v1_dot_ledger__pb2.AddCheckpointRequest.SerializeToString,
                 response_deserializer=mlax_dot_v1_dot_ledger__pb2.AddCheckpointResponse.FromString,
                 _registered_method=True)
+        self.AttachmentStatus = channel.unary_unary(
+                '/mlax.v1.Federation/AttachmentStatus',
+                request_serializer=mlax_dot_v1_dot_attachment__pb2.AttachmentStatusRequest.SerializeToString,
+                response_deserializer=mlax_dot_v1_dot_attachment__pb2.AttachmentProgress.FromString,
+                _registered_method=True)
+        self.PushAttachment = channel.stream_unary(
+                '/mlax.v1.Federation/PushAttachment',
+                request_serializer=mlax_dot_v1_dot_attachment__pb2.AttachmentChunk.SerializeToString,
+                response_deserializer=mlax_dot_v1_dot_attachment__pb2.AttachmentProgress.FromString,
+                _registered_method=True)
 
 
 class FederationServicer:
@@ -119,7 +130,21 @@ class FederationServicer:
 
     def AddCheckpoint(self, request, context):
         """Witnessing: the caller asks this node to cosign the caller's checkpoint.
-        Matching (issue 6) calls are added here.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AttachmentStatus(self, request, context):
+        """Evidence: how much of an announced attachment the receiver holds, then the rest of
+        its ciphertext chunks, in order. Only the sender of the EVIDENCE envelope may push.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PushAttachment(self, request_iterator, context):
+        """Matching (issue 6) calls are added here.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -162,6 +187,16 @@ def add_FederationServicer_to_server(servicer, server):
                     servicer.AddCheckpoint,
                     request_deserializer=mlax_dot_v1_dot_ledger__pb2.AddCheckpointRequest.FromString,
                     response_serializer=mlax_dot_v1_dot_ledger__pb2.AddCheckpointResponse.SerializeToString,
+            ),
+            'AttachmentStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.AttachmentStatus,
+                    request_deserializer=mlax_dot_v1_dot_attachment__pb2.AttachmentStatusRequest.FromString,
+                    response_serializer=mlax_dot_v1_dot_attachment__pb2.AttachmentProgress.SerializeToString,
+            ),
+            'PushAttachment': grpc.stream_unary_rpc_method_handler(
+                    servicer.PushAttachment,
+                    request_deserializer=mlax_dot_v1_dot_attachment__pb2.AttachmentChunk.FromString,
+                    response_serializer=mlax_dot_v1_dot_attachment__pb2.AttachmentProgress.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -353,6 +388,60 @@ class Federation:
             '/mlax.v1.Federation/AddCheckpoint',
             mlax_dot_v1_dot_ledger__pb2.AddCheckpointRequest.SerializeToString,
             mlax_dot_v1_dot_ledger__pb2.AddCheckpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AttachmentStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlax.v1.Federation/AttachmentStatus',
+            mlax_dot_v1_dot_attachment__pb2.AttachmentStatusRequest.SerializeToString,
+            mlax_dot_v1_dot_attachment__pb2.AttachmentProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PushAttachment(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/mlax.v1.Federation/PushAttachment',
+            mlax_dot_v1_dot_attachment__pb2.AttachmentChunk.SerializeToString,
+            mlax_dot_v1_dot_attachment__pb2.AttachmentProgress.FromString,
             options,
             channel_credentials,
             insecure,

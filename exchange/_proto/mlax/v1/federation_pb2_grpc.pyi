@@ -7,6 +7,7 @@ A caller is admitted only when its certificate's public key is pinned in the dir
 
 from collections import abc as _abc
 from grpc import aio as _aio
+from exchange._proto.mlax.v1 import attachment_pb2 as _attachment_pb2
 from exchange._proto.mlax.v1 import envelope_pb2 as _envelope_pb2
 from exchange._proto.mlax.v1 import federation_pb2 as _federation_pb2
 from exchange._proto.mlax.v1 import ledger_pb2 as _ledger_pb2
@@ -48,9 +49,13 @@ class FederationStub:
     GetEntries: _grpc.UnaryUnaryMultiCallable[_ledger_pb2.GetEntriesRequest, _ledger_pb2.GetEntriesResponse]
     """Entries with redaction applied: a peer sees the content of entries that concern it."""
     AddCheckpoint: _grpc.UnaryUnaryMultiCallable[_ledger_pb2.AddCheckpointRequest, _ledger_pb2.AddCheckpointResponse]
-    """Witnessing: the caller asks this node to cosign the caller's checkpoint.
-    Matching (issue 6) calls are added here.
+    """Witnessing: the caller asks this node to cosign the caller's checkpoint."""
+    AttachmentStatus: _grpc.UnaryUnaryMultiCallable[_attachment_pb2.AttachmentStatusRequest, _attachment_pb2.AttachmentProgress]
+    """Evidence: how much of an announced attachment the receiver holds, then the rest of
+    its ciphertext chunks, in order. Only the sender of the EVIDENCE envelope may push.
     """
+    PushAttachment: _grpc.StreamUnaryMultiCallable[_attachment_pb2.AttachmentChunk, _attachment_pb2.AttachmentProgress]
+    """Matching (issue 6) calls are added here."""
 
 @_typing.type_check_only
 class FederationAsyncStub(FederationStub):
@@ -68,9 +73,13 @@ class FederationAsyncStub(FederationStub):
     GetEntries: _aio.UnaryUnaryMultiCallable[_ledger_pb2.GetEntriesRequest, _ledger_pb2.GetEntriesResponse]  # type: ignore[assignment]
     """Entries with redaction applied: a peer sees the content of entries that concern it."""
     AddCheckpoint: _aio.UnaryUnaryMultiCallable[_ledger_pb2.AddCheckpointRequest, _ledger_pb2.AddCheckpointResponse]  # type: ignore[assignment]
-    """Witnessing: the caller asks this node to cosign the caller's checkpoint.
-    Matching (issue 6) calls are added here.
+    """Witnessing: the caller asks this node to cosign the caller's checkpoint."""
+    AttachmentStatus: _aio.UnaryUnaryMultiCallable[_attachment_pb2.AttachmentStatusRequest, _attachment_pb2.AttachmentProgress]  # type: ignore[assignment]
+    """Evidence: how much of an announced attachment the receiver holds, then the rest of
+    its ciphertext chunks, in order. Only the sender of the EVIDENCE envelope may push.
     """
+    PushAttachment: _aio.StreamUnaryMultiCallable[_attachment_pb2.AttachmentChunk, _attachment_pb2.AttachmentProgress]  # type: ignore[assignment]
+    """Matching (issue 6) calls are added here."""
 
 class FederationServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -127,8 +136,24 @@ class FederationServicer(metaclass=_abc_1.ABCMeta):
         request: _ledger_pb2.AddCheckpointRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_ledger_pb2.AddCheckpointResponse, _abc.Awaitable[_ledger_pb2.AddCheckpointResponse]]:
-        """Witnessing: the caller asks this node to cosign the caller's checkpoint.
-        Matching (issue 6) calls are added here.
+        """Witnessing: the caller asks this node to cosign the caller's checkpoint."""
+
+    @_abc_1.abstractmethod
+    def AttachmentStatus(
+        self,
+        request: _attachment_pb2.AttachmentStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_attachment_pb2.AttachmentProgress, _abc.Awaitable[_attachment_pb2.AttachmentProgress]]:
+        """Evidence: how much of an announced attachment the receiver holds, then the rest of
+        its ciphertext chunks, in order. Only the sender of the EVIDENCE envelope may push.
         """
+
+    @_abc_1.abstractmethod
+    def PushAttachment(
+        self,
+        request_iterator: _MaybeAsyncIterator[_attachment_pb2.AttachmentChunk],
+        context: _ServicerContext,
+    ) -> _typing.Union[_attachment_pb2.AttachmentProgress, _abc.Awaitable[_attachment_pb2.AttachmentProgress]]:
+        """Matching (issue 6) calls are added here."""
 
 def add_FederationServicer_to_server(servicer: FederationServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -3,6 +3,8 @@
 import grpc
 import warnings
 
+from exchange._proto.mlax.v1 import attachment_pb2 as mlax_dot_v1_dot_attachment__pb2
+from exchange._proto.mlax.v1 import casework_pb2 as mlax_dot_v1_dot_casework__pb2
 from exchange._proto.mlax.v1 import ledger_pb2 as mlax_dot_v1_dot_ledger__pb2
 from exchange._proto.mlax.v1 import officer_pb2 as mlax_dot_v1_dot_officer__pb2
 
@@ -70,6 +72,51 @@ class OfficerStub:
                 request_serializer=mlax_dot_v1_dot_officer__pb2.DeliveryProofRequest.SerializeToString,
                 response_deserializer=mlax_dot_v1_dot_officer__pb2.DeliveryProof.FromString,
                 _registered_method=True)
+        self.Forward = channel.unary_unary(
+                '/mlax.v1.Officer/Forward',
+                request_serializer=mlax_dot_v1_dot_casework__pb2.ForwardRequest.SerializeToString,
+                response_deserializer=mlax_dot_v1_dot_officer__pb2.MessageSummary.FromString,
+                _registered_method=True)
+        self.CreateCase = channel.unary_unary(
+                '/mlax.v1.Officer/CreateCase',
+                request_serializer=mlax_dot_v1_dot_casework__pb2.CreateCaseRequest.SerializeToString,
+                response_deserializer=mlax_dot_v1_dot_casework__pb2.CaseView.FromString,
+                _registered_method=True)
+        self.CaseAction = channel.unary_unary(
+                '/mlax.v1.Officer/CaseAction',
+                request_serializer=mlax_dot_v1_dot_casework__pb2.CaseActionRequest.SerializeToString,
+                response_deserializer=mlax_dot_v1_dot_casework__pb2.CaseView.FromString,
+                _registered_method=True)
+        self.ApproveCase = channel.unary_unary(
+                '/mlax.v1.Officer/ApproveCase',
+                request_serializer=mlax_dot_v1_dot_casework__pb2.ApproveCaseRequest.SerializeToString,
+                response_deserializer=mlax_dot_v1_dot_casework__pb2.CaseView.FromString,
+                _registered_method=True)
+        self.ListCases = channel.unary_unary(
+                '/mlax.v1.Officer/ListCases',
+                request_serializer=mlax_dot_v1_dot_casework__pb2.ListCasesRequest.SerializeToString,
+                response_deserializer=mlax_dot_v1_dot_casework__pb2.ListCasesResponse.FromString,
+                _registered_method=True)
+        self.GetCase = channel.unary_unary(
+                '/mlax.v1.Officer/GetCase',
+                request_serializer=mlax_dot_v1_dot_casework__pb2.GetCaseRequest.SerializeToString,
+                response_deserializer=mlax_dot_v1_dot_casework__pb2.CaseView.FromString,
+                _registered_method=True)
+        self.Upload = channel.stream_unary(
+                '/mlax.v1.Officer/Upload',
+                request_serializer=mlax_dot_v1_dot_attachment__pb2.UploadPart.SerializeToString,
+                response_deserializer=mlax_dot_v1_dot_attachment__pb2.UploadStatus.FromString,
+                _registered_method=True)
+        self.GetUpload = channel.unary_unary(
+                '/mlax.v1.Officer/GetUpload',
+                request_serializer=mlax_dot_v1_dot_attachment__pb2.GetUploadRequest.SerializeToString,
+                response_deserializer=mlax_dot_v1_dot_attachment__pb2.UploadStatus.FromString,
+                _registered_method=True)
+        self.Download = channel.unary_stream(
+                '/mlax.v1.Officer/Download',
+                request_serializer=mlax_dot_v1_dot_attachment__pb2.DownloadRequest.SerializeToString,
+                response_deserializer=mlax_dot_v1_dot_attachment__pb2.DownloadPart.FromString,
+                _registered_method=True)
 
 
 class OfficerServicer:
@@ -120,6 +167,67 @@ class OfficerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Forward(self, request, context):
+        """Pass an inbound message on to another agency; refused (and ledgered) when its
+        handling codes forbid onward transmission.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateCase(self, request, context):
+        """Casework: a draft, then signed transitions both nodes apply.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CaseAction(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApproveCase(self, request, context):
+        """Supervisor: approve a draft submitted for approval (four-eyes); it is then sent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCases(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCase(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Upload(self, request_iterator, context):
+        """Evidence: stream a file to this node (it then goes to the case's other party);
+        resumable with the same upload id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUpload(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Download(self, request, context):
+        """A verified attachment's plaintext; the first part carries its metadata.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OfficerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -157,6 +265,51 @@ def add_OfficerServicer_to_server(servicer, server):
                     servicer.GetDeliveryProof,
                     request_deserializer=mlax_dot_v1_dot_officer__pb2.DeliveryProofRequest.FromString,
                     response_serializer=mlax_dot_v1_dot_officer__pb2.DeliveryProof.SerializeToString,
+            ),
+            'Forward': grpc.unary_unary_rpc_method_handler(
+                    servicer.Forward,
+                    request_deserializer=mlax_dot_v1_dot_casework__pb2.ForwardRequest.FromString,
+                    response_serializer=mlax_dot_v1_dot_officer__pb2.MessageSummary.SerializeToString,
+            ),
+            'CreateCase': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateCase,
+                    request_deserializer=mlax_dot_v1_dot_casework__pb2.CreateCaseRequest.FromString,
+                    response_serializer=mlax_dot_v1_dot_casework__pb2.CaseView.SerializeToString,
+            ),
+            'CaseAction': grpc.unary_unary_rpc_method_handler(
+                    servicer.CaseAction,
+                    request_deserializer=mlax_dot_v1_dot_casework__pb2.CaseActionRequest.FromString,
+                    response_serializer=mlax_dot_v1_dot_casework__pb2.CaseView.SerializeToString,
+            ),
+            'ApproveCase': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveCase,
+                    request_deserializer=mlax_dot_v1_dot_casework__pb2.ApproveCaseRequest.FromString,
+                    response_serializer=mlax_dot_v1_dot_casework__pb2.CaseView.SerializeToString,
+            ),
+            'ListCases': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCases,
+                    request_deserializer=mlax_dot_v1_dot_casework__pb2.ListCasesRequest.FromString,
+                    response_serializer=mlax_dot_v1_dot_casework__pb2.ListCasesResponse.SerializeToString,
+            ),
+            'GetCase': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCase,
+                    request_deserializer=mlax_dot_v1_dot_casework__pb2.GetCaseRequest.FromString,
+                    response_serializer=mlax_dot_v1_dot_casework__pb2.CaseView.SerializeToString,
+            ),
+            'Upload': grpc.stream_unary_rpc_method_handler(
+                    servicer.Upload,
+                    request_deserializer=mlax_dot_v1_dot_attachment__pb2.UploadPart.FromString,
+                    response_serializer=mlax_dot_v1_dot_attachment__pb2.UploadStatus.SerializeToString,
+            ),
+            'GetUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUpload,
+                    request_deserializer=mlax_dot_v1_dot_attachment__pb2.GetUploadRequest.FromString,
+                    response_serializer=mlax_dot_v1_dot_attachment__pb2.UploadStatus.SerializeToString,
+            ),
+            'Download': grpc.unary_stream_rpc_method_handler(
+                    servicer.Download,
+                    request_deserializer=mlax_dot_v1_dot_attachment__pb2.DownloadRequest.FromString,
+                    response_serializer=mlax_dot_v1_dot_attachment__pb2.DownloadPart.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -348,6 +501,249 @@ class Officer:
             '/mlax.v1.Officer/GetDeliveryProof',
             mlax_dot_v1_dot_officer__pb2.DeliveryProofRequest.SerializeToString,
             mlax_dot_v1_dot_officer__pb2.DeliveryProof.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Forward(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlax.v1.Officer/Forward',
+            mlax_dot_v1_dot_casework__pb2.ForwardRequest.SerializeToString,
+            mlax_dot_v1_dot_officer__pb2.MessageSummary.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateCase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlax.v1.Officer/CreateCase',
+            mlax_dot_v1_dot_casework__pb2.CreateCaseRequest.SerializeToString,
+            mlax_dot_v1_dot_casework__pb2.CaseView.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CaseAction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlax.v1.Officer/CaseAction',
+            mlax_dot_v1_dot_casework__pb2.CaseActionRequest.SerializeToString,
+            mlax_dot_v1_dot_casework__pb2.CaseView.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveCase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlax.v1.Officer/ApproveCase',
+            mlax_dot_v1_dot_casework__pb2.ApproveCaseRequest.SerializeToString,
+            mlax_dot_v1_dot_casework__pb2.CaseView.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlax.v1.Officer/ListCases',
+            mlax_dot_v1_dot_casework__pb2.ListCasesRequest.SerializeToString,
+            mlax_dot_v1_dot_casework__pb2.ListCasesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlax.v1.Officer/GetCase',
+            mlax_dot_v1_dot_casework__pb2.GetCaseRequest.SerializeToString,
+            mlax_dot_v1_dot_casework__pb2.CaseView.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Upload(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/mlax.v1.Officer/Upload',
+            mlax_dot_v1_dot_attachment__pb2.UploadPart.SerializeToString,
+            mlax_dot_v1_dot_attachment__pb2.UploadStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlax.v1.Officer/GetUpload',
+            mlax_dot_v1_dot_attachment__pb2.GetUploadRequest.SerializeToString,
+            mlax_dot_v1_dot_attachment__pb2.UploadStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Download(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/mlax.v1.Officer/Download',
+            mlax_dot_v1_dot_attachment__pb2.DownloadRequest.SerializeToString,
+            mlax_dot_v1_dot_attachment__pb2.DownloadPart.FromString,
             options,
             channel_credentials,
             insecure,

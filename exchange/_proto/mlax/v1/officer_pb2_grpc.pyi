@@ -7,6 +7,8 @@ with client certificates issued by their node; every call checks the officer's r
 
 from collections import abc as _abc
 from grpc import aio as _aio
+from exchange._proto.mlax.v1 import attachment_pb2 as _attachment_pb2
+from exchange._proto.mlax.v1 import casework_pb2 as _casework_pb2
 from exchange._proto.mlax.v1 import ledger_pb2 as _ledger_pb2
 from exchange._proto.mlax.v1 import officer_pb2 as _officer_pb2
 import abc as _abc_1
@@ -44,6 +46,24 @@ class OfficerStub:
     """Auditor: the ledger as an export stream (header, entries, checkpoints)."""
     GetDeliveryProof: _grpc.UnaryUnaryMultiCallable[_officer_pb2.DeliveryProofRequest, _officer_pb2.DeliveryProof]
     """Sender side: fetch and verify the receiver's inclusion proof for a delivered message."""
+    Forward: _grpc.UnaryUnaryMultiCallable[_casework_pb2.ForwardRequest, _officer_pb2.MessageSummary]
+    """Pass an inbound message on to another agency; refused (and ledgered) when its
+    handling codes forbid onward transmission.
+    """
+    CreateCase: _grpc.UnaryUnaryMultiCallable[_casework_pb2.CreateCaseRequest, _casework_pb2.CaseView]
+    """Casework: a draft, then signed transitions both nodes apply."""
+    CaseAction: _grpc.UnaryUnaryMultiCallable[_casework_pb2.CaseActionRequest, _casework_pb2.CaseView]
+    ApproveCase: _grpc.UnaryUnaryMultiCallable[_casework_pb2.ApproveCaseRequest, _casework_pb2.CaseView]
+    """Supervisor: approve a draft submitted for approval (four-eyes); it is then sent."""
+    ListCases: _grpc.UnaryUnaryMultiCallable[_casework_pb2.ListCasesRequest, _casework_pb2.ListCasesResponse]
+    GetCase: _grpc.UnaryUnaryMultiCallable[_casework_pb2.GetCaseRequest, _casework_pb2.CaseView]
+    Upload: _grpc.StreamUnaryMultiCallable[_attachment_pb2.UploadPart, _attachment_pb2.UploadStatus]
+    """Evidence: stream a file to this node (it then goes to the case's other party);
+    resumable with the same upload id.
+    """
+    GetUpload: _grpc.UnaryUnaryMultiCallable[_attachment_pb2.GetUploadRequest, _attachment_pb2.UploadStatus]
+    Download: _grpc.UnaryStreamMultiCallable[_attachment_pb2.DownloadRequest, _attachment_pb2.DownloadPart]
+    """A verified attachment's plaintext; the first part carries its metadata."""
 
 @_typing.type_check_only
 class OfficerAsyncStub(OfficerStub):
@@ -58,6 +78,24 @@ class OfficerAsyncStub(OfficerStub):
     """Auditor: the ledger as an export stream (header, entries, checkpoints)."""
     GetDeliveryProof: _aio.UnaryUnaryMultiCallable[_officer_pb2.DeliveryProofRequest, _officer_pb2.DeliveryProof]  # type: ignore[assignment]
     """Sender side: fetch and verify the receiver's inclusion proof for a delivered message."""
+    Forward: _aio.UnaryUnaryMultiCallable[_casework_pb2.ForwardRequest, _officer_pb2.MessageSummary]  # type: ignore[assignment]
+    """Pass an inbound message on to another agency; refused (and ledgered) when its
+    handling codes forbid onward transmission.
+    """
+    CreateCase: _aio.UnaryUnaryMultiCallable[_casework_pb2.CreateCaseRequest, _casework_pb2.CaseView]  # type: ignore[assignment]
+    """Casework: a draft, then signed transitions both nodes apply."""
+    CaseAction: _aio.UnaryUnaryMultiCallable[_casework_pb2.CaseActionRequest, _casework_pb2.CaseView]  # type: ignore[assignment]
+    ApproveCase: _aio.UnaryUnaryMultiCallable[_casework_pb2.ApproveCaseRequest, _casework_pb2.CaseView]  # type: ignore[assignment]
+    """Supervisor: approve a draft submitted for approval (four-eyes); it is then sent."""
+    ListCases: _aio.UnaryUnaryMultiCallable[_casework_pb2.ListCasesRequest, _casework_pb2.ListCasesResponse]  # type: ignore[assignment]
+    GetCase: _aio.UnaryUnaryMultiCallable[_casework_pb2.GetCaseRequest, _casework_pb2.CaseView]  # type: ignore[assignment]
+    Upload: _aio.StreamUnaryMultiCallable[_attachment_pb2.UploadPart, _attachment_pb2.UploadStatus]  # type: ignore[assignment]
+    """Evidence: stream a file to this node (it then goes to the case's other party);
+    resumable with the same upload id.
+    """
+    GetUpload: _aio.UnaryUnaryMultiCallable[_attachment_pb2.GetUploadRequest, _attachment_pb2.UploadStatus]  # type: ignore[assignment]
+    Download: _aio.UnaryStreamMultiCallable[_attachment_pb2.DownloadRequest, _attachment_pb2.DownloadPart]  # type: ignore[assignment]
+    """A verified attachment's plaintext; the first part carries its metadata."""
 
 class OfficerServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -111,5 +149,77 @@ class OfficerServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_officer_pb2.DeliveryProof, _abc.Awaitable[_officer_pb2.DeliveryProof]]:
         """Sender side: fetch and verify the receiver's inclusion proof for a delivered message."""
+
+    @_abc_1.abstractmethod
+    def Forward(
+        self,
+        request: _casework_pb2.ForwardRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_officer_pb2.MessageSummary, _abc.Awaitable[_officer_pb2.MessageSummary]]:
+        """Pass an inbound message on to another agency; refused (and ledgered) when its
+        handling codes forbid onward transmission.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateCase(
+        self,
+        request: _casework_pb2.CreateCaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_casework_pb2.CaseView, _abc.Awaitable[_casework_pb2.CaseView]]:
+        """Casework: a draft, then signed transitions both nodes apply."""
+
+    @_abc_1.abstractmethod
+    def CaseAction(
+        self,
+        request: _casework_pb2.CaseActionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_casework_pb2.CaseView, _abc.Awaitable[_casework_pb2.CaseView]]: ...
+
+    @_abc_1.abstractmethod
+    def ApproveCase(
+        self,
+        request: _casework_pb2.ApproveCaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_casework_pb2.CaseView, _abc.Awaitable[_casework_pb2.CaseView]]:
+        """Supervisor: approve a draft submitted for approval (four-eyes); it is then sent."""
+
+    @_abc_1.abstractmethod
+    def ListCases(
+        self,
+        request: _casework_pb2.ListCasesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_casework_pb2.ListCasesResponse, _abc.Awaitable[_casework_pb2.ListCasesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetCase(
+        self,
+        request: _casework_pb2.GetCaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_casework_pb2.CaseView, _abc.Awaitable[_casework_pb2.CaseView]]: ...
+
+    @_abc_1.abstractmethod
+    def Upload(
+        self,
+        request_iterator: _MaybeAsyncIterator[_attachment_pb2.UploadPart],
+        context: _ServicerContext,
+    ) -> _typing.Union[_attachment_pb2.UploadStatus, _abc.Awaitable[_attachment_pb2.UploadStatus]]:
+        """Evidence: stream a file to this node (it then goes to the case's other party);
+        resumable with the same upload id.
+        """
+
+    @_abc_1.abstractmethod
+    def GetUpload(
+        self,
+        request: _attachment_pb2.GetUploadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_attachment_pb2.UploadStatus, _abc.Awaitable[_attachment_pb2.UploadStatus]]: ...
+
+    @_abc_1.abstractmethod
+    def Download(
+        self,
+        request: _attachment_pb2.DownloadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_attachment_pb2.DownloadPart], _abc.AsyncIterator[_attachment_pb2.DownloadPart]]:
+        """A verified attachment's plaintext; the first part carries its metadata."""
 
 def add_OfficerServicer_to_server(servicer: OfficerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,787 @@
+"""Evidence attachments on a node: upload, node-to-node transfer, download.
+
+The flow, each step resumable from its last confirmed chunk and none holding more than
+one chunk in memory:
+
+1. An officer streams the file's plaintext to their own node (`upload`). The node seals
+   each chunk as it arrives (exchange.attachment), appends the ciphertext to the blob
+   store and, every few MiB, makes it durable and records how many chunks count.
+2. When the last chunk is in and the SHA-256 matches the client's, the node queues an
+   EVIDENCE envelope to the case's other party, in the same transaction: the header
+   names the file's digest and size (signed), the sealed body carries its key.
+3. Once the peer receipts that envelope, the pusher streams the ciphertext chunks to the
+   peer (`PushAttachment`), starting from the chunk the peer last confirmed.
+4. The peer authenticates every chunk before storing it, and marks the file available
+   only when every chunk is in and the plaintext digest equals the signed one.
+5. An officer downloads the plaintext from their own node; the CLI checks the digest
+   again before the file gets its name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import grpc
+import structlog
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from exchange._proto.mlax.v1 import attachment_pb2 as apb
+from exchange._proto.mlax.v1 import federation_pb2_grpc as fgrpc
+from exchange.attachment import (
+    DEFAULT_CHUNK_SIZE,
+    MAX_ATTACHMENT_SIZE,
+    AttachmentKey,
+    ChunkCipher,
+    DigestMismatchError,
+    StreamVerifier,
+    TamperedChunkError,
+    new_attachment_key,
+    validate_name,
+)
+from exchange.encoding import format_uuid, now_ms
+from exchange.envelope import AttachmentDigest, HandlingCode, MessageType, Opened
+from exchange.errors import InvalidFieldError, MlaxError, OversizedError
+from exchange.ledger_entry import LedgerEntry
+from exchange.wire import parse
+from node import ledger, metrics
+from node.blobs import BlobStore
+from node.core import DELIVERED, IN, OUT, NodeCore, NotFoundError, Officer, PermissionDeniedError
+from node.peers import PeerChannels
+from node.storage.models import AttachmentRow, MessageRow
+
+log = structlog.get_logger("mlax.attachments")
+
+# Outbound states.
+UPLOADING, SENDING, SENT, SEND_FAILED = "uploading", "sending", "delivered", "failed"
+# Inbound states.
+RECEIVING, AVAILABLE, REJECTED = "receiving", "available", "rejected"
+
+# Make progress durable (fsync, then record the count) at least this often.
+SYNC_EVERY_BYTES = 16 * 1024 * 1024
+_UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
+
+
+class AttachmentConflictError(MlaxError):
+    """An upload id reused for a different file."""
+
+    status = "ALREADY_EXISTS"
+
+
+def _blob_id(row: AttachmentRow) -> str:
+    # Direction and peer keep a sender's and a receiver's copy apart on one shared store.
+    return hashlib.sha256(
+        row.direction.encode() + b"\0" + row.peer.encode() + b"\0" + row.attachment_id
+    ).hexdigest()
+
+
+def _codes(text: str) -> tuple[HandlingCode, ...]:
+    return tuple(HandlingCode(int(c)) for c in text.split(",") if c)
+
+
+def info(row: AttachmentRow) -> apb.AttachmentInfo:
+    return apb.AttachmentInfo(
+        attachment_id=row.attachment_id.hex(),
+        case_ref=row.case_ref,
+        size=row.size,
+        sha256=row.sha256,
+        state=row.state,
+        peer=row.peer,
+        direction=row.direction,
+        confirmed_chunks=row.confirmed_chunks,
+        total_chunks=row.total_chunks,
+        message_id=format_uuid(row.message_id) if row.message_id else "",
+        created_at=row.created_at,
+        completed_at=row.completed_at,
+        last_error=row.last_error,
+        chunk_size=row.chunk_size,
+    )
+
+
+@dataclass
+class _Progress:
+    """A stream in progress: the verifier holds the running SHA-256 of what counts."""
+
+    verifier: StreamVerifier
+
+
+# The peer a case's evidence goes to and comes from; raises if the case takes none now.
+CaseCounterpart = Callable[[Session, str], str]
+
+
+class AttachmentDesk:
+    """Attachment operations over the node's database, blob store and identity."""
+
+    def __init__(self, core: NodeCore, blobs: BlobStore, counterpart: CaseCounterpart) -> None:
+        self.core = core
+        self.blobs = blobs
+        self.counterpart = counterpart
+        self.limits = core.limits
+        # Running digests of streams cut off mid-way, so a resume need not re-read them.
+        self._progress: dict[int, _Progress] = {}
+        self._lock = threading.Lock()
+        self.wake = threading.Event()
+        core.receive_hooks[MessageType.EVIDENCE] = self._on_evidence
+        core.outcome_hooks.append(self._on_outcome)
+
+    # -- shared ---------------------------------------------------------------------------
+
+    def _key(self, row: AttachmentRow) -> AttachmentKey:
+        return AttachmentKey.from_bytes(self.core.open_from_self(row.key_sealed))
+
+    def _verifier(self, row: AttachmentRow, key: AttachmentKey) -> StreamVerifier:
+        """A verifier positioned after the row's confirmed chunks, digest included."""
+        with self._lock:
+            kept = self._progress.pop(row.id, None)
+        if kept is not None and kept.verifier.next_index == row.confirmed_chunks:
+            return kept.verifier
+        # Re-derive the running digest from the stored chunks (after a restart).
+        verifier = StreamVerifier(key)
+        blob = _blob_id(row)
+        for i in range(row.confirmed_chunks):
+            verifier.feed(i, self.blobs.read(blob, key.cipher_offset(i), key.cipher_length(i)))
+        return verifier
+
+    def _park(self, row_id: int, verifier: StreamVerifier) -> None:
+        with self._lock:
+            self._progress[row_id] = _Progress(verifier)
+
+    # -- upload (officer to own node) -----------------------------------------------------
+
+    def upload_status(self, officer: Officer, upload_id: str) -> apb.UploadStatus:
+        with self.core.db.read() as s:
+            row = s.scalars(
+                select(AttachmentRow).where(
+                    AttachmentRow.uploaded_by == officer.name, AttachmentRow.upload_id == upload_id
+                )
+            ).first()
+        if row is None:
+            raise NotFoundError(f"No upload {upload_id[:64]} by you on this node.")
+        return self._status(row)
+
+    @staticmethod
+    def _status(row: AttachmentRow) -> apb.UploadStatus:
+        done = row.state != UPLOADING
+        return apb.UploadStatus(
+            upload_id=row.upload_id or "",
+            confirmed_chunks=row.confirmed_chunks,
+            total_chunks=row.total_chunks,
+            chunk_size=row.chunk_size,
+            complete=done,
+            attachment_id=row.attachment_id.hex() if done else "",
+            message_id=format_uuid(row.message_id) if row.message_id else "",
+        )
+
+    def upload(self, officer: Officer, parts: Iterator[apb.UploadPart]) -> apb.UploadStatus:
+        """Store an upload's chunks; on its finish, queue the evidence to the peer."""
+        first = next(parts, None)
+        if first is None or first.WhichOneof("part") != "start":
+            raise InvalidFieldError("An upload starts with an UploadStart message.")
+        row, key = self._begin(officer, first.start)
+        if row.state != UPLOADING:
+            return self._status(row)
+        verifier = self._verifier(row, key)
+        cipher = ChunkCipher.of(key)
+        blob = _blob_id(row)
+        handle = self.blobs.open_append(
+            blob,
+            key.cipher_offset(row.confirmed_chunks)
+            if row.confirmed_chunks < key.chunks
+            else key.cipher_size,
+        )
+        unsynced = 0
+        finished: bytes | None = None
+        try:
+            for part in parts:
+                kind = part.WhichOneof("part")
+                if kind == "data":
+                    index = part.data.index
+                    if index != verifier.next_index:
+                        raise InvalidFieldError(
+                            f"Field index: expected chunk {verifier.next_index}, got {index}."
+                        )
+                    if index >= key.chunks:
+                        raise InvalidFieldError(
+                            f"Field index: the upload has only {key.chunks} chunks."
+                        )
+                    if len(part.data.data) != key.plain_length(index):
+                        raise InvalidFieldError(
+                            f"Field data: chunk {index} must be {key.plain_length(index)} "
+                            f"bytes, not {len(part.data.data)}."
+                        )
+                    sealed = cipher.seal(index, part.data.data, final=key.is_final(index))
+                    handle.write(sealed)
+                    verifier.feed_plain(index, part.data.data)
+                    unsynced += len(sealed)
+                    if unsynced >= SYNC_EVERY_BYTES:
+                        self._confirm(row.id, handle, verifier.next_index)
+                        unsynced = 0
+                elif kind == "finish":
+                    finished = bytes(part.finish.sha256)
+                    break
+                else:
+                    raise InvalidFieldError("An upload has one UploadStart, at its beginning.")
+            self._confirm(row.id, handle, verifier.next_index)
+        finally:
+            handle.close()
+            self._park(row.id, verifier)
+        if finished is None:
+            # The client stopped early: what arrived is kept for a resume.
+            with self.core.db.read() as s:
+                fresh = s.get(AttachmentRow, row.id)
+                assert fresh is not None
+                return self._status(fresh)
+        return self._complete(officer, row.id, key, verifier, finished)
+
+    def _begin(
+        self, officer: Officer, start: apb.UploadStart
+    ) -> tuple[AttachmentRow, AttachmentKey]:
+        if not _UPLOAD_ID.fullmatch(start.upload_id):
+            raise InvalidFieldError(
+                "Field upload_id: 8 to 64 letters, digits, '-' or '_' chosen by the client."
+            )
+        validate_name(start.name)
+        if start.size > MAX_ATTACHMENT_SIZE:
+            raise OversizedError(
+                f"Field size: attachments are at most {MAX_ATTACHMENT_SIZE} bytes."
+            )
+        try:
+            codes = tuple(HandlingCode(c) for c in start.handling_codes)
+        except ValueError:
+            raise InvalidFieldError("Field handling_codes: unknown handling code.") from None
+        if HandlingCode.RESTRICTED_TO_NAMED_OFFICERS in codes and not start.restricted_to:
+            raise InvalidFieldError(
+                "Field restricted_to: an attachment restricted to named officers must name them."
+            )
+        chunk_size = start.chunk_size or DEFAULT_CHUNK_SIZE
+        # Validates the chunk size and name; the digest is filled in at the finish.
+        key = new_attachment_key(
+            name=start.name, size=start.size, sha256=bytes(32), chunk_size=chunk_size
+        )
+        with self.core.db.write() as s:
+            row = s.scalars(
+                select(AttachmentRow).where(
+                    AttachmentRow.uploaded_by == officer.name,
+                    AttachmentRow.upload_id == start.upload_id,
+                )
+            ).first()
+            if row is not None:
+                old = self._key(row)
+                if (row.case_ref, old.name, old.size, old.chunk_size) != (
+                    start.case_ref,
+                    start.name,
+                    start.size,
+                    chunk_size,
+                ):
+                    raise AttachmentConflictError(
+                        f"Upload {start.upload_id} is another file; choose a new upload id."
+                    )
+                s.expunge(row)
+                return row, old
+            peer = self.counterpart(s, start.case_ref)
+            row = AttachmentRow(
+                attachment_id=key.attachment_id,
+                direction=OUT,
+                peer=peer,
+                case_ref=start.case_ref,
+                state=UPLOADING,
+                size=start.size,
+                chunk_size=chunk_size,
+                total_chunks=key.chunks,
+                confirmed_chunks=0,
+                key_sealed=self.core.seal_to_self(key.to_bytes()),
+                sha256=b"",
+                upload_id=start.upload_id,
+                uploaded_by=officer.name,
+                handling_codes=",".join(str(c.value) for c in codes),
+                restricted_to="\n".join(start.restricted_to),
+                created_at=now_ms(),
+            )
+            s.add(row)
+            s.flush()
+            s.expunge(row)
+        return row, key
+
+    def _confirm(self, row_id: int, handle: object, confirmed: int) -> None:
+        """fsync the blob, then record how many chunks of it count."""
+        self.blobs.sync(handle)  # type: ignore[arg-type]
+        with self.core.db.write() as s:
+            row = s.get(AttachmentRow, row_id)
+            if row is not None and confirmed > row.confirmed_chunks:
+                row.confirmed_chunks = confirmed
+
+    def _complete(
+        self,
+        officer: Officer,
+        row_id: int,
+        key: AttachmentKey,
+        verifier: StreamVerifier,
+        client_sha256: bytes,
+    ) -> apb.UploadStatus:
+        if not verifier.complete:
+            raise InvalidFieldError(
+                f"Field finish: only {verifier.next_index} of {key.chunks} chunks were sent."
+            )
+        sha = verifier.digest()
+        if client_sha256 != sha:
+            raise DigestMismatchError(
+                "Field finish.sha256: the file's SHA-256 differs from what the node received; "
+                "the upload was corrupted in transit."
+            )
+        final = AttachmentKey(
+            attachment_id=key.attachment_id,
+            key=key.key,
+            chunk_size=key.chunk_size,
+            size=key.size,
+            sha256=sha,
+            name=key.name,
+        )
+        with self.core.db.read() as s:
+            row = s.get(AttachmentRow, row_id)
+            assert row is not None
+            if row.state != UPLOADING:
+                return self._status(row)
+            case_ref, peer = row.case_ref, row.peer
+            codes, restricted = (
+                _codes(row.handling_codes),
+                tuple(r for r in row.restricted_to.split("\n") if r),
+            )
+        body = apb.EvidenceBody(case_ref=case_ref, attachments=[final.to_proto()])
+        msg, entry = self.core.outbound(
+            officer.name,
+            peer,
+            body.SerializeToString(deterministic=True),
+            MessageType.EVIDENCE,
+            case_ref=case_ref,
+            handling_codes=codes,
+            restricted_to=restricted,
+            attachments=(AttachmentDigest(name=final.name, sha256=sha, size=final.size),),
+        )
+        now = now_ms()
+        with self.core.db.write() as s:
+            row = s.get(AttachmentRow, row_id)
+            assert row is not None
+            if row.state != UPLOADING:  # a concurrent finish of the same upload won
+                return self._status(row)
+            row.state, row.sha256, row.completed_at = SENDING, sha, now
+            row.key_sealed = self.core.seal_to_self(final.to_bytes())
+            row.message_id = msg.message_id
+            s.add(msg)
+            ledger.append(s, entry)
+            ledger.append(
+                s,
+                LedgerEntry.of(
+                    "attachment.uploaded",
+                    now,
+                    attachment_id=final.attachment_id.hex(),
+                    case_ref=case_ref,
+                    officer=officer.name,
+                    sha256=sha.hex(),
+                    size=final.size,
+                    message_id=format_uuid(msg.message_id),
+                ),
+            )
+            status = self._status(row)
+        with self._lock:
+            self._progress.pop(row_id, None)
+        self.core.on_submit()
+        log.info("attachment_uploaded", attachment_id=final.attachment_id.hex(), size=final.size)
+        return status
+
+    # -- node to node ---------------------------------------------------------------------
+
+    def _on_evidence(self, opened: Opened) -> Callable[[Session], None]:
+        """Check an inbound EVIDENCE envelope; the returned step records its files."""
+        header = opened.header
+        body = parse(apb.EvidenceBody, opened.body, "evidence body", self.limits.max_body_bytes)
+        if body.case_ref != header.case_ref:
+            raise InvalidFieldError(
+                "Field case_ref: the evidence body names another case than its header."
+            )
+        signed = list(header.attachments)
+        if not body.attachments or len(body.attachments) != len(signed):
+            raise InvalidFieldError(
+                "Field attachments: the evidence body and its signed header list different files."
+            )
+        keys = []
+        for i, (m, digest) in enumerate(zip(body.attachments, signed, strict=True)):
+            key = AttachmentKey.from_bytes(m.SerializeToString(deterministic=True))
+            if (key.name, key.sha256, key.size) != (digest.name, digest.sha256, digest.size):
+                raise InvalidFieldError(
+                    f"Field attachments[{i}]: the key's file differs from the signed digest."
+                )
+            keys.append(key)
+        sealed = [self.core.seal_to_self(k.to_bytes()) for k in keys]
+        codes = ",".join(str(c.value) for c in header.handling_codes)
+        restricted = "\n".join(header.restricted_to)
+
+        def apply(s: Session) -> None:
+            if self.counterpart(s, header.case_ref) != header.sender:
+                raise PermissionDeniedError(
+                    f"Agency {header.sender} is not a party to case {header.case_ref}."
+                )
+            now = now_ms()
+            for key, blob_key in zip(keys, sealed, strict=True):
+                s.add(
+                    AttachmentRow(
+                        attachment_id=key.attachment_id,
+                        direction=IN,
+                        peer=header.sender,
+                        case_ref=header.case_ref,
+                        state=RECEIVING,
+                        size=key.size,
+                        chunk_size=key.chunk_size,
+                        total_chunks=key.chunks,
+                        confirmed_chunks=0,
+                        key_sealed=blob_key,
+                        sha256=key.sha256,
+                        message_id=header.message_id,
+                        handling_codes=codes,
+                        restricted_to=restricted,
+                        created_at=now,
+                    )
+                )
+
+        return apply
+
+    def _inbound(self, s: Session, peer: str, attachment_id: bytes) -> AttachmentRow:
+        row = s.scalars(
+            select(AttachmentRow).where(
+                AttachmentRow.direction == IN,
+                AttachmentRow.peer == peer,
+                AttachmentRow.attachment_id == attachment_id,
+            )
+        ).first()
+        if row is None:
+            raise NotFoundError(
+                f"No attachment {attachment_id.hex()[:32]} from {peer} is announced here."
+            )
+        return row
+
+    def peer_status(self, peer: str, attachment_id: bytes) -> apb.AttachmentProgress:
+        with self.core.db.read() as s:
+            row = self._inbound(s, peer, attachment_id)
+            return apb.AttachmentProgress(
+                attachment_id=row.attachment_id,
+                confirmed_chunks=row.confirmed_chunks,
+                total_chunks=row.total_chunks,
+                complete=row.state == AVAILABLE,
+            )
+
+    def receive_chunks(
+        self, peer: str, chunks: Iterable[apb.AttachmentChunk]
+    ) -> apb.AttachmentProgress:
+        """Authenticate and store a run of chunks; complete the file when all are in."""
+        stream = iter(chunks)
+        first = next(stream, None)
+        if first is None:
+            raise InvalidFieldError("A push carries at least one chunk.")
+        with self.core.db.read() as s:
+            row = self._inbound(s, peer, bytes(first.attachment_id))
+            s.expunge(row)
+        if row.state != RECEIVING:
+            return self.peer_status(peer, row.attachment_id)
+        key = self._key(row)
+        verifier = self._verifier(row, key)
+        blob = _blob_id(row)
+        handle = self.blobs.open_append(
+            blob,
+            key.cipher_offset(verifier.next_index)
+            if verifier.next_index < key.chunks
+            else key.cipher_size,
+        )
+        unsynced = 0
+        try:
+            for chunk in _chain(first, stream):
+                if chunk.attachment_id != row.attachment_id:
+                    raise InvalidFieldError("Field attachment_id: one push carries one file.")
+                try:
+                    verifier.feed(chunk.index, chunk.ciphertext)
+                except TamperedChunkError:
+                    self._ledger_refusal(row, chunk.index)
+                    raise
+                handle.write(chunk.ciphertext)
+                unsynced += len(chunk.ciphertext)
+                if unsynced >= SYNC_EVERY_BYTES:
+                    self._confirm(row.id, handle, verifier.next_index)
+                    unsynced = 0
+            self._confirm(row.id, handle, verifier.next_index)
+        finally:
+            handle.close()
+            self._park(row.id, verifier)
+        if verifier.complete:
+            self._finish_inbound(row.id, verifier)
+        return self.peer_status(peer, row.attachment_id)
+
+    def _ledger_refusal(self, row: AttachmentRow, index: int) -> None:
+        metrics.REJECTED.labels(reason="TamperedChunkError").inc()
+        with self.core.db.write() as s:
+            ledger.append(
+                s,
+                LedgerEntry.of(
+                    "attachment.chunk_refused",
+                    now_ms(),
+                    attachment_id=row.attachment_id.hex(),
+                    peer=row.peer,
+                    index=index,
+                ),
+            )
+
+    def _finish_inbound(self, row_id: int, verifier: StreamVerifier) -> None:
+        now = now_ms()
+        try:
+            verifier.finish()
+            problem = ""
+        except DigestMismatchError as e:
+            problem = e.message
+        with self.core.db.write() as s:
+            row = s.get(AttachmentRow, row_id)
+            assert row is not None
+            if row.state != RECEIVING:
+                return
+            row.state = REJECTED if problem else AVAILABLE
+            row.completed_at, row.last_error = now, problem
+            ledger.append(
+                s,
+                LedgerEntry.of(
+                    "attachment.rejected" if problem else "attachment.received",
+                    now,
+                    attachment_id=row.attachment_id.hex(),
+                    case_ref=row.case_ref,
+                    peer=row.peer,
+                    sha256=row.sha256.hex(),
+                    size=row.size,
+                ),
+            )
+        with self._lock:
+            self._progress.pop(row_id, None)
+        log.info(
+            "attachment_received", attachment_id=verifier.key.attachment_id.hex(), ok=not problem
+        )
+
+    # -- sender side: push after the evidence envelope is receipted -----------------------
+
+    def _on_outcome(self, s: Session, msg: MessageRow, delivered: bool) -> None:
+        if msg.message_type != MessageType.EVIDENCE.value:
+            return
+        rows = s.scalars(
+            select(AttachmentRow).where(
+                AttachmentRow.direction == OUT, AttachmentRow.message_id == msg.message_id
+            )
+        ).all()
+        for row in rows:
+            if delivered:
+                row.next_attempt_at = 0
+            else:
+                row.state, row.last_error = SEND_FAILED, msg.last_error
+        self.wake.set()
+
+    def due(self, now: int, limit: int = 4) -> list[int]:
+        """Claim outbound attachments whose envelope is delivered and whose push is due."""
+        with self.core.db.write() as s:
+            rows = s.scalars(
+                select(AttachmentRow)
+                .join(
+                    MessageRow,
+                    (MessageRow.message_id == AttachmentRow.message_id)
+                    & (MessageRow.direction == OUT),
+                )
+                .where(
+                    AttachmentRow.direction == OUT,
+                    AttachmentRow.state == SENDING,
+                    AttachmentRow.next_attempt_at <= now,
+                    AttachmentRow.lease_until <= now,
+                    MessageRow.state == DELIVERED,
+                )
+                .order_by(AttachmentRow.id)
+                .limit(limit)
+            ).all()
+            for row in rows:
+                row.lease_until = now + 120_000
+            return [r.id for r in rows]
+
+    def push(self, peers: PeerChannels, row_id: int, timeout: float) -> bool:
+        """Send one attachment's remaining chunks; True once the peer holds all of it."""
+        with self.core.db.read() as s:
+            row = s.get(AttachmentRow, row_id)
+            assert row is not None
+            s.expunge(row)
+        key = self._key(row)
+        blob = _blob_id(row)
+        try:
+            stub = fgrpc.FederationStub(peers.channel(row.peer))
+            status = stub.AttachmentStatus(
+                apb.AttachmentStatusRequest(attachment_id=row.attachment_id), timeout=timeout
+            )
+            if not status.complete:
+                start = status.confirmed_chunks
+
+                def chunks() -> Iterator[apb.AttachmentChunk]:
+                    for i in range(start, key.chunks):
+                        data = self.blobs.read(blob, key.cipher_offset(i), key.cipher_length(i))
+                        yield apb.AttachmentChunk(
+                            attachment_id=row.attachment_id, index=i, ciphertext=data
+                        )
+
+                # The deadline grows with what is left: about 1 s per 8 MiB on top.
+                left = key.cipher_size - key.cipher_offset(start) if start < key.chunks else 0
+                status = stub.PushAttachment(chunks(), timeout=timeout + left / (8 << 20))
+        except (grpc.RpcError, MlaxError) as e:
+            detail = e.details() if isinstance(e, grpc.RpcError) else e.message
+            self._push_failed(row_id, str(detail or "unreachable"))
+            return False
+        if not status.complete:
+            self._push_failed(row_id, "the peer has not confirmed every chunk")
+            return False
+        now = now_ms()
+        with self.core.db.write() as s:
+            fresh = s.get(AttachmentRow, row_id)
+            assert fresh is not None
+            fresh.state, fresh.completed_at = SENT, now
+            fresh.confirmed_chunks, fresh.lease_until, fresh.last_error = key.chunks, 0, ""
+            ledger.append(
+                s,
+                LedgerEntry.of(
+                    "attachment.delivered",
+                    now,
+                    attachment_id=row.attachment_id.hex(),
+                    case_ref=row.case_ref,
+                    peer=row.peer,
+                    sha256=row.sha256.hex(),
+                    size=row.size,
+                ),
+            )
+        log.info("attachment_delivered", attachment_id=row.attachment_id.hex(), peer=row.peer)
+        return True
+
+    def _push_failed(self, row_id: int, reason: str) -> None:
+        now = now_ms()
+        with self.core.db.write() as s:
+            row = s.get(AttachmentRow, row_id)
+            assert row is not None
+            row.attempts += 1
+            row.last_error = reason[:500]
+            row.lease_until = 0
+            row.next_attempt_at = now + min(60_000, 500 * 2 ** min(row.attempts, 7))
+        log.warning("attachment_push_failed", attachment_id=row_id, attempts=row.attempts)
+
+    # -- officer reads --------------------------------------------------------------------
+
+    def list_for_case(self, s: Session, case_ref: str) -> list[apb.AttachmentInfo]:
+        rows = s.scalars(
+            select(AttachmentRow)
+            .where(AttachmentRow.case_ref == case_ref)
+            .order_by(AttachmentRow.id)
+        ).all()
+        out = []
+        for row in rows:
+            view = info(row)
+            if row.state != UPLOADING:
+                try:
+                    view.name = self._key(row).name
+                except MlaxError:
+                    view.name = "(key no longer held)"
+            out.append(view)
+        return out
+
+    def download(self, officer: Officer, req: apb.DownloadRequest) -> Iterator[apb.DownloadPart]:
+        """The plaintext of a verified attachment, chunk by chunk (a ledgered read)."""
+        try:
+            attachment_id = bytes.fromhex(req.attachment_id)
+        except ValueError:
+            raise InvalidFieldError("Field attachment_id: 32 hex digits.") from None
+        with self.core.db.write() as s:
+            rows = s.scalars(
+                select(AttachmentRow).where(AttachmentRow.attachment_id == attachment_id)
+            ).all()
+            row = next((r for r in rows if r.direction == IN), rows[0] if rows else None)
+            if row is None:
+                raise NotFoundError(f"No attachment {req.attachment_id} on this node.")
+            if row.state not in (AVAILABLE, SENDING, SENT):
+                raise _NotReadyError(
+                    f"Attachment {req.attachment_id} is {row.state}: it can be downloaded "
+                    "once every chunk is in and its digest verified."
+                )
+            restricted = [r for r in row.restricted_to.split("\n") if r]
+            if (
+                HandlingCode.RESTRICTED_TO_NAMED_OFFICERS in _codes(row.handling_codes)
+                and officer.name not in restricted
+                and officer.name != row.uploaded_by
+            ):
+                raise PermissionDeniedError(
+                    f"Attachment {req.attachment_id} is restricted to named officers."
+                )
+            ledger.append(
+                s,
+                LedgerEntry.of(
+                    "attachment.downloaded",
+                    now_ms(),
+                    attachment_id=req.attachment_id,
+                    case_ref=row.case_ref,
+                    officer=officer.name,
+                    from_chunk=req.from_chunk,
+                ),
+            )
+            s.expunge(row)
+        key = self._key(row)
+        if req.from_chunk > key.chunks:
+            raise InvalidFieldError(f"Field from_chunk: the file has {key.chunks} chunks.")
+        return self._stream(row, key, req.from_chunk)
+
+    def _stream(
+        self, row: AttachmentRow, key: AttachmentKey, start: int
+    ) -> Iterator[apb.DownloadPart]:
+        head = info(row)
+        head.name = key.name
+        yield apb.DownloadPart(info=head, index=start)
+        cipher = ChunkCipher.of(key)
+        blob = _blob_id(row)
+        for i in range(start, key.chunks):
+            data = self.blobs.read(blob, key.cipher_offset(i), key.cipher_length(i))
+            yield apb.DownloadPart(index=i, data=cipher.open(i, data, final=key.is_final(i)))
+
+
+class _NotReadyError(MlaxError):
+    status = "FAILED_PRECONDITION"
+
+
+def _chain(
+    first: apb.AttachmentChunk, rest: Iterator[apb.AttachmentChunk]
+) -> Iterator[apb.AttachmentChunk]:
+    yield first
+    yield from rest
+
+
+class AttachmentPusher:
+    """Background thread: pushes delivered evidence's chunks to peers, with backoff."""
+
+    def __init__(self, desk: AttachmentDesk, peers: PeerChannels, timeout: float) -> None:
+        self.desk = desk
+        self.peers = peers
+        self.timeout = timeout
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="attachment-pusher", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self.desk.wake.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                for row_id in self.desk.due(now_ms()):
+                    if self._stop.is_set():
+                        break
+                    self.desk.push(self.peers, row_id, self.timeout)
+            except Exception:
+                log.exception("attachment_tick_failed")
+            self.desk.wake.wait(0.5)
+            self.desk.wake.clear()

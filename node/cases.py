@@ -1,0 +1,926 @@
+"""Casework on a node: drafts, four-eyes approval, signed transitions, legal clocks.
+
+Both parties' nodes hold the same case: each transition is an envelope from the party
+entitled to make it, checked by `exchange.casework` on arrival and applied in the
+transaction that stores it. The sender applies its own transition only when the peer's
+receipt arrives (until then it is *pending*), and a node holding a pending transition
+refuses the peer's concurrent one, so two parties acting at once both get a conflict
+and neither history forks.
+
+Content stays sealed at rest: the form is kept sealed to the node's own key, and each
+transition's details live in its envelope; reading them is a ledgered access.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import structlog
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from exchange import casework, forms
+from exchange._proto.mlax.v1 import attachment_pb2 as apb
+from exchange._proto.mlax.v1 import casework_pb2 as cpb
+from exchange._proto.mlax.v1 import forms_pb2 as fpb
+from exchange.case import (
+    TERMINAL_STATES,
+    Action,
+    Case,
+    CaseState,
+    ClockLimits,
+    ClockPolicy,
+    Party,
+    Transition,
+    Urgency,
+    allowed_actions,
+    deadlines,
+    overdue,
+)
+from exchange.encoding import format_uuid, now_ms
+from exchange.envelope import (
+    Envelope,
+    HandlingCode,
+    Header,
+    MessageType,
+    Opened,
+)
+from exchange.errors import InvalidFieldError, MlaxError
+from exchange.ledger_entry import LedgerEntry
+from node import ledger, metrics
+from node.config import CasesSection
+from node.core import IN, NodeCore, NotFoundError, Officer, PermissionDeniedError
+from node.storage.models import CaseEventRow, CaseRow, MessageRow
+
+log = structlog.get_logger("mlax.cases")
+
+SUBMISSION_TYPES = (
+    MessageType.MLA_REQUEST,
+    MessageType.EXTRADITION_REQUEST,
+    MessageType.VICTIM_ID_REQUEST,
+)
+CASE_MESSAGE_TYPES = frozenset(
+    {*(t.value for t in SUBMISSION_TYPES), MessageType.CASE_TRANSITION.value}
+)
+# Clocks raised at most once per case; a case leaves these states only by an act.
+_APPROVAL_SKEW_MS = 5 * 60 * 1000
+
+
+class CaseStaleError(MlaxError):
+    """An action taken on an older view of the case than the node holds."""
+
+    status = "FAILED_PRECONDITION"
+
+
+class CaseBusyError(MlaxError):
+    """An action while this node's previous transition is still on its way to the peer."""
+
+    status = "FAILED_PRECONDITION"
+
+
+class ApprovalError(MlaxError):
+    """An approval that four-eyes does not accept."""
+
+    status = "PERMISSION_DENIED"
+
+
+def policy_of(cfg: CasesSection) -> ClockPolicy:
+    def lim(ack: float, response: float) -> ClockLimits:
+        return ClockLimits(ack_ms=int(ack * 1000), response_ms=int(response * 1000))
+
+    return ClockPolicy(
+        emergency=lim(cfg.emergency_ack_seconds, cfg.emergency_response_seconds),
+        urgent=lim(cfg.urgent_ack_seconds, cfg.urgent_response_seconds),
+        ordinary=lim(cfg.ordinary_ack_seconds, cfg.ordinary_response_seconds),
+    )
+
+
+def _codes(text: str) -> tuple[HandlingCode, ...]:
+    return tuple(HandlingCode(int(c)) for c in text.split(",") if c)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(n for n in text.split("\n") if n)
+
+
+def _domain(row: CaseRow, events: list[CaseEventRow]) -> Case:
+    """The exchange.case view of a stored case."""
+    return Case(
+        case_ref=row.case_ref,
+        requesting_agency=row.requesting,
+        requested_agency=row.requested,
+        urgency=Urgency(row.urgency),
+        opened_at=row.opened_at,
+        state=CaseState(row.state),
+        history=tuple(
+            Transition(row.case_ref, Action(e.action), Party(e.party), e.at) for e in events
+        ),
+    )
+
+
+class CaseDesk:
+    """Case operations over the node's database and identity."""
+
+    def __init__(self, core: NodeCore, cfg: CasesSection) -> None:
+        self.core = core
+        self.cfg = cfg
+        self.policy = policy_of(cfg)
+        self.agency = core.agency
+        for t in SUBMISSION_TYPES:
+            core.receive_hooks[t] = self._on_submission
+        core.receive_hooks[MessageType.CASE_TRANSITION] = self._on_transition
+        core.outcome_hooks.append(self._on_outcome)
+
+    # -- reading --------------------------------------------------------------------------
+
+    def _row(self, s: Session, case_ref: str, lock: bool = False) -> CaseRow:
+        q = select(CaseRow).where(CaseRow.case_ref == case_ref)
+        if lock:
+            q = q.with_for_update()
+        row = s.scalars(q).first()
+        if row is None:
+            raise NotFoundError(f"No case {case_ref[:128]} on this node.")
+        return row
+
+    @staticmethod
+    def _events(s: Session, row: CaseRow) -> list[CaseEventRow]:
+        return list(
+            s.scalars(
+                select(CaseEventRow)
+                .where(CaseEventRow.case_id == row.id)
+                .order_by(CaseEventRow.seq)
+            ).all()
+        )
+
+    def counterpart(self, s: Session, case_ref: str) -> str:
+        """The other party of a live case (evidence goes there); raises if it takes none."""
+        row = self._row(s, case_ref)
+        if row.state in (CaseState.DRAFT.value, CaseState.CLOSED.value):
+            raise CaseStaleError(
+                f"Case {case_ref} is {row.state}: evidence travels only on a submitted, open case."
+            )
+        return row.peer
+
+    def summary(self, s: Session, row: CaseRow, now: int | None = None) -> cpb.CaseSummary:
+        now = now_ms() if now is None else now
+        case = _domain(row, self._events(s, row))
+        due = deadlines(case, self.policy)
+        pending = ""
+        pending_error = ""
+        if row.pending_message_id:
+            msg = s.scalars(
+                select(MessageRow).where(
+                    MessageRow.message_id == row.pending_message_id, MessageRow.direction == "out"
+                )
+            ).first()
+            if msg is not None:
+                pending, pending_error = msg.state, msg.last_error
+        role = Party(row.role)
+        actions = (
+            []
+            if row.pending_action or row.awaiting_approval
+            else [a.value for a in allowed_actions(case.state, role)]
+        )
+        return cpb.CaseSummary(
+            case_ref=row.case_ref,
+            case_type=row.case_type,
+            role=row.role,
+            peer=row.peer,
+            state=row.state,
+            urgency=row.urgency,
+            seq=row.seq,
+            opened_at=row.opened_at,
+            updated_at=row.updated_at,
+            pending_action=row.pending_action,
+            pending_delivery=pending,
+            pending_error=pending_error,
+            awaiting_approval=row.awaiting_approval,
+            created_by=row.created_by or "",
+            approved_by=row.approved_by,
+            ack_due=due.ack_due or 0,
+            response_due=due.response_due or 0,
+            overdue=overdue(case, self.policy, now),
+            requested_deadline=row.requested_deadline,
+            allowed_actions=actions,
+            form_digest=row.form_digest,
+            head_digest=row.head_digest,
+            handling_codes=[c.value for c in _codes(row.handling_codes)],
+            restricted_to=list(_names(row.restricted_to)),
+            last_error=row.last_error,
+        )
+
+    def list_cases(self, req: cpb.ListCasesRequest) -> cpb.ListCasesResponse:
+        q = select(CaseRow).order_by(CaseRow.updated_at.desc()).limit(min(req.limit or 100, 1000))
+        if req.states:
+            q = q.where(CaseRow.state.in_(list(req.states)))
+        if req.peer:
+            q = q.where(CaseRow.peer == req.peer)
+        if req.case_type:
+            q = q.where(CaseRow.case_type == req.case_type)
+        if req.awaiting_approval:
+            q = q.where(CaseRow.awaiting_approval.is_(True))
+        if req.open_only:
+            q = q.where(CaseRow.state != CaseState.CLOSED.value)
+        now = now_ms()
+        with self.core.db.read() as s:
+            out = [self.summary(s, r, now) for r in s.scalars(q).all()]
+        if req.overdue_only:
+            out = [c for c in out if c.overdue]
+        return cpb.ListCasesResponse(cases=out)
+
+    def view(
+        self,
+        officer: Officer,
+        case_ref: str,
+        include_content: bool = False,
+        attachments: Callable[[Session, str], list[apb.AttachmentInfo]] | None = None,
+    ) -> cpb.CaseView:
+        with self.core.db.read() as s:
+            row = self._row(s, case_ref)
+            view = cpb.CaseView(summary=self.summary(s, row))
+            events = self._events(s, row)
+            messages = {
+                m.message_id: m
+                for m in s.scalars(
+                    select(MessageRow).where(
+                        MessageRow.message_id.in_([e.message_id for e in events if e.message_id])
+                    )
+                ).all()
+            }
+            if attachments is not None:
+                view.attachments.extend(attachments(s, case_ref))
+            form_sealed = row.form_sealed
+            codes, named = _codes(row.handling_codes), _names(row.restricted_to)
+            created_by = row.created_by
+        for e in events:
+            view.timeline.append(
+                cpb.CaseEvent(
+                    seq=e.seq,
+                    action=e.action,
+                    party=e.party,
+                    agency=e.agency,
+                    at=e.at,
+                    officer=e.officer,
+                    message_id=format_uuid(e.message_id) if e.message_id else "",
+                    digest=e.digest,
+                    state_after=e.state_after,
+                )
+            )
+        if not include_content:
+            return view
+        if officer.role == "auditor":
+            raise PermissionDeniedError("Auditors see a case's metadata and timeline, not content.")
+        if (
+            HandlingCode.RESTRICTED_TO_NAMED_OFFICERS in codes
+            and officer.name not in named
+            and officer.name != created_by
+        ):
+            self._ledger_refusal(case_ref, officer, "restricted_to_named_officers")
+            raise PermissionDeniedError(f"Case {case_ref} is restricted to named officers.")
+        view.form.CopyFrom(fpb.CaseForm.FromString(self.core.open_from_self(form_sealed)))
+        for event, e in zip(view.timeline, events, strict=True):
+            msg = messages.get(e.message_id)
+            if msg is None:
+                continue
+            body = casework.parse_body(self.core.open_from_self(msg.self_copy or msg.envelope))
+            if body.HasField("details"):
+                event.details.CopyFrom(body.details)
+        with self.core.db.write() as s:
+            ledger.append(
+                s,
+                LedgerEntry.of(
+                    "case.read",
+                    now_ms(),
+                    case_ref=case_ref,
+                    officer=officer.name,
+                    role=officer.role,
+                ),
+            )
+        return view
+
+    def _ledger_refusal(self, case_ref: str, officer: Officer, reason: str) -> None:
+        with self.core.db.write() as s:
+            ledger.append(
+                s,
+                LedgerEntry.of(
+                    "case.read_refused",
+                    now_ms(),
+                    case_ref=case_ref,
+                    officer=officer.name,
+                    reason=reason,
+                ),
+            )
+
+    # -- drafting -------------------------------------------------------------------------
+
+    def create(self, officer: Officer, req: cpb.CreateCaseRequest) -> str:
+        now = now_ms()
+        forms.validate_form(req.form, now_ms=now)
+        case_type = casework.CASE_TYPE_NAMES[forms.case_type_of(req.form)]
+        requesting, requested = forms.parties_of(req.form)
+        if requesting != self.agency:
+            raise InvalidFieldError(
+                f"Field requesting_authority: this node's agency is {self.agency}, not "
+                f"{requesting}."
+            )
+        recipient = req.recipient or requested
+        if recipient != requested:
+            raise InvalidFieldError(
+                f"Field requested_authority: the form names {requested}, the request is "
+                f"addressed to {recipient}."
+            )
+        if recipient == self.agency or self.core.directory.current().agency(recipient) is None:
+            raise InvalidFieldError(
+                f"Field requested_authority: {recipient} is not another member of the federation."
+            )
+        try:
+            codes = tuple(HandlingCode(c) for c in req.handling_codes)
+        except ValueError:
+            raise InvalidFieldError("Field handling_codes: unknown handling code.") from None
+        if HandlingCode.RESTRICTED_TO_NAMED_OFFICERS in codes and not req.restricted_to:
+            raise InvalidFieldError(
+                "Field restricted_to: a case restricted to named officers must name them."
+            )
+        if len(req.idempotency_key) > 128:
+            raise InvalidFieldError("Field idempotency_key: at most 128 characters.")
+        if req.idempotency_key:
+            with self.core.db.read() as s:
+                prior = s.scalars(
+                    select(CaseRow).where(
+                        CaseRow.created_by == officer.name,
+                        CaseRow.idempotency_key == req.idempotency_key,
+                    )
+                ).first()
+                if prior is not None:
+                    return prior.case_ref
+        form_bytes = req.form.SerializeToString(deterministic=True)
+        sealed = self.core.seal_to_self(form_bytes)
+        urgency = forms.urgency_of(req.form).value
+        deadline = forms.deadline_of(req.form) or 0
+        year = datetime.fromtimestamp(now / 1000, UTC).year
+        for _ in range(5):
+            try:
+                with self.core.db.write() as s:
+                    prefix = f"{self.agency}-{year}-"
+                    count = (
+                        s.scalar(
+                            select(func.count())
+                            .select_from(CaseRow)
+                            .where(CaseRow.case_ref.like(f"{prefix}%"))
+                        )
+                        or 0
+                    )
+                    case_ref = f"{prefix}{count + 1:05d}"
+                    s.add(
+                        CaseRow(
+                            case_ref=case_ref,
+                            case_type=case_type,
+                            role=Party.REQUESTING.value,
+                            requesting=self.agency,
+                            requested=recipient,
+                            peer=recipient,
+                            urgency=urgency,
+                            state=CaseState.DRAFT.value,
+                            seq=0,
+                            head_digest=b"",
+                            opened_at=now,
+                            updated_at=now,
+                            requested_deadline=deadline,
+                            handling_codes=",".join(str(c.value) for c in codes),
+                            restricted_to="\n".join(req.restricted_to),
+                            form_sealed=sealed,
+                            form_digest=casework.form_digest(req.form),
+                            created_by=officer.name,
+                            idempotency_key=req.idempotency_key or None,
+                        )
+                    )
+                    ledger.append(
+                        s,
+                        LedgerEntry.of(
+                            "case.created",
+                            now,
+                            case_ref=case_ref,
+                            case_type=case_type,
+                            requested=recipient,
+                            officer=officer.name,
+                            form_digest=casework.form_digest(req.form).hex(),
+                        ),
+                    )
+                return case_ref
+            except IntegrityError:
+                continue  # another replica took that number; count again
+        raise CaseBusyError("Could not allocate a case reference; try again.")
+
+    # -- acting ---------------------------------------------------------------------------
+
+    def act(self, officer: Officer, req: cpb.CaseActionRequest) -> str:
+        action = casework.action_of(req.action)
+        with self.core.db.read() as s:
+            row = self._row(s, req.case_ref)
+            self._check_fresh(row, req.expected_seq)
+            if action is Action.SUBMIT:
+                if row.state != CaseState.DRAFT.value or row.role != Party.REQUESTING.value:
+                    raise CaseStaleError(f"Case {row.case_ref} is {row.state}: it was submitted.")
+                if row.case_type in self.cfg.approval_types and not row.approved_by:
+                    return self._ask_approval(officer, row.case_ref)
+                return self._send(officer, row.case_ref, Action.SUBMIT, None)
+            if row.seq == 0:
+                return self._act_locally(officer, row.case_ref, action)
+        return self._send(officer, req.case_ref, action, req.details)
+
+    @staticmethod
+    def _check_fresh(row: CaseRow, expected_seq: int) -> None:
+        if expected_seq and expected_seq != row.seq:
+            raise CaseStaleError(
+                f"Case {row.case_ref} moved on to step {row.seq} since you looked at step "
+                f"{expected_seq}; look at it again."
+            )
+        if row.pending_action:
+            raise CaseBusyError(
+                f"Case {row.case_ref}: this node's {row.pending_action} is still on its way to "
+                f"{row.peer}; act again once it is delivered."
+            )
+        if row.awaiting_approval:
+            raise CaseBusyError(f"Case {row.case_ref} is waiting for a supervisor's approval.")
+
+    def _ask_approval(self, officer: Officer, case_ref: str) -> str:
+        now = now_ms()
+        with self.core.db.write() as s:
+            row = self._row(s, case_ref, lock=True)
+            self._check_fresh(row, 0)
+            row.awaiting_approval, row.updated_at, row.last_error = True, now, ""
+            ledger.append(
+                s,
+                LedgerEntry.of(
+                    "case.approval_requested",
+                    now,
+                    case_ref=case_ref,
+                    officer=officer.name,
+                    form_digest=row.form_digest.hex(),
+                ),
+            )
+        log.info("case_awaiting_approval", case_ref=case_ref)
+        return case_ref
+
+    def _act_locally(self, officer: Officer, case_ref: str, action: Action) -> str:
+        """Withdraw or close a draft that never left this node: nothing to tell the peer."""
+        now = now_ms()
+        with self.core.db.write() as s:
+            row = self._row(s, case_ref, lock=True)
+            case = _domain(row, [])
+            after = case.apply(
+                Transition(case_ref, action, Party(row.role), max(now, row.updated_at))
+            )
+            row.state, row.updated_at, row.awaiting_approval = after.state.value, now, False
+            ledger.append(
+                s,
+                LedgerEntry.of(
+                    "case.draft_" + action.value, now, case_ref=case_ref, officer=officer.name
+                ),
+            )
+        return case_ref
+
+    def approve(self, officer: Officer, req: cpb.ApproveCaseRequest, cert_pem: bytes) -> str:
+        now = now_ms()
+        with self.core.db.read() as s:
+            row = self._row(s, req.case_ref)
+            if not row.awaiting_approval:
+                raise CaseStaleError(f"Case {row.case_ref} is not waiting for approval.")
+            if row.created_by == officer.name:
+                raise ApprovalError(
+                    f"Four-eyes: {officer.name} drafted case {row.case_ref} and cannot approve it."
+                )
+            if bytes(req.form_digest) != row.form_digest:
+                raise CaseStaleError(
+                    f"The draft of case {row.case_ref} differs from the one you approved."
+                )
+        if abs(req.at - now) > _APPROVAL_SKEW_MS:
+            raise ApprovalError("The approval's time is more than 5 minutes from the node's.")
+        message = casework.approval_message(req.case_ref, row.form_digest, officer.name, req.at)
+        try:
+            key = x509.load_pem_x509_certificate(cert_pem).public_key()
+            if not isinstance(key, ec.EllipticCurvePublicKey):
+                raise InvalidSignature
+            key.verify(bytes(req.signature), message, ec.ECDSA(hashes.SHA256()))
+        except (InvalidSignature, ValueError):
+            raise ApprovalError(
+                "The approval signature does not verify under your credential's key."
+            ) from None
+        approval = cpb.CaseApproval(supervisor=officer.name, at=req.at, form_digest=row.form_digest)
+        return self._send(
+            officer, req.case_ref, Action.SUBMIT, None, approval=(approval, bytes(req.signature))
+        )
+
+    def _send(
+        self,
+        officer: Officer,
+        case_ref: str,
+        action: Action,
+        details: fpb.TransitionDetails | None,
+        approval: tuple[cpb.CaseApproval, bytes] | None = None,
+    ) -> str:
+        with self.core.db.read() as s:
+            row = self._row(s, case_ref)
+            if approval is None:
+                self._check_fresh(row, 0)
+            elif row.pending_action or not row.awaiting_approval:
+                raise CaseStaleError(f"Case {case_ref} is not waiting for approval.")
+            case = _domain(row, self._events(s, row))
+            seq, head = row.seq, row.head_digest
+            form = (
+                fpb.CaseForm.FromString(self.core.open_from_self(row.form_sealed))
+                if action is Action.SUBMIT
+                else None
+            )
+            codes, named, peer = _codes(row.handling_codes), _names(row.restricted_to), row.peer
+        now = max(now_ms(), case.history[-1].at_ms if case.history else 0)
+        if action is not Action.SUBMIT and (
+            details is None or details.WhichOneof("details") is None
+        ):
+            # No details given: the action's own (empty) kind, or the error naming what
+            # it needs (a refusal's grounds, say).
+            details = forms.details_from_mapping(action, {})
+        body, applied = casework.build(
+            case,
+            action=action,
+            party_agency=self.agency,
+            seq=seq + 1,
+            prev_digest=head,
+            at_ms=now,
+            officer=officer.name,
+            details=details,
+            form=form,
+            approval=approval[0] if approval else None,
+        )
+        message_type = (
+            MessageType(forms.message_type_of(forms.case_type_of(form)))
+            if form is not None
+            else MessageType.CASE_TRANSITION
+        )
+        msg, entry = self.core.outbound(
+            officer.name,
+            peer,
+            body,
+            message_type,
+            case_ref=case_ref,
+            handling_codes=codes,
+            restricted_to=named,
+            now=now,
+        )
+        with self.core.db.write() as s:
+            row = self._row(s, case_ref, lock=True)
+            if row.seq != seq or row.pending_action:
+                raise CaseStaleError(
+                    f"Case {case_ref} changed while your {action.value} was prepared; look "
+                    "at it again."
+                )
+            s.add(msg)
+            ledger.append(s, entry)
+            if approval is not None:
+                row.awaiting_approval = False
+                row.approved_by, row.approved_at = officer.name, approval[0].at
+                row.approval_signature = approval[1]
+                ledger.append(
+                    s,
+                    LedgerEntry.of(
+                        "case.approved",
+                        now,
+                        case_ref=case_ref,
+                        supervisor=officer.name,
+                        form_digest=row.form_digest.hex(),
+                        signature=approval[1].hex(),
+                    ),
+                )
+            row.pending_action = action.value
+            row.pending_message_id = msg.message_id
+            row.updated_at, row.last_error = now, ""
+            ledger.append(
+                s,
+                LedgerEntry.of(
+                    "case.transition_sent",
+                    now,
+                    case_ref=case_ref,
+                    seq=seq + 1,
+                    action=action.value,
+                    officer=officer.name,
+                    digest=applied.digest.hex(),
+                    message_id=format_uuid(msg.message_id),
+                ),
+            )
+        self.core.on_submit()
+        log.info("case_transition_sent", case_ref=case_ref, action=action.value, seq=seq + 1)
+        return case_ref
+
+    # -- the peer's transitions -----------------------------------------------------------
+
+    def _record_event(
+        self, s: Session, row: CaseRow, applied: casework.Applied, agency: str, message_id: bytes
+    ) -> None:
+        party = Party.REQUESTING if agency == row.requesting else Party.REQUESTED
+        s.add(
+            CaseEventRow(
+                case_id=row.id,
+                seq=applied.body.seq,
+                action=applied.action.value,
+                party=party.value,
+                agency=agency,
+                at=applied.body.at,
+                officer=applied.body.officer,
+                message_id=message_id,
+                digest=applied.digest,
+                state_after=applied.case.state.value,
+            )
+        )
+        row.state = applied.case.state.value
+        row.seq, row.head_digest = applied.body.seq, applied.digest
+        row.updated_at = max(row.updated_at, applied.body.at)
+        ledger.append(
+            s,
+            LedgerEntry.of(
+                "case.transition",
+                now_ms(),
+                case_ref=row.case_ref,
+                seq=applied.body.seq,
+                action=applied.action.value,
+                by=agency,
+                state=applied.case.state.value,
+                digest=applied.digest.hex(),
+                message_id=format_uuid(message_id),
+            ),
+        )
+        metrics.CASE_TRANSITIONS.labels(action=applied.action.value).inc()
+
+    def _on_submission(self, opened: Opened) -> Callable[[Session], None]:
+        header = opened.header
+        applied = casework.check_submission(header, opened.body)
+        form = applied.body.form
+        sealed = self.core.seal_to_self(form.SerializeToString(deterministic=True))
+        case_type = casework.CASE_TYPE_NAMES[forms.case_type_of(form)]
+
+        def apply(s: Session) -> None:
+            if s.scalars(select(CaseRow.id).where(CaseRow.case_ref == header.case_ref)).first():
+                raise casework.CaseConflictError(
+                    f"Case {header.case_ref} was already submitted here."
+                )
+            row = CaseRow(
+                case_ref=header.case_ref,
+                case_type=case_type,
+                role=Party.REQUESTED.value,
+                requesting=header.sender,
+                requested=self.agency,
+                peer=header.sender,
+                urgency=applied.case.urgency.value,
+                state=CaseState.DRAFT.value,
+                seq=0,
+                head_digest=b"",
+                opened_at=applied.body.at,
+                updated_at=applied.body.at,
+                requested_deadline=forms.deadline_of(form) or 0,
+                handling_codes=",".join(str(c.value) for c in header.handling_codes),
+                restricted_to="\n".join(header.restricted_to),
+                form_sealed=sealed,
+                form_digest=casework.form_digest(form),
+                approved_by=applied.body.approval.supervisor,
+                approved_at=applied.body.approval.at,
+            )
+            s.add(row)
+            s.flush()
+            self._record_event(s, row, applied, header.sender, header.message_id)
+
+        return apply
+
+    def _on_transition(self, opened: Opened) -> Callable[[Session], None]:
+        header = opened.header
+        data = opened.body
+        casework.parse_body(data)  # malformed bodies are refused before any lock
+
+        def apply(s: Session) -> None:
+            row = s.scalars(
+                select(CaseRow).where(CaseRow.case_ref == header.case_ref).with_for_update()
+            ).first()
+            if row is None or row.peer != header.sender:
+                raise casework.CaseConflictError(
+                    f"Case {header.case_ref[:128]} is not shared with {header.sender} here."
+                )
+            if row.pending_action:
+                raise casework.CaseConflictError(
+                    f"Case {row.case_ref}: both agencies acted at once ({row.pending_action} "
+                    "here); look at the case and act again."
+                )
+            case = _domain(row, self._events(s, row))
+            applied = casework.check_transition(case, row.seq, row.head_digest, header, data)
+            self._record_event(s, row, applied, header.sender, header.message_id)
+
+        return apply
+
+    def _on_outcome(self, s: Session, msg: MessageRow, delivered: bool) -> None:
+        """Our pending transition was receipted (apply it) or refused (drop it)."""
+        if msg.message_type not in CASE_MESSAGE_TYPES or not msg.case_ref:
+            return
+        row = s.scalars(
+            select(CaseRow).where(CaseRow.case_ref == msg.case_ref).with_for_update()
+        ).first()
+        if row is None or row.pending_message_id != msg.message_id:
+            return
+        action = row.pending_action
+        row.pending_action, row.pending_message_id = "", b""
+        if not delivered:
+            row.last_error = f"{action} not delivered: {msg.last_error}"[:500]
+            ledger.append(
+                s,
+                LedgerEntry.of(
+                    "case.transition_failed",
+                    now_ms(),
+                    case_ref=row.case_ref,
+                    action=action,
+                    message_id=format_uuid(msg.message_id),
+                ),
+            )
+            log.warning("case_transition_failed", case_ref=row.case_ref, action=action)
+            return
+        data = self.core.open_from_self(msg.self_copy or msg.envelope)
+        body = casework.parse_body(data)
+        action_enum = casework.action_of(body.action)
+        after = _domain(row, self._events(s, row)).apply(
+            Transition(
+                row.case_ref,
+                action_enum,
+                Party(row.role),
+                body.at,
+                casework.reason_of(action_enum, body.details),
+            )
+        )
+        applied = casework.Applied(after, body, casework.transition_digest(data), action_enum)
+        self._record_event(s, row, applied, self.agency, msg.message_id)
+
+    # -- legal clocks ---------------------------------------------------------------------
+
+    def check_clocks(self, now: int | None = None) -> dict[str, int]:
+        """Raise each newly overdue clock once (log alert, ledger); count all for metrics."""
+        now = now_ms() if now is None else now
+        counts = {"acknowledgement": 0, "response": 0}
+        live = [s.value for s in CaseState if s not in TERMINAL_STATES]
+        with self.core.db.write() as s:
+            rows = s.scalars(
+                select(CaseRow).where(
+                    CaseRow.state.in_(live), CaseRow.state != CaseState.DRAFT.value
+                )
+            ).all()
+            for row in rows:
+                late = overdue(_domain(row, self._events(s, row)), self.policy, now)
+                alerted = set(filter(None, row.alerted.split(",")))
+                for clock in late:
+                    counts[clock] += 1
+                    if clock in alerted:
+                        continue
+                    alerted.add(clock)
+                    log.warning(
+                        "case_overdue",
+                        alert=True,
+                        case_ref=row.case_ref,
+                        clock=clock,
+                        role=row.role,
+                        peer=row.peer,
+                        urgency=row.urgency,
+                    )
+                    ledger.append(
+                        s,
+                        LedgerEntry.of(
+                            "case.overdue",
+                            now,
+                            case_ref=row.case_ref,
+                            clock=clock,
+                            peer=row.peer,
+                        ),
+                    )
+                row.alerted = ",".join(sorted(alerted))
+        for clock, n in counts.items():
+            metrics.CASES_OVERDUE.labels(clock=clock).set(n)
+        return counts
+
+
+class ClockWatch:
+    """Background thread: looks for overdue legal clocks every `every` seconds."""
+
+    def __init__(self, desk: CaseDesk, every: float) -> None:
+        self.desk = desk
+        self.every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="case-clocks", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0 if not self._thread.ident else self.every):
+            try:
+                self.desk.check_clocks()
+            except Exception:
+                log.exception("case_clock_check_failed")
+
+
+# -- handling codes: onward transmission -----------------------------------------------------
+
+
+def forward(core: NodeCore, officer: Officer, message_id: str, recipient: str, note: str) -> bytes:
+    """Pass an inbound note on to another agency, unless its handling codes forbid it.
+
+    Returns the new message id. A refused attempt is ledgered with its reason.
+    """
+    from exchange._proto.mlax.v1 import officer_pb2 as opb
+    from exchange.encoding import parse_uuid
+
+    try:
+        raw = parse_uuid(message_id)
+    except ValueError:
+        raise InvalidFieldError(f"{message_id[:40]!r} is not a message id.") from None
+    with core.db.read() as s:
+        msg = s.scalars(
+            select(MessageRow).where(MessageRow.message_id == raw, MessageRow.direction == IN)
+        ).first()
+        if msg is None:
+            raise NotFoundError(f"No inbound message {message_id} on this node.")
+        s.expunge(msg)
+    codes = _codes(msg.handling_codes)
+    envelope = Envelope.from_bytes(msg.envelope, core.limits)
+    header = Header.from_bytes(envelope.header, core.limits)
+
+    def refuse(reason: str, text: str) -> PermissionDeniedError:
+        with core.db.write() as s:
+            ledger.append(
+                s,
+                LedgerEntry.of(
+                    "message.forward_refused",
+                    now_ms(),
+                    message_id=message_id,
+                    recipient=recipient,
+                    officer=officer.name,
+                    reason=reason,
+                ),
+            )
+        metrics.REJECTED.labels(reason="forward_" + reason).inc()
+        log.warning("forward_refused", message_id=message_id, reason=reason)
+        return PermissionDeniedError(text)
+
+    if HandlingCode.NO_ONWARD_TRANSMISSION in codes:
+        raise refuse(
+            "no_onward_transmission",
+            f"Message {message_id} carries the handling code no-onward-transmission: "
+            "it cannot be forwarded.",
+        )
+    if HandlingCode.RESTRICTED_TO_NAMED_OFFICERS in codes and officer.name not in (
+        header.restricted_to
+    ):
+        raise refuse(
+            "restricted_to_named_officers",
+            f"Message {message_id} is restricted to named officers.",
+        )
+    if header.message_type not in (MessageType.NOTE, MessageType.REPLY):
+        raise CaseStaleError(
+            f"Message {message_id} is case material ({header.message_type.name}); it "
+            "leaves this agency only through a case of its own."
+        )
+    content = opb.Content.FromString(core.open_from_self(msg.envelope))
+    text = (note + "\n\n" if note else "") + f"--- forwarded from {header.sender} ---\n"
+    text += content.text
+    forwarded = opb.Content(
+        subject=f"Fwd: {content.subject}"[:300],
+        text=text,
+        media_type=content.media_type or "text/plain",
+    )
+    row, entry = core.outbound(
+        officer.name,
+        recipient,
+        forwarded.SerializeToString(deterministic=True),
+        MessageType.NOTE,
+        case_ref=header.case_ref,
+        handling_codes=codes,
+        restricted_to=header.restricted_to,
+    )
+    with core.db.write() as s:
+        s.add(row)
+        ledger.append(s, entry)
+        ledger.append(
+            s,
+            LedgerEntry.of(
+                "message.forwarded",
+                now_ms(),
+                message_id=message_id,
+                forwarded_as=format_uuid(row.message_id),
+                recipient=recipient,
+                officer=officer.name,
+            ),
+        )
+    core.on_submit()
+    return row.message_id

@@ -1,0 +1,330 @@
+"""The officer SDK for casework and evidence: cases, four-eyes approval, attachments.
+
+    cases = CaseClient(OfficerClient.from_bundle(Path("alice.json"), b"passphrase"))
+    view = cases.create(form)                  # a draft (exchange.forms builds the form)
+    cases.act(view.summary.case_ref, "submit")  # waits for a supervisor when four-eyes applies
+    cases.attach(case_ref, Path("ledger.xlsx"), progress=print)
+    cases.download(attachment_id, Path("out.xlsx"))
+
+Uploads and downloads stream in chunks and resume by themselves after an interruption,
+from the last chunk the other side confirmed; nothing holds more than one chunk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from exchange._proto.mlax.v1 import attachment_pb2 as apb
+from exchange._proto.mlax.v1 import casework_pb2 as cpb
+from exchange._proto.mlax.v1 import forms_pb2 as fpb
+from exchange._proto.mlax.v1 import officer_pb2 as opb
+from exchange._proto.mlax.v1 import officer_pb2_grpc as ogrpc
+from exchange.attachment import DEFAULT_CHUNK_SIZE, DigestMismatchError, chunk_count
+from exchange.case import Action
+from exchange.casework import ACTION_TO_WIRE, approval_message
+from exchange.encoding import now_ms
+from exchange.errors import InvalidFieldError
+from node.client import HANDLING_CODES, MessageInfo, NodeCallError, OfficerClient
+
+Progress = Callable[[int], None]
+# Codes after which the same call may simply be tried again from where it stopped.
+_TRANSIENT = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNKNOWN,
+}
+ACTIONS = {a.value.replace("_", "-"): a for a in Action}
+
+
+def _codes(handling: tuple[str, ...]) -> list[int]:
+    unknown = [h for h in handling if h not in HANDLING_CODES]
+    if unknown:
+        raise InvalidFieldError(
+            f"Handling code {unknown[0]!r} is not one of {', '.join(HANDLING_CODES)}."
+        )
+    return [HANDLING_CODES[h] for h in handling]
+
+
+def _stream_timeout(size: int, floor: float) -> float:
+    # Generous: 2 MB/s at worst, so a deadline never cuts a healthy transfer.
+    return floor + size / 2_000_000
+
+
+class CaseClient:
+    """Case and evidence calls on one's own node, over an OfficerClient's channel."""
+
+    def __init__(self, client: OfficerClient, retries: int = 5, retry_wait: float = 1.0) -> None:
+        self.client = client
+        self.retries = retries
+        self.retry_wait = retry_wait
+
+    @property
+    def _stub(self) -> ogrpc.OfficerStub:
+        return self.client._stub
+
+    def _call(self, name: str, request: object) -> object:
+        return self.client._call(getattr(self._stub, name), request)
+
+    # -- cases ----------------------------------------------------------------------------
+
+    def create(
+        self,
+        form: fpb.CaseForm,
+        *,
+        recipient: str = "",
+        handling: tuple[str, ...] = (),
+        restricted_to: tuple[str, ...] = (),
+        idempotency_key: str | None = None,
+    ) -> cpb.CaseView:
+        """A draft case on this node; nothing leaves it until the draft is submitted."""
+        req = cpb.CreateCaseRequest(
+            recipient=recipient,
+            form=form,
+            handling_codes=_codes(handling),  # type: ignore[arg-type]
+            restricted_to=list(restricted_to),
+            idempotency_key=idempotency_key or str(uuid.uuid4()),
+        )
+        view: cpb.CaseView = self._call("CreateCase", req)  # type: ignore[assignment]
+        return view
+
+    def act(
+        self,
+        case_ref: str,
+        action: str,
+        details: fpb.TransitionDetails | None = None,
+        expected_seq: int = 0,
+    ) -> cpb.CaseView:
+        """Take `action` (e.g. "submit", "acknowledge", "refuse") on a case."""
+        key = action.replace("_", "-")
+        if key not in ACTIONS:
+            raise InvalidFieldError(
+                f"Case action {action!r} is not one of {', '.join(sorted(ACTIONS))}."
+            )
+        req = cpb.CaseActionRequest(
+            case_ref=case_ref, action=ACTION_TO_WIRE[ACTIONS[key]], expected_seq=expected_seq
+        )
+        if details is not None:
+            req.details.CopyFrom(details)
+        view: cpb.CaseView = self._call("CaseAction", req)  # type: ignore[assignment]
+        return view
+
+    def approve(self, case_ref: str) -> cpb.CaseView:
+        """Supervisor: sign the draft as it stands now (four-eyes); the node then sends it."""
+        summary = self.get(case_ref).summary
+        if not summary.awaiting_approval:
+            raise InvalidFieldError(f"Case {case_ref} is not waiting for approval.")
+        at = now_ms()
+        officer = self.client.credential.officer
+        key = serialization.load_pem_private_key(self.client.credential.private_key_pem, None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise InvalidFieldError("This credential's key cannot sign approvals.")
+        message = approval_message(case_ref, bytes(summary.form_digest), officer, at)
+        req = cpb.ApproveCaseRequest(
+            case_ref=case_ref,
+            at=at,
+            form_digest=summary.form_digest,
+            signature=key.sign(message, ec.ECDSA(hashes.SHA256())),
+        )
+        view: cpb.CaseView = self._call("ApproveCase", req)  # type: ignore[assignment]
+        return view
+
+    def get(self, case_ref: str, content: bool = False) -> cpb.CaseView:
+        """A case's summary, timeline and attachments; with `content` the form and details."""
+        view: cpb.CaseView = self._call(  # type: ignore[assignment]
+            "GetCase", cpb.GetCaseRequest(case_ref=case_ref, include_content=content)
+        )
+        return view
+
+    def cases(
+        self,
+        *,
+        states: tuple[str, ...] = (),
+        peer: str = "",
+        overdue_only: bool = False,
+        awaiting_approval: bool = False,
+        case_type: str = "",
+        open_only: bool = False,
+        limit: int = 100,
+    ) -> list[cpb.CaseSummary]:
+        resp: cpb.ListCasesResponse = self._call(  # type: ignore[assignment]
+            "ListCases",
+            cpb.ListCasesRequest(
+                states=list(states),
+                peer=peer,
+                overdue_only=overdue_only,
+                awaiting_approval=awaiting_approval,
+                case_type=case_type,
+                open_only=open_only,
+                limit=limit,
+            ),
+        )
+        return list(resp.cases)
+
+    def forward(self, message_id: str, recipient: str, note: str = "") -> MessageInfo:
+        """Pass an inbound note to another agency (refused if its handling codes forbid it)."""
+        resp: opb.MessageSummary = self._call(  # type: ignore[assignment]
+            "Forward", cpb.ForwardRequest(message_id=message_id, recipient=recipient, note=note)
+        )
+        return MessageInfo.from_wire(resp)
+
+    # -- evidence -------------------------------------------------------------------------
+
+    def attach(
+        self,
+        case_ref: str,
+        path: Path,
+        *,
+        progress: Progress | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        upload_id: str | None = None,
+        handling: tuple[str, ...] = (),
+        restricted_to: tuple[str, ...] = (),
+        description: str = "",
+    ) -> apb.UploadStatus:
+        """Upload `path` as evidence for a case; resumes by itself after an interruption.
+
+        `progress` gets the number of bytes the node has confirmed so far.
+        """
+        size = path.stat().st_size
+        upload_id = upload_id or secrets.token_hex(16)
+        start = apb.UploadStart(
+            case_ref=case_ref,
+            name=path.name,
+            size=size,
+            upload_id=upload_id,
+            chunk_size=chunk_size,
+            description=description,
+            handling_codes=_codes(handling),  # type: ignore[arg-type]
+            restricted_to=list(restricted_to),
+        )
+        total = chunk_count(size, chunk_size)
+        attempts = 0
+        first = 0
+        while True:
+            try:
+                status: apb.UploadStatus = self._stub.Upload(
+                    self._parts(start, path, first, total, chunk_size, progress),
+                    timeout=_stream_timeout(size, self.client.timeout),
+                )
+                if status.complete:
+                    if progress:
+                        progress(size)
+                    return status
+            except grpc.RpcError as e:
+                if e.code() not in _TRANSIENT or attempts >= self.retries:
+                    raise NodeCallError(e.code(), e.details() or e.code().name) from None
+            attempts += 1
+            time.sleep(self.retry_wait * attempts)
+            # Ask the node where it got to, and go on from there.
+            try:
+                status = self._stub.GetUpload(
+                    apb.GetUploadRequest(upload_id=upload_id), timeout=self.client.timeout
+                )
+                first = status.confirmed_chunks
+            except grpc.RpcError as e:
+                if e.code() == grpc.StatusCode.NOT_FOUND:
+                    first = 0
+                elif e.code() not in _TRANSIENT or attempts >= self.retries:
+                    raise NodeCallError(e.code(), e.details() or e.code().name) from None
+
+    @staticmethod
+    def _parts(
+        start: apb.UploadStart,
+        path: Path,
+        first: int,
+        total: int,
+        chunk_size: int,
+        progress: Progress | None,
+    ) -> Iterator[apb.UploadPart]:
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            # The prefix the node already holds is hashed, not sent again.
+            for _ in range(first):
+                digest.update(f.read(chunk_size))
+            yield apb.UploadPart(start=start)
+            for index in range(first, total):
+                data = f.read(chunk_size)
+                digest.update(data)
+                yield apb.UploadPart(data=apb.UploadData(index=index, data=data))
+                if progress:
+                    progress(min(start.size, (index + 1) * chunk_size))
+        yield apb.UploadPart(finish=apb.UploadFinish(sha256=digest.digest()))
+
+    def download(
+        self, attachment_id: str, out: Path, *, progress: Progress | None = None
+    ) -> apb.AttachmentInfo:
+        """Save a verified attachment to `out`; the name appears only once the digest matches.
+
+        Written to `out.part` first (mode 0600) and resumed from its last whole chunk.
+        """
+        part = out.with_name(out.name + ".part")
+        part.unlink(missing_ok=True)
+        attempts = 0
+        seen: list[apb.AttachmentInfo] = []
+        while True:
+            have = part.stat().st_size if part.exists() else 0
+            first = have // seen[0].chunk_size if seen and seen[0].chunk_size else 0
+            try:
+                self._download_into(attachment_id, part, first, progress, seen)
+                break
+            except grpc.RpcError as e:
+                if e.code() not in _TRANSIENT or attempts >= self.retries:
+                    raise NodeCallError(e.code(), e.details() or e.code().name) from None
+                attempts += 1
+                time.sleep(self.retry_wait * attempts)
+        info = seen[0]
+        digest = hashlib.sha256()
+        with part.open("rb") as f:
+            while block := f.read(1 << 20):
+                digest.update(block)
+        if digest.digest() != bytes(info.sha256) or part.stat().st_size != info.size:
+            part.unlink()
+            raise DigestMismatchError(
+                f"The download of {attachment_id} does not match its signed SHA-256; "
+                "it was discarded."
+            )
+        os.replace(part, out)
+        return info
+
+    def _download_into(
+        self,
+        attachment_id: str,
+        part: Path,
+        first: int,
+        progress: Progress | None,
+        seen: list[apb.AttachmentInfo],
+    ) -> None:
+        stream = self._stub.Download(
+            apb.DownloadRequest(attachment_id=attachment_id, from_chunk=first), timeout=None
+        )
+        try:
+            head: apb.DownloadPart = next(stream)
+        except StopIteration:
+            raise InvalidFieldError("The node sent no attachment.") from None
+        if not seen:
+            seen.append(head.info)
+        done = first * head.info.chunk_size
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "r+b") as f:
+            # Keep only the whole chunks already saved; the node resends from `first`.
+            f.truncate(done)
+            f.seek(done)
+            for piece in stream:
+                f.write(piece.data)
+                done += len(piece.data)
+                if progress:
+                    progress(done)
+            f.flush()
+            os.fsync(f.fileno())
