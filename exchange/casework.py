@@ -103,7 +103,7 @@ def reason_of(action: Action, details: fpb.TransitionDetails) -> str:
     """The stated grounds the state machine insists on for a refusal."""
     if action is Action.REFUSE and details.WhichOneof("details") == "refuse":
         refusal = details.refuse
-        grounds = [str(g) for g in refusal.grounds]
+        grounds = [forms.REFUSAL_GROUNDS.label(g) for g in refusal.grounds]
         return "; ".join([*grounds, refusal.explanation]).strip("; ")
     return ""
 

@@ -672,9 +672,11 @@ class AttachmentDesk:
     # -- officer reads --------------------------------------------------------------------
 
     def list_for_case(self, s: Session, case_ref: str) -> list[apb.AttachmentInfo]:
+        # An upload still in progress is not part of the case yet: nobody sees it but
+        # its uploader, through GetUpload.
         rows = s.scalars(
             select(AttachmentRow)
-            .where(AttachmentRow.case_ref == case_ref)
+            .where(AttachmentRow.case_ref == case_ref, AttachmentRow.state != UPLOADING)
             .order_by(AttachmentRow.id)
         ).all()
         out = []

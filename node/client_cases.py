@@ -198,6 +198,17 @@ class CaseClient:
         `progress` gets the number of bytes the node has confirmed so far.
         """
         size = path.stat().st_size
+        first = 0
+        if upload_id:
+            # Resuming: start after what the node already holds of this upload.
+            try:
+                held = self._stub.GetUpload(
+                    apb.GetUploadRequest(upload_id=upload_id), timeout=self.client.timeout
+                )
+                first = 0 if held.complete else held.confirmed_chunks
+            except grpc.RpcError as e:
+                if e.code() != grpc.StatusCode.NOT_FOUND:
+                    raise NodeCallError(e.code(), e.details() or e.code().name) from None
         upload_id = upload_id or secrets.token_hex(16)
         start = apb.UploadStart(
             case_ref=case_ref,
@@ -211,7 +222,6 @@ class CaseClient:
         )
         total = chunk_count(size, chunk_size)
         attempts = 0
-        first = 0
         while True:
             try:
                 status: apb.UploadStatus = self._stub.Upload(

@@ -162,7 +162,8 @@ def test_mla_case_runs_its_whole_lifecycle_through_the_cli(
     # Every step is in both ledgers, and the approval with its signature in the sender's.
     gb_kinds = live.ledger_kinds(GB)
     approvals = [f for k, f in gb_kinds if k == "case.approved" and f["case_ref"] == ref]
-    assert len(approvals) == 1 and len(approvals[0]["signature"]) > 64
+    assert len(approvals) == 1
+    assert len(approvals[0]["signature"]) > 64
     for agency in (GB, NG):
         applied = [
             f["seq"]
@@ -334,7 +335,8 @@ def test_a_restricted_note_cannot_be_forwarded(live: LiveFederation, cli: Cli) -
         for k, f in live.ledger_kinds(FR)
         if k == "message.forward_refused" and f["message_id"] == secret.message_id
     ]
-    assert len(refusals) == 1 and refusals[0]["reason"] == "no_onward_transmission"
+    assert len(refusals) == 1
+    assert refusals[0]["reason"] == "no_onward_transmission"
     out = cli.run("forward", plain.message_id, "--to", NG, "--as", fr, "--json")
     assert out.returncode == 0, out.stderr
     forwarded = json.loads(out.stdout)["message_id"]

@@ -1,0 +1,293 @@
+"""Evidence files between real nodes: tampered and truncated chunks are refused, an
+interrupted upload stays invisible until resumed, and a receiver killed mid-transfer
+resumes from its last confirmed chunk with the file intact."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import grpc
+import pytest
+
+from exchange import forms
+from exchange._proto.mlax.v1 import attachment_pb2 as apb
+from exchange._proto.mlax.v1 import envelope_pb2 as epb
+from exchange._proto.mlax.v1 import federation_pb2_grpc as fgrpc
+from exchange.attachment import ChunkCipher, new_attachment_key
+from exchange.encoding import now_ms
+from exchange.envelope import AttachmentDigest, MessageType, seal
+from node.client import NodeCallError, OfficerClient
+from node.client_cases import CaseClient
+from node.federation import DEMO_AGENCIES, NodeProcess, build_federation
+
+if TYPE_CHECKING:
+    from conftest import LiveFederation
+
+GB, FR, NG = "GB-NCA", "FR-OCRTEH", "NG-NAPTIP"
+FORMS = Path(__file__).resolve().parents[2] / "deploy" / "forms"
+CHUNK = 256 * 1024
+
+
+def _open_case(cases: CaseClient, supervisor: CaseClient, recipient: str) -> str:
+    data = tomllib.loads((FORMS / "mla-request.toml").read_text())
+    data["requested_authority"] = {"agency_id": recipient, "name": recipient}
+    form = forms.form_from_mapping(forms.CaseType.MLA, data, now_ms=now_ms())
+    ref = cases.create(form).summary.case_ref
+    cases.act(ref, "submit")
+    supervisor.approve(ref)
+    return ref
+
+
+def _wait(predicate: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():  # type: ignore[operator]
+                return
+        except NodeCallError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"{what} within {timeout} s")
+
+
+def _submitted(live: LiveFederation, recipient: str) -> str:
+    gb = CaseClient(live.client(GB))
+    ref = _open_case(gb, CaseClient(live.client(GB, "supervisor")), recipient)
+    other = CaseClient(live.client(recipient))
+    _wait(lambda: other.get(ref).summary.state == "submitted", 20, "the case did not arrive")
+    _wait(lambda: not gb.get(ref).summary.pending_action, 20, "the receipt did not come back")
+    return ref
+
+
+@pytest.mark.integration
+@pytest.mark.xdist_group("federation")
+def test_tampered_and_truncated_chunks_are_refused_and_change_nothing(
+    live: LiveFederation, tmp_path: Path
+) -> None:
+    """GB announces a file to NG by hand, then pushes bad chunks before the good ones."""
+    ref = _submitted(live, NG)
+    data = os.urandom(2 * CHUNK + 1000)
+    key = new_attachment_key(
+        name="ledger.xlsx", size=len(data), sha256=hashlib.sha256(data).digest(), chunk_size=CHUNK
+    )
+    cipher = ChunkCipher.of(key)
+    chunks = [
+        cipher.seal(i, data[i * CHUNK : (i + 1) * CHUNK], final=key.is_final(i))
+        for i in range(key.chunks)
+    ]
+    body = apb.EvidenceBody(case_ref=ref, attachments=[key.to_proto()])
+    at = now_ms()
+    env = seal(
+        live.identity(GB).sender(published=live.card(GB)),
+        live.card(NG),
+        body.SerializeToString(deterministic=True),
+        MessageType.EVIDENCE,
+        now_ms=at,
+        case_ref=ref,
+        attachments=(AttachmentDigest(name=key.name, sha256=key.sha256, size=key.size),),
+    )
+    stub = fgrpc.FederationStub(live.peer_channel(GB, NG))
+    stub.Deliver(epb.Envelope.FromString(env.to_bytes()), timeout=10)
+    ng = CaseClient(live.client(NG))
+
+    def push(*items: tuple[int, bytes]) -> apb.AttachmentProgress:
+        reply: apb.AttachmentProgress = stub.PushAttachment(
+            iter(
+                apb.AttachmentChunk(attachment_id=key.attachment_id, index=i, ciphertext=c)
+                for i, c in items
+            ),
+            timeout=10,
+        )
+        return reply
+
+    def status() -> apb.AttachmentProgress:
+        reply: apb.AttachmentProgress = stub.AttachmentStatus(
+            apb.AttachmentStatusRequest(attachment_id=key.attachment_id), timeout=10
+        )
+        return reply
+
+    flipped = bytearray(chunks[0])
+    flipped[100] ^= 1
+    bad: list[tuple[int, bytes]] = [
+        (0, bytes(flipped)),  # one bit changed
+        (0, chunks[1]),  # chunk 1 presented as chunk 0
+        (0, chunks[0][:-1]),  # truncated chunk
+        (1, chunks[1]),  # skips chunk 0
+    ]
+    for item in bad:
+        with pytest.raises(grpc.RpcError) as e:
+            push(item)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert status().confirmed_chunks == 0
+    # The final chunk can't be passed off as a middle one (or the stream cut before it).
+    assert push((0, chunks[0])).confirmed_chunks == 1
+    with pytest.raises(grpc.RpcError):
+        push((1, cipher.seal(1, data[CHUNK : 2 * CHUNK], final=True)))
+    assert push((1, chunks[1])).confirmed_chunks == 2
+    progress = status()
+    assert not progress.complete
+    attachment_id = key.attachment_id.hex()
+    files = {a.attachment_id: a for a in ng.get(ref).attachments}
+    assert files[attachment_id].state == "receiving"
+    with pytest.raises(NodeCallError) as refused:
+        ng.download(attachment_id, tmp_path / "early.bin")
+    assert refused.value.status == "FAILED_PRECONDITION"
+    assert not (tmp_path / "early.bin").exists()
+    # The last chunk completes the file, and NG's officer gets exactly the bytes sent.
+    assert push((2, chunks[2])).complete
+    ng.download(attachment_id, tmp_path / "ledger.xlsx")
+    assert (tmp_path / "ledger.xlsx").read_bytes() == data
+    kinds = [k for k, f in live.ledger_kinds(NG) if f.get("attachment_id") == attachment_id]
+    assert kinds.count("attachment.chunk_refused") >= 4
+    assert "attachment.received" in kinds
+    assert "attachment.downloaded" in kinds
+
+
+@pytest.mark.integration
+@pytest.mark.xdist_group("federation")
+def test_an_interrupted_upload_stays_invisible_until_resumed(
+    live: LiveFederation, tmp_path: Path
+) -> None:
+    ref = _submitted(live, FR)
+    gb = CaseClient(live.client(GB), retry_wait=0.1)
+    path = tmp_path / "photos.zip"
+    data = os.urandom(5 * CHUNK + 17)
+    path.write_bytes(data)
+    upload_id = "interrupted-upload-1"
+    start = apb.UploadStart(
+        case_ref=ref, name=path.name, size=len(data), upload_id=upload_id, chunk_size=CHUNK
+    )
+
+    def first_chunks() -> Iterator[apb.UploadPart]:
+        yield apb.UploadPart(start=start)
+        for i in range(3):
+            yield apb.UploadPart(
+                data=apb.UploadData(index=i, data=data[i * CHUNK : (i + 1) * CHUNK])
+            )
+        # The client stops here without a finish, as a dropped connection would.
+
+    stub = live.client(GB)._stub
+    partial = stub.Upload(first_chunks(), timeout=10)
+    assert not partial.complete
+    assert partial.confirmed_chunks == 3
+    # Nobody sees a half upload: not in the case, not at the peer.
+    assert list(gb.get(ref).attachments) == []
+    assert list(CaseClient(live.client(FR)).get(ref).attachments) == []
+    # A retry with the same id carries on from chunk 3 and completes.
+    status = gb.attach(ref, path, chunk_size=CHUNK, upload_id=upload_id)
+    assert status.complete
+    fr = CaseClient(live.client(FR))
+    _wait(
+        lambda: [a.state for a in fr.get(ref).attachments] == ["available"],
+        20,
+        "the resumed upload did not reach FR",
+    )
+    fr.download(status.attachment_id, tmp_path / "got.zip")
+    assert (tmp_path / "got.zip").read_bytes() == data
+    # An upload id cannot be reused for another file.
+    other = tmp_path / "other.bin"
+    other.write_bytes(b"x" * 10)
+    with pytest.raises(NodeCallError) as e:
+        gb.attach(ref, other, upload_id=upload_id)
+    assert e.value.status == "ALREADY_EXISTS"
+
+
+PASS, OFFICER_PASS = b"node-pass", b"officer-pass"
+
+
+@pytest.mark.integration
+def test_receiver_killed_mid_transfer_resumes_and_the_file_is_intact(tmp_path: Path) -> None:
+    env = dict(os.environ, MLAX_KEY_PASSPHRASE=PASS.decode(), MLAX_KDF_PROFILE="test")
+    fed = build_federation(
+        tmp_path / "fed",
+        PASS,
+        OFFICER_PASS,
+        agencies=DEMO_AGENCIES[:2],
+        delivery={"initial_backoff_seconds": 0.1, "max_backoff_seconds": 0.5},
+    )
+    sender_agency, receiver_agency = (a for a, _ in DEMO_AGENCIES[:2])
+    nodes = {a: NodeProcess(s, env) for a, s in fed.nodes.items()}
+    for n in nodes.values():
+        n.start()
+    clients: list[OfficerClient] = []
+
+    def client(agency: str, role: str = "officer") -> CaseClient:
+        c = OfficerClient.from_bundle(fed.nodes[agency].credentials[role], OFFICER_PASS)
+        clients.append(c)
+        return CaseClient(c, retry_wait=0.2)
+
+    try:
+        sender, receiver = client(sender_agency), client(receiver_agency)
+        data = tomllib.loads((FORMS / "mla-request.toml").read_text())
+        data["requesting_authority"] = {"agency_id": sender_agency, "name": "A"}
+        data["requested_authority"] = {"agency_id": receiver_agency, "name": "B"}
+        form = forms.form_from_mapping(forms.CaseType.MLA, data, now_ms=now_ms())
+        ref = sender.create(form).summary.case_ref
+        sender.act(ref, "submit")
+        client(sender_agency, "supervisor").approve(ref)
+        _wait(lambda: receiver.get(ref).summary.state == "submitted", 30, "no case")
+        _wait(lambda: not sender.get(ref).summary.pending_action, 30, "no receipt")
+
+        path = tmp_path / "recording.bin"
+        with path.open("wb") as f:
+            for _ in range(96):
+                f.write(os.urandom(1 << 20))
+        status = sender.attach(ref, path)
+        attachment_id = status.attachment_id
+
+        def confirmed() -> int:
+            for a in receiver.get(ref).attachments:
+                if a.attachment_id == attachment_id:
+                    return a.confirmed_chunks
+            return 0
+
+        # Kill the receiver once part of the file is durable there, then restart it.
+        killed = threading.Event()
+
+        def chaos() -> None:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not killed.is_set():
+                try:
+                    if confirmed() >= 16:
+                        nodes[receiver_agency].kill()
+                        killed.set()
+                        return
+                except NodeCallError:
+                    pass
+                time.sleep(0.02)
+
+        thread = threading.Thread(target=chaos)
+        thread.start()
+        thread.join(70)
+        assert killed.is_set(), "the transfer finished before the receiver could be killed"
+        nodes[receiver_agency].start()
+        receiver = client(receiver_agency)
+        _wait(
+            lambda: any(
+                a.attachment_id == attachment_id and a.state == "available"
+                for a in receiver.get(ref).attachments
+            ),
+            120,
+            "the transfer did not resume to the end",
+        )
+        out = tmp_path / "received.bin"
+        receiver.download(attachment_id, out)
+        digest = hashlib.sha256()
+        with out.open("rb") as f:
+            while block := f.read(1 << 20):
+                digest.update(block)
+        assert digest.hexdigest() == hashlib.sha256(path.read_bytes()).hexdigest()
+        log = (fed.nodes[receiver_agency].root / "node.log").read_text()
+        assert log.count('"event": "attachment_received"') == 1
+    finally:
+        for c in clients:
+            c.close()
+        for n in nodes.values():
+            n.stop()
