@@ -8,7 +8,6 @@ that every message arrived exactly once.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import shutil
 import tempfile
@@ -17,15 +16,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
-from rich.panel import Panel
 from rich.table import Table
 
+from exchange import forms
+from exchange._proto.mlax.v1 import casework_pb2 as cpb
+from exchange._proto.mlax.v1 import forms_pb2 as fpb
+from exchange.case import Action
 from exchange.directory import Directory, verify_directory
 from exchange.encoding import now_ms
 from exchange.ledger.audit import verify_export
-from exchange.receipt import Receipt
 from keys.directory_file import read_signed_directory
-from node.client import MessageInfo, OfficerClient
+from node.client import MessageInfo, NodeCallError, OfficerClient
+from node.client_cases import CaseClient
 from node.federation import DEMO_AGENCIES, Federation, NodeProcess, build_federation
 
 DEMO_PASSPHRASE = b"demo-node-passphrase"
@@ -35,6 +37,61 @@ DEMO_LEDGER = "[ledger]\ncheckpoint_interval_seconds = 0.5\nwitness_interval_sec
 
 console = Console()
 
+# Fictional requests (every name and reference is invented); deploy/forms has full ones.
+MLA_FORM: dict[str, object] = {
+    "requesting_authority": {"agency_id": "GB-NCA", "name": "National Crime Agency"},
+    "requested_authority": {"agency_id": "NG-NAPTIP", "name": "NAPTIP"},
+    "legal_basis": ["untoc-art18", "palermo-protocol"],
+    "urgency": "urgent",
+    "urgency_reason": "The suspect is expected to move the proceeds abroad.",
+    "summary_of_facts": (
+        "Eleven women recruited in Benin City were made to work 80-hour weeks in Salford; "
+        "their wages went to accounts in Nigeria controlled by the suspects."
+    ),
+    "offences": [
+        {
+            "description": "Human trafficking for labour exploitation.",
+            "legal_provision": "Modern Slavery Act 2015, s. 2",
+            "maximum_penalty": "Life imprisonment",
+        }
+    ],
+    "assistance_sought": ["banking-records", "freezing-of-assets"],
+    "contact_officer": {"name": "DS Helen Marsh", "email": "helen.marsh@nca.example"},
+    "language": "en",
+}
+EXTRADITION_FORM: dict[str, object] = {
+    "kind": "provisional-arrest",
+    "requesting_authority": {"agency_id": "GB-NCA", "name": "National Crime Agency"},
+    "requested_authority": {"agency_id": "FR-OCRTEH", "name": "OCRTEH"},
+    "legal_basis": ["european-extradition-convention-1957"],
+    "urgency": "urgent",
+    "urgency_reason": "The person sought is about to leave France.",
+    "summary_of_facts": "The recruiter of the eleven women is in Lyon under a false name.",
+    "person_sought": {
+        "family_name": "IGBINEDION",
+        "given_names": "Efosa Daniel",
+        "nationalities": ["NG"],
+        "last_known_location": "Lyon",
+    },
+    "warrants_or_judgments": [
+        {
+            "kind": "arrest-warrant",
+            "reference": "WMC/2026/118342",
+            "issuing_authority": "Westminster Magistrates' Court",
+            "issued_on": "2026-10-02",
+        }
+    ],
+    "offences": [
+        {
+            "description": "Human trafficking for labour exploitation.",
+            "legal_provision": "Modern Slavery Act 2015, s. 2",
+            "maximum_penalty": "Life imprisonment",
+        }
+    ],
+    "contact_officer": {"name": "DS Helen Marsh", "email": "helen.marsh@nca.example"},
+    "language": "en",
+}
+
 
 def _step(n: int, title: str) -> None:
     console.rule(f"[bold cyan]{n}. {title}")
@@ -43,8 +100,11 @@ def _step(n: int, title: str) -> None:
 def _wait(what: str, check: Callable[[], bool], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if check():
-            return
+        try:
+            if check():
+                return
+        except NodeCallError:  # e.g. the case has not reached the peer yet
+            pass
         time.sleep(0.1)
     raise TimeoutError(f"timed out waiting for {what}")
 
@@ -66,6 +126,55 @@ def _messages_table(title: str, messages: list[MessageInfo]) -> Table:
             str(m.attempts),
             (m.last_error or "")[:60],
         )
+    return table
+
+
+def _details(action: Action, **fields: object) -> fpb.TransitionDetails:
+    return forms.details_from_mapping(action, fields)
+
+
+def _ref(view: cpb.CaseView, attachment_id: str) -> dict[str, object]:
+    a = next(a for a in view.attachments if a.attachment_id == attachment_id)
+    return {
+        "attachment_id": a.attachment_id,
+        "name": a.name,
+        "sha256": bytes(a.sha256).hex(),
+        "size": a.size,
+    }
+
+
+def _wait_case(cases: CaseClient, ref: str, state: str) -> cpb.CaseView:
+    seen: list[cpb.CaseView] = []
+
+    def reached() -> bool:
+        seen[:] = [cases.get(ref)]
+        return seen[0].summary.state == state and not seen[0].summary.pending_action
+
+    _wait(f"case {ref} to be {state}", reached)
+    return seen[0]
+
+
+def _timeline_table(view: cpb.CaseView) -> Table:
+    table = Table(title=f"mlax case show {view.summary.case_ref}")
+    for col in ("step", "by", "action", "state after", "digest"):
+        table.add_column(col)
+    for e in view.timeline:
+        table.add_row(
+            str(e.seq),
+            f"{e.agency} ({e.officer})",
+            e.action.replace("_", "-"),
+            e.state_after,
+            bytes(e.digest).hex()[:12] + "…",
+        )
+    return table
+
+
+def _cases_table(cases: list[cpb.CaseSummary]) -> Table:
+    table = Table(title="mlax cases (UK)")
+    for col in ("case", "type", "peer", "urgency", "state", "approved by"):
+        table.add_column(col)
+    for c in cases:
+        table.add_row(c.case_ref, c.case_type, c.peer, c.urgency, c.state, c.approved_by)
     return table
 
 
@@ -117,58 +226,138 @@ def run_demo(root: Path | None = None, keep: bool = False) -> None:
         gb, fr, ng = (_client(fed, a) for a, _ in DEMO_AGENCIES)
         clients += [gb, fr, ng]
 
-        _step(3, "A UK liaison officer sends an MLA request to France")
-        request = gb.send(
-            "FR-OCRTEH",
-            subject="MLA request: bank records, Operation Meridian",
-            text=(
-                "Under UNTOC art. 18 we request the account records of two companies suspected "
-                "of laundering the proceeds of forced labour in agriculture. Deadline 30 days."
+        _step(3, "An MLA request, drafted, approved by a supervisor (four-eyes) and sent")
+        gb_cases, ng_cases = CaseClient(gb), CaseClient(ng)
+        gb_sup = _client(fed, "GB-NCA", "supervisor")
+        clients.append(gb_sup)
+        mla = forms.form_from_mapping(forms.CaseType.MLA, MLA_FORM, now_ms=now_ms())
+        ref = gb_cases.create(mla, handling=("no-onward-transmission",)).summary.case_ref
+        console.print(f"  drafted {ref}: {', '.join(v for _, v in forms.describe_form(mla)[:2])}")
+        gb_cases.act(ref, "submit")
+        console.print(
+            f"  submitted: [yellow]waiting for a supervisor[/] ({ref} stays on the UK node)"
+        )
+        CaseClient(gb_sup).approve(ref)
+        console.print("  gb-nca-supervisor signs the approval with their credential; it is sent")
+        _wait_case(ng_cases, ref, "submitted")
+
+        _step(4, "Nigeria works the case: acknowledge, ask, accept, execute with evidence")
+        ng_cases.act(ref, "acknowledge", _details(Action.ACKNOWLEDGE, reference="NAPTIP/2026/117"))
+        _wait_case(gb_cases, ref, "acknowledged")
+        ng_cases.act(
+            ref,
+            "request-info",
+            _details(Action.REQUEST_INFO, questions=["Full names of witnesses W1 and W2?"]),
+        )
+        _wait_case(gb_cases, ref, "more_info_requested")
+        gb_cases.act(
+            ref, "provide-info", _details(Action.PROVIDE_INFO, answers="Annex 2 lists them.")
+        )
+        _wait_case(ng_cases, ref, "acknowledged")
+        ng_cases.act(ref, "accept", _details(Action.ACCEPT, conditions=["Speciality rule."]))
+        _wait_case(gb_cases, ref, "accepted")
+        ng_cases.act(ref, "start-execution")
+        _wait_case(gb_cases, ref, "in_execution")
+        evidence = workdir / "bank-records-eko-commercial.csv"
+        with evidence.open("wb") as f:
+            for _ in range(8):
+                f.write(os.urandom(1 << 20))
+        up = ng_cases.attach(ref, evidence)
+        console.print(
+            f"  Nigeria uploads {evidence.name} (8 MiB): encrypted chunk by chunk, its SHA-256 "
+            "signed in the envelope"
+        )
+        _wait(
+            "the evidence",
+            lambda: any(
+                a.attachment_id == up.attachment_id and a.state == "available"
+                for a in gb_cases.get(ref).attachments
             ),
-            message_type="note",
-            case_ref="GB-2026-0042",
+        )
+        ng_cases.act(
+            ref,
+            "report-executed",
+            _details(
+                Action.REPORT_EXECUTED,
+                summary="Bank records produced; accounts frozen.",
+                evidence=[_ref(ng_cases.get(ref), up.attachment_id)],
+            ),
+        )
+        _wait_case(gb_cases, ref, "executed")
+        saved = workdir / "received-bank-records.csv"
+        gb_cases.download(up.attachment_id, saved)
+        console.print(f"  UK downloads the evidence: SHA-256 [green]verified[/] ({saved.name})")
+        gb_cases.act(ref, "close", _details(Action.CLOSE, outcome="Evidence received."))
+        gb_view, ng_view = _wait_case(gb_cases, ref, "closed"), _wait_case(ng_cases, ref, "closed")
+        console.print(_timeline_table(gb_view))
+        same = gb_view.summary.head_digest == ng_view.summary.head_digest
+        console.print(
+            f"  both nodes hold the same signed history: head digest "
+            f"{bytes(gb_view.summary.head_digest).hex()[:16]}… "
+            + ("[green]identical[/]" if same else "[red]DIFFERENT[/]")
+        )
+        if not same:
+            raise RuntimeError("the two nodes disagree on the case history")
+
+        _step(5, "An extradition request to France: provisional arrest, executed and closed")
+        fr_cases = CaseClient(fr)
+        ext = forms.form_from_mapping(forms.CaseType.EXTRADITION, EXTRADITION_FORM, now_ms=now_ms())
+        eref = gb_cases.create(ext).summary.case_ref
+        gb_cases.act(eref, "submit")
+        CaseClient(gb_sup).approve(eref)
+        _wait_case(fr_cases, eref, "submitted")
+        for action, state in (
+            ("acknowledge", "acknowledged"),
+            ("accept", "accepted"),
+            ("start-execution", "in_execution"),
+        ):
+            fr_cases.act(eref, action)
+            _wait_case(gb_cases, eref, state)
+        arrest_file = workdir / "arrest-report.pdf"
+        arrest_file.write_bytes(os.urandom(300_000))
+        arrest = fr_cases.attach(eref, arrest_file)
+        _wait(
+            "the arrest report",
+            lambda: any(a.state == "available" for a in gb_cases.get(eref).attachments),
+        )
+        fr_cases.act(
+            eref,
+            "report-executed",
+            _details(
+                Action.REPORT_EXECUTED,
+                summary="Person sought arrested in Lyon; hearing set.",
+                evidence=[_ref(fr_cases.get(eref), arrest.attachment_id)],
+            ),
+        )
+        _wait_case(gb_cases, eref, "executed")
+        gb_cases.act(eref, "close")
+        _wait_case(fr_cases, eref, "closed")
+        console.print(_cases_table(gb_cases.cases()))
+
+        _step(6, "Handling codes: a note marked no-onward-transmission cannot be forwarded")
+        note = gb.send(
+            "FR-OCRTEH",
+            subject="Source protection",
+            text="The informant's identity must not leave your service.",
             handling=("no-onward-transmission",),
         )
-        console.print(f"  queued {request.message_id} (sealed with HPKE to France's key)")
-        _wait(
-            "delivery", lambda: gb.show(request.message_id, content=False).info.state == "delivered"
-        )
-        detail = gb.show(request.message_id, content=False)
-        receipt = Receipt.from_bytes(detail.evidence.receipt).parsed()
-        verdict = (
-            "[green]verified[/]" if detail.evidence.receipt_verified else "[red]NOT verified[/]"
-        )
-        stored = dt.datetime.fromtimestamp(receipt.received_at / 1000, dt.UTC)
+        _wait("the note", lambda: gb.show(note.message_id, content=False).info.state == "delivered")
+        evidence_of = gb.show(note.message_id, content=False).evidence
         console.print(
-            Panel.fit(
-                f"state: [green]delivered[/]\n"
-                f"receipt signed by {receipt.receiver} with key {receipt.receiver_key_id}: "
-                f"{verdict}\n"
-                f"stored at {stored:%H:%M:%S.%f} UTC "
-                f"as entry {receipt.ledger_index} of France's audit ledger\n"
-                f"envelope digest {detail.evidence.envelope_digest}\n"
-                f"submit to receipt: {detail.info.delivered_at - detail.info.created_at} ms",
-                title="Delivery evidence at the sender",
+            "  delivered: France's signed receipt "
+            + ("[green]verified[/]" if evidence_of.receipt_verified else "[red]NOT verified[/]")
+            + f", entry {evidence_of.ledger_index} of France's audit ledger"
+        )
+        try:
+            fr_cases.forward(note.message_id, "NG-NAPTIP")
+            raise RuntimeError("a restricted note was forwarded")
+        except NodeCallError as e:
+            console.print(
+                f"  France tries to forward it to Nigeria: [red]{e.status}[/] {e.message}"
             )
-        )
+            console.print("  (the attempt is in France's audit ledger)")
 
-        _step(4, "France reads the request and answers")
-        inbound = fr.inbox()
-        console.print(_messages_table("France's inbox", inbound))
-        read = fr.show(request.message_id)
-        console.print(f"  [bold]{read.subject}[/]\n  {read.text}")
-        console.print(
-            f"  handling codes: {', '.join(read.info.handling_codes)} (the read is ledgered)"
-        )
-        answer = fr.reply(
-            request.message_id, text="Acknowledged. Records requested from two banks."
-        )
-        _wait("the answer", lambda: any(m.message_id == answer.message_id for m in gb.inbox()))
-        got = gb.show(answer.message_id)
-        console.print(f"  UK receives: [bold]{got.subject}[/] — {got.text}")
-        console.print(f"  (in reply to {got.info.in_reply_to})")
-
-        _step(5, "Crash: France's node is killed with SIGKILL while the UK sends more")
+        _step(7, "Crash: France's node is killed with SIGKILL while the UK sends more")
         nodes["FR-OCRTEH"].kill()
         console.print("  FR-OCRTEH node killed (kill -9); the UK keeps working")
         queued = [
@@ -202,7 +391,7 @@ def run_demo(root: Path | None = None, keep: bool = False) -> None:
             "  A dead peer delays only its own messages: Nigeria's was delivered at once."
         )
 
-        _step(6, "France's node restarts; the queued messages arrive exactly once")
+        _step(8, "France's node restarts; the queued messages arrive exactly once")
         nodes["FR-OCRTEH"].start()
         ids = {q.message_id for q in queued}
         _wait(
@@ -218,7 +407,7 @@ def run_demo(root: Path | None = None, keep: bool = False) -> None:
             raise RuntimeError("a receipt did not verify")
         console.print("  [green]every message delivered exactly once, every receipt verified[/]")
 
-        _step(7, "Audit: every node's ledger is signed, witnessed by its peers and verified")
+        _step(9, "Audit: every node's ledger is signed, witnessed by its peers and verified")
         _wait(
             "France's checkpoint to cover the last delivery",
             lambda: (p := gb.delivery_proof(queued[-1].message_id)).verified and p.cosignatures > 0,
@@ -244,7 +433,7 @@ def run_demo(root: Path | None = None, keep: bool = False) -> None:
                 raise RuntimeError(f"the ledger of {agency} does not verify")
         console.print(table)
 
-        _step(8, "Clean shutdown (SIGTERM: in-flight calls finish, then the worker and database)")
+        _step(10, "Clean shutdown (SIGTERM: in-flight calls finish, then the worker and database)")
     finally:
         for c in clients:
             c.close()
