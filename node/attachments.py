@@ -216,6 +216,7 @@ class AttachmentDesk:
                     sealed = cipher.seal(index, part.data.data, final=key.is_final(index))
                     handle.write(sealed)
                     verifier.feed_plain(index, part.data.data)
+                    metrics.ATTACHMENT_BYTES.labels(direction="upload").inc(len(sealed))
                     unsynced += len(sealed)
                     if unsynced >= SYNC_EVERY_BYTES:
                         self._confirm(row.id, handle, verifier.next_index)
@@ -505,6 +506,7 @@ class AttachmentDesk:
                     self._ledger_refusal(row, chunk.index)
                     raise
                 handle.write(chunk.ciphertext)
+                metrics.ATTACHMENT_BYTES.labels(direction="in").inc(len(chunk.ciphertext))
                 unsynced += len(chunk.ciphertext)
                 if unsynced >= SYNC_EVERY_BYTES:
                     self._confirm(row.id, handle, verifier.next_index)
@@ -655,6 +657,7 @@ class AttachmentDesk:
                     size=row.size,
                 ),
             )
+        metrics.ATTACHMENT_BYTES.labels(direction="out").inc(key.cipher_size)
         log.info("attachment_delivered", attachment_id=row.attachment_id.hex(), peer=row.peer)
         return True
 

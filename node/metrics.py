@@ -35,7 +35,10 @@ CASES_OVERDUE = Gauge(
     "mlax_cases_overdue", "Live cases whose legal clock has run out, by clock.", ["clock"]
 )
 ATTACHMENT_BYTES = Counter(
-    "mlax_attachment_bytes_total", "Evidence ciphertext bytes stored, by direction.", ["direction"]
+    "mlax_attachment_bytes_total",
+    "Evidence ciphertext bytes: uploaded by officers, received from peers (in), delivered "
+    "to peers (out).",
+    ["direction"],
 )
 SPLIT_VIEWS = Counter(
     "mlax_split_views_total",
