@@ -119,6 +119,20 @@ class CasesSection:
 
 
 @dataclass(frozen=True)
+class MatchingSection:
+    # Blind evaluations (one per query token) each peer may ask for per hour: the limit
+    # on how fast a peer can test guesses against this agency's records.
+    evaluations_per_hour: int = 5000
+    max_elements_per_call: int = 5000
+    # Largest batch an officer may ask in one call, and how long to wait for each peer.
+    max_queries_per_call: int = 1000
+    query_timeout_seconds: float = 10.0
+    # How often the copies of the peers' published indexes are refreshed.
+    sync_interval_seconds: float = 60.0
+    max_records_per_load: int = 1_000_000
+
+
+@dataclass(frozen=True)
 class LogSection:
     level: str = "info"
 
@@ -136,6 +150,7 @@ class NodeConfig:
     metrics: MetricsSection = field(default_factory=MetricsSection)
     log: LogSection = field(default_factory=LogSection)
     cases: CasesSection = field(default_factory=CasesSection)
+    matching: MatchingSection = field(default_factory=MatchingSection)
 
     @property
     def database_url(self) -> str:
@@ -157,6 +172,7 @@ _KNOWN_SECTIONS = {
     "metrics": MetricsSection,
     "log": LogSection,
     "cases": CasesSection,
+    "matching": MatchingSection,
 }
 _REQUIRED_SECTIONS = ("node", "federation", "officer")
 _LOG_LEVELS = {"debug", "info", "warning", "error"}

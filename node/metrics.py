@@ -40,6 +40,12 @@ ATTACHMENT_BYTES = Counter(
     "to peers (out).",
     ["direction"],
 )
+MATCH_EVALUATIONS = Counter(
+    "mlax_match_evaluations_total", "Blind evaluations made for a peer.", ["peer"]
+)
+MATCH_REFUSED = Counter(
+    "mlax_match_quota_refusals_total", "Blind evaluation calls refused over quota.", ["peer"]
+)
 SPLIT_VIEWS = Counter(
     "mlax_split_views_total",
     "Inconsistent signed checkpoints a peer presented (evidence kept).",

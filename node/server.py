@@ -19,6 +19,7 @@ from exchange._proto.mlax.v1 import casework_pb2 as cpb
 from exchange._proto.mlax.v1 import envelope_pb2 as epb
 from exchange._proto.mlax.v1 import federation_pb2 as fpb
 from exchange._proto.mlax.v1 import ledger_pb2 as lpb
+from exchange._proto.mlax.v1 import matching_pb2 as mpb
 from exchange._proto.mlax.v1 import officer_pb2 as opb
 from exchange._proto.mlax.v1 import officer_pb2_grpc as ogrpc
 from exchange.agency import PublicKey
@@ -39,6 +40,7 @@ from node.core import NodeCore, Officer, summary
 from node.delivery import DeliveryWorker, outbox_depth
 from node.evidence import delivery_proof
 from node.ledger import LedgerStore, concerns
+from node.matching import MatchDesk, MatchSync
 from node.officers import OfficerCA, lookup, spki_sha256
 from node.peers import PeerChannels, channel_options
 from node.storage.db import Database
@@ -65,11 +67,18 @@ def _peer_cert(context: grpc.ServicerContext) -> bytes | None:
 class FederationService:
     """Node-to-node calls. Deliver takes raw bytes so the envelope is parsed strictly once."""
 
-    def __init__(self, core: NodeCore, store: LedgerStore, attachments: AttachmentDesk) -> None:
+    def __init__(
+        self,
+        core: NodeCore,
+        store: LedgerStore,
+        attachments: AttachmentDesk,
+        matching: MatchDesk,
+    ) -> None:
         self.core = core
         self.store = store
         self.desk = WitnessDesk(core)
         self.attachments = attachments
+        self.matching = matching
 
     def _peer(self, context: grpc.ServicerContext) -> str:
         cert = _peer_cert(context)
@@ -218,6 +227,25 @@ class FederationService:
             log.warning("attachment_refused", peer=peer, reason=type(e).__name__)
             abort(context, e)
 
+    def match_evaluate(
+        self, request: mpb.MatchEvaluateRequest, context: grpc.ServicerContext
+    ) -> mpb.MatchEvaluateResponse:
+        peer = self._peer(context)
+        try:
+            return self.matching.evaluate(peer, request)
+        except MlaxError as e:
+            log.warning("match_evaluation_refused", peer=peer, reason=type(e).__name__)
+            abort(context, e)
+
+    def get_match_index(
+        self, request: mpb.MatchIndexRequest, context: grpc.ServicerContext
+    ) -> Iterator[mpb.MatchIndexChunk]:
+        peer = self._peer(context)
+        try:
+            yield from self.matching.index(peer, request)
+        except MlaxError as e:
+            abort(context, e)
+
     def handler(self) -> grpc.GenericRpcHandler:
         def unary(fn: Any, req: Any, resp: Any) -> grpc.RpcMethodHandler[Any, Any]:
             return grpc.unary_unary_rpc_method_handler(
@@ -260,6 +288,14 @@ class FederationService:
                     request_deserializer=apb.AttachmentChunk.FromString,
                     response_serializer=apb.AttachmentProgress.SerializeToString,
                 ),
+                "MatchEvaluate": unary(
+                    self.match_evaluate, mpb.MatchEvaluateRequest, mpb.MatchEvaluateResponse
+                ),
+                "GetMatchIndex": grpc.unary_stream_rpc_method_handler(
+                    self.get_match_index,
+                    request_deserializer=mpb.MatchIndexRequest.FromString,
+                    response_serializer=mpb.MatchIndexChunk.SerializeToString,
+                ),
             },
         )
 
@@ -282,6 +318,10 @@ _ROLES = {
     "Upload": {"officer", "supervisor"},
     "GetUpload": {"officer", "supervisor"},
     "Download": {"officer", "supervisor"},
+    "LoadRecords": {"officer", "supervisor"},
+    "MatchQuery": {"officer", "supervisor"},
+    # Disclosing a victim's identity is the holder supervisor's decision (four-eyes).
+    "Disclose": {"supervisor"},
 }
 
 
@@ -297,6 +337,7 @@ class OfficerService(ogrpc.OfficerServicer):
         timeout: float,
         cases: CaseDesk,
         attachments: AttachmentDesk,
+        matching: MatchDesk,
     ) -> None:
         self.core = core
         self.store = store
@@ -304,6 +345,7 @@ class OfficerService(ogrpc.OfficerServicer):
         self.timeout = timeout
         self.cases = cases
         self.attachments = attachments
+        self.matching = matching
         self._watchers = threading.BoundedSemaphore(max_watchers)
 
     def ExportLedger(
@@ -480,6 +522,27 @@ class OfficerService(ogrpc.OfficerServicer):
         except MlaxError as e:
             abort(context, e)
 
+    def LoadRecords(
+        self, request_iterator: Iterator[mpb.LoadRecordsRequest], context: grpc.ServicerContext
+    ) -> mpb.LoadRecordsResponse:
+        officer = self._officer(context, "LoadRecords")
+        return self._run(context, lambda: self.matching.load(officer, request_iterator))
+
+    def MatchQuery(
+        self, request: mpb.MatchQueryRequest, context: grpc.ServicerContext
+    ) -> Iterator[mpb.MatchAnswer]:
+        officer = self._officer(context, "MatchQuery")
+        answers = self._run(context, lambda: self.matching.query(officer, request))
+        try:
+            yield from answers
+        except MlaxError as e:
+            abort(context, e)
+
+    def Disclose(self, request: mpb.DiscloseRequest, context: grpc.ServicerContext) -> cpb.CaseView:
+        officer = self._officer(context, "Disclose")
+        ref = self._run(context, lambda: self.matching.disclose(officer, request.case_ref))
+        return self._run(context, lambda: self._case_view(officer, ref))
+
     def WhoAmI(
         self, request: opb.WhoAmIRequest, context: grpc.ServicerContext
     ) -> opb.WhoAmIResponse:
@@ -638,6 +701,10 @@ def run(cfg: NodeConfig, passphrase: bytes, stop: threading.Event | None = None)
     attachments = AttachmentDesk(core, LocalBlobStore(cfg.attachments_dir), cases.counterpart)
     pusher = AttachmentPusher(attachments, peers, cfg.delivery.rpc_timeout_seconds)
     clocks = ClockWatch(cases, cfg.cases.clock_check_seconds)
+    matching = MatchDesk(core, cfg.matching, peers, cases)
+    match_sync = MatchSync(
+        matching, cfg.matching.sync_interval_seconds, cfg.matching.query_timeout_seconds
+    )
 
     own_pair = [(identity.tls_private_key_pem(), identity.tls_certificate_pem())]
 
@@ -661,7 +728,9 @@ def run(cfg: NodeConfig, passphrase: bytes, stop: threading.Event | None = None)
     )
     max_bytes = cfg.limits.max_message_bytes
     fed = _server(
-        cfg.federation, [FederationService(core, store, attachments).handler()], max_bytes
+        cfg.federation,
+        [FederationService(core, store, attachments, matching).handler()],
+        max_bytes,
     )
     fed_health = _add_health_and_reflection(fed, FEDERATION_SERVICE)
     _bind(fed, "federation.listen", cfg.federation.listen, fed_creds)
@@ -675,6 +744,7 @@ def run(cfg: NodeConfig, passphrase: bytes, stop: threading.Event | None = None)
             cfg.delivery.rpc_timeout_seconds,
             cases,
             attachments,
+            matching,
         ),
         off,
     )
@@ -711,6 +781,7 @@ def run(cfg: NodeConfig, passphrase: bytes, stop: threading.Event | None = None)
     checkpointer.start()
     pusher.start()
     clocks.start()
+    match_sync.start()
     with db.write() as s:
         # The key ids the node runs with: a rotation or revocation shows in the ledger here,
         # and again when the directory publishing it is installed.
@@ -743,6 +814,7 @@ def run(cfg: NodeConfig, passphrase: bytes, stop: threading.Event | None = None)
     sync.stop()
     checkpointer.stop()
     clocks.stop()
+    match_sync.stop()
     pusher.stop()
     worker.stop()
     peers.close()

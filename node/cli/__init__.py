@@ -17,6 +17,7 @@ from node.cli.bundle_cmd import app as bundle_app
 from node.cli.cases_cmd import register as register_cases
 from node.cli.directory_cmd import app as directory_app
 from node.cli.keys_cmd import app as keys_app
+from node.cli.match_cmd import register as register_match
 from node.cli.messages_cmd import register as register_messages
 from node.cli.node_cmd import demo, node_app, officer_app
 
@@ -37,6 +38,7 @@ app.add_typer(audit_app, name="audit", help="Export and verify audit ledgers.")
 app.add_typer(bundle_app, name="bundle", help="Verify a sender's non-repudiation bundle.")
 register_messages(app)
 register_cases(app)
+register_match(app)
 app.command("demo")(demo)
 
 

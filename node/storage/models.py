@@ -284,3 +284,81 @@ class AttachmentRow(Base):
     next_attempt_at: Mapped[int] = mapped_column(BigInteger, default=0)
     lease_until: Mapped[int] = mapped_column(BigInteger, default=0)
     last_error: Mapped[str] = mapped_column(Text, default="")
+
+
+class MatchKeyRow(Base):
+    """The holder's OPRF key for victim matching, sealed to the node's own key."""
+
+    __tablename__ = "match_keys"
+
+    key_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class MatchRecordRow(Base):
+    """A victim record this agency holds (sealed) and what it publishes of it.
+
+    `values` are the record's truncated OPRF outputs under the active key, the only thing
+    peers ever receive; `handle` is the random name they know it by.
+    """
+
+    __tablename__ = "match_records"
+    __table_args__ = (Index("ix_match_records_version", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ref: Mapped[str] = mapped_column(String(128), unique=True)
+    handle: Mapped[bytes] = mapped_column(LargeBinary(16), unique=True)
+    record_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    # SHA-256 of the record's canonical fields: a re-load of the same data changes nothing.
+    fingerprint: Mapped[bytes] = mapped_column(LargeBinary(32))
+    values: Mapped[bytes] = mapped_column(LargeBinary)
+    version: Mapped[int] = mapped_column(BigInteger)
+    removed: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class MatchStateRow(Base):
+    """One row: the published index's version (bumped by every load or removal)."""
+
+    __tablename__ = "match_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    version: Mapped[int] = mapped_column(BigInteger)
+
+
+class MatchQuotaRow(Base):
+    """Blind evaluations a peer used in one hour-long window (P3, P5)."""
+
+    __tablename__ = "match_quota"
+
+    peer: Mapped[str] = mapped_column(String(64), primary_key=True)
+    window: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    used: Mapped[int] = mapped_column(BigInteger)
+
+
+class MatchPeerRow(Base):
+    """The querier's copy of one peer's published index: which key and version it is at."""
+
+    __tablename__ = "match_peers"
+
+    peer: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(BigInteger)
+    synced_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class MatchReplicaRow(Base):
+    """One truncated OPRF output a peer published, with the handle of its record."""
+
+    __tablename__ = "match_replica"
+    __table_args__ = (
+        Index("ix_match_replica_value", "peer", "value"),
+        Index("ix_match_replica_handle", "peer", "handle"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    peer: Mapped[str] = mapped_column(String(64))
+    handle: Mapped[bytes] = mapped_column(LargeBinary(16))
+    value: Mapped[int] = mapped_column(BigInteger)

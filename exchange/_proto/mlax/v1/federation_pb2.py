@@ -26,19 +26,20 @@ from exchange._proto.mlax.v1 import attachment_pb2 as mlax_dot_v1_dot_attachment
 from exchange._proto.mlax.v1 import directory_pb2 as mlax_dot_v1_dot_directory__pb2
 from exchange._proto.mlax.v1 import envelope_pb2 as mlax_dot_v1_dot_envelope__pb2
 from exchange._proto.mlax.v1 import ledger_pb2 as mlax_dot_v1_dot_ledger__pb2
+from exchange._proto.mlax.v1 import matching_pb2 as mlax_dot_v1_dot_matching__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18mlax/v1/federation.proto\x12\x07mlax.v1\x1a\x18mlax/v1/attachment.proto\x1a\x17mlax/v1/directory.proto\x1a\x16mlax/v1/envelope.proto\x1a\x14mlax/v1/ledger.proto\"+\n\x13GetDirectoryRequest\x12\x14\n\x0chave_version\x18\x01 \x01(\x04\"A\n\x14GetDirectoryResponse\x12\x18\n\x10signed_directory\x18\x01 \x01(\x0c\x12\x0f\n\x07version\x18\x02 \x01(\x04\x32\xbb\x05\n\nFederation\x12.\n\x07\x44\x65liver\x12\x11.mlax.v1.Envelope\x1a\x10.mlax.v1.Receipt\x12K\n\x0cGetDirectory\x12\x1c.mlax.v1.GetDirectoryRequest\x1a\x1d.mlax.v1.GetDirectoryResponse\x12I\n\rGetCheckpoint\x12\x1d.mlax.v1.GetCheckpointRequest\x1a\x19.mlax.v1.CheckpointRecord\x12T\n\x11GetInclusionProof\x12\x1e.mlax.v1.InclusionProofRequest\x1a\x1f.mlax.v1.InclusionProofResponse\x12Z\n\x13GetConsistencyProof\x12 .mlax.v1.ConsistencyProofRequest\x1a!.mlax.v1.ConsistencyProofResponse\x12\x45\n\nGetEntries\x12\x1a.mlax.v1.GetEntriesRequest\x1a\x1b.mlax.v1.GetEntriesResponse\x12N\n\rAddCheckpoint\x12\x1d.mlax.v1.AddCheckpointRequest\x1a\x1e.mlax.v1.AddCheckpointResponse\x12Q\n\x10\x41ttachmentStatus\x12 .mlax.v1.AttachmentStatusRequest\x1a\x1b.mlax.v1.AttachmentProgress\x12I\n\x0ePushAttachment\x12\x18.mlax.v1.AttachmentChunk\x1a\x1b.mlax.v1.AttachmentProgress(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18mlax/v1/federation.proto\x12\x07mlax.v1\x1a\x18mlax/v1/attachment.proto\x1a\x17mlax/v1/directory.proto\x1a\x16mlax/v1/envelope.proto\x1a\x14mlax/v1/ledger.proto\x1a\x16mlax/v1/matching.proto\"+\n\x13GetDirectoryRequest\x12\x14\n\x0chave_version\x18\x01 \x01(\x04\"A\n\x14GetDirectoryResponse\x12\x18\n\x10signed_directory\x18\x01 \x01(\x0c\x12\x0f\n\x07version\x18\x02 \x01(\x04\x32\xd4\x06\n\nFederation\x12.\n\x07\x44\x65liver\x12\x11.mlax.v1.Envelope\x1a\x10.mlax.v1.Receipt\x12K\n\x0cGetDirectory\x12\x1c.mlax.v1.GetDirectoryRequest\x1a\x1d.mlax.v1.GetDirectoryResponse\x12I\n\rGetCheckpoint\x12\x1d.mlax.v1.GetCheckpointRequest\x1a\x19.mlax.v1.CheckpointRecord\x12T\n\x11GetInclusionProof\x12\x1e.mlax.v1.InclusionProofRequest\x1a\x1f.mlax.v1.InclusionProofResponse\x12Z\n\x13GetConsistencyProof\x12 .mlax.v1.ConsistencyProofRequest\x1a!.mlax.v1.ConsistencyProofResponse\x12\x45\n\nGetEntries\x12\x1a.mlax.v1.GetEntriesRequest\x1a\x1b.mlax.v1.GetEntriesResponse\x12N\n\rAddCheckpoint\x12\x1d.mlax.v1.AddCheckpointRequest\x1a\x1e.mlax.v1.AddCheckpointResponse\x12Q\n\x10\x41ttachmentStatus\x12 .mlax.v1.AttachmentStatusRequest\x1a\x1b.mlax.v1.AttachmentProgress\x12I\n\x0ePushAttachment\x12\x18.mlax.v1.AttachmentChunk\x1a\x1b.mlax.v1.AttachmentProgress(\x01\x12N\n\rMatchEvaluate\x12\x1d.mlax.v1.MatchEvaluateRequest\x1a\x1e.mlax.v1.MatchEvaluateResponse\x12G\n\rGetMatchIndex\x12\x1a.mlax.v1.MatchIndexRequest\x1a\x18.mlax.v1.MatchIndexChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mlax.v1.federation_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETDIRECTORYREQUEST']._serialized_start=134
-  _globals['_GETDIRECTORYREQUEST']._serialized_end=177
-  _globals['_GETDIRECTORYRESPONSE']._serialized_start=179
-  _globals['_GETDIRECTORYRESPONSE']._serialized_end=244
-  _globals['_FEDERATION']._serialized_start=247
-  _globals['_FEDERATION']._serialized_end=946
+  _globals['_GETDIRECTORYREQUEST']._serialized_start=158
+  _globals['_GETDIRECTORYREQUEST']._serialized_end=201
+  _globals['_GETDIRECTORYRESPONSE']._serialized_start=203
+  _globals['_GETDIRECTORYRESPONSE']._serialized_end=268
+  _globals['_FEDERATION']._serialized_start=271
+  _globals['_FEDERATION']._serialized_end=1123
 # @@protoc_insertion_point(module_scope)

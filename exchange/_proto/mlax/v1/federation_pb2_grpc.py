@@ -7,6 +7,7 @@ from exchange._proto.mlax.v1 import attachment_pb2 as mlax_dot_v1_dot_attachment
 from exchange._proto.mlax.v1 import envelope_pb2 as mlax_dot_v1_dot_envelope__pb2
 from exchange._proto.mlax.v1 import federation_pb2 as mlax_dot_v1_dot_federation__pb2
 from exchange._proto.mlax.v1 import ledger_pb2 as mlax_dot_v1_dot_ledger__pb2
+from exchange._proto.mlax.v1 import matching_pb2 as mlax_dot_v1_dot_matching__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -82,6 +83,16 @@ class FederationStub:
                 request_serializer=mlax_dot_v1_dot_attachment__pb2.AttachmentChunk.SerializeToString,
                 response_deserializer=mlax_dot_v1_dot_attachment__pb2.AttachmentProgress.FromString,
                 _registered_method=True)
+        self.MatchEvaluate = channel.unary_unary(
+                '/mlax.v1.Federation/MatchEvaluate',
+                request_serializer=mlax_dot_v1_dot_matching__pb2.MatchEvaluateRequest.SerializeToString,
+                response_deserializer=mlax_dot_v1_dot_matching__pb2.MatchEvaluateResponse.FromString,
+                _registered_method=True)
+        self.GetMatchIndex = channel.unary_stream(
+                '/mlax.v1.Federation/GetMatchIndex',
+                request_serializer=mlax_dot_v1_dot_matching__pb2.MatchIndexRequest.SerializeToString,
+                response_deserializer=mlax_dot_v1_dot_matching__pb2.MatchIndexChunk.FromString,
+                _registered_method=True)
 
 
 class FederationServicer:
@@ -144,8 +155,21 @@ class FederationServicer:
         raise NotImplementedError('Method not implemented!')
 
     def PushAttachment(self, request_iterator, context):
-        """Matching (issue 6) calls are added here.
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MatchEvaluate(self, request, context):
+        """Victim identification: blind OPRF evaluation (rate-limited per peer, ledgered) and
+        the holder's published index of truncated OPRF outputs, as changes since a version.
         """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMatchIndex(self, request, context):
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -197,6 +221,16 @@ def add_FederationServicer_to_server(servicer, server):
                     servicer.PushAttachment,
                     request_deserializer=mlax_dot_v1_dot_attachment__pb2.AttachmentChunk.FromString,
                     response_serializer=mlax_dot_v1_dot_attachment__pb2.AttachmentProgress.SerializeToString,
+            ),
+            'MatchEvaluate': grpc.unary_unary_rpc_method_handler(
+                    servicer.MatchEvaluate,
+                    request_deserializer=mlax_dot_v1_dot_matching__pb2.MatchEvaluateRequest.FromString,
+                    response_serializer=mlax_dot_v1_dot_matching__pb2.MatchEvaluateResponse.SerializeToString,
+            ),
+            'GetMatchIndex': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetMatchIndex,
+                    request_deserializer=mlax_dot_v1_dot_matching__pb2.MatchIndexRequest.FromString,
+                    response_serializer=mlax_dot_v1_dot_matching__pb2.MatchIndexChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -442,6 +476,60 @@ class Federation:
             '/mlax.v1.Federation/PushAttachment',
             mlax_dot_v1_dot_attachment__pb2.AttachmentChunk.SerializeToString,
             mlax_dot_v1_dot_attachment__pb2.AttachmentProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MatchEvaluate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlax.v1.Federation/MatchEvaluate',
+            mlax_dot_v1_dot_matching__pb2.MatchEvaluateRequest.SerializeToString,
+            mlax_dot_v1_dot_matching__pb2.MatchEvaluateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMatchIndex(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/mlax.v1.Federation/GetMatchIndex',
+            mlax_dot_v1_dot_matching__pb2.MatchIndexRequest.SerializeToString,
+            mlax_dot_v1_dot_matching__pb2.MatchIndexChunk.FromString,
             options,
             channel_credentials,
             insecure,

@@ -11,6 +11,7 @@ from exchange._proto.mlax.v1 import attachment_pb2 as _attachment_pb2
 from exchange._proto.mlax.v1 import envelope_pb2 as _envelope_pb2
 from exchange._proto.mlax.v1 import federation_pb2 as _federation_pb2
 from exchange._proto.mlax.v1 import ledger_pb2 as _ledger_pb2
+from exchange._proto.mlax.v1 import matching_pb2 as _matching_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -55,7 +56,11 @@ class FederationStub:
     its ciphertext chunks, in order. Only the sender of the EVIDENCE envelope may push.
     """
     PushAttachment: _grpc.StreamUnaryMultiCallable[_attachment_pb2.AttachmentChunk, _attachment_pb2.AttachmentProgress]
-    """Matching (issue 6) calls are added here."""
+    MatchEvaluate: _grpc.UnaryUnaryMultiCallable[_matching_pb2.MatchEvaluateRequest, _matching_pb2.MatchEvaluateResponse]
+    """Victim identification: blind OPRF evaluation (rate-limited per peer, ledgered) and
+    the holder's published index of truncated OPRF outputs, as changes since a version.
+    """
+    GetMatchIndex: _grpc.UnaryStreamMultiCallable[_matching_pb2.MatchIndexRequest, _matching_pb2.MatchIndexChunk]
 
 @_typing.type_check_only
 class FederationAsyncStub(FederationStub):
@@ -79,7 +84,11 @@ class FederationAsyncStub(FederationStub):
     its ciphertext chunks, in order. Only the sender of the EVIDENCE envelope may push.
     """
     PushAttachment: _aio.StreamUnaryMultiCallable[_attachment_pb2.AttachmentChunk, _attachment_pb2.AttachmentProgress]  # type: ignore[assignment]
-    """Matching (issue 6) calls are added here."""
+    MatchEvaluate: _aio.UnaryUnaryMultiCallable[_matching_pb2.MatchEvaluateRequest, _matching_pb2.MatchEvaluateResponse]  # type: ignore[assignment]
+    """Victim identification: blind OPRF evaluation (rate-limited per peer, ledgered) and
+    the holder's published index of truncated OPRF outputs, as changes since a version.
+    """
+    GetMatchIndex: _aio.UnaryStreamMultiCallable[_matching_pb2.MatchIndexRequest, _matching_pb2.MatchIndexChunk]  # type: ignore[assignment]
 
 class FederationServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -153,7 +162,23 @@ class FederationServicer(metaclass=_abc_1.ABCMeta):
         self,
         request_iterator: _MaybeAsyncIterator[_attachment_pb2.AttachmentChunk],
         context: _ServicerContext,
-    ) -> _typing.Union[_attachment_pb2.AttachmentProgress, _abc.Awaitable[_attachment_pb2.AttachmentProgress]]:
-        """Matching (issue 6) calls are added here."""
+    ) -> _typing.Union[_attachment_pb2.AttachmentProgress, _abc.Awaitable[_attachment_pb2.AttachmentProgress]]: ...
+
+    @_abc_1.abstractmethod
+    def MatchEvaluate(
+        self,
+        request: _matching_pb2.MatchEvaluateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_matching_pb2.MatchEvaluateResponse, _abc.Awaitable[_matching_pb2.MatchEvaluateResponse]]:
+        """Victim identification: blind OPRF evaluation (rate-limited per peer, ledgered) and
+        the holder's published index of truncated OPRF outputs, as changes since a version.
+        """
+
+    @_abc_1.abstractmethod
+    def GetMatchIndex(
+        self,
+        request: _matching_pb2.MatchIndexRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_matching_pb2.MatchIndexChunk], _abc.AsyncIterator[_matching_pb2.MatchIndexChunk]]: ...
 
 def add_FederationServicer_to_server(servicer: FederationServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -26,47 +26,48 @@ from exchange._proto.mlax.v1 import attachment_pb2 as mlax_dot_v1_dot_attachment
 from exchange._proto.mlax.v1 import casework_pb2 as mlax_dot_v1_dot_casework__pb2
 from exchange._proto.mlax.v1 import envelope_pb2 as mlax_dot_v1_dot_envelope__pb2
 from exchange._proto.mlax.v1 import ledger_pb2 as mlax_dot_v1_dot_ledger__pb2
+from exchange._proto.mlax.v1 import matching_pb2 as mlax_dot_v1_dot_matching__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15mlax/v1/officer.proto\x12\x07mlax.v1\x1a\x18mlax/v1/attachment.proto\x1a\x16mlax/v1/casework.proto\x1a\x16mlax/v1/envelope.proto\x1a\x14mlax/v1/ledger.proto\"<\n\x07\x43ontent\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x12\n\nmedia_type\x18\x03 \x01(\t\"\x8c\x02\n\rSubmitRequest\x12\x11\n\trecipient\x18\x01 \x01(\t\x12*\n\x0cmessage_type\x18\x02 \x01(\x0e\x32\x14.mlax.v1.MessageType\x12\x10\n\x08\x63\x61se_ref\x18\x03 \x01(\t\x12!\n\x07\x63ontent\x18\x04 \x01(\x0b\x32\x10.mlax.v1.Content\x12-\n\x0ehandling_codes\x18\x05 \x03(\x0e\x32\x15.mlax.v1.HandlingCode\x12\x15\n\rrestricted_to\x18\x06 \x03(\t\x12\x13\n\x0bin_reply_to\x18\x07 \x01(\x0c\x12\x17\n\x0fidempotency_key\x18\x08 \x01(\t\x12\x13\n\x0bttl_seconds\x18\t \x01(\r\"\x92\x03\n\x0eMessageSummary\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12%\n\tdirection\x18\x02 \x01(\x0e\x32\x12.mlax.v1.Direction\x12\x0c\n\x04peer\x18\x03 \x01(\t\x12*\n\x0cmessage_type\x18\x04 \x01(\x0e\x32\x14.mlax.v1.MessageType\x12\x10\n\x08\x63\x61se_ref\x18\x05 \x01(\t\x12\x12\n\ncreated_at\x18\x06 \x01(\x03\x12%\n\x05state\x18\x07 \x01(\x0e\x32\x16.mlax.v1.DeliveryState\x12\x10\n\x08\x61ttempts\x18\x08 \x01(\r\x12\x12\n\nlast_error\x18\t \x01(\t\x12\x17\n\x0fnext_attempt_at\x18\n \x01(\x03\x12\x14\n\x0c\x64\x65livered_at\x18\x0b \x01(\x03\x12\x0f\n\x07read_at\x18\x0c \x01(\x03\x12-\n\x0ehandling_codes\x18\r \x03(\x0e\x32\x15.mlax.v1.HandlingCode\x12\x13\n\x0bin_reply_to\x18\x0e \x01(\t\x12\x14\n\x0csubmitted_by\x18\x0f \x01(\t\"\x9a\x01\n\x10\x44\x65liveryEvidence\x12\x0f\n\x07receipt\x18\x01 \x01(\x0c\x12\x18\n\x10receipt_verified\x18\x02 \x01(\x08\x12\x13\n\x0breceived_at\x18\x03 \x01(\x03\x12\x14\n\x0cledger_index\x18\x04 \x01(\x04\x12\x17\n\x0f\x65nvelope_digest\x18\x05 \x01(\x0c\x12\x17\n\x0freceiver_key_id\x18\x06 \x01(\t\"@\n\x11GetMessageRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x17\n\x0finclude_content\x18\x02 \x01(\x08\"\xef\x01\n\x0bMessageView\x12(\n\x07summary\x18\x01 \x01(\x0b\x32\x17.mlax.v1.MessageSummary\x12!\n\x07\x63ontent\x18\x02 \x01(\x0b\x32\x10.mlax.v1.Content\x12+\n\x08\x65vidence\x18\x03 \x01(\x0b\x32\x19.mlax.v1.DeliveryEvidence\x12\x15\n\rsender_key_id\x18\x04 \x01(\t\x12\x18\n\x10recipient_key_id\x18\x05 \x01(\t\x12\x15\n\rrestricted_to\x18\x06 \x03(\t\x12\x1e\n\x16non_repudiation_bundle\x18\x07 \x01(\x0c\"k\n\x13ListMessagesRequest\x12%\n\tdirection\x18\x01 \x01(\x0e\x32\x12.mlax.v1.Direction\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x0c\n\x04peer\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61se_ref\x18\x04 \x01(\t\"A\n\x14ListMessagesResponse\x12)\n\x08messages\x18\x01 \x03(\x0b\x32\x17.mlax.v1.MessageSummary\"(\n\x0cWatchRequest\x12\x18\n\x10\x61\x66ter_message_id\x18\x01 \x01(\t\"1\n\x13\x45xportLedgerRequest\x12\r\n\x05start\x18\x01 \x01(\x04\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x04\"*\n\x14\x44\x65liveryProofRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\t\"x\n\rDeliveryProof\x12\x14\n\x0cledger_index\x18\x01 \x01(\x04\x12.\n\x05proof\x18\x02 \x01(\x0b\x32\x1f.mlax.v1.InclusionProofResponse\x12\x10\n\x08verified\x18\x03 \x01(\x08\x12\x0f\n\x07problem\x18\x04 \x01(\t\"\x0f\n\rWhoAmIRequest\"i\n\x0eWhoAmIResponse\x12\x0f\n\x07officer\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0e\n\x06\x61gency\x18\x03 \x01(\t\x12\x19\n\x11\x64irectory_version\x18\x04 \x01(\x04\x12\r\n\x05peers\x18\x05 \x03(\t*U\n\tDirection\x12\x19\n\x15\x44IRECTION_UNSPECIFIED\x10\x00\x12\x16\n\x12\x44IRECTION_OUTBOUND\x10\x01\x12\x15\n\x11\x44IRECTION_INBOUND\x10\x02*\xbd\x01\n\rDeliveryState\x12\x1e\n\x1a\x44\x45LIVERY_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x44\x45LIVERY_STATE_QUEUED\x10\x01\x12\x1b\n\x17\x44\x45LIVERY_STATE_RETRYING\x10\x02\x12\x1c\n\x18\x44\x45LIVERY_STATE_DELIVERED\x10\x03\x12\x19\n\x15\x44\x45LIVERY_STATE_FAILED\x10\x04\x12\x1b\n\x17\x44\x45LIVERY_STATE_RECEIVED\x10\x05\x32\x86\x08\n\x07Officer\x12\x39\n\x06Submit\x12\x16.mlax.v1.SubmitRequest\x1a\x17.mlax.v1.MessageSummary\x12K\n\x0cListMessages\x12\x1c.mlax.v1.ListMessagesRequest\x1a\x1d.mlax.v1.ListMessagesResponse\x12>\n\nGetMessage\x12\x1a.mlax.v1.GetMessageRequest\x1a\x14.mlax.v1.MessageView\x12\x39\n\x05Watch\x12\x15.mlax.v1.WatchRequest\x1a\x17.mlax.v1.MessageSummary0\x01\x12\x39\n\x06WhoAmI\x12\x16.mlax.v1.WhoAmIRequest\x1a\x17.mlax.v1.WhoAmIResponse\x12K\n\x0c\x45xportLedger\x12\x1c.mlax.v1.ExportLedgerRequest\x1a\x1b.mlax.v1.LedgerExportRecord0\x01\x12I\n\x10GetDeliveryProof\x12\x1d.mlax.v1.DeliveryProofRequest\x1a\x16.mlax.v1.DeliveryProof\x12;\n\x07\x46orward\x12\x17.mlax.v1.ForwardRequest\x1a\x17.mlax.v1.MessageSummary\x12;\n\nCreateCase\x12\x1a.mlax.v1.CreateCaseRequest\x1a\x11.mlax.v1.CaseView\x12;\n\nCaseAction\x12\x1a.mlax.v1.CaseActionRequest\x1a\x11.mlax.v1.CaseView\x12=\n\x0b\x41pproveCase\x12\x1b.mlax.v1.ApproveCaseRequest\x1a\x11.mlax.v1.CaseView\x12\x42\n\tListCases\x12\x19.mlax.v1.ListCasesRequest\x1a\x1a.mlax.v1.ListCasesResponse\x12\x35\n\x07GetCase\x12\x17.mlax.v1.GetCaseRequest\x1a\x11.mlax.v1.CaseView\x12\x36\n\x06Upload\x12\x13.mlax.v1.UploadPart\x1a\x15.mlax.v1.UploadStatus(\x01\x12=\n\tGetUpload\x12\x19.mlax.v1.GetUploadRequest\x1a\x15.mlax.v1.UploadStatus\x12=\n\x08\x44ownload\x12\x18.mlax.v1.DownloadRequest\x1a\x15.mlax.v1.DownloadPart0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15mlax/v1/officer.proto\x12\x07mlax.v1\x1a\x18mlax/v1/attachment.proto\x1a\x16mlax/v1/casework.proto\x1a\x16mlax/v1/envelope.proto\x1a\x14mlax/v1/ledger.proto\x1a\x16mlax/v1/matching.proto\"<\n\x07\x43ontent\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x12\n\nmedia_type\x18\x03 \x01(\t\"\x8c\x02\n\rSubmitRequest\x12\x11\n\trecipient\x18\x01 \x01(\t\x12*\n\x0cmessage_type\x18\x02 \x01(\x0e\x32\x14.mlax.v1.MessageType\x12\x10\n\x08\x63\x61se_ref\x18\x03 \x01(\t\x12!\n\x07\x63ontent\x18\x04 \x01(\x0b\x32\x10.mlax.v1.Content\x12-\n\x0ehandling_codes\x18\x05 \x03(\x0e\x32\x15.mlax.v1.HandlingCode\x12\x15\n\rrestricted_to\x18\x06 \x03(\t\x12\x13\n\x0bin_reply_to\x18\x07 \x01(\x0c\x12\x17\n\x0fidempotency_key\x18\x08 \x01(\t\x12\x13\n\x0bttl_seconds\x18\t \x01(\r\"\x92\x03\n\x0eMessageSummary\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12%\n\tdirection\x18\x02 \x01(\x0e\x32\x12.mlax.v1.Direction\x12\x0c\n\x04peer\x18\x03 \x01(\t\x12*\n\x0cmessage_type\x18\x04 \x01(\x0e\x32\x14.mlax.v1.MessageType\x12\x10\n\x08\x63\x61se_ref\x18\x05 \x01(\t\x12\x12\n\ncreated_at\x18\x06 \x01(\x03\x12%\n\x05state\x18\x07 \x01(\x0e\x32\x16.mlax.v1.DeliveryState\x12\x10\n\x08\x61ttempts\x18\x08 \x01(\r\x12\x12\n\nlast_error\x18\t \x01(\t\x12\x17\n\x0fnext_attempt_at\x18\n \x01(\x03\x12\x14\n\x0c\x64\x65livered_at\x18\x0b \x01(\x03\x12\x0f\n\x07read_at\x18\x0c \x01(\x03\x12-\n\x0ehandling_codes\x18\r \x03(\x0e\x32\x15.mlax.v1.HandlingCode\x12\x13\n\x0bin_reply_to\x18\x0e \x01(\t\x12\x14\n\x0csubmitted_by\x18\x0f \x01(\t\"\x9a\x01\n\x10\x44\x65liveryEvidence\x12\x0f\n\x07receipt\x18\x01 \x01(\x0c\x12\x18\n\x10receipt_verified\x18\x02 \x01(\x08\x12\x13\n\x0breceived_at\x18\x03 \x01(\x03\x12\x14\n\x0cledger_index\x18\x04 \x01(\x04\x12\x17\n\x0f\x65nvelope_digest\x18\x05 \x01(\x0c\x12\x17\n\x0freceiver_key_id\x18\x06 \x01(\t\"@\n\x11GetMessageRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x17\n\x0finclude_content\x18\x02 \x01(\x08\"\xef\x01\n\x0bMessageView\x12(\n\x07summary\x18\x01 \x01(\x0b\x32\x17.mlax.v1.MessageSummary\x12!\n\x07\x63ontent\x18\x02 \x01(\x0b\x32\x10.mlax.v1.Content\x12+\n\x08\x65vidence\x18\x03 \x01(\x0b\x32\x19.mlax.v1.DeliveryEvidence\x12\x15\n\rsender_key_id\x18\x04 \x01(\t\x12\x18\n\x10recipient_key_id\x18\x05 \x01(\t\x12\x15\n\rrestricted_to\x18\x06 \x03(\t\x12\x1e\n\x16non_repudiation_bundle\x18\x07 \x01(\x0c\"k\n\x13ListMessagesRequest\x12%\n\tdirection\x18\x01 \x01(\x0e\x32\x12.mlax.v1.Direction\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x0c\n\x04peer\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61se_ref\x18\x04 \x01(\t\"A\n\x14ListMessagesResponse\x12)\n\x08messages\x18\x01 \x03(\x0b\x32\x17.mlax.v1.MessageSummary\"(\n\x0cWatchRequest\x12\x18\n\x10\x61\x66ter_message_id\x18\x01 \x01(\t\"1\n\x13\x45xportLedgerRequest\x12\r\n\x05start\x18\x01 \x01(\x04\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x04\"*\n\x14\x44\x65liveryProofRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\t\"x\n\rDeliveryProof\x12\x14\n\x0cledger_index\x18\x01 \x01(\x04\x12.\n\x05proof\x18\x02 \x01(\x0b\x32\x1f.mlax.v1.InclusionProofResponse\x12\x10\n\x08verified\x18\x03 \x01(\x08\x12\x0f\n\x07problem\x18\x04 \x01(\t\"\x0f\n\rWhoAmIRequest\"i\n\x0eWhoAmIResponse\x12\x0f\n\x07officer\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0e\n\x06\x61gency\x18\x03 \x01(\t\x12\x19\n\x11\x64irectory_version\x18\x04 \x01(\x04\x12\r\n\x05peers\x18\x05 \x03(\t*U\n\tDirection\x12\x19\n\x15\x44IRECTION_UNSPECIFIED\x10\x00\x12\x16\n\x12\x44IRECTION_OUTBOUND\x10\x01\x12\x15\n\x11\x44IRECTION_INBOUND\x10\x02*\xbd\x01\n\rDeliveryState\x12\x1e\n\x1a\x44\x45LIVERY_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x44\x45LIVERY_STATE_QUEUED\x10\x01\x12\x1b\n\x17\x44\x45LIVERY_STATE_RETRYING\x10\x02\x12\x1c\n\x18\x44\x45LIVERY_STATE_DELIVERED\x10\x03\x12\x19\n\x15\x44\x45LIVERY_STATE_FAILED\x10\x04\x12\x1b\n\x17\x44\x45LIVERY_STATE_RECEIVED\x10\x05\x32\xcd\t\n\x07Officer\x12\x39\n\x06Submit\x12\x16.mlax.v1.SubmitRequest\x1a\x17.mlax.v1.MessageSummary\x12K\n\x0cListMessages\x12\x1c.mlax.v1.ListMessagesRequest\x1a\x1d.mlax.v1.ListMessagesResponse\x12>\n\nGetMessage\x12\x1a.mlax.v1.GetMessageRequest\x1a\x14.mlax.v1.MessageView\x12\x39\n\x05Watch\x12\x15.mlax.v1.WatchRequest\x1a\x17.mlax.v1.MessageSummary0\x01\x12\x39\n\x06WhoAmI\x12\x16.mlax.v1.WhoAmIRequest\x1a\x17.mlax.v1.WhoAmIResponse\x12K\n\x0c\x45xportLedger\x12\x1c.mlax.v1.ExportLedgerRequest\x1a\x1b.mlax.v1.LedgerExportRecord0\x01\x12I\n\x10GetDeliveryProof\x12\x1d.mlax.v1.DeliveryProofRequest\x1a\x16.mlax.v1.DeliveryProof\x12;\n\x07\x46orward\x12\x17.mlax.v1.ForwardRequest\x1a\x17.mlax.v1.MessageSummary\x12;\n\nCreateCase\x12\x1a.mlax.v1.CreateCaseRequest\x1a\x11.mlax.v1.CaseView\x12;\n\nCaseAction\x12\x1a.mlax.v1.CaseActionRequest\x1a\x11.mlax.v1.CaseView\x12=\n\x0b\x41pproveCase\x12\x1b.mlax.v1.ApproveCaseRequest\x1a\x11.mlax.v1.CaseView\x12\x42\n\tListCases\x12\x19.mlax.v1.ListCasesRequest\x1a\x1a.mlax.v1.ListCasesResponse\x12\x35\n\x07GetCase\x12\x17.mlax.v1.GetCaseRequest\x1a\x11.mlax.v1.CaseView\x12\x36\n\x06Upload\x12\x13.mlax.v1.UploadPart\x1a\x15.mlax.v1.UploadStatus(\x01\x12=\n\tGetUpload\x12\x19.mlax.v1.GetUploadRequest\x1a\x15.mlax.v1.UploadStatus\x12=\n\x08\x44ownload\x12\x18.mlax.v1.DownloadRequest\x1a\x15.mlax.v1.DownloadPart0\x01\x12J\n\x0bLoadRecords\x12\x1b.mlax.v1.LoadRecordsRequest\x1a\x1c.mlax.v1.LoadRecordsResponse(\x01\x12@\n\nMatchQuery\x12\x1a.mlax.v1.MatchQueryRequest\x1a\x14.mlax.v1.MatchAnswer0\x01\x12\x37\n\x08\x44isclose\x12\x18.mlax.v1.DiscloseRequest\x1a\x11.mlax.v1.CaseViewb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mlax.v1.officer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DIRECTION']._serialized_start=1892
-  _globals['_DIRECTION']._serialized_end=1977
-  _globals['_DELIVERYSTATE']._serialized_start=1980
-  _globals['_DELIVERYSTATE']._serialized_end=2169
-  _globals['_CONTENT']._serialized_start=130
-  _globals['_CONTENT']._serialized_end=190
-  _globals['_SUBMITREQUEST']._serialized_start=193
-  _globals['_SUBMITREQUEST']._serialized_end=461
-  _globals['_MESSAGESUMMARY']._serialized_start=464
-  _globals['_MESSAGESUMMARY']._serialized_end=866
-  _globals['_DELIVERYEVIDENCE']._serialized_start=869
-  _globals['_DELIVERYEVIDENCE']._serialized_end=1023
-  _globals['_GETMESSAGEREQUEST']._serialized_start=1025
-  _globals['_GETMESSAGEREQUEST']._serialized_end=1089
-  _globals['_MESSAGEVIEW']._serialized_start=1092
-  _globals['_MESSAGEVIEW']._serialized_end=1331
-  _globals['_LISTMESSAGESREQUEST']._serialized_start=1333
-  _globals['_LISTMESSAGESREQUEST']._serialized_end=1440
-  _globals['_LISTMESSAGESRESPONSE']._serialized_start=1442
-  _globals['_LISTMESSAGESRESPONSE']._serialized_end=1507
-  _globals['_WATCHREQUEST']._serialized_start=1509
-  _globals['_WATCHREQUEST']._serialized_end=1549
-  _globals['_EXPORTLEDGERREQUEST']._serialized_start=1551
-  _globals['_EXPORTLEDGERREQUEST']._serialized_end=1600
-  _globals['_DELIVERYPROOFREQUEST']._serialized_start=1602
-  _globals['_DELIVERYPROOFREQUEST']._serialized_end=1644
-  _globals['_DELIVERYPROOF']._serialized_start=1646
-  _globals['_DELIVERYPROOF']._serialized_end=1766
-  _globals['_WHOAMIREQUEST']._serialized_start=1768
-  _globals['_WHOAMIREQUEST']._serialized_end=1783
-  _globals['_WHOAMIRESPONSE']._serialized_start=1785
-  _globals['_WHOAMIRESPONSE']._serialized_end=1890
-  _globals['_OFFICER']._serialized_start=2172
-  _globals['_OFFICER']._serialized_end=3202
+  _globals['_DIRECTION']._serialized_start=1916
+  _globals['_DIRECTION']._serialized_end=2001
+  _globals['_DELIVERYSTATE']._serialized_start=2004
+  _globals['_DELIVERYSTATE']._serialized_end=2193
+  _globals['_CONTENT']._serialized_start=154
+  _globals['_CONTENT']._serialized_end=214
+  _globals['_SUBMITREQUEST']._serialized_start=217
+  _globals['_SUBMITREQUEST']._serialized_end=485
+  _globals['_MESSAGESUMMARY']._serialized_start=488
+  _globals['_MESSAGESUMMARY']._serialized_end=890
+  _globals['_DELIVERYEVIDENCE']._serialized_start=893
+  _globals['_DELIVERYEVIDENCE']._serialized_end=1047
+  _globals['_GETMESSAGEREQUEST']._serialized_start=1049
+  _globals['_GETMESSAGEREQUEST']._serialized_end=1113
+  _globals['_MESSAGEVIEW']._serialized_start=1116
+  _globals['_MESSAGEVIEW']._serialized_end=1355
+  _globals['_LISTMESSAGESREQUEST']._serialized_start=1357
+  _globals['_LISTMESSAGESREQUEST']._serialized_end=1464
+  _globals['_LISTMESSAGESRESPONSE']._serialized_start=1466
+  _globals['_LISTMESSAGESRESPONSE']._serialized_end=1531
+  _globals['_WATCHREQUEST']._serialized_start=1533
+  _globals['_WATCHREQUEST']._serialized_end=1573
+  _globals['_EXPORTLEDGERREQUEST']._serialized_start=1575
+  _globals['_EXPORTLEDGERREQUEST']._serialized_end=1624
+  _globals['_DELIVERYPROOFREQUEST']._serialized_start=1626
+  _globals['_DELIVERYPROOFREQUEST']._serialized_end=1668
+  _globals['_DELIVERYPROOF']._serialized_start=1670
+  _globals['_DELIVERYPROOF']._serialized_end=1790
+  _globals['_WHOAMIREQUEST']._serialized_start=1792
+  _globals['_WHOAMIREQUEST']._serialized_end=1807
+  _globals['_WHOAMIRESPONSE']._serialized_start=1809
+  _globals['_WHOAMIRESPONSE']._serialized_end=1914
+  _globals['_OFFICER']._serialized_start=2196
+  _globals['_OFFICER']._serialized_end=3425
 # @@protoc_insertion_point(module_scope)

@@ -6,6 +6,7 @@ import warnings
 from exchange._proto.mlax.v1 import attachment_pb2 as mlax_dot_v1_dot_attachment__pb2
 from exchange._proto.mlax.v1 import casework_pb2 as mlax_dot_v1_dot_casework__pb2
 from exchange._proto.mlax.v1 import ledger_pb2 as mlax_dot_v1_dot_ledger__pb2
+from exchange._proto.mlax.v1 import matching_pb2 as mlax_dot_v1_dot_matching__pb2
 from exchange._proto.mlax.v1 import officer_pb2 as mlax_dot_v1_dot_officer__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -116,6 +117,21 @@ class OfficerStub:
                 '/mlax.v1.Officer/Download',
                 request_serializer=mlax_dot_v1_dot_attachment__pb2.DownloadRequest.SerializeToString,
                 response_deserializer=mlax_dot_v1_dot_attachment__pb2.DownloadPart.FromString,
+                _registered_method=True)
+        self.LoadRecords = channel.stream_unary(
+                '/mlax.v1.Officer/LoadRecords',
+                request_serializer=mlax_dot_v1_dot_matching__pb2.LoadRecordsRequest.SerializeToString,
+                response_deserializer=mlax_dot_v1_dot_matching__pb2.LoadRecordsResponse.FromString,
+                _registered_method=True)
+        self.MatchQuery = channel.unary_stream(
+                '/mlax.v1.Officer/MatchQuery',
+                request_serializer=mlax_dot_v1_dot_matching__pb2.MatchQueryRequest.SerializeToString,
+                response_deserializer=mlax_dot_v1_dot_matching__pb2.MatchAnswer.FromString,
+                _registered_method=True)
+        self.Disclose = channel.unary_unary(
+                '/mlax.v1.Officer/Disclose',
+                request_serializer=mlax_dot_v1_dot_matching__pb2.DiscloseRequest.SerializeToString,
+                response_deserializer=mlax_dot_v1_dot_casework__pb2.CaseView.FromString,
                 _registered_method=True)
 
 
@@ -228,6 +244,26 @@ class OfficerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LoadRecords(self, request_iterator, context):
+        """Victim identification: this agency's records (the holder side), federated queries
+        (answers stream in as peers reply), and the holder supervisor's disclosure.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MatchQuery(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Disclose(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OfficerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -310,6 +346,21 @@ def add_OfficerServicer_to_server(servicer, server):
                     servicer.Download,
                     request_deserializer=mlax_dot_v1_dot_attachment__pb2.DownloadRequest.FromString,
                     response_serializer=mlax_dot_v1_dot_attachment__pb2.DownloadPart.SerializeToString,
+            ),
+            'LoadRecords': grpc.stream_unary_rpc_method_handler(
+                    servicer.LoadRecords,
+                    request_deserializer=mlax_dot_v1_dot_matching__pb2.LoadRecordsRequest.FromString,
+                    response_serializer=mlax_dot_v1_dot_matching__pb2.LoadRecordsResponse.SerializeToString,
+            ),
+            'MatchQuery': grpc.unary_stream_rpc_method_handler(
+                    servicer.MatchQuery,
+                    request_deserializer=mlax_dot_v1_dot_matching__pb2.MatchQueryRequest.FromString,
+                    response_serializer=mlax_dot_v1_dot_matching__pb2.MatchAnswer.SerializeToString,
+            ),
+            'Disclose': grpc.unary_unary_rpc_method_handler(
+                    servicer.Disclose,
+                    request_deserializer=mlax_dot_v1_dot_matching__pb2.DiscloseRequest.FromString,
+                    response_serializer=mlax_dot_v1_dot_casework__pb2.CaseView.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -744,6 +795,87 @@ class Officer:
             '/mlax.v1.Officer/Download',
             mlax_dot_v1_dot_attachment__pb2.DownloadRequest.SerializeToString,
             mlax_dot_v1_dot_attachment__pb2.DownloadPart.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LoadRecords(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/mlax.v1.Officer/LoadRecords',
+            mlax_dot_v1_dot_matching__pb2.LoadRecordsRequest.SerializeToString,
+            mlax_dot_v1_dot_matching__pb2.LoadRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MatchQuery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/mlax.v1.Officer/MatchQuery',
+            mlax_dot_v1_dot_matching__pb2.MatchQueryRequest.SerializeToString,
+            mlax_dot_v1_dot_matching__pb2.MatchAnswer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Disclose(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlax.v1.Officer/Disclose',
+            mlax_dot_v1_dot_matching__pb2.DiscloseRequest.SerializeToString,
+            mlax_dot_v1_dot_casework__pb2.CaseView.FromString,
             options,
             channel_credentials,
             insecure,

@@ -10,6 +10,7 @@ from grpc import aio as _aio
 from exchange._proto.mlax.v1 import attachment_pb2 as _attachment_pb2
 from exchange._proto.mlax.v1 import casework_pb2 as _casework_pb2
 from exchange._proto.mlax.v1 import ledger_pb2 as _ledger_pb2
+from exchange._proto.mlax.v1 import matching_pb2 as _matching_pb2
 from exchange._proto.mlax.v1 import officer_pb2 as _officer_pb2
 import abc as _abc_1
 import grpc as _grpc
@@ -64,6 +65,12 @@ class OfficerStub:
     GetUpload: _grpc.UnaryUnaryMultiCallable[_attachment_pb2.GetUploadRequest, _attachment_pb2.UploadStatus]
     Download: _grpc.UnaryStreamMultiCallable[_attachment_pb2.DownloadRequest, _attachment_pb2.DownloadPart]
     """A verified attachment's plaintext; the first part carries its metadata."""
+    LoadRecords: _grpc.StreamUnaryMultiCallable[_matching_pb2.LoadRecordsRequest, _matching_pb2.LoadRecordsResponse]
+    """Victim identification: this agency's records (the holder side), federated queries
+    (answers stream in as peers reply), and the holder supervisor's disclosure.
+    """
+    MatchQuery: _grpc.UnaryStreamMultiCallable[_matching_pb2.MatchQueryRequest, _matching_pb2.MatchAnswer]
+    Disclose: _grpc.UnaryUnaryMultiCallable[_matching_pb2.DiscloseRequest, _casework_pb2.CaseView]
 
 @_typing.type_check_only
 class OfficerAsyncStub(OfficerStub):
@@ -96,6 +103,12 @@ class OfficerAsyncStub(OfficerStub):
     GetUpload: _aio.UnaryUnaryMultiCallable[_attachment_pb2.GetUploadRequest, _attachment_pb2.UploadStatus]  # type: ignore[assignment]
     Download: _aio.UnaryStreamMultiCallable[_attachment_pb2.DownloadRequest, _attachment_pb2.DownloadPart]  # type: ignore[assignment]
     """A verified attachment's plaintext; the first part carries its metadata."""
+    LoadRecords: _aio.StreamUnaryMultiCallable[_matching_pb2.LoadRecordsRequest, _matching_pb2.LoadRecordsResponse]  # type: ignore[assignment]
+    """Victim identification: this agency's records (the holder side), federated queries
+    (answers stream in as peers reply), and the holder supervisor's disclosure.
+    """
+    MatchQuery: _aio.UnaryStreamMultiCallable[_matching_pb2.MatchQueryRequest, _matching_pb2.MatchAnswer]  # type: ignore[assignment]
+    Disclose: _aio.UnaryUnaryMultiCallable[_matching_pb2.DiscloseRequest, _casework_pb2.CaseView]  # type: ignore[assignment]
 
 class OfficerServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -221,5 +234,29 @@ class OfficerServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_attachment_pb2.DownloadPart], _abc.AsyncIterator[_attachment_pb2.DownloadPart]]:
         """A verified attachment's plaintext; the first part carries its metadata."""
+
+    @_abc_1.abstractmethod
+    def LoadRecords(
+        self,
+        request_iterator: _MaybeAsyncIterator[_matching_pb2.LoadRecordsRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_matching_pb2.LoadRecordsResponse, _abc.Awaitable[_matching_pb2.LoadRecordsResponse]]:
+        """Victim identification: this agency's records (the holder side), federated queries
+        (answers stream in as peers reply), and the holder supervisor's disclosure.
+        """
+
+    @_abc_1.abstractmethod
+    def MatchQuery(
+        self,
+        request: _matching_pb2.MatchQueryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_matching_pb2.MatchAnswer], _abc.AsyncIterator[_matching_pb2.MatchAnswer]]: ...
+
+    @_abc_1.abstractmethod
+    def Disclose(
+        self,
+        request: _matching_pb2.DiscloseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_casework_pb2.CaseView, _abc.Awaitable[_casework_pb2.CaseView]]: ...
 
 def add_OfficerServicer_to_server(servicer: OfficerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

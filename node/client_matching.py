@@ -1,0 +1,167 @@
+"""The officer SDK for victim identification: load records, ask the federation, follow up.
+
+matching = MatchClient(OfficerClient.from_bundle(Path("alice.json"), b"passphrase"))
+matching.load(Path("victims.csv"))
+for answer in matching.query([{"given_name": "Ana", "family_name": "Popescu"}]):
+    print(answer.peer, answer.result, answer.band)
+matching.follow_up(answer.reference, purpose="victim-assistance", justification="...")
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from exchange import forms
+from exchange._proto.mlax.v1 import casework_pb2 as cpb
+from exchange._proto.mlax.v1 import matching_pb2 as mpb
+from exchange._proto.mlax.v1 import officer_pb2_grpc as ogrpc
+from exchange.encoding import now_ms
+from exchange.errors import InvalidFieldError
+from exchange.matching.records import RECORD_COLUMNS, parse_csv_row, parse_query_row
+from node.client import NodeCallError, OfficerClient
+from node.client_cases import CaseClient
+
+PERSON_FIELDS = (
+    "given_name",
+    "family_name",
+    "sex",
+    "date_of_birth",
+    "nationality",
+    "place_of_birth",
+)
+_BATCH = 1000
+
+
+def person(fields: Mapping[str, str | None]) -> mpb.MatchPerson:
+    return mpb.MatchPerson(**{f: (fields.get(f) or "").strip() for f in PERSON_FIELDS})
+
+
+def read_rows(path: Path) -> Iterator[tuple[int, dict[str, str | None]]]:
+    """CSV rows with their line numbers (the header is line 1)."""
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None:
+            raise InvalidFieldError(f"{path} is empty: it needs a header line.")
+        for row in reader:
+            yield reader.line_num, dict(row)
+
+
+class MatchClient:
+    """Matching calls on one's own node, over an OfficerClient's channel."""
+
+    def __init__(self, client: OfficerClient) -> None:
+        self.client = client
+
+    @property
+    def _stub(self) -> ogrpc.OfficerStub:
+        return self.client._stub
+
+    def _raise(self, e: grpc.RpcError) -> NodeCallError:
+        detail = e.details() or e.code().name
+        if e.code() == grpc.StatusCode.UNAVAILABLE:
+            detail = f"The node at {self.client.credential.endpoint} cannot be reached ({detail})."
+        return NodeCallError(e.code(), detail)
+
+    def load(self, path: Path, remove: Sequence[str] = ()) -> mpb.LoadRecordsResponse:
+        """Add or update the records of a CSV file (and remove `remove`), in one version.
+
+        Every row is checked here first, so a bad file is refused before anything is sent.
+        """
+        rows: list[mpb.MatchRecordRow] = []
+        for line, row in read_rows(path):
+            parse_csv_row(row, line)  # the node checks again; this names the line early
+            rows.append(
+                mpb.MatchRecordRow(
+                    ref=(row.get("ref") or "").strip(), person=person(row), line=line
+                )
+            )
+        return self._load(rows, remove)
+
+    def remove(self, refs: Sequence[str]) -> mpb.LoadRecordsResponse:
+        return self._load([], refs)
+
+    def _load(
+        self, rows: list[mpb.MatchRecordRow], remove: Sequence[str]
+    ) -> mpb.LoadRecordsResponse:
+        def parts() -> Iterator[mpb.LoadRecordsRequest]:
+            for i in range(0, max(len(rows), 1), _BATCH):
+                yield mpb.LoadRecordsRequest(
+                    rows=rows[i : i + _BATCH], remove=list(remove) if i == 0 else []
+                )
+
+        try:
+            resp: mpb.LoadRecordsResponse = self._stub.LoadRecords(
+                parts(), timeout=self.client.timeout + len(rows) / 50
+            )
+        except grpc.RpcError as e:
+            raise self._raise(e) from None
+        return resp
+
+    def query(
+        self,
+        people: Sequence[Mapping[str, str | None]],
+        peers: Sequence[str] = (),
+        timeout_ms: int = 0,
+    ) -> Iterator[mpb.MatchAnswer]:
+        """Each peer's answers, as they arrive (a peer that is down answers 'unavailable')."""
+        for i, p in enumerate(people):
+            parse_query_row({f: p.get(f) for f in PERSON_FIELDS}, i + 1)
+        req = mpb.MatchQueryRequest(
+            queries=[person(p) for p in people], peers=list(peers), timeout_ms=timeout_ms
+        )
+        stream = self._stub.MatchQuery(req, timeout=self.client.timeout + 60 + len(people) / 10)
+        try:
+            yield from stream
+        except grpc.RpcError as e:
+            raise self._raise(e) from None
+
+    def follow_up(
+        self,
+        reference: str,
+        *,
+        purpose: str,
+        justification: str,
+        legal_basis: Sequence[str] = ("palermo-protocol",),
+        urgency: str = "ordinary",
+        urgency_reason: str = "",
+        contact: Mapping[str, str] | None = None,
+        language: str = "en",
+    ) -> cpb.CaseView:
+        """Open a victim-identification case to the holder of a hit, and submit it."""
+        holder = reference.rpartition(":")[0]
+        own = self.client.credential.agency
+        data: dict[str, Any] = {
+            "requesting_authority": {"agency_id": own, "name": own},
+            "requested_authority": {"agency_id": holder, "name": holder},
+            "match_reference": reference,
+            "purpose": purpose,
+            "legal_basis": list(legal_basis),
+            "justification": justification,
+            "urgency": urgency,
+            "contact_officer": dict(contact or {"name": self.client.credential.officer}),
+            "language": language,
+        }
+        if urgency_reason:
+            data["urgency_reason"] = urgency_reason
+        form = forms.form_from_mapping(forms.CaseType.VICTIM_ID, data, now_ms=now_ms())
+        cases = CaseClient(self.client)
+        ref = cases.create(form, recipient=holder).summary.case_ref
+        return cases.act(ref, "submit")
+
+    def disclose(self, case_ref: str) -> cpb.CaseView:
+        """Holder's supervisor: send the identity behind a follow-up case (ledgered)."""
+        try:
+            view: cpb.CaseView = self._stub.Disclose(
+                mpb.DiscloseRequest(case_ref=case_ref), timeout=self.client.timeout
+            )
+        except grpc.RpcError as e:
+            raise self._raise(e) from None
+        return view
+
+
+__all__ = ["PERSON_FIELDS", "RECORD_COLUMNS", "MatchClient", "person", "read_rows"]

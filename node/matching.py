@@ -1,0 +1,694 @@
+"""Victim identification on a node: holding records, answering blind evaluations, asking
+the federation, and disclosing an identity after a follow-up request.
+
+As a *holder* the node keeps each victim record sealed to its own key and publishes only
+a random handle and the record's match tokens run through its OPRF key, truncated to 8
+bytes (`GetMatchIndex`). It evaluates blinded elements for peers (`MatchEvaluate`) within
+a per-peer hourly quota, and ledgers every call.
+
+As a *querier* it keeps a copy of each peer's published index, blinds its query's tokens
+with fresh scalars per peer, has each peer evaluate them, unblinds, and looks the outputs
+up in its copy: a record sharing tokens with the query gives a coarse band (strong,
+possible) and the handle becomes an opaque reference for the follow-up case. Names never
+leave the querier; the holder sees blinded elements only (docs/matching.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TypeVar
+
+import grpc
+import structlog
+from exchange.matching.score import Band, band
+from sqlalchemy import delete, func, insert, select
+
+from exchange import forms
+from exchange._proto.mlax.v1 import federation_pb2_grpc as fgrpc
+from exchange._proto.mlax.v1 import forms_pb2 as fpb
+from exchange._proto.mlax.v1 import matching_pb2 as mpb
+from exchange.case import Action, CaseState, Party
+from exchange.encoding import now_ms
+from exchange.errors import InvalidFieldError, MlaxError, OversizedError
+from exchange.ledger_entry import LedgerEntry
+from exchange.matching import oprf
+from exchange.matching.records import (
+    VictimQuery,
+    VictimRecord,
+    parse_csv_row,
+    parse_query_row,
+)
+from exchange.matching.tokens import Token, record_tokens
+from node import ledger, metrics
+from node.cases import CaseDesk, CaseStaleError
+from node.config import MatchingSection
+from node.core import NodeCore, NotFoundError, Officer, PermissionDeniedError
+from node.peers import PeerChannels
+from node.storage.models import (
+    CaseRow,
+    MatchKeyRow,
+    MatchPeerRow,
+    MatchQuotaRow,
+    MatchRecordRow,
+    MatchReplicaRow,
+    MatchStateRow,
+)
+
+log = structlog.get_logger("mlax.matching")
+T = TypeVar("T")
+
+VALUE_BYTES = 8
+ELEMENT_BYTES = 32
+HOUR_MS = 3_600_000
+_INDEX_CHUNK = 2000
+_LOOKUP_CHUNK = 500
+_RANK = {Band.STRONG: 2, Band.POSSIBLE: 1}
+_FIELDS = ("given_name", "family_name", "sex", "date_of_birth", "nationality", "place_of_birth")
+
+
+class QuotaExceededError(MlaxError):
+    """A peer that used up its blind evaluations for this hour."""
+
+    status = "RESOURCE_EXHAUSTED"
+
+
+def truncate(output: bytes) -> int:
+    """The published form of an OPRF output: its first 8 bytes, as a signed 64-bit int."""
+    return int.from_bytes(output[:VALUE_BYTES], "big", signed=True)
+
+
+def _pack(values: Iterable[int]) -> bytes:
+    return b"".join(v.to_bytes(VALUE_BYTES, "big", signed=True) for v in sorted(set(values)))
+
+
+def _unpack(data: bytes) -> list[int]:
+    return [
+        int.from_bytes(data[i : i + VALUE_BYTES], "big", signed=True)
+        for i in range(0, len(data), VALUE_BYTES)
+    ]
+
+
+def _person_row(person: mpb.MatchPerson) -> dict[str, str]:
+    return {f: getattr(person, f) for f in _FIELDS}
+
+
+def _record_text(record: VictimRecord) -> bytes:
+    dob = record.date_of_birth
+    fields = [
+        record.given_name,
+        record.family_name,
+        record.sex,
+        str(dob) if dob is not None else "",
+        record.nationality,
+        record.place_of_birth,
+    ]
+    return "\x1f".join(fields).encode()
+
+
+def _record_from_text(ref: str, data: bytes) -> dict[str, str]:
+    values = data.decode().split("\x1f")
+    return dict(zip(_FIELDS, values, strict=True)) | {"ref": ref}
+
+
+def reference_of(peer: str, handle: bytes) -> str:
+    """The opaque reference a hit carries: the holder's agency id and the record's handle."""
+    return f"{peer}:{handle.hex()}"
+
+
+def parse_reference(reference: str) -> tuple[str, bytes]:
+    agency, sep, handle = reference.rpartition(":")
+    try:
+        raw = bytes.fromhex(handle)
+    except ValueError:
+        raw = b""
+    if not sep or not agency or len(raw) != 16:
+        raise InvalidFieldError(
+            f"{reference[:80]!r} is not a match reference (AGENCY:32 hex digits)."
+        )
+    return agency, raw
+
+
+@dataclass(frozen=True)
+class _Hit:
+    band: Band
+    handle: bytes
+
+
+class MatchDesk:
+    """Matching operations over the node's database, identity and peer channels."""
+
+    def __init__(
+        self, core: NodeCore, cfg: MatchingSection, peers: PeerChannels, cases: CaseDesk
+    ) -> None:
+        self.core = core
+        self.cfg = cfg
+        self.peers = peers
+        self.cases = cases
+        self._key_lock = threading.Lock()
+        self._key: tuple[str, bytes] | None = None
+        self._sync_locks: dict[str, threading.Lock] = {}
+
+    # -- the holder's key -----------------------------------------------------------------
+
+    def key(self) -> tuple[str, bytes]:
+        """(key id, OPRF key): created on first use, kept sealed to the node's own key."""
+        with self._key_lock:
+            if self._key is not None:
+                return self._key
+            with self.core.db.write() as s:
+                row = s.scalars(select(MatchKeyRow).where(MatchKeyRow.active.is_(True))).first()
+                if row is None:
+                    secret = oprf.generate_key()
+                    row = MatchKeyRow(
+                        key_id=os.urandom(16).hex(),
+                        key_sealed=self.core.seal_to_self(secret),
+                        created_at=now_ms(),
+                        active=True,
+                    )
+                    s.add(row)
+                    ledger.append(
+                        s, LedgerEntry.of("match.key_created", now_ms(), key_id=row.key_id)
+                    )
+                key_id, sealed = row.key_id, row.key_sealed
+            self._key = (key_id, self.core.open_from_self(sealed))
+            return self._key
+
+    # -- holding records ------------------------------------------------------------------
+
+    def load(
+        self, officer: Officer, requests: Iterator[mpb.LoadRecordsRequest]
+    ) -> mpb.LoadRecordsResponse:
+        """Add, update or remove records; all of one call is one new index version."""
+        records: dict[str, VictimRecord] = {}
+        removals: set[str] = set()
+        for req in requests:
+            for item in req.rows:
+                record = parse_csv_row(_person_row(item.person) | {"ref": item.ref}, item.line)
+                if record.ref in records:
+                    raise InvalidFieldError(
+                        f"Line {item.line}, column ref: {record.ref!r} appears twice in the load."
+                    )
+                records[record.ref] = record
+            removals.update(req.remove)
+            if len(records) + len(removals) > self.cfg.max_records_per_load:
+                raise OversizedError(
+                    f"One load takes at most {self.cfg.max_records_per_load} records."
+                )
+        _, key = self.key()
+        # The OPRF work happens before the write lock: it is the slow part.
+        prepared: dict[str, tuple[bytes, bytes]] = {}
+        for ref, record in records.items():
+            text = _record_text(record)
+            fingerprint = hashlib.sha256(text).digest()
+            values = _pack(truncate(oprf.evaluate(key, t.value)) for t in record_tokens(record))
+            prepared[ref] = (fingerprint, values)
+        now = now_ms()
+        added = updated = unchanged = removed = 0
+        with self.core.db.write() as s:
+            state = s.get(MatchStateRow, 1, with_for_update=True)
+            if state is None:
+                state = MatchStateRow(id=1, version=0)
+                s.add(state)
+            version = state.version + 1
+            existing = {
+                r.ref: r
+                for ref_chunk in _chunks(list(prepared) + sorted(removals), 500)
+                for r in s.scalars(
+                    select(MatchRecordRow).where(MatchRecordRow.ref.in_(ref_chunk))
+                ).all()
+            }
+            for ref, (fingerprint, values) in prepared.items():
+                row = existing.get(ref)
+                if row is not None and not row.removed and row.fingerprint == fingerprint:
+                    unchanged += 1
+                    continue
+                sealed = self.core.seal_to_self(_record_text(records[ref]))
+                if row is None:
+                    s.add(
+                        MatchRecordRow(
+                            ref=ref,
+                            handle=os.urandom(16),
+                            record_sealed=sealed,
+                            fingerprint=fingerprint,
+                            values=values,
+                            version=version,
+                            removed=False,
+                            updated_at=now,
+                        )
+                    )
+                    added += 1
+                else:
+                    if row.removed:
+                        row.handle = os.urandom(16)  # a re-added record is a new record
+                    row.record_sealed, row.fingerprint, row.values = sealed, fingerprint, values
+                    row.version, row.removed, row.updated_at = version, False, now
+                    updated += 1
+            for ref in removals:
+                row = existing.get(ref)
+                if row is None or row.removed:
+                    continue
+                # The personal data goes; the tombstone tells peers to drop the handle.
+                row.record_sealed, row.values, row.fingerprint = b"", b"", bytes(32)
+                row.version, row.removed, row.updated_at = version, True, now
+                removed += 1
+            changed = added + updated + removed
+            if changed:
+                state.version = version
+            total = s.scalar(
+                select(func.count())
+                .select_from(MatchRecordRow)
+                .where(MatchRecordRow.removed.is_(False))
+            )
+            ledger.append(
+                s,
+                LedgerEntry.of(
+                    "match.records_loaded",
+                    now,
+                    officer=officer.name,
+                    added=added,
+                    updated=updated,
+                    removed=removed,
+                    version=state.version,
+                ),
+            )
+            return mpb.LoadRecordsResponse(
+                added=added,
+                updated=updated,
+                unchanged=unchanged,
+                removed=removed,
+                index_version=state.version,
+                records=total or 0,
+            )
+
+    # -- answering peers ------------------------------------------------------------------
+
+    def evaluate(self, peer: str, req: mpb.MatchEvaluateRequest) -> mpb.MatchEvaluateResponse:
+        """Blind-evaluate a peer's elements, within its quota; every call is ledgered."""
+        count = len(req.blinded_elements)
+        if len(req.query_id) != 16:
+            raise InvalidFieldError("Field query_id: 16 bytes.")
+        if not 0 < count <= self.cfg.max_elements_per_call:
+            raise InvalidFieldError(
+                f"Field blinded_elements: 1 to {self.cfg.max_elements_per_call} elements."
+            )
+        if any(len(e) != ELEMENT_BYTES for e in req.blinded_elements):
+            raise InvalidFieldError("Field blinded_elements: each element is 32 bytes.")
+        now = now_ms()
+        window = now // HOUR_MS
+        limit = self.cfg.evaluations_per_hour
+        with self.core.db.write() as s:
+            quota = s.get(MatchQuotaRow, (peer, window), with_for_update=True)
+            used = quota.used if quota is not None else 0
+            if used + count > limit:
+                ledger.append(
+                    s,
+                    LedgerEntry.of(
+                        "match.quota_exceeded",
+                        now,
+                        peer=peer,
+                        query_id=req.query_id.hex(),
+                        elements=count,
+                        used=used,
+                    ),
+                )
+                over = True
+            else:
+                if quota is None:
+                    s.add(MatchQuotaRow(peer=peer, window=window, used=count))
+                else:
+                    quota.used = used + count
+                ledger.append(
+                    s,
+                    LedgerEntry.of(
+                        "match.evaluated",
+                        now,
+                        peer=peer,
+                        query_id=req.query_id.hex(),
+                        elements=count,
+                    ),
+                )
+                over = False
+            state = s.get(MatchStateRow, 1)
+            version = state.version if state is not None else 0
+        if over:
+            metrics.MATCH_REFUSED.labels(peer=peer).inc()
+            raise QuotaExceededError(
+                f"Agency {peer} has used {used} of its {limit} blind evaluations this hour; "
+                "try again in the next hour."
+            )
+        key_id, key = self.key()
+        evaluated = [oprf.blind_evaluate(key, bytes(e)) for e in req.blinded_elements]
+        metrics.MATCH_EVALUATIONS.labels(peer=peer).inc(count)
+        return mpb.MatchEvaluateResponse(
+            evaluated_elements=evaluated, key_id=key_id, index_version=version
+        )
+
+    def index(self, peer: str, req: mpb.MatchIndexRequest) -> Iterator[mpb.MatchIndexChunk]:
+        """The published index as changes since the peer's version (all of it on a reset)."""
+        key_id, _ = self.key()
+        reset = req.key_id != key_id
+        since = 0 if reset else req.since_version
+        with self.core.db.read() as s:
+            state = s.get(MatchStateRow, 1)
+            version = state.version if state is not None else 0
+        if since > version:
+            reset, since = True, 0
+        with self.core.db.write() as s:
+            ledger.append(
+                s,
+                LedgerEntry.of(
+                    "match.index_served", now_ms(), peer=peer, since=since, version=version
+                ),
+            )
+        sent = False
+        last_id = 0
+        while True:
+            with self.core.db.read() as s:
+                q = (
+                    select(
+                        MatchRecordRow.id,
+                        MatchRecordRow.handle,
+                        MatchRecordRow.removed,
+                        MatchRecordRow.values,
+                        MatchRecordRow.version,
+                    )
+                    .where(
+                        MatchRecordRow.version > since,
+                        MatchRecordRow.version <= version,
+                        MatchRecordRow.id > last_id,
+                    )
+                    .order_by(MatchRecordRow.id)
+                    .limit(_INDEX_CHUNK)
+                )
+                if reset:
+                    q = q.where(MatchRecordRow.removed.is_(False))
+                rows = s.execute(q).all()
+            if not rows and sent:
+                return
+            last_id = rows[-1].id if rows else last_id
+            yield mpb.MatchIndexChunk(
+                key_id=key_id,
+                version=version,
+                reset=reset and not sent,
+                entries=[
+                    mpb.MatchIndexEntry(
+                        handle=r.handle, removed=r.removed, values=r.values, version=r.version
+                    )
+                    for r in rows
+                ],
+            )
+            sent = True
+            if len(rows) < _INDEX_CHUNK:
+                return
+
+    # -- asking peers ---------------------------------------------------------------------
+
+    def _stub(self, peer: str) -> fgrpc.FederationStub:
+        return fgrpc.FederationStub(self.peers.channel(peer))
+
+    def sync(self, peer: str, timeout: float) -> MatchPeerRow:
+        """Bring our copy of `peer`'s published index up to date."""
+        lock = self._sync_locks.setdefault(peer, threading.Lock())
+        with lock:
+            with self.core.db.read() as s:
+                have = s.get(MatchPeerRow, peer)
+                key_id, since = (have.key_id, have.version) if have else ("", 0)
+            stream = self._stub(peer).GetMatchIndex(
+                mpb.MatchIndexRequest(key_id=key_id, since_version=since), timeout=timeout
+            )
+            state: MatchPeerRow | None = None
+            for chunk in stream:
+                with self.core.db.write() as s:
+                    if chunk.reset:
+                        s.execute(delete(MatchReplicaRow).where(MatchReplicaRow.peer == peer))
+                    handles = [bytes(e.handle) for e in chunk.entries]
+                    for part in _chunks(handles, 500):
+                        s.execute(
+                            delete(MatchReplicaRow).where(
+                                MatchReplicaRow.peer == peer, MatchReplicaRow.handle.in_(part)
+                            )
+                        )
+                    rows = [
+                        {"peer": peer, "handle": bytes(e.handle), "value": v}
+                        for e in chunk.entries
+                        if not e.removed
+                        for v in _unpack(bytes(e.values))
+                    ]
+                    if rows:
+                        s.execute(insert(MatchReplicaRow), rows)
+                    state = s.get(MatchPeerRow, peer)
+                    if state is None:
+                        state = MatchPeerRow(peer=peer, key_id=chunk.key_id, version=0, synced_at=0)
+                        s.add(state)
+                    state.key_id, state.version, state.synced_at = (
+                        chunk.key_id,
+                        chunk.version,
+                        now_ms(),
+                    )
+                    s.flush()
+                    s.expunge(state)
+            if state is None:
+                raise MlaxError(f"Agency {peer} sent no index.")
+            return state
+
+    def query(self, officer: Officer, req: mpb.MatchQueryRequest) -> Iterator[mpb.MatchAnswer]:
+        """Ask peers in parallel; yield each peer's answers as they arrive."""
+        if not req.queries:
+            raise InvalidFieldError("Field queries: at least one person to look for.")
+        if len(req.queries) > self.cfg.max_queries_per_call:
+            raise OversizedError(
+                f"Field queries: at most {self.cfg.max_queries_per_call} people in one call."
+            )
+        people = [parse_query_row(_person_row(p), i + 1) for i, p in enumerate(req.queries)]
+        directory = self.core.directory.current()
+        others = [a.agency_id for a in directory.agencies if a.agency_id != self.core.agency]
+        peers = list(dict.fromkeys(req.peers)) or others
+        for p in peers:
+            if p not in others:
+                raise InvalidFieldError(
+                    f"Field peers: {p} is not another member of the federation."
+                )
+        tokens = [record_tokens(person) for person in people]
+        query_id = os.urandom(16)
+        timeout = (req.timeout_ms / 1000) if req.timeout_ms else self.cfg.query_timeout_seconds
+        with self.core.db.write() as s:
+            ledger.append(
+                s,
+                LedgerEntry.of(
+                    "match.query",
+                    now_ms(),
+                    query_id=query_id.hex(),
+                    officer=officer.name,
+                    queries=len(people),
+                    tokens=sum(len(t) for t in tokens),
+                    peers=",".join(peers),
+                ),
+            )
+        results: queue.Queue[list[mpb.MatchAnswer]] = queue.Queue()
+        pool = ThreadPoolExecutor(max_workers=min(16, len(peers)), thread_name_prefix="match")
+
+        def ask(peer: str) -> None:
+            results.put(self._ask(peer, query_id, tokens, timeout))
+
+        for peer in peers:
+            pool.submit(ask, peer)
+        pool.shutdown(wait=False)
+        for _ in peers:
+            answers = results.get()
+            with self.core.db.write() as s:
+                for a in answers:
+                    ledger.append(
+                        s,
+                        LedgerEntry.of(
+                            "match.answer",
+                            now_ms(),
+                            query_id=query_id.hex(),
+                            peer=a.peer,
+                            query=a.query,
+                            result=a.result,
+                            band=a.band,
+                        ),
+                    )
+            yield from answers
+
+    def _ask(
+        self, peer: str, query_id: bytes, tokens: list[list[Token]], timeout: float
+    ) -> list[mpb.MatchAnswer]:
+        def every(result: str, detail: str) -> list[mpb.MatchAnswer]:
+            return [
+                mpb.MatchAnswer(
+                    query=i, peer=peer, result=result, detail=detail, query_id=query_id.hex()
+                )
+                for i in range(len(tokens))
+            ]
+
+        try:
+            return self._ask_peer(peer, query_id, tokens, timeout)
+        except grpc.RpcError as e:
+            code = e.code()
+            detail = e.details() or code.name
+            if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                return every("over-quota", detail)
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                return every("unavailable", f"{peer} did not answer in time ({code.name}).")
+            return every("error", detail)
+        except MlaxError as e:
+            return every("error", e.message)
+        except Exception as e:  # one peer's failure never sinks the others' answers
+            log.exception("match_peer_failed", peer=peer)
+            return every("error", f"Unexpected {type(e).__name__}.")
+
+    def _ask_peer(
+        self, peer: str, query_id: bytes, tokens: list[list[Token]], timeout: float
+    ) -> list[mpb.MatchAnswer]:
+        flat = [t for ts in tokens for t in ts]
+        state = self.sync(peer, timeout)
+        blinds = [oprf.blind(t.value) for t in flat]
+        outputs: list[bytes] = []
+        stub = self._stub(peer)
+        for start in range(0, len(flat), self.cfg.max_elements_per_call):
+            part = blinds[start : start + self.cfg.max_elements_per_call]
+            resp = stub.MatchEvaluate(
+                mpb.MatchEvaluateRequest(query_id=query_id, blinded_elements=[b for _, b in part]),
+                timeout=timeout,
+            )
+            if len(resp.evaluated_elements) != len(part):
+                raise MlaxError(f"Agency {peer} answered {len(resp.evaluated_elements)} elements.")
+            if resp.key_id != state.key_id or resp.index_version > state.version:
+                state = self.sync(peer, timeout)
+            if resp.key_id != state.key_id:
+                raise MlaxError(f"Agency {peer} changed its matching key during the query.")
+            for (blind, _), t, ev in zip(
+                part, flat[start : start + len(part)], resp.evaluated_elements, strict=True
+            ):
+                outputs.append(oprf.finalize(t.value, blind, bytes(ev)))
+        value_of = [truncate(o) for o in outputs]
+        found: dict[int, list[bytes]] = {}
+        with self.core.db.read() as s:
+            for part_values in _chunks(sorted(set(value_of)), _LOOKUP_CHUNK):
+                for handle, value in s.execute(
+                    select(MatchReplicaRow.handle, MatchReplicaRow.value).where(
+                        MatchReplicaRow.peer == peer, MatchReplicaRow.value.in_(part_values)
+                    )
+                ).all():
+                    found.setdefault(value, []).append(bytes(handle))
+        answers = []
+        pos = 0
+        for i, ts in enumerate(tokens):
+            kinds: dict[bytes, set[str]] = {}
+            for t in ts:
+                for handle in found.get(value_of[pos], ()):
+                    kinds.setdefault(handle, set()).add(t.kind)
+                pos += 1
+            best: _Hit | None = None
+            for handle, matched in sorted(kinds.items()):
+                b = band(matched)
+                if b is not None and (best is None or _RANK[b] > _RANK[best.band]):
+                    best = _Hit(b, handle)
+            if best is None:
+                answers.append(
+                    mpb.MatchAnswer(query=i, peer=peer, result="no-hit", query_id=query_id.hex())
+                )
+            else:
+                answers.append(
+                    mpb.MatchAnswer(
+                        query=i,
+                        peer=peer,
+                        result="hit",
+                        band=best.band.value,
+                        reference=reference_of(peer, best.handle),
+                        query_id=query_id.hex(),
+                    )
+                )
+        return answers
+
+    # -- the follow-up: disclosure by the holder's supervisor -----------------------------
+
+    def disclose(self, officer: Officer, case_ref: str) -> str:
+        """Send the identity behind a victim-identification case's reference (ledgered)."""
+        with self.core.db.read() as s:
+            row = s.scalars(select(CaseRow).where(CaseRow.case_ref == case_ref)).first()
+            if row is None:
+                raise NotFoundError(f"No case {case_ref[:128]} on this node.")
+            if row.case_type != "victim-id" or row.role != Party.REQUESTED.value:
+                raise CaseStaleError(
+                    f"Case {case_ref} is not a victim-identification request to this agency."
+                )
+            if row.state != CaseState.IN_EXECUTION.value:
+                raise CaseStaleError(
+                    f"Case {case_ref} is {row.state}: accept it and start execution first."
+                )
+            form = fpb.CaseForm.FromString(self.core.open_from_self(row.form_sealed))
+        agency, handle = parse_reference(form.victim_id.match_reference)
+        if agency != self.core.agency:
+            raise PermissionDeniedError(
+                f"The reference in case {case_ref} names {agency}, not this agency."
+            )
+        with self.core.db.read() as s:
+            record = s.scalars(
+                select(MatchRecordRow).where(MatchRecordRow.handle == handle)
+            ).first()
+            if record is None or record.removed:
+                raise CaseStaleError(f"The record behind case {case_ref} is no longer held here.")
+            fields = _record_from_text(record.ref, self.core.open_from_self(record.record_sealed))
+        lines = [f"{k.replace('_', ' ')}: {v}" for k, v in fields.items() if k != "ref" and v]
+        details = forms.details_from_mapping(
+            Action.REPORT_EXECUTED,
+            {"summary": "Identity disclosed on supervisor approval.\n" + "\n".join(lines)},
+        )
+        self.cases._send(officer, case_ref, Action.REPORT_EXECUTED, details)
+        with self.core.db.write() as s:
+            ledger.append(
+                s,
+                LedgerEntry.of(
+                    "match.disclosed",
+                    now_ms(),
+                    case_ref=case_ref,
+                    handle=handle.hex(),
+                    supervisor=officer.name,
+                ),
+            )
+        return case_ref
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+class MatchSync:
+    """Background thread: keeps our copies of the peers' published indexes fresh."""
+
+    def __init__(self, desk: MatchDesk, every: float, timeout: float) -> None:
+        self.desk, self.every, self.timeout = desk, every, timeout
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="match-sync", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            directory = self.desk.core.directory.current()
+            for card in directory.agencies:
+                if card.agency_id == self.desk.core.agency or self._stop.is_set():
+                    continue
+                try:
+                    self.desk.sync(card.agency_id, self.timeout)
+                except (grpc.RpcError, MlaxError):
+                    pass  # a peer that is down is tried again next round
+                except Exception:
+                    log.exception("match_sync_failed", peer=card.agency_id)
+
+
+__all__ = ["MatchDesk", "MatchSync", "QuotaExceededError", "VictimQuery", "parse_reference"]
