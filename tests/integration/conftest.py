@@ -20,6 +20,7 @@ import sqlite3
 import subprocess
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,14 @@ from keys.directory_file import read_signed_directory
 from keys.identity import AgencyIdentity, load_identity
 from node.client import NodeCallError, OfficerClient
 from node.config import load_config
-from node.federation import Federation, NodeProcess, build_federation, free_port, mlax_command
+from node.federation import (
+    DEMO_AGENCIES,
+    Federation,
+    NodeProcess,
+    build_federation,
+    free_port,
+    mlax_command,
+)
 from node.officers import OfficerCA, add_officer, set_officer, write_bundle
 from node.storage.db import Database
 
@@ -329,3 +337,40 @@ def live(tmp_path_factory: pytest.TempPathFactory, cli: Cli) -> Iterator[LiveFed
         # A node that crashed during the session fails the last test's teardown loudly.
         for agency, code in codes.items():
             assert code == 0, f"{agency} exited with {code}: {nodes[agency].log_tail()}"
+
+
+# -- storage for tests that run their own two-node federation ------------------------
+
+
+def _pg_databases(base_url: str, names: list[str]) -> Iterator[dict[str, str]]:
+    import psycopg
+
+    plain = base_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(plain, autocommit=True) as conn:
+        for n in names:
+            conn.execute(f'DROP DATABASE IF EXISTS "{n}"')
+            conn.execute(f'CREATE DATABASE "{n}"')
+    head, _, _ = base_url.rpartition("/")
+    try:
+        yield {n: f"{head}/{n}" for n in names}
+    finally:
+        with psycopg.connect(plain, autocommit=True) as conn:
+            for n in names:
+                conn.execute(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """Database URLs for the first two demo agencies: SQLite ({}), or fresh PostgreSQL
+    databases (dropped afterwards) when MLAX_TEST_PG_URL is set."""
+    if request.param == "sqlite":
+        yield {}
+        return
+    url = os.environ.get("MLAX_TEST_PG_URL")
+    if not url:
+        pytest.skip("MLAX_TEST_PG_URL is not set")
+    tag = uuid.uuid4().hex[:8]
+    agencies = [a for a, _ in DEMO_AGENCIES[:2]]
+    names = [f"mlax_crash_{tag}_{a.split('-')[0].lower()}" for a in agencies]
+    for urls in _pg_databases(url, names):
+        yield {a: urls[n] for a, n in zip(agencies, names, strict=True)}

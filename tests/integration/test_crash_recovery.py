@@ -12,8 +12,6 @@ import os
 import random
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,38 +28,6 @@ pytestmark = pytest.mark.integration
 PASS, OFFICER_PASS = b"node-pass", b"officer-pass"
 MESSAGES = int(os.environ.get("MLAX_CRASH_MESSAGES", "200"))
 ENV = dict(os.environ, MLAX_KEY_PASSPHRASE=PASS.decode(), MLAX_KDF_PROFILE="test")
-
-
-def _pg_databases(base_url: str, names: list[str]) -> Iterator[dict[str, str]]:
-    import psycopg
-
-    plain = base_url.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(plain, autocommit=True) as conn:
-        for n in names:
-            conn.execute(f'DROP DATABASE IF EXISTS "{n}"')
-            conn.execute(f'CREATE DATABASE "{n}"')
-    head, _, _ = base_url.rpartition("/")
-    try:
-        yield {n: f"{head}/{n}" for n in names}
-    finally:
-        with psycopg.connect(plain, autocommit=True) as conn:
-            for n in names:
-                conn.execute(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)')
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def storage(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
-    if request.param == "sqlite":
-        yield {}
-        return
-    url = os.environ.get("MLAX_TEST_PG_URL")
-    if not url:
-        pytest.skip("MLAX_TEST_PG_URL is not set")
-    tag = uuid.uuid4().hex[:8]
-    agencies = [a for a, _ in DEMO_AGENCIES[:2]]
-    names = [f"mlax_crash_{tag}_{a.split('-')[0].lower()}" for a in agencies]
-    for urls in _pg_databases(url, names):
-        yield {a: urls[n] for a, n in zip(agencies, names, strict=True)}
 
 
 def _submit_all(

@@ -203,13 +203,16 @@ PASS, OFFICER_PASS = b"node-pass", b"officer-pass"
 
 
 @pytest.mark.integration
-def test_receiver_killed_mid_transfer_resumes_and_the_file_is_intact(tmp_path: Path) -> None:
+def test_receiver_killed_mid_transfer_resumes_and_the_file_is_intact(
+    tmp_path: Path, storage: dict[str, str]
+) -> None:
     env = dict(os.environ, MLAX_KEY_PASSPHRASE=PASS.decode(), MLAX_KDF_PROFILE="test")
     fed = build_federation(
         tmp_path / "fed",
         PASS,
         OFFICER_PASS,
         agencies=DEMO_AGENCIES[:2],
+        db_urls=storage,
         delivery={"initial_backoff_seconds": 0.1, "max_backoff_seconds": 0.5},
     )
     sender_agency, receiver_agency = (a for a, _ in DEMO_AGENCIES[:2])
