@@ -22,18 +22,16 @@ from exchange._proto.mlax.v1 import matching_pb2 as mpb
 from exchange._proto.mlax.v1 import officer_pb2_grpc as ogrpc
 from exchange.encoding import now_ms
 from exchange.errors import InvalidFieldError
-from exchange.matching.records import RECORD_COLUMNS, parse_csv_row, parse_query_row
+from exchange.matching.records import (
+    QUERY_COLUMNS,
+    RECORD_COLUMNS,
+    parse_csv_row,
+    parse_query_row,
+)
 from node.client import NodeCallError, OfficerClient
 from node.client_cases import CaseClient
 
-PERSON_FIELDS = (
-    "given_name",
-    "family_name",
-    "sex",
-    "date_of_birth",
-    "nationality",
-    "place_of_birth",
-)
+PERSON_FIELDS = QUERY_COLUMNS
 _BATCH = 1000
 
 

@@ -28,6 +28,7 @@ from exchange.ledger.audit import verify_export
 from keys.directory_file import read_signed_directory
 from node.client import MessageInfo, NodeCallError, OfficerClient
 from node.client_cases import CaseClient
+from node.client_matching import MatchClient
 from node.federation import DEMO_AGENCIES, Federation, NodeProcess, build_federation
 
 DEMO_PASSPHRASE = b"demo-node-passphrase"
@@ -59,6 +60,11 @@ MLA_FORM: dict[str, object] = {
     "contact_officer": {"name": "DS Helen Marsh", "email": "helen.marsh@nca.example"},
     "language": "en",
 }
+DEMO_VICTIMS = """ref,given_name,family_name,sex,date_of_birth,nationality,place_of_birth
+NG-V-0001,Blessing,Okonkwo,F,1999-04-12,NGA,Benin City
+NG-V-0002,Олена,Шевченко,F,2001-11-03,UKR,Kharkiv
+NG-V-0003,Mohammed,Al-Rashid,M,1995,SYR,Aleppo
+"""
 EXTRADITION_FORM: dict[str, object] = {
     "kind": "provisional-arrest",
     "requesting_authority": {"agency_id": "GB-NCA", "name": "National Crime Agency"},
@@ -357,7 +363,58 @@ def run_demo(root: Path | None = None, keep: bool = False) -> None:
             )
             console.print("  (the attempt is in France's audit ledger)")
 
-        _step(7, "Crash: France's node is killed with SIGKILL while the UK sends more")
+        _step(7, "Victim identification: hit / no hit, then a formal follow-up")
+        records = workdir / "naptip-victims.csv"
+        records.write_text(DEMO_VICTIMS, encoding="utf-8")
+        ng_match, gb_match = MatchClient(ng), MatchClient(gb)
+        loaded = ng_match.load(records)
+        console.print(
+            f"  Nigeria loads {loaded.records} victim records: they stay on its node; peers "
+            "get only OPRF-encoded match tokens under Nigeria's key"
+        )
+        for who in (
+            {"given_name": "Olena", "family_name": "Shevchenko", "date_of_birth": "2001-11-03"},
+            {"given_name": "Maria", "family_name": "Gonzalez", "date_of_birth": "1980-01-01"},
+        ):
+            console.print(
+                f"  UK asks the federation about {who['given_name']} {who['family_name']} "
+                f"({who['date_of_birth']}); the names never leave the UK node:"
+            )
+            for a in gb_match.query([who]):
+                shown = (
+                    f"HIT ({a.band}), reference {a.reference}" if a.result == "hit" else a.result
+                )
+                console.print(f"    {a.peer}: {shown}")
+                if a.result == "hit":
+                    hit = a.reference
+        follow = gb_match.follow_up(
+            hit,
+            purpose="victim-assistance",
+            justification="A possible victim found in Manchester needs assistance and protection.",
+        )
+        vref = follow.summary.case_ref
+        CaseClient(gb_sup).approve(vref)
+        _wait_case(ng_cases, vref, "submitted")
+        for action, state in (
+            ("acknowledge", "acknowledged"),
+            ("accept", "accepted"),
+            ("start-execution", "in_execution"),
+        ):
+            ng_cases.act(vref, action)
+            _wait_case(gb_cases, vref, state)
+        ng_sup = _client(fed, "NG-NAPTIP", "supervisor")
+        clients.append(ng_sup)
+        MatchClient(ng_sup).disclose(vref)
+        _wait_case(gb_cases, vref, "executed")
+        disclosed = next(
+            e for e in gb_cases.get(vref, content=True).timeline if e.action == "report_executed"
+        )
+        console.print(
+            f"  follow-up {vref}: approved at both ends; Nigeria's supervisor discloses:\n    "
+            + disclosed.details.report.summary.replace("\n", "\n    ")
+        )
+
+        _step(8, "Crash: France's node is killed with SIGKILL while the UK sends more")
         nodes["FR-OCRTEH"].kill()
         console.print("  FR-OCRTEH node killed (kill -9); the UK keeps working")
         queued = [
@@ -391,7 +448,7 @@ def run_demo(root: Path | None = None, keep: bool = False) -> None:
             "  A dead peer delays only its own messages: Nigeria's was delivered at once."
         )
 
-        _step(8, "France's node restarts; the queued messages arrive exactly once")
+        _step(9, "France's node restarts; the queued messages arrive exactly once")
         nodes["FR-OCRTEH"].start()
         ids = {q.message_id for q in queued}
         _wait(
@@ -407,7 +464,7 @@ def run_demo(root: Path | None = None, keep: bool = False) -> None:
             raise RuntimeError("a receipt did not verify")
         console.print("  [green]every message delivered exactly once, every receipt verified[/]")
 
-        _step(9, "Audit: every node's ledger is signed, witnessed by its peers and verified")
+        _step(10, "Audit: every node's ledger is signed, witnessed by its peers and verified")
         _wait(
             "France's checkpoint to cover the last delivery",
             lambda: (p := gb.delivery_proof(queued[-1].message_id)).verified and p.cosignatures > 0,
@@ -433,7 +490,7 @@ def run_demo(root: Path | None = None, keep: bool = False) -> None:
                 raise RuntimeError(f"the ledger of {agency} does not verify")
         console.print(table)
 
-        _step(10, "Clean shutdown (SIGTERM: in-flight calls finish, then the worker and database)")
+        _step(11, "Clean shutdown (SIGTERM: in-flight calls finish, then the worker and database)")
     finally:
         for c in clients:
             c.close()

@@ -39,6 +39,7 @@ from exchange.errors import InvalidFieldError, MlaxError, OversizedError
 from exchange.ledger_entry import LedgerEntry
 from exchange.matching import oprf
 from exchange.matching.records import (
+    QUERY_COLUMNS,
     VictimQuery,
     VictimRecord,
     parse_csv_row,
@@ -69,7 +70,7 @@ HOUR_MS = 3_600_000
 _INDEX_CHUNK = 2000
 _LOOKUP_CHUNK = 500
 _RANK = {Band.STRONG: 2, Band.POSSIBLE: 1}
-_FIELDS = ("given_name", "family_name", "sex", "date_of_birth", "nationality", "place_of_birth")
+_FIELDS = QUERY_COLUMNS
 
 
 class QuotaExceededError(MlaxError):
