@@ -367,6 +367,7 @@ def run_demo(root: Path | None = None, keep: bool = False) -> None:
         records = workdir / "naptip-victims.csv"
         records.write_text(DEMO_VICTIMS, encoding="utf-8")
         ng_match, gb_match = MatchClient(ng), MatchClient(gb)
+        hit = ""
         loaded = ng_match.load(records)
         console.print(
             f"  Nigeria loads {loaded.records} victim records: they stay on its node; peers "
@@ -387,6 +388,8 @@ def run_demo(root: Path | None = None, keep: bool = False) -> None:
                 console.print(f"    {a.peer}: {shown}")
                 if a.result == "hit":
                     hit = a.reference
+        if not hit:
+            raise RuntimeError("the victim known to Nigeria was not found")
         follow = gb_match.follow_up(
             hit,
             purpose="victim-assistance",
