@@ -23,6 +23,7 @@ import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +34,22 @@ from cryptography.hazmat.primitives.asymmetric import ec, mlkem, x25519
 from cryptography.x509.oid import NameOID
 from nacl.signing import SigningKey
 
-from exchange import errors
+from exchange import casework, errors, forms
+from exchange._proto.mlax.v1 import casework_pb2 as cpb
 from exchange._proto.mlax.v1 import directory_pb2 as dpb
 from exchange._proto.mlax.v1 import envelope_pb2 as epb
 from exchange._proto.mlax.v1 import officer_pb2 as opb
 from exchange.agency import AgencyCard, KeyAlgorithm, PublicKey, RevokedKey
+from exchange.attachment import (
+    CTX_ATTACHMENT_CHUNK,
+    TAG_SIZE,
+    AttachmentKey,
+    ChunkCipher,
+    StreamVerifier,
+    TamperedChunkError,
+    chunk_nonce,
+)
+from exchange.case import Action, Case, Urgency
 from exchange.directory import AdminKey, Directory, SignedDirectory, verify_directory
 from exchange.encoding import (
     CTX_DIRECTORY,
@@ -1006,6 +1018,366 @@ def receipt_vectors(hybrid: dict[str, Any], directory: Directory) -> dict[str, A
     }
 
 
+# --- casework and evidence ------------------------------------------------------------------
+
+
+def attachment_vectors() -> dict[str, Any]:
+    """One attachment of 262144 + 5 bytes in 256 KiB chunks: two chunks, the last 5 bytes."""
+    chunk_size = 262_144
+    size = chunk_size + 5
+    plaintext = bytes(i % 251 for i in range(size))
+    key = AttachmentKey(
+        attachment_id=seed("attachment/id", 16),
+        key=seed("attachment/key"),
+        chunk_size=chunk_size,
+        size=size,
+        sha256=sha256(plaintext),
+        name="relevés-bancaires.pdf",
+    )
+    cipher = ChunkCipher.of(key)
+    ad = pae(CTX_ATTACHMENT_CHUNK, key.attachment_id)
+    chunks: list[dict[str, Any]] = []
+    sealed_all: list[bytes] = []
+    verifier = StreamVerifier(key)
+    for i in range(key.chunks):
+        part = plaintext[i * chunk_size : (i + 1) * chunk_size]
+        final = key.is_final(i)
+        sealed = cipher.seal(i, part, final=final)
+        assert verifier.feed(i, sealed) == part
+        sealed_all.append(sealed)
+        entry: dict[str, Any] = {
+            "index": i,
+            "final": final,
+            "plaintext_length": len(part),
+            "nonce": chunk_nonce(i, final).hex(),
+            "cipher_offset": key.cipher_offset(i),
+            "ciphertext_length": len(sealed),
+            "ciphertext_sha256": sha256(sealed).hex(),
+            "ciphertext_first_32": sealed[:32].hex(),
+            "tag": sealed[-TAG_SIZE:].hex(),
+        }
+        if len(sealed) <= 64:
+            entry["plaintext"] = part.hex()
+            entry["ciphertext"] = sealed.hex()
+        chunks.append(entry)
+    verifier.finish()
+    last = key.chunks - 1
+    last_plain = plaintext[last * chunk_size :]
+    negative = [
+        (
+            "the final chunk opened with final flag 0",
+            key.attachment_id,
+            last,
+            False,
+            sealed_all[last],
+        ),
+        ("the final chunk opened at index 0", key.attachment_id, 0, True, sealed_all[last]),
+        (
+            "the final chunk opened as a chunk of another attachment id",
+            seed("attachment/other-id", 16),
+            last,
+            True,
+            sealed_all[last],
+        ),
+        (
+            "the final chunk with its first byte flipped",
+            key.attachment_id,
+            last,
+            True,
+            bytes([sealed_all[last][0] ^ 1]) + sealed_all[last][1:],
+        ),
+        (
+            "the last chunk sealed without the final flag, opened as final",
+            key.attachment_id,
+            last,
+            True,
+            cipher.seal(last, last_plain, final=False),
+        ),
+        (
+            "the final chunk cut by one byte",
+            key.attachment_id,
+            last,
+            True,
+            sealed_all[last][:-1],
+        ),
+    ]
+    refusals = []
+    for name, aid, index, final, data in negative:
+        try:
+            ChunkCipher(aid, key.key).open(index, data, final=final)
+        except TamperedChunkError:
+            pass
+        else:
+            raise AssertionError(name)
+        refusals.append(
+            {
+                "name": name,
+                "attachment_id": aid.hex(),
+                "index": index,
+                "final": final,
+                "ciphertext": data.hex(),
+                "error": "TamperedChunkError",
+                "status": TamperedChunkError.status,
+            }
+        )
+    return {
+        "description": "An evidence file as a STREAM of ChaCha20-Poly1305 chunks: chunk i "
+        "(plaintext bytes [i*chunk_size, (i+1)*chunk_size)) is sealed under the attachment's "
+        "key with nonce = i as 11 bytes big-endian || final flag (0x01 for the last chunk, "
+        "else 0x00) and associated data PAE(context, attachment_id); ciphertext = "
+        "encrypted chunk || 16-byte tag. Chunks are stored and sent as they are, "
+        "concatenated in index order.",
+        "encoding": ENCODING_NOTE,
+        "context": CTX_ATTACHMENT_CHUNK.decode(),
+        "plaintext_rule": "bytes(i % 251 for i in range(size))",
+        "attachment_key": {
+            "attachment_id": key.attachment_id.hex(),
+            "key": key.key.hex(),
+            "chunk_size": key.chunk_size,
+            "size": key.size,
+            "sha256": key.sha256.hex(),
+            "name": key.name,
+        },
+        "attachment_key_bytes": key.to_bytes().hex(),
+        "header_attachment_digest": key.digest().SerializeToString(deterministic=True).hex(),
+        "associated_data": ad.hex(),
+        "chunks": chunks,
+        "cipher_size": key.cipher_size,
+        "ciphertext_stream_sha256": sha256(b"".join(sealed_all)).hex(),
+        "file_sha256": sha256(plaintext).hex(),
+        "negative": refusals,
+    }
+
+
+CASE_REF = "FR-OCRTEH-2026-00001"
+
+
+def vector_form() -> Any:
+    """A short MLA request of FR-OCRTEH to NL-POLITIE."""
+    return forms.form_from_mapping(
+        forms.CaseType.MLA,
+        {
+            "requesting_authority": {"agency_id": SENDER_ID, "name": "OCRTEH"},
+            "requested_authority": {"agency_id": HYBRID_ID, "name": "Politie"},
+            "legal_basis": ["untoc-art18", "palermo-protocol"],
+            "offences": [
+                {
+                    "description": "Trafficking in human beings for sexual exploitation.",
+                    "legal_provision": "Code pénal, art. 225-4-1",
+                }
+            ],
+            "summary_of_facts": "Three women recruited in Rotterdam were exploited in Lyon.",
+            "assistance_sought": ["banking-records"],
+            "assistance_details": "Statements of account NL00 BANK 0123 4567 89 since 2025.",
+            "urgency": "ordinary",
+            "contact_officer": {"name": "Cdt Claire Roux", "email": "c.roux@ocrteh.example"},
+            "language": "fr",
+        },
+        now_ms=T0,
+    )
+
+
+def case_header(sender: str, message_type: MessageType, at: int, n: int) -> Header:
+    """A header with the fields the case checks read; keys and ids are placeholders."""
+    return Header(
+        message_id=uuid7(at, seed(f"case/message-id/{n}", 10)),
+        sender=sender,
+        recipient=HYBRID_ID if sender == SENDER_ID else SENDER_ID,
+        message_type=message_type,
+        created_at=at,
+        expires_at=at + 30 * DAY,
+        sender_key_id=(FR_SIGNING if sender == SENDER_ID else NL_SIGNING).key_id,
+        recipient_key_id=key_id("ed25519", bytes(32)),
+        suite=Suite.X25519_SHA256_CHACHA20POLY1305,
+        case_ref=CASE_REF,
+    )
+
+
+def case_error(check: Callable[[], object]) -> dict[str, str]:
+    try:
+        check()
+    except errors.MlaxError as e:
+        return {"error": type(e).__name__, "status": e.status}
+    raise AssertionError("the check passed")
+
+
+def case_transition_vectors() -> dict[str, Any]:
+    form = vector_form()
+    digest = casework.form_digest(form)
+    supervisor, approved_at = "cdt.roux", T0 + 3 * HOUR
+    scalar = int.from_bytes(seed("FR-OCRTEH/supervisor/cdt.roux"), "big") % (2**255) + 1
+    supervisor_key = ec.derive_private_key(scalar, ec.SECP256R1())
+    message = casework.approval_message(CASE_REF, digest, supervisor, approved_at)
+    signature = supervisor_key.sign(message, ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
+    supervisor_key.public_key().verify(signature, message, ec.ECDSA(hashes.SHA256()))
+    approval = cpb.CaseApproval(supervisor=supervisor, at=approved_at, form_digest=digest)
+
+    case = Case(CASE_REF, SENDER_ID, HYBRID_ID, Urgency.ORDINARY, opened_at=T0 + HOUR)
+    steps: list[tuple[str, Action, str, str, Any]] = [
+        ("submission", Action.SUBMIT, SENDER_ID, "officer.dupont", None),
+        (
+            "acknowledgement",
+            Action.ACKNOWLEDGE,
+            HYBRID_ID,
+            "insp.de.vries",
+            forms.details_from_mapping(Action.ACKNOWLEDGE, {"reference": "NL-LE-2026-0412"}),
+        ),
+        (
+            "refusal",
+            Action.REFUSE,
+            HYBRID_ID,
+            "insp.de.vries",
+            forms.details_from_mapping(
+                Action.REFUSE,
+                {
+                    "grounds": ["no-dual-criminality"],
+                    "explanation": "The conduct described is not an offence here.",
+                },
+            ),
+        ),
+    ]
+    transitions: list[dict[str, Any]] = []
+    seq, head = 0, b""
+    received: casework.Applied | None = None
+    for n, (name, action, sender, officer, details) in enumerate(steps, start=1):
+        at = approved_at + n * MINUTE
+        data, applied = casework.build(
+            case,
+            action=action,
+            party_agency=sender,
+            seq=seq + 1,
+            prev_digest=head,
+            at_ms=at,
+            officer=officer,
+            details=details,
+            form=form if action is Action.SUBMIT else None,
+            approval=approval if action is Action.SUBMIT else None,
+        )
+        message_type = (
+            MessageType.MLA_REQUEST if action is Action.SUBMIT else MessageType.CASE_TRANSITION
+        )
+        header = case_header(sender, message_type, at, n)
+        # The receiving party's check accepts it and reaches the same state and digest.
+        received = (
+            casework.check_submission(header, data)
+            if received is None
+            else casework.check_transition(received.case, seq, head, header, data)
+        )
+        assert (received.case.state, received.digest) == (applied.case.state, applied.digest)
+        ctx_prefix = pae(casework.CTX_CASE_TRANSITION, data)[: -len(data)]
+        transitions.append(
+            {
+                "name": name,
+                "sender": sender,
+                "message_type": epb.MessageType.Name(message_type.value),
+                "fields": {
+                    "case_ref": CASE_REF,
+                    "action": cpb.CaseAction.Name(casework.ACTION_TO_WIRE[action]),
+                    "seq": seq + 1,
+                    "prev_digest": head.hex(),
+                    "at": at,
+                    "officer": officer,
+                },
+                "body": data.hex(),
+                "digest_input_prefix": ctx_prefix.hex(),
+                "digest": applied.digest.hex(),
+                "state_after": applied.case.state.value,
+            }
+        )
+        case, seq, head = applied.case, seq + 1, applied.digest
+    # What a node holding the case at step 2 (acknowledged) refuses, and with which error.
+    assert received is not None
+    at_two = _replay_to(2, transitions)
+    refusal = bytes.fromhex(transitions[2]["body"])
+    refusal_at = transitions[2]["fields"]["at"]
+
+    def refusal_body(**changes: Any) -> bytes:
+        body = casework.parse_body(refusal)
+        for field, value in changes.items():
+            setattr(body, field, value)
+        return body.SerializeToString(deterministic=True)
+
+    two_digest = bytes.fromhex(transitions[1]["digest"])
+    one_digest = bytes.fromhex(transitions[0]["digest"])
+    negatives = [
+        ("prev_digest names step 1, not step 2", refusal_body(prev_digest=one_digest), HYBRID_ID),
+        (
+            "seq 2 again (already used)",
+            refusal_body(seq=2, prev_digest=one_digest),
+            HYBRID_ID,
+        ),
+        ("seq 4 (step 3 not yet applied here)", refusal_body(seq=4), HYBRID_ID),
+        ("sent by the requesting agency, not entitled to refuse", refusal, SENDER_ID),
+    ]
+    refused = []
+    for name, data, sender in negatives:
+        header = case_header(sender, MessageType.CASE_TRANSITION, refusal_at, 99)
+        outcome = case_error(
+            partial(casework.check_transition, at_two, 2, two_digest, header, data)
+        )
+        refused.append(
+            {
+                "name": name,
+                "holder_seq": 2,
+                "holder_head_digest": two_digest.hex(),
+                "sender": sender,
+                "at": refusal_at,
+                "body": data.hex(),
+                **outcome,
+            }
+        )
+    return {
+        "description": "A case's transitions as sealed bodies (CaseTransitionBody, "
+        "deterministic protobuf) forming a hash chain: digest = SHA-256(PAE("
+        '"mlax/v1/case/transition", body)), and each body\'s prev_digest is the previous '
+        "digest. The submission carries the form and the supervisor's approval; the "
+        "approval message is what the supervisor signs with ECDSA P-256/SHA-256.",
+        "encoding": ENCODING_NOTE,
+        "contexts": {
+            "transition": casework.CTX_CASE_TRANSITION.decode(),
+            "approval": casework.CTX_CASE_APPROVAL.decode(),
+        },
+        "case_ref": CASE_REF,
+        "requesting": SENDER_ID,
+        "requested": HYBRID_ID,
+        "form": form.SerializeToString(deterministic=True).hex(),
+        "form_digest": digest.hex(),
+        "approval": {
+            "case_ref": CASE_REF,
+            "form_digest": digest.hex(),
+            "supervisor": supervisor,
+            "at": approved_at,
+            "at_bytes": approved_at.to_bytes(8, "big", signed=True).hex(),
+            "message": message.hex(),
+            "supervisor_private_scalar": scalar.to_bytes(32, "big").hex(),
+            "supervisor_public_key": supervisor_key.public_key()
+            .public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+            .hex(),
+            "signature_rfc6979_der": signature.hex(),
+        },
+        "transitions": transitions,
+        "negative": refused,
+    }
+
+
+def _replay_to(steps: int, transitions: list[dict[str, Any]]) -> Case:
+    """The case as a node holds it after the first `steps` transitions of the vector."""
+    applied: casework.Applied | None = None
+    for n, t in enumerate(transitions[:steps], start=1):
+        message_type = MessageType(epb.MessageType.Value(t["message_type"]))
+        header = case_header(t["sender"], message_type, t["fields"]["at"], n)
+        data = bytes.fromhex(t["body"])
+        applied = (
+            casework.check_submission(header, data)
+            if applied is None
+            else casework.check_transition(
+                applied.case, n - 1, bytes.fromhex(transitions[n - 2]["digest"]), header, data
+            )
+        )
+    assert applied is not None
+    return applied.case
+
+
 # --- HPKE: reuse what is recorded -----------------------------------------------------------
 
 
@@ -1104,6 +1476,8 @@ def build(encrypt: Encryptor) -> dict[str, dict[str, Any]]:
         "envelope_mlkem768x25519.json": hybrid,
         "envelope_x25519.json": x25519_doc,
         "receipt.json": receipt_vectors(hybrid, trusted),
+        "attachment.json": attachment_vectors(),
+        "case_transition.json": case_transition_vectors(),
     }
 
 
