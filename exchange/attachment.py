@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -46,6 +47,9 @@ ID_SIZE = 16
 MAX_ATTACHMENT_SIZE = 1 << 40
 MAX_NAME_LENGTH = 255
 _NAME_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f/\\]")
+# C0/C1 controls, lone surrogates (undecodable file names), bidi and other format
+# characters, line and paragraph separators: none belongs in a name shown to officers.
+_NAME_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cs", "Cf", "Zl", "Zp"})
 
 
 class TamperedChunkError(MlaxError):
@@ -64,9 +68,12 @@ def validate_name(name: str) -> str:
         raise InvalidFieldError(
             f"Field name: an attachment name is at most {MAX_NAME_LENGTH} characters."
         )
-    if _NAME_FORBIDDEN.search(name):
+    if _NAME_FORBIDDEN.search(name) or any(
+        unicodedata.category(c) in _NAME_FORBIDDEN_CATEGORIES for c in name
+    ):
         raise InvalidFieldError(
-            "Field name: an attachment name cannot contain a path separator or control characters."
+            "Field name: an attachment name cannot contain a path separator, control, "
+            "format or line-separator characters."
         )
     return name
 
@@ -241,8 +248,9 @@ class StreamVerifier:
                 f"Field index: expected chunk {self.next_index}, got chunk {index}."
             )
         if index >= self.key.chunks:
-            raise InvalidFieldError(
-                f"Field index: the attachment has only {self.key.chunks} chunks."
+            raise TamperedChunkError(
+                f"Chunk {index} follows the final chunk: the attachment has only "
+                f"{self.key.chunks} chunks."
             )
         if len(ciphertext) != self.key.cipher_length(index):
             raise TamperedChunkError(

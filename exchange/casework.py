@@ -13,6 +13,7 @@ Pure: no I/O. The node supplies the case as it holds it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from hashlib import sha256
 
@@ -65,6 +66,15 @@ class CaseNotYetError(MlaxError):
     """A transition that skips one the receiver has not applied yet; retried later."""
 
     status = "UNAVAILABLE"
+
+
+def case_ref_of(agency: str) -> re.Pattern[str]:
+    """The references `agency` may open cases under: AGENCY-YYYY-NNNNN (5 or more digits).
+
+    Matched in full, so one agency cannot claim another's namespace even when one id
+    extends the other (GB-NCA and GB-NCA-SOUTH).
+    """
+    return re.compile(re.escape(agency) + r"-\d{4}-\d{5,}")
 
 
 def action_of(wire: int) -> Action:
@@ -135,8 +145,11 @@ def build(
     if action is Action.SUBMIT:
         if form is None:
             raise InvalidFieldError("Field form: a submission carries its request form.")
-    elif details is not None:
-        forms.validate_details(action, details)
+        if approval is not None and approval.form_digest != form_digest(form):
+            raise InvalidFieldError("Field approval: it approves another form than this one.")
+    elif form is not None:
+        raise InvalidFieldError("Field form: only the submission carries the request form.")
+    forms.validate_details(action, details or fpb.TransitionDetails())
     body = cpb.CaseTransitionBody(
         case_ref=case.case_ref,
         action=ACTION_TO_WIRE[action],
@@ -172,7 +185,10 @@ def check_submission(header: Header, data: bytes) -> Applied:
         raise InvalidFieldError("Field seq: a submission is transition 1 and has no predecessor.")
     if not body.HasField("form"):
         raise InvalidFieldError("Field form: a submission carries its request form.")
+    forms.validate_details(Action.SUBMIT, body.details)
     forms.validate_form(body.form, now_ms=None)
+    if body.HasField("approval") and body.approval.form_digest != form_digest(body.form):
+        raise InvalidFieldError("Field approval: it approves another form than this one.")
     case_type = forms.case_type_of(body.form)
     if header.message_type.value != forms.message_type_of(case_type):
         raise InvalidFieldError(
@@ -185,9 +201,9 @@ def check_submission(header: Header, data: bytes) -> Applied:
             "Field form: the requesting and requested authorities must be the envelope's "
             "sender and recipient."
         )
-    if not body.case_ref.startswith(f"{header.sender}-"):
+    if not case_ref_of(header.sender).fullmatch(body.case_ref):
         raise InvalidFieldError(
-            f"Field case_ref: a case reference of {header.sender} starts with '{header.sender}-'."
+            f"Field case_ref: a case reference of {header.sender} reads {header.sender}-YYYY-NNNNN."
         )
     case = Case(
         case_ref=body.case_ref,

@@ -236,7 +236,7 @@ class AttachmentDesk:
                 fresh = s.get(AttachmentRow, row.id)
                 assert fresh is not None
                 return self._status(fresh)
-        return self._complete(officer, row.id, key, verifier, finished)
+        return self._complete(officer, row.id, key, verifier, finished, first.start)
 
     def _begin(
         self, officer: Officer, start: apb.UploadStart
@@ -322,6 +322,7 @@ class AttachmentDesk:
         key: AttachmentKey,
         verifier: StreamVerifier,
         client_sha256: bytes,
+        start: apb.UploadStart,
     ) -> apb.UploadStatus:
         if not verifier.complete:
             raise InvalidFieldError(
@@ -351,7 +352,12 @@ class AttachmentDesk:
                 _codes(row.handling_codes),
                 tuple(r for r in row.restricted_to.split("\n") if r),
             )
-        body = apb.EvidenceBody(case_ref=case_ref, attachments=[final.to_proto()])
+        body = apb.EvidenceBody(
+            case_ref=case_ref,
+            description=start.description,
+            attachments=[final.to_proto()],
+            media_types=[start.media_type] if start.media_type else [],
+        )
         msg, entry = self.core.outbound(
             officer.name,
             peer,

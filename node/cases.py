@@ -699,7 +699,7 @@ class CaseDesk:
     def _on_transition(self, opened: Opened) -> Callable[[Session], None]:
         header = opened.header
         data = opened.body
-        casework.parse_body(data)  # malformed bodies are refused before any lock
+        body = casework.parse_body(data)  # malformed bodies are refused before any lock
 
         def apply(s: Session) -> None:
             row = s.scalars(
@@ -708,6 +708,13 @@ class CaseDesk:
             if row is None or row.peer != header.sender:
                 raise casework.CaseConflictError(
                     f"Case {header.case_ref[:128]} is not shared with {header.sender} here."
+                )
+            if row.pending_action and body.seq == row.seq + 2:
+                # The peer applied our pending step and built on it before its receipt
+                # reached us: ours takes effect when the receipt arrives; retry then.
+                raise casework.CaseNotYetError(
+                    f"Case {row.case_ref}: step {body.seq} follows this node's step "
+                    f"{row.seq + 1}, whose receipt has not arrived yet."
                 )
             if row.pending_action:
                 raise casework.CaseConflictError(

@@ -421,13 +421,6 @@ def test_an_extra_chunk_is_refused() -> None:
     assert refused == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=InvalidFieldError,
-    reason="BUG: a chunk past the final one is refused as InvalidFieldError, not "
-    "TamperedChunkError, so node/attachments.receive_chunks does not ledger it as a "
-    "refused chunk",
-)
 def test_an_extra_chunk_is_refused_as_tampering() -> None:
     key, chunks = _tamper_fixture()
     verifier = StreamVerifier(key)
@@ -549,12 +542,6 @@ def test_bad_names_are_refused(name: str) -> None:
         AttachmentKey(AID, KEY, SMALL, 0, bytes(32), name)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: validate_name only refuses C0 controls and DEL; C1 controls (U+0080-"
-    "U+009F, e.g. NEL and the 8-bit CSI) and lone surrogates (Path.name of a non-UTF-8 "
-    "file name) pass, and a surrogate then crashes to_bytes() with UnicodeEncodeError",
-)
 @pytest.mark.parametrize(
     "name",
     ["next\x85line.pdf", "csi\x9b31m.pdf", "osc\x9d0;title\x9c.pdf", "bad\udcff.pdf"],

@@ -1026,13 +1026,6 @@ def test_the_approval_travels_with_the_submission() -> None:
 # --- bugs found (xfail until fixed in exchange/casework.py) -----------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=InvalidFieldError,
-    reason="BUG: build() does not run the checks check_transition() runs on the same body: "
-    "it accepts a later step without details (validate_details is skipped when details is "
-    "None) and a later step carrying a form, both of which the peer refuses",
-)
 @pytest.mark.parametrize(
     ("action", "kwargs"),
     [
@@ -1053,12 +1046,6 @@ def test_what_build_makes_the_peer_accepts(action: Action, kwargs: dict[str, Any
     check(ex.copies[REQUESTING], opened)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: check_submission does not validate the submission's details: a SUBMIT "
-    "carrying TransitionDetails is accepted, though forms.validate_details(SUBMIT, ...) "
-    "says a submission carries none",
-)
 def test_a_submission_carrying_details_is_refused() -> None:
     ex = Exchange()
     opened = _submission(ex, details=details(Action.ACCEPT))
@@ -1066,11 +1053,6 @@ def test_a_submission_carrying_details_is_refused() -> None:
         check_submission(opened.header, opened.body)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: check_submission does not compare the approval's form_digest with the "
-    "form it carries, so the peer records an approval of a different form",
-)
 def test_an_approval_of_another_form_is_refused() -> None:
     ex = Exchange()
     approval = cpb.CaseApproval(supervisor="sgt.okafor", at=NOW, form_digest=bytes(32))
@@ -1079,11 +1061,6 @@ def test_an_approval_of_another_form_is_refused() -> None:
         check_submission(opened.header, opened.body)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the case_ref prefix check is startswith(sender + '-'), and agency ids may "
-    "contain '-', so GB-NCA may open cases in the namespace of an agency GB-NCA-SOUTH",
-)
 def test_a_case_ref_in_another_agencys_namespace_is_refused() -> None:
     ex = Exchange()
     squatted = "GB-NCA-SOUTH-2026-00001"
