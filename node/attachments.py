@@ -43,6 +43,7 @@ from exchange.attachment import (
     new_attachment_key,
     validate_name,
 )
+from exchange.casework import CaseConflictError
 from exchange.encoding import format_uuid, now_ms
 from exchange.envelope import AttachmentDigest, HandlingCode, MessageType, Opened
 from exchange.errors import InvalidFieldError, MlaxError, OversizedError
@@ -50,6 +51,7 @@ from exchange.ledger_entry import LedgerEntry
 from exchange.wire import parse
 from node import ledger, metrics
 from node.blobs import BlobStore
+from node.cases import CaseDesk
 from node.core import DELIVERED, IN, OUT, NodeCore, NotFoundError, Officer, PermissionDeniedError
 from node.peers import PeerChannels
 from node.storage.models import AttachmentRow, MessageRow
@@ -109,17 +111,13 @@ class _Progress:
     verifier: StreamVerifier
 
 
-# The peer a case's evidence goes to and comes from; raises if the case takes none now.
-CaseCounterpart = Callable[[Session, str], str]
-
-
 class AttachmentDesk:
     """Attachment operations over the node's database, blob store and identity."""
 
-    def __init__(self, core: NodeCore, blobs: BlobStore, counterpart: CaseCounterpart) -> None:
+    def __init__(self, core: NodeCore, blobs: BlobStore, cases: CaseDesk) -> None:
         self.core = core
         self.blobs = blobs
-        self.counterpart = counterpart
+        self.cases = cases
         self.limits = core.limits
         # Running digests of streams cut off mid-way, so a resume need not re-read them.
         self._progress: dict[int, _Progress] = {}
@@ -283,7 +281,11 @@ class AttachmentDesk:
                     )
                 s.expunge(row)
                 return row, old
-            peer = self.counterpart(s, start.case_ref)
+            peer = self.cases.counterpart(s, start.case_ref)
+            # Evidence is at least as restricted as its case.
+            case_codes, case_named = self.cases.handling(s, start.case_ref)
+            codes = tuple(dict.fromkeys((*case_codes, *codes)))
+            named = tuple(dict.fromkeys((*case_named, *start.restricted_to)))
             row = AttachmentRow(
                 attachment_id=key.attachment_id,
                 direction=OUT,
@@ -299,7 +301,7 @@ class AttachmentDesk:
                 upload_id=start.upload_id,
                 uploaded_by=officer.name,
                 handling_codes=",".join(str(c.value) for c in codes),
-                restricted_to="\n".join(start.restricted_to),
+                restricted_to="\n".join(named),
                 created_at=now_ms(),
             )
             s.add(row)
@@ -427,7 +429,12 @@ class AttachmentDesk:
         restricted = "\n".join(header.restricted_to)
 
         def apply(s: Session) -> None:
-            if self.counterpart(s, header.case_ref) != header.sender:
+            try:
+                peer = self.cases.counterpart(s, header.case_ref)
+            except MlaxError as e:
+                # A closed or unknown case takes no more evidence: a retry cannot help.
+                raise CaseConflictError(e.message) from None
+            if peer != header.sender:
                 raise PermissionDeniedError(
                     f"Agency {header.sender} is not a party to case {header.case_ref}."
                 )
@@ -676,7 +683,8 @@ class AttachmentDesk:
             row.last_error = reason[:500]
             row.lease_until = 0
             row.next_attempt_at = now + min(60_000, 500 * 2 ** min(row.attempts, 7))
-        log.warning("attachment_push_failed", attachment_id=row_id, attempts=row.attempts)
+            attachment_id, attempts = row.attachment_id.hex(), row.attempts
+        log.warning("attachment_push_failed", attachment_id=attachment_id, attempts=attempts)
 
     # -- officer reads --------------------------------------------------------------------
 
@@ -705,6 +713,20 @@ class AttachmentDesk:
             attachment_id = bytes.fromhex(req.attachment_id)
         except ValueError:
             raise InvalidFieldError("Field attachment_id: 32 hex digits.") from None
+        try:
+            row = self._check_download(officer, req, attachment_id)
+        except _RefusedError as refused:
+            with self.core.db.write() as s:
+                ledger.append(s, refused.entry)
+            raise refused.error from None
+        key = self._key(row)
+        if req.from_chunk > key.chunks:
+            raise InvalidFieldError(f"Field from_chunk: the file has {key.chunks} chunks.")
+        return self._stream(row, key, req.from_chunk)
+
+    def _check_download(
+        self, officer: Officer, req: apb.DownloadRequest, attachment_id: bytes
+    ) -> AttachmentRow:
         with self.core.db.write() as s:
             rows = s.scalars(
                 select(AttachmentRow).where(AttachmentRow.attachment_id == attachment_id)
@@ -723,8 +745,19 @@ class AttachmentDesk:
                 and officer.name not in restricted
                 and officer.name != row.uploaded_by
             ):
-                raise PermissionDeniedError(
-                    f"Attachment {req.attachment_id} is restricted to named officers."
+                refused = LedgerEntry.of(
+                    "attachment.download_refused",
+                    now_ms(),
+                    attachment_id=req.attachment_id,
+                    case_ref=row.case_ref,
+                    officer=officer.name,
+                    reason="restricted_to_named_officers",
+                )
+                raise _RefusedError(
+                    refused,
+                    PermissionDeniedError(
+                        f"Attachment {req.attachment_id} is restricted to named officers."
+                    ),
                 )
             ledger.append(
                 s,
@@ -738,10 +771,7 @@ class AttachmentDesk:
                 ),
             )
             s.expunge(row)
-        key = self._key(row)
-        if req.from_chunk > key.chunks:
-            raise InvalidFieldError(f"Field from_chunk: the file has {key.chunks} chunks.")
-        return self._stream(row, key, req.from_chunk)
+        return row
 
     def _stream(
         self, row: AttachmentRow, key: AttachmentKey, start: int
@@ -758,6 +788,14 @@ class AttachmentDesk:
 
 class _NotReadyError(MlaxError):
     status = "FAILED_PRECONDITION"
+
+
+class _RefusedError(Exception):
+    """A refusal to ledger after the transaction that found it rolls back."""
+
+    def __init__(self, entry: LedgerEntry, error: MlaxError) -> None:
+        super().__init__(error.message)
+        self.entry, self.error = entry, error
 
 
 def _chain(

@@ -159,6 +159,13 @@ class CaseDesk:
             ).all()
         )
 
+    def handling(
+        self, s: Session, case_ref: str
+    ) -> tuple[tuple[HandlingCode, ...], tuple[str, ...]]:
+        """The case's handling codes and named officers: its evidence carries them too."""
+        row = self._row(s, case_ref)
+        return _codes(row.handling_codes), _names(row.restricted_to)
+
     def counterpart(self, s: Session, case_ref: str) -> str:
         """The other party of a live case (evidence goes there); raises if it takes none."""
         row = self._row(s, case_ref)
@@ -647,6 +654,9 @@ class CaseDesk:
                 "case.transition",
                 now_ms(),
                 case_ref=row.case_ref,
+                # The other party may read this entry (ledger redaction), so both
+                # agencies can compare a case step for step in each other's ledgers.
+                peer=row.peer,
                 seq=applied.body.seq,
                 action=applied.action.value,
                 by=agency,
@@ -782,7 +792,9 @@ class CaseDesk:
             ).all()
             for row in rows:
                 late = overdue(_domain(row, self._events(s, row)), self.policy, now)
-                alerted = set(filter(None, row.alerted.split(",")))
+                # A clock no longer late (met, or restarted after more information) is
+                # forgotten, so it alerts again if it runs out again.
+                alerted = set(filter(None, row.alerted.split(","))) & set(late)
                 for clock in late:
                     counts[clock] += 1
                     if clock in alerted:
@@ -830,11 +842,13 @@ class ClockWatch:
         self._thread.join(5)
 
     def _run(self) -> None:
-        while not self._stop.wait(0 if not self._thread.ident else self.every):
+        while True:
             try:
                 self.desk.check_clocks()
             except Exception:
                 log.exception("case_clock_check_failed")
+            if self._stop.wait(self.every):
+                return
 
 
 # -- handling codes: onward transmission -----------------------------------------------------

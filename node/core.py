@@ -357,6 +357,16 @@ class NodeCore:
             return view
         if officer.role == "auditor":
             raise PermissionDeniedError("Auditors see metadata and evidence, not content.")
+        if header.message_type not in (MessageType.NOTE, MessageType.REPLY):
+            # Case steps and evidence are read through their case, which knows their form.
+            view.content.CopyFrom(
+                opb.Content(
+                    subject=f"{header.message_type.name.lower()} of case {header.case_ref}",
+                    text=f"Read it with: mlax case show {header.case_ref} --content",
+                    media_type="text/plain",
+                )
+            )
+            return view
         if (
             HandlingCode.RESTRICTED_TO_NAMED_OFFICERS in header.handling_codes
             and officer.name not in header.restricted_to

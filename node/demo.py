@@ -1,9 +1,11 @@
 """`mlax demo`: a local three-agency federation that shows the product working.
 
-Builds identities, a 2-of-3 signed directory and officer credentials, starts three real
-node processes on loopback, runs an MLA request and its answer, shows the receipts,
-then kills a node with SIGKILL while messages are queued to it, restarts it, and shows
-that every message arrived exactly once.
+Builds identities, a 2-of-3 signed directory and officer credentials, and starts three
+real node processes on loopback. Then: an MLA case with four-eyes approval, a request
+for information and evidence sent and downloaded; an extradition case; a note that its
+handling code keeps from being forwarded; victim identification (hit, no hit, follow-up
+and disclosure); a node killed with SIGKILL while messages are queued to it, restarted,
+and every message arriving exactly once; the audit of all three ledgers.
 """
 
 from __future__ import annotations

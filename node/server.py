@@ -698,7 +698,7 @@ def run(cfg: NodeConfig, passphrase: bytes, stop: threading.Event | None = None)
         core, peers, cfg.delivery.directory_sync_seconds, cfg.delivery.rpc_timeout_seconds
     )
     cases = CaseDesk(core, cfg.cases)
-    attachments = AttachmentDesk(core, LocalBlobStore(cfg.attachments_dir), cases.counterpart)
+    attachments = AttachmentDesk(core, LocalBlobStore(cfg.attachments_dir), cases)
     pusher = AttachmentPusher(attachments, peers, cfg.delivery.rpc_timeout_seconds)
     clocks = ClockWatch(cases, cfg.cases.clock_check_seconds)
     matching = MatchDesk(core, cfg.matching, peers, cases)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any
@@ -33,6 +34,7 @@ from node.cli.common import (
     print_json,
     print_table,
     say,
+    warn,
 )
 from node.cli.messages_cmd import CredOpt, JsonOpt, _client, _unavailable
 from node.client import NodeCallError
@@ -41,6 +43,20 @@ from node.client_cases import ACTIONS, CaseClient
 case_app = typer.Typer(no_args_is_help=True)
 
 _TYPES = {t.value: t for t in forms.CaseType}
+# The `mlax case` command that takes each action.
+_COMMAND_OF = {
+    "submit": "submit",
+    "acknowledge": "ack",
+    "request_info": "request-info",
+    "provide_info": "provide-info",
+    "accept": "accept",
+    "refuse": "refuse",
+    "start_execution": "start",
+    "report_partial": "execute --partial",
+    "report_executed": "execute",
+    "withdraw": "withdraw",
+    "close": "close",
+}
 _TYPE_HELP = ", ".join(_TYPES)
 
 
@@ -85,7 +101,8 @@ def _print_case(view: cpb.CaseView) -> None:
     if s.last_error:
         say(f"  last problem: {s.last_error}")
     if s.allowed_actions:
-        say(f"  you may: {', '.join(a.replace('_', '-') for a in s.allowed_actions)}")
+        commands = dict.fromkeys(_COMMAND_OF.get(a, a) for a in s.allowed_actions)
+        say(f"  you may: {', '.join(commands)}")
     if view.HasField("form"):
         say("Request:")
         for label, value in forms.describe_form(view.form):
@@ -391,12 +408,12 @@ def execute(
 @cli_errors
 def withdraw(
     case_ref: str,
-    reason: Annotated[str, typer.Option("--reason")] = "",
+    reason: Annotated[str, typer.Option("--reason", help="Why the request is withdrawn.")],
     cred: CredOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Requesting party: withdraw the request."""
-    _act(case_ref, Action.WITHDRAW, {"reason": reason} if reason else {}, cred, json_out)
+    _act(case_ref, Action.WITHDRAW, {"reason": reason}, cred, json_out)
 
 
 @case_app.command("close")
@@ -535,6 +552,7 @@ def register(app: typer.Typer) -> None:
             fail(f"No such file: {file}.")
         client = _cases_client(cred)
         size = file.stat().st_size
+        upload_id = resume or secrets.token_hex(16)
         with client.client, _bar() as bar:
             task = bar.add_task(f"upload {file.name}", total=size)
             try:
@@ -543,12 +561,17 @@ def register(app: typer.Typer) -> None:
                     file,
                     progress=lambda n: bar.update(task, completed=n),
                     chunk_size=chunk_kib * 1024,
-                    upload_id=resume or None,
+                    upload_id=upload_id,
                     handling=tuple(handling or ()),
                     restricted_to=tuple(named or ()),
                     description=description,
                 )
             except NodeCallError as e:
+                if e.status in ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED"):
+                    warn(
+                        f"Resume this upload with: mlax attach {case_ref} {file} "
+                        f"--resume {upload_id}"
+                    )
                 _unavailable(e)
         if json_out:
             print_json(MessageToDict(status, preserving_proto_field_name=True))
