@@ -1,0 +1,68 @@
+"""The shipped thresholds: which sets of matched token kinds are a hit, and how strong."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from exchange.matching.score import Band, band
+
+EXACT = ("w0", "w1")
+
+
+def kinds(*names: str, dates: tuple[str, ...] = EXACT) -> set[str]:
+    return {f"{n}.{d}" for n in names for d in dates}
+
+
+BANDS_BOTH = ("La0", "La1", "Lb0", "Lb1")
+ALL_BANDS = ("La0", "La1", "La2", "Lb0", "Lb1", "Lb2")
+
+
+@pytest.mark.parametrize(
+    ("matched", "expected"),
+    [
+        (kinds("F", "P", *ALL_BANDS), Band.STRONG),
+        (kinds("F"), Band.STRONG),
+        (kinds("P", "E"), Band.STRONG),
+        (kinds("P", "La0", "Lb0", "Lb1"), Band.STRONG),
+        (kinds("P"), Band.POSSIBLE),  # a code pair, nothing else
+        (kinds("F", dates=("w1",)), Band.POSSIBLE),  # a year off
+        (kinds("E"), Band.POSSIBLE),
+        (kinds("E", dates=("w0",)), None),  # a year off needs band support for an edge
+        (kinds("E", "La0", dates=("w0",)) | kinds("Lb0", dates=("w0",)), Band.POSSIBLE),
+        (kinds(*BANDS_BOTH), Band.POSSIBLE),
+        (kinds("La0", "La1", "La2"), None),  # one field only: a twin looks like this
+        (kinds("La0", "La1", "La2", "Lb0"), Band.POSSIBLE),
+        (kinds("La0", "La1", "La2", "Lb0") - {"Lb0.w1"}, Band.POSSIBLE),
+        (kinds("E2", "La0", "La1", "La2"), None),
+        (kinds("E2", "La0", "La1", "La2") | {"X.d"}, Band.POSSIBLE),
+        (kinds("La0", "La1", "La2", "E2") | {"X.d"}, Band.POSSIBLE),
+        (kinds("F", "P", *ALL_BANDS, dates=("y",)), Band.POSSIBLE),
+        (kinds("F", "P", "La0", "La1", "Lb0", dates=("y",)), None),  # namesakes live here
+        (kinds("La0", dates=("y",)), None),
+        (set(), None),
+        ({"X.d"}, None),
+    ],
+)
+def test_shipped_thresholds(matched: set[str], expected: Band | None) -> None:
+    assert band(matched) is expected
+
+
+def test_a_strong_band_needs_the_exact_date() -> None:
+    assert band(kinds("F", "P", "E", *ALL_BANDS, dates=("w0",))) is Band.POSSIBLE
+    assert band(kinds("F", "P", *ALL_BANDS, dates=("y",))) is Band.POSSIBLE
+
+
+def test_band_accepts_any_collection_and_ignores_unknown_kinds() -> None:
+    assert band(sorted(kinds("F"))) is Band.STRONG
+    assert band(["Z.w0", "Z.w1"]) is None
+
+
+_RANK = {None: 0, Band.POSSIBLE: 1, Band.STRONG: 2}
+_ALL = sorted(kinds("F", "P", "E", "E2", *ALL_BANDS, dates=("w0", "w1", "y")) | {"X.d"})
+
+
+@given(st.sets(st.sampled_from(_ALL)), st.sets(st.sampled_from(_ALL)))
+def test_more_evidence_never_lowers_the_band(base: set[str], extra: set[str]) -> None:
+    assert _RANK[band(base | extra)] >= _RANK[band(base)]
