@@ -396,6 +396,7 @@ def run_demo(root: Path | None = None, keep: bool = False) -> None:
             hit,
             purpose="victim-assistance",
             justification="A possible victim found in Manchester needs assistance and protection.",
+            contact={"name": "DS Helen Marsh", "email": "helen.marsh@nca.example"},
         )
         vref = follow.summary.case_ref
         CaseClient(gb_sup).approve(vref)

@@ -420,8 +420,12 @@ class MatchDesk:
             with self.core.db.read() as s:
                 have = s.get(MatchPeerRow, peer)
                 key_id, since = (have.key_id, have.version) if have else ("", 0)
+            # wait_for_ready: a channel still backing off from an earlier failure waits for
+            # the peer (within the timeout) instead of failing at once.
             stream = self._stub(peer).GetMatchIndex(
-                mpb.MatchIndexRequest(key_id=key_id, since_version=since), timeout=timeout
+                mpb.MatchIndexRequest(key_id=key_id, since_version=since),
+                timeout=timeout,
+                wait_for_ready=True,
             )
             state: MatchPeerRow | None = None
             for chunk in stream:
@@ -537,7 +541,7 @@ class MatchDesk:
             if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
                 return every("over-quota", detail)
             if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                return every("unavailable", f"{peer} did not answer in time ({code.name}).")
+                return every("unavailable", f"{peer} did not answer ({code.name}: {detail}).")
             return every("error", detail)
         except MlaxError as e:
             return every("error", e.message)
@@ -558,6 +562,7 @@ class MatchDesk:
             resp = stub.MatchEvaluate(
                 mpb.MatchEvaluateRequest(query_id=query_id, blinded_elements=[b for _, b in part]),
                 timeout=timeout,
+                wait_for_ready=True,
             )
             if len(resp.evaluated_elements) != len(part):
                 raise MlaxError(f"Agency {peer} answered {len(resp.evaluated_elements)} elements.")

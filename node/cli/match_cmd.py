@@ -162,13 +162,24 @@ def follow_up(
     legal_basis: Annotated[
         list[str] | None, typer.Option("--legal-basis", help="Legal basis slug (repeat).")
     ] = None,
+    contact_email: Annotated[
+        str, typer.Option("--contact-email", help="How the holder reaches you.")
+    ] = "",
+    contact_phone: Annotated[str, typer.Option("--contact-phone")] = "",
     urgency: Annotated[str, typer.Option()] = "ordinary",
     urgency_reason: Annotated[str, typer.Option("--urgency-reason")] = "",
     cred: CredOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Ask the holder of a hit for the identity: a victim-identification case."""
+    if not (contact_email or contact_phone):
+        fail("Give --contact-email or --contact-phone: the holder must be able to reach you.", 2)
     with _client(cred) as c:
+        contact = {"name": c.credential.officer}
+        if contact_email:
+            contact["email"] = contact_email
+        if contact_phone:
+            contact["phone"] = contact_phone
         try:
             view = MatchClient(c).follow_up(
                 reference,
@@ -177,6 +188,7 @@ def follow_up(
                 legal_basis=tuple(legal_basis or ("palermo-protocol",)),
                 urgency=urgency,
                 urgency_reason=urgency_reason,
+                contact=contact,
             )
         except NodeCallError as e:
             _unavailable(e)
