@@ -26,7 +26,6 @@ from typing import TypeVar
 
 import grpc
 import structlog
-from exchange.matching.score import Band, band
 from sqlalchemy import delete, func, insert, select
 
 from exchange import forms
@@ -45,6 +44,7 @@ from exchange.matching.records import (
     parse_csv_row,
     parse_query_row,
 )
+from exchange.matching.score import Band, band
 from exchange.matching.tokens import Token, record_tokens
 from node import ledger, metrics
 from node.cases import CaseDesk, CaseStaleError
