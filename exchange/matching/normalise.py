@@ -85,8 +85,9 @@ _CJK_RANGES = (
     (0x20000, 0x2FA1F),  # CJK Extensions B-F and supplement
 )
 _NON_LETTER = re.compile(r"[^a-z]+")
-# Letters with a caron or acute that stand for a digraph sound elsewhere ("Ševčenko" is
-# "Shevchenko", "Hodža" is "Hodzha"); anyascii would drop the mark and the sound.
+# Letters with a caron, acute or cedilla that stand for a digraph elsewhere ("Ševčenko" is
+# "Shevchenko", "Hodža" is "Hodzha"); anyascii would drop the mark and the sound. Not
+# "đ": it is "dj" in Serbian but "d" in Vietnamese (Đặng, Đỗ), far more common here.
 _HACEK = str.maketrans(
     {
         "š": "sh",
@@ -99,8 +100,6 @@ _HACEK = str.maketrans(
         "Ć": "Ch",
         "ç": "ch",
         "Ç": "Ch",
-        "đ": "dj",
-        "Đ": "Dj",
     }
 )
 

@@ -16,7 +16,7 @@ time, and a false hit points an investigation at the wrong person:
   order: a full-name or cross-field code pair; or a code and a 4-letter prefix of the
   other field (with field-band support when the year is off); or a code and a
   2-letter prefix with field-band support or agreeing sex; or field bands on both
-  fields (at least one band on each and four in all); or, on the exact date only,
+  fields (at least two bands on each and four in all); or, on the exact date only,
   agreeing sex and initials with three bands on one field and four in all.
 - POSSIBLE on the year alone (one side knows only the year): the full name or a
   code pair, with all six field bands agreeing.
@@ -35,7 +35,8 @@ class Band(Enum):
 
 
 # Thresholds (see the module docstring).
-MIN_BANDS_BOTH_FIELDS = 4  # field bands in all, with at least one on each field
+MIN_BANDS_EACH_FIELD = 2  # field bands alone: at least this many on each field
+MIN_BANDS_BOTH_FIELDS = 4  # and this many in all
 MIN_BANDS_SHORT_EDGE = 3  # field bands backing a 2-letter-prefix edge
 MIN_BANDS_SEX = 4  # field bands backing agreeing sex and initials (exact date)
 MIN_BANDS_ONE_FIELD_SEX = 3
@@ -93,7 +94,7 @@ def _possible_on_dates(ev: _Evidence, exact: bool, sex: bool) -> bool:
         return True
     if ev.short_edge and exact and (ev.bands_low >= 1 or sex) and ev.bands >= MIN_BANDS_SHORT_EDGE:
         return True
-    if ev.bands_low >= 1 and ev.bands >= MIN_BANDS_BOTH_FIELDS:
+    if ev.bands_low >= MIN_BANDS_EACH_FIELD and ev.bands >= MIN_BANDS_BOTH_FIELDS:
         return True
     return exact and sex and ev.bands_high >= MIN_BANDS_ONE_FIELD_SEX and ev.bands >= MIN_BANDS_SEX
 

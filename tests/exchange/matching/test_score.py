@@ -33,8 +33,10 @@ ALL_BANDS = ("La0", "La1", "La2", "Lb0", "Lb1", "Lb2")
         (kinds("E", "La0", dates=("w0",)) | kinds("Lb0", dates=("w0",)), Band.POSSIBLE),
         (kinds(*BANDS_BOTH), Band.POSSIBLE),
         (kinds("La0", "La1", "La2"), None),  # one field only: a twin looks like this
-        (kinds("La0", "La1", "La2", "Lb0"), Band.POSSIBLE),
-        (kinds("La0", "La1", "La2", "Lb0") - {"Lb0.w1"}, Band.POSSIBLE),
+        (kinds("La0", "La1", "La2", "Lb0"), None),  # one band on a field: too little
+        (kinds("La0", "La1", "Lb0", "Lb1"), Band.POSSIBLE),
+        (kinds("La0", "La1", "Lb0", "Lb1") - {"Lb0.w1"}, Band.POSSIBLE),  # a year off
+        (kinds("La0", "La1", "La2", "Lb0") | {"X.d"}, Band.POSSIBLE),  # sex and initials
         (kinds("E2", "La0", "La1", "La2"), None),
         (kinds("E2", "La0", "La1", "La2") | {"X.d"}, Band.POSSIBLE),
         (kinds("La0", "La1", "La2", "E2") | {"X.d"}, Band.POSSIBLE),
