@@ -12,8 +12,9 @@ Corruptions (`corrupt`): transliteration variants, typos (insert, delete, substi
 transpose), swapped given and family fields, a dropped name part (second surname,
 middle name), joined or split syllables ("Xiao Ming"/"Xiaoming"), missing sex,
 nationality or place of birth, and date-of-birth errors (day/month swapped, year off
-by one, only the year, only year and month). The "easy" setting applies at most one
-mild corruption; "hard" combines several on every query.
+by one, only the year). The "easy" setting applies at most one mild corruption; "hard"
+combines several on every query (`SETTINGS` has the probabilities). Holders, too, know
+only the year (4%) or year and month (2%) of some victims' birth.
 
 Precision is tested by near misses planted in the holder set and among the queries
 that have no true record: relatives (same family name, close or equal date of birth,
@@ -801,6 +802,4 @@ def _query_dob(rng: random.Random, dob: date, error: bool) -> str:
         return _safe_date(dob.year - 1, dob.month, dob.day).isoformat()
     if kind == "year_plus":
         return _safe_date(dob.year + 1, dob.month, dob.day).isoformat()
-    if kind == "year_month":
-        return f"{dob.year:04d}-{dob.month:02d}"
     return f"{dob.year:04d}"

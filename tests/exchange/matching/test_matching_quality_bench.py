@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -38,14 +39,32 @@ def test_quick_run_reports_figures_above_the_floor() -> None:
     assert "precision" in result.stderr  # the table
 
 
-def test_the_generator_is_seeded() -> None:
+def _synthetic_people() -> ModuleType:
     sys.path.insert(0, str(ROOT / "bench"))
     try:
-        import synthetic_people as sp
+        import synthetic_people
     finally:
         sys.path.remove(str(ROOT / "bench"))
+    return synthetic_people
+
+
+def test_the_generator_is_seeded() -> None:
+    sp = _synthetic_people()
     one, two = sp.Generator(7), sp.Generator(7)
     pop_one, pop_two = one.population(200), two.population(200)
     assert pop_one.holder == pop_two.holder
     assert one.queries(pop_one, 50, "hard") == two.queries(pop_two, 50, "hard")
     assert sp.Generator(8).population(200).holder != pop_one.holder
+
+
+def test_a_typo_is_one_edit_away_and_spares_the_first_letter() -> None:
+    import random
+
+    sp = _synthetic_people()
+    rng = random.Random(3)
+    for word in ("oleksandr", "nguyen", "popa", "shevchenko"):
+        for _ in range(50):
+            typo = sp.typo(rng, word)
+            assert typo[0] == word[0]
+            assert typo != word or word[1] == word[2]  # only a transposition of twins
+            assert abs(len(typo) - len(word)) <= 1
