@@ -206,14 +206,16 @@ class AttachmentDesk:
                         raise InvalidFieldError(
                             f"Field index: the upload has only {key.chunks} chunks."
                         )
-                    if len(part.data.data) != key.plain_length(index):
+                    # A protobuf bytes field is copied on every access: read it once.
+                    data = part.data.data
+                    if len(data) != key.plain_length(index):
                         raise InvalidFieldError(
                             f"Field data: chunk {index} must be {key.plain_length(index)} "
-                            f"bytes, not {len(part.data.data)}."
+                            f"bytes, not {len(data)}."
                         )
-                    sealed = cipher.seal(index, part.data.data, final=key.is_final(index))
+                    sealed = cipher.seal(index, data, final=key.is_final(index))
                     handle.write(sealed)
-                    verifier.feed_plain(index, part.data.data)
+                    verifier.feed_plain(index, data)
                     metrics.ATTACHMENT_BYTES.labels(direction="upload").inc(len(sealed))
                     unsynced += len(sealed)
                     if unsynced >= SYNC_EVERY_BYTES:
@@ -514,13 +516,14 @@ class AttachmentDesk:
                 if chunk.attachment_id != row.attachment_id:
                     raise InvalidFieldError("Field attachment_id: one push carries one file.")
                 try:
-                    verifier.feed(chunk.index, chunk.ciphertext)
+                    ciphertext = chunk.ciphertext  # copied on every access: read once
+                    verifier.feed(chunk.index, ciphertext)
                 except TamperedChunkError:
                     self._ledger_refusal(row, chunk.index)
                     raise
-                handle.write(chunk.ciphertext)
-                metrics.ATTACHMENT_BYTES.labels(direction="in").inc(len(chunk.ciphertext))
-                unsynced += len(chunk.ciphertext)
+                handle.write(ciphertext)
+                metrics.ATTACHMENT_BYTES.labels(direction="in").inc(len(ciphertext))
+                unsynced += len(ciphertext)
                 if unsynced >= SYNC_EVERY_BYTES:
                     self._confirm(row.id, handle, verifier.next_index)
                     unsynced = 0

@@ -25,6 +25,7 @@ from exchange._proto.mlax.v1 import officer_pb2_grpc as ogrpc
 from exchange.encoding import parse_uuid
 from exchange.errors import InvalidFieldError, KeystoreError, MlaxError, PassphraseError
 from exchange.receipt import Receipt
+from node.peers import flow_control_options
 
 # Unlocks an officer's credential bundle (else the CLI prompts).
 OFFICER_PASSPHRASE_ENV = "MLAX_OFFICER_PASSPHRASE"  # noqa: S105 - a variable name
@@ -232,7 +233,11 @@ class OfficerClient:
             private_key=cred.private_key_pem,
             certificate_chain=cred.certificate,
         )
-        options = [("grpc.ssl_target_name_override", _server_name(cred.server_certificate))]
+        options = [
+            ("grpc.ssl_target_name_override", _server_name(cred.server_certificate)),
+            # Downloads are streams this side receives: bounded buffering, as on the node.
+            *flow_control_options(),
+        ]
         self._channel = grpc.secure_channel(cred.endpoint, creds, options=options)
         self._stub = ogrpc.OfficerStub(self._channel)
 

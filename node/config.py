@@ -122,7 +122,8 @@ class CasesSection:
 class MatchingSection:
     # Blind evaluations (one per query token) each peer may ask for per hour: the limit
     # on how fast a peer can test guesses against this agency's records.
-    evaluations_per_hour: int = 5000
+    # Each query costs MAX_TOKENS (48) evaluations, so 24000 is 500 people an hour.
+    evaluations_per_hour: int = 24000
     max_elements_per_call: int = 5000
     # Largest batch an officer may ask in one call, and how long to wait for each peer.
     max_queries_per_call: int = 1000

@@ -45,7 +45,7 @@ from exchange.matching.records import (
     parse_query_row,
 )
 from exchange.matching.score import Band, band
-from exchange.matching.tokens import Token, record_tokens
+from exchange.matching.tokens import MAX_TOKENS, Token, record_tokens
 from node import ledger, metrics
 from node.cases import CaseDesk, CaseStaleError
 from node.config import MatchingSection
@@ -115,6 +115,25 @@ def _record_text(record: VictimRecord) -> bytes:
 def _record_from_text(ref: str, data: bytes) -> dict[str, str]:
     values = data.decode().split("\x1f")
     return dict(zip(_FIELDS, values, strict=True)) | {"ref": ref}
+
+
+PAD_KIND = "pad"
+
+
+def pad_tokens(tokens: list[Token]) -> list[Token]:
+    """A query's tokens plus random dummies, MAX_TOKENS in all: the holder sees the same
+    number of blinded elements for every person, whatever fields the officer knew."""
+    return tokens + [Token(PAD_KIND, os.urandom(32)) for _ in range(MAX_TOKENS - len(tokens))]
+
+
+def pad_values(values: Iterable[int]) -> list[int]:
+    """A record's published values plus random ones, MAX_TOKENS distinct in all: peers
+    cannot tell from the index how much a record says (a birth date or not, one name or
+    two). Random 8-byte values look exactly like truncated OPRF outputs."""
+    out = set(values)
+    while len(out) < MAX_TOKENS:
+        out.add(int.from_bytes(os.urandom(VALUE_BYTES), "big", signed=True))
+    return sorted(out)
 
 
 def reference_of(peer: str, handle: bytes) -> str:
@@ -207,7 +226,9 @@ class MatchDesk:
         for ref, record in records.items():
             text = _record_text(record)
             fingerprint = hashlib.sha256(text).digest()
-            values = _pack(truncate(oprf.evaluate(key, t.value)) for t in record_tokens(record))
+            values = _pack(
+                pad_values(truncate(oprf.evaluate(key, t.value)) for t in record_tokens(record))
+            )
             prepared[ref] = (fingerprint, values)
         now = now_ms()
         added = updated = unchanged = removed = 0
@@ -479,7 +500,7 @@ class MatchDesk:
                 raise InvalidFieldError(
                     f"Field peers: {p} is not another member of the federation."
                 )
-        tokens = [record_tokens(person) for person in people]
+        tokens = [pad_tokens(record_tokens(person)) for person in people]
         query_id = os.urandom(16)
         timeout = (req.timeout_ms / 1000) if req.timeout_ms else self.cfg.query_timeout_seconds
         with self.core.db.write() as s:
@@ -589,8 +610,9 @@ class MatchDesk:
         for i, ts in enumerate(tokens):
             kinds: dict[bytes, set[str]] = {}
             for t in ts:
-                for handle in found.get(value_of[pos], ()):
-                    kinds.setdefault(handle, set()).add(t.kind)
+                if t.kind != PAD_KIND:
+                    for handle in found.get(value_of[pos], ()):
+                        kinds.setdefault(handle, set()).add(t.kind)
                 pos += 1
             best: _Hit | None = None
             for handle, matched in sorted(kinds.items()):

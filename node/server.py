@@ -42,7 +42,7 @@ from node.evidence import delivery_proof
 from node.ledger import LedgerStore, concerns
 from node.matching import MatchDesk, MatchSync
 from node.officers import OfficerCA, lookup, spki_sha256
-from node.peers import PeerChannels, channel_options
+from node.peers import PeerChannels, bound_buffer_memory, channel_options
 from node.storage.db import Database
 from node.trust import TrustedDirectory
 from node.witnessing import Checkpointer, WitnessDesk
@@ -666,6 +666,7 @@ def warn_expiry(identity: AgencyIdentity, trust: TrustedDirectory, days: int = 3
 
 def run(cfg: NodeConfig, passphrase: bytes, stop: threading.Event | None = None) -> None:
     """Run a node until SIGTERM/SIGINT (or `stop`), then shut down gracefully."""
+    bound_buffer_memory()
     identity = load_identity(cfg.node.identity_dir, passphrase)
     if identity.agency_id != cfg.node.agency:
         raise ConfigError(

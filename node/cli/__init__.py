@@ -43,4 +43,7 @@ app.command("demo")(demo)
 
 
 def main() -> None:
+    from node.peers import bound_buffer_memory
+
+    bound_buffer_memory()  # downloads and uploads stream 1 MiB chunks
     app()
