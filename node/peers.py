@@ -16,20 +16,22 @@ from node.trust import TrustedDirectory
 # sender buffer 50-300 MiB of a 1 GiB file (bench/attachments.py). 4 MiB keeps several
 # 1 MiB chunks in flight, so throughput holds over long links.
 STREAM_WINDOW_BYTES = 4 * 1024 * 1024
-_M_MMAP_THRESHOLD = -3  # mallopt parameter number in glibc's malloc.h
+_M_ARENA_MAX = -8  # mallopt parameter number in glibc's malloc.h
 
 
 def bound_buffer_memory() -> None:
-    """Keep 1 MiB evidence buffers out of glibc's heap arenas.
+    """Stop 1 MiB evidence buffers from spreading over many glibc heap arenas.
 
-    glibc raises its mmap threshold each time a large block is freed, after which 1 MiB
-    chunks come from per-thread arenas that fragment and never shrink: a node's RSS then
-    grew with the file size (59 MiB at 1 GiB). A fixed 256 KiB threshold gives such
-    buffers back at once (17-30 MiB at 1 GiB; bench/attachments.py). No-op off glibc.
+    glibc gives each thread that allocates under contention an arena of its own (up to 8
+    per core), and 1 MiB chunks freed into them fragment and are never returned: a node's
+    RSS grew with the file size (55-60 MiB at 1 GiB). Two arenas hold it to about 21 MiB
+    at 1 GiB at full speed; a fixed mmap threshold did as well on memory but cost a page
+    fault per chunk (half the throughput). Measured with bench/attachments.py; no-op off
+    glibc. Call it before threads start.
     """
     try:
         libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, 256 * 1024)
+        libc.mallopt(_M_ARENA_MAX, 2)
     except (OSError, AttributeError):
         pass
 
