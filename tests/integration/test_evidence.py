@@ -294,3 +294,111 @@ def test_receiver_killed_mid_transfer_resumes_and_the_file_is_intact(
             c.close()
         for n in nodes.values():
             n.stop()
+
+
+@pytest.mark.integration
+def test_a_step_crossing_a_pending_one_is_refused_and_both_nodes_keep_one_history(
+    tmp_path: Path,
+) -> None:
+    """NG acknowledges while GB is down (so the step stays pending at NG); a GB
+    withdrawal of the same step arrives at NG meanwhile: NG refuses it (ABORTED), and
+    once GB is back both nodes hold NG's acknowledgement as step 2, and only it."""
+    from exchange._proto.mlax.v1 import casework_pb2 as cpb
+    from exchange.case import Action
+    from exchange.casework import ACTION_TO_WIRE
+    from exchange.directory import Directory
+    from keys.directory_file import read_signed_directory
+    from keys.identity import load_identity
+
+    env = dict(os.environ, MLAX_KEY_PASSPHRASE=PASS.decode(), MLAX_KDF_PROFILE="test")
+    fed = build_federation(
+        tmp_path / "fed",
+        PASS,
+        OFFICER_PASS,
+        agencies=DEMO_AGENCIES[:2],
+        delivery={"initial_backoff_seconds": 0.2, "max_backoff_seconds": 0.5},
+    )
+    gb, fr = (a for a, _ in DEMO_AGENCIES[:2])
+    nodes = {a: NodeProcess(s, env) for a, s in fed.nodes.items()}
+    for n in nodes.values():
+        n.start()
+    clients: list[OfficerClient] = []
+
+    def client(agency: str, role: str = "officer") -> CaseClient:
+        c = OfficerClient.from_bundle(fed.nodes[agency].credentials[role], OFFICER_PASS)
+        clients.append(c)
+        return CaseClient(c, retry_wait=0.2)
+
+    try:
+        requester = client(gb)
+        data = tomllib.loads((FORMS / "mla-request.toml").read_text())
+        data["requested_authority"] = {"agency_id": fr, "name": fr}
+        form = forms.form_from_mapping(forms.CaseType.MLA, data, now_ms=now_ms())
+        ref = requester.create(form).summary.case_ref
+        requester.act(ref, "submit")
+        client(gb, "supervisor").approve(ref)
+        responder = client(fr)
+        _wait(lambda: responder.get(ref).summary.state == "submitted", 30, "no case")
+        _wait(lambda: not requester.get(ref).summary.pending_action, 30, "no receipt")
+        head = responder.get(ref).summary
+
+        nodes[gb].stop()
+        responder.act(ref, "acknowledge")
+        assert responder.get(ref).summary.pending_action == "acknowledge"
+
+        at = now_ms()
+        body = cpb.CaseTransitionBody(
+            case_ref=ref,
+            action=ACTION_TO_WIRE[Action.WITHDRAW],
+            seq=head.seq + 1,
+            prev_digest=head.head_digest,
+            at=at,
+            officer="gb-nca-officer",
+        )
+        body.details.withdraw.reason = "No longer needed."
+        directory = Directory.from_bytes(read_signed_directory(fed.directory_file).directory)
+        gb_card, fr_card = directory.agency(gb), directory.agency(fr)
+        assert gb_card is not None
+        assert fr_card is not None
+        ident = load_identity(fed.nodes[gb].root / "keys", PASS)
+        env_bytes = seal(
+            ident.sender(published=gb_card),
+            fr_card,
+            body.SerializeToString(deterministic=True),
+            MessageType.CASE_TRANSITION,
+            now_ms=at,
+            case_ref=ref,
+        ).to_bytes()
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=fr_card.tls_certificate_pem,
+            private_key=ident.tls_private_key_pem(),
+            certificate_chain=ident.tls_certificate_pem(),
+        )
+        with grpc.secure_channel(
+            fr_card.endpoint, creds, options=[("grpc.ssl_target_name_override", "127.0.0.1")]
+        ) as channel, pytest.raises(grpc.RpcError) as e:
+            fgrpc.FederationStub(channel).Deliver(
+                epb.Envelope.FromString(env_bytes), timeout=10
+            )
+        assert e.value.code() == grpc.StatusCode.ABORTED
+        assert "acted at once" in (e.value.details() or "")
+
+        nodes[gb].start()
+        requester = client(gb)
+        _wait(
+            lambda: (
+                requester.get(ref).summary.state == "acknowledged"
+                and not responder.get(ref).summary.pending_action
+            ),
+            60,
+            "the acknowledgement did not reach GB",
+        )
+        gb_view, fr_view = requester.get(ref), responder.get(ref)
+        steps = [(e.seq, e.action, bytes(e.digest)) for e in gb_view.timeline]
+        assert steps == [(e.seq, e.action, bytes(e.digest)) for e in fr_view.timeline]
+        assert [s[1] for s in steps] == ["submit", "acknowledge"]
+    finally:
+        for c in clients:
+            c.close()
+        for n in nodes.values():
+            n.stop()
