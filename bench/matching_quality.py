@@ -13,7 +13,9 @@ alone, in the "easy" setting (at most one mild corruption) and the "hard" one (s
 corruptions on every query). Diagnostics split recall by what the query and the
 record know of the date of birth, and count false hits whose record agrees with all
 the query says (a namesake in the same year when only the year is known): no
-threshold can tell those apart.
+threshold can tell those apart. "any_without_year_alone" is "any" without the hits
+made on the year alone (`score` grades the whole name spelled alike on the year as
+possible): the precision-first operating point, for comparison.
 
 The OPRF is a keyed bijection on tokens, so matching on the tokens themselves gives
 the same answers; `--with-oprf` shows it on a sample, through blind evaluation,
@@ -53,6 +55,7 @@ import synthetic_people as sp
 TARGET_RECALL = 0.95
 TARGET_PRECISION = 0.99
 PUBLISHED_BYTES = 8  # what node.matching publishes of each OPRF output
+YEAR_ALONE = frozenset({"S.y"})  # the token kinds that meet on the year alone
 
 
 @dataclass
@@ -77,6 +80,9 @@ class Tally:
 
     any_hit: Counts = field(default_factory=Counts)
     strong: Counts = field(default_factory=Counts)
+    # Any hit, leaving out records met on the year alone (one side knows only the year):
+    # the operating point a precision-first deployment would get by not answering those.
+    no_year_alone: Counts = field(default_factory=Counts)
     recall_by_dates: dict[str, list[int]] = field(default_factory=dict)
     indistinguishable_false_hits: int = 0
 
@@ -121,17 +127,23 @@ def evaluate(
     tally = Tally()
     for query in queries:
         person = parse_query_row(query.row.as_dict(), 0)
-        bands = {pid: band(k) for pid, k in matched_kinds(record_tokens(person), index).items()}
-        _count(tally, pop, query, bands)
+        kinds = matched_kinds(record_tokens(person), index)
+        bands = {pid: band(k) for pid, k in kinds.items()}
+        _count(tally, pop, query, bands, {pid: band(k - YEAR_ALONE) for pid, k in kinds.items()})
     return tally
 
 
 def _count(
-    tally: Tally, pop: sp.Population, query: sp.Query, bands: dict[int, Band | None]
+    tally: Tally,
+    pop: sp.Population,
+    query: sp.Query,
+    bands: dict[int, Band | None],
+    dated: dict[int, Band | None],
 ) -> None:
     if query.truth is not None:
         tally.any_hit.present += 1
         tally.strong.present += 1
+        tally.no_year_alone.present += 1
         key = f"query_{_precision_of(query.row.date_of_birth)}/record_" + _precision_of(
             pop.holder[query.truth].date_of_birth
         )
@@ -148,6 +160,10 @@ def _count(
                 counts.false_hits += not true
         if not true and _indistinguishable(query, pop.holder[pid]):
             tally.indistinguishable_false_hits += 1
+    for pid, grade in dated.items():
+        if grade is not None:
+            tally.no_year_alone.true_hits += pid == query.truth
+            tally.no_year_alone.false_hits += pid != query.truth
 
 
 def oprf_check(pop: sp.Population, queries: Sequence[sp.Query], sample: int) -> dict[str, object]:
@@ -163,8 +179,8 @@ def oprf_check(pop: sp.Population, queries: Sequence[sp.Query], sample: int) -> 
     plain: dict[tuple[int, int], Band | None] = {}
     for i, query in enumerate(chosen):
         person = parse_query_row(query.row.as_dict(), 0)
-        for pid, kinds in matched_kinds(record_tokens(person), plain_index).items():
-            plain[(i, pid)] = band(kinds)
+        for pid, shared in matched_kinds(record_tokens(person), plain_index).items():
+            plain[(i, pid)] = band(shared)
             touched.add(pid)
     others = [pid for pid in pop.holder if pid not in touched][: len(touched)]
     key = oprf.generate_key()
@@ -218,6 +234,8 @@ def report(
         "queries_with_truth": tally.any_hit.present,
         "any": any_hit | {"false_hits": tally.any_hit.false_hits},
         "strong": strong | {"false_hits": tally.strong.false_hits},
+        "any_without_year_alone": tally.no_year_alone.figures()
+        | {"false_hits": tally.no_year_alone.false_hits},
         "recall_by_dates": {
             k: round(found / total, 4)
             for k, (found, total) in sorted(tally.recall_by_dates.items())

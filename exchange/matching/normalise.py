@@ -117,9 +117,11 @@ _ARABIC_VOWEL_LETTERS = {
     "\u0626": "i",  # yeh with hamza
     "\u0624": "u",  # waw with hamza
     "\u0621": "",  # hamza
-    "\u0639": "",  # ain: no Latin letter; spellings drop it or write a quote
+    # Ain: no Latin letter. Latin spellings write a vowel where it stands ("Omar" for
+    # "عمر", "Ali" for "علي", "Said" for "سعيد"), so it is read as one.
+    "\u0639": "a",
 }
-_ARABIC_WAW, _ARABIC_YEH = "\u0648", "\u064a"
+_ARABIC_WAW, _ARABIC_YEH, _ARABIC_HEH = "\u0648", "\u064a", "\u0647"
 _ARABIC_LETTER = re.compile(r"[\u0620-\u064a]")
 # The definite article is written joined to the word ("العمراني"); split it so that it
 # meets the particle list as Latin "al-" does.
@@ -161,12 +163,15 @@ def _arabic_vowels(text: str) -> str:
     out: list[str] = []
     for i, char in enumerate(text):
         initial = i == 0 or not _ARABIC_LETTER.match(text[i - 1])
+        final = i == len(text) - 1 or not _ARABIC_LETTER.match(text[i + 1])
         if char in _ARABIC_VOWEL_LETTERS:
             out.append(_ARABIC_VOWEL_LETTERS[char])
         elif char == _ARABIC_WAW and not initial:
             out.append("u")
         elif char == _ARABIC_YEH and not initial:
             out.append("i")
+        elif char == _ARABIC_HEH and final and not initial:
+            out.append("ah")  # "الله" in "عبدالله": Latin writes "-allah"
         else:
             out.append(char)
     return "".join(out)

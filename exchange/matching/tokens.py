@@ -19,8 +19,8 @@ fuzziness lives here, in how a name and a date become tokens. The rules:
    (`exchange.matching.normalise`); each part then gets a *code*: first letter (any
    vowel as "a") and the remaining consonants with voicing merged (d/t, b/p, g/k/h,
    z/s, v dropped), so "Mohamed"/"Muhammad"/"محمد" share "mhmt" and "Olha"/"Olga"
-   share "alk". Typos are absorbed by prefixes of the other field's part and by
-   MinHash bands of each field's bigram set (a locality-sensitive hash: similar
+   share "alk". Typos are absorbed by prefixes and suffixes of the other field's
+   part and by MinHash bands of each field's bigram set (a locality-sensitive hash: similar
    fields share a band with a probability that grows steeply with their Jaccard
    similarity).
 4. **Dates.** Day and month are taken as an unordered pair, so a day/month swap
@@ -30,7 +30,9 @@ fuzziness lives here, in how a name and a date become tokens. The rules:
    one); a query with a full date seeks only "p" (it meets full dates through the
    windows, and a year match with a full date would only mean a different day), a
    partial query seeks both. This is the one place where records and queries differ,
-   so `record_tokens` takes either and knows which it was given.
+   so `record_tokens` takes either and knows which it was given. Only the whole
+   name, spelled alike after folding, is tied to the year alone: anything weaker is
+   shared by namesakes born the same year.
 
 Token kinds (the querier keeps the kind of each of its tokens and `score.band`
 grades a record by the set of kinds that matched it; kinds are never published):
@@ -38,17 +40,21 @@ grades a record by the set of kinds that matched it; kinds are never published):
 =========  =====================================================  =================
 kind       name evidence                                          dates
 =========  =====================================================  =================
-F          all part codes, sorted                                 w0, w1, y
-P          one part code from each field (up to 3 pairs)          w0, w1, y
+F          all part codes, sorted                                 w0, w1
+S          all folded parts (the spelling), sorted                y
+P          one part code from each field (up to 3 pairs)          w0, w1
 E          a code from one field + 4-letter prefix from the other w0, w1
+ES         a code from one field + 3- or 4-letter suffix of the   w0, w1
+           other (parts of five letters or more)
 E2         a code from one field + 2-letter prefix from the other w0, w1
-La<i>      MinHash band i of the given-name field                 w0, w1, y
-Lb<i>      MinHash band i of the family-name field                w0, w1, y
-X          sex + initial of each field                            exact date only
+La<i>      MinHash band i of the given-name field                 w0, w1
+Lb<i>      MinHash band i of the family-name field                w0, w1
+X          sex + initial of each field                            w0, w1
 =========  =====================================================  =================
 
 w0/w1 are the two windows (named by the parity of their first year, so both sides
-name a shared window alike). At most 47 tokens per record or query (`MAX_TOKENS`).
+name a shared window alike). At most 47 tokens per record or query (`MAX_TOKENS`):
+2 F, 1 S, 6 P, 8 E, 8 ES, 8 E2, 12 L, 2 X.
 """
 
 from __future__ import annotations
@@ -75,6 +81,7 @@ MAX_PAIRS = 3  # P tokens: cross-field code pairs kept
 MAX_EDGES = 4  # E and E2 tokens: (code, prefix) edges kept per kind
 LONG_PREFIX = 4
 SHORT_PREFIX = 2
+SUFFIX_MIN_PART = 5  # suffix edges only for parts this long
 LSH_BANDS = 3  # per field
 LSH_ROWS = 2
 
@@ -105,16 +112,19 @@ def code(part: str) -> str:
     """The comparison code of one name part (see the module docstring, rule 3).
 
     Parts of three letters or fewer keep their vowels: without them "Yan", "Yun" and
-    "Yin" would be one code, and such syllables are whole names in Chinese.
+    "Yin" would be one code, and such syllables are whole names in Chinese. A short
+    part without any vowel is an abjad spelling ("حسن" -> "hsn") and gets the code of
+    its Latin spellings ("Hassan" -> "ksn"). A name with a single consonant ("Layla",
+    "Leila", "ليلى") keeps it and a mark for "vowels around it".
     """
     folded = phonetic_fold(part)
-    if len(folded) <= 3:
+    if len(folded) <= 3 and any(c in _VOWELS for c in folded):
         return folded
     head = "a" if folded[0] in _VOWELS else folded[0]
     rest = folded[1:].replace("sh", "S").replace("ch", "C")
     consonants = "".join(c for c in rest if c not in _VOWELS and c != "v")
     merged = _DOUBLE.sub(r"\1", (head + consonants).translate(_VOICING))
-    return merged if len(merged) >= 2 else folded
+    return merged if len(merged) >= 2 else merged + "_"
 
 
 def _particle_joins(text: str) -> list[str]:
@@ -123,9 +133,14 @@ def _particle_joins(text: str) -> list[str]:
     return [a + b for a, b in itertools.pairwise(ws) if a in PARTICLES]
 
 
+def _article_splits(parts: Iterable[str]) -> list[str]:
+    """An Arabic article written joined in Latin ("Alhassan" -> "hassan")."""
+    return [p[2:] for p in parts if p[:2] in ("al", "el") and len(p) >= 6 and p[2] not in "aeiou"]
+
+
 def _field(text: str) -> list[str]:
     parts = name_parts(text)
-    joined = joined_variants(parts) + _particle_joins(text)
+    joined = joined_variants(parts) + _particle_joins(text) + _article_splits(parts)
     return parts + [j for j in joined if j not in parts]
 
 
@@ -173,6 +188,22 @@ def _cross_pairs(names: _Names) -> list[bytes]:
         " ".join(sorted((code(a), code(b)))).encode() for a in names.given for b in names.family
     }
     return _by_hash(pairs)[:MAX_PAIRS]
+
+
+def _suffix_edges(names: _Names) -> list[bytes]:
+    """(code of a part, the last letters of a part of the other field), first `MAX_EDGES`.
+
+    What a typo near the start of the second part leaves intact, where the prefix
+    edges break: three letters of a five-letter part, four of a longer one.
+    """
+    edges = set()
+    for near, far in ((names.given, names.family), (names.family, names.given)):
+        for a, b in itertools.product(near, far):
+            folded = phonetic_fold(b)
+            if len(folded) >= SUFFIX_MIN_PART:
+                tail = folded[-min(LONG_PREFIX, len(folded) - 2) :]
+                edges.add(f"{code(a)}<{tail}".encode())
+    return _by_hash(edges)[:MAX_EDGES]
 
 
 def _edges(names: _Names, prefix: int) -> list[bytes]:
@@ -247,13 +278,17 @@ def _token(kind: str, name_key: bytes, date_kind: str, date_key: bytes) -> Token
 
 def _name_tokens(names: _Names, dates: list[tuple[str, bytes]]) -> list[Token]:
     windows = [d for d in dates if d[0] != "y"]
+    years = [d for d in dates if d[0] == "y"]
     full = " ".join(sorted(code(p) for p in names.parts)).encode()
-    keyed: list[tuple[str, bytes, list[tuple[str, bytes]]]] = [("F", full, dates)]
-    keyed += [("P", pair, dates) for pair in _cross_pairs(names)]
+    spelled = " ".join(sorted(phonetic_fold(p) for p in names.parts)).encode()
+    keyed: list[tuple[str, bytes, list[tuple[str, bytes]]]] = [("F", full, windows)]
+    keyed += [("S", spelled, years)]
+    keyed += [("P", pair, windows) for pair in _cross_pairs(names)]
     keyed += [("E", edge, windows) for edge in _edges(names, LONG_PREFIX)]
+    keyed += [("ES", edge, windows) for edge in _suffix_edges(names)]
     keyed += [("E2", edge, windows) for edge in _edges(names, SHORT_PREFIX)]
     for side, field in (("a", names.given), ("b", names.family)):
-        keyed += [(f"L{side}{i}", band, dates) for i, band in enumerate(minhash_bands(field))]
+        keyed += [(f"L{side}{i}", band, windows) for i, band in enumerate(minhash_bands(field))]
     return [
         _token(kind, key, date_kind, date_key)
         for kind, key, kind_dates in keyed
@@ -262,13 +297,14 @@ def _name_tokens(names: _Names, dates: list[tuple[str, bytes]]) -> list[Token]:
 
 
 def _sex_token(person: VictimQuery | VictimRecord, names: _Names) -> list[Token]:
-    """Sex and both initials on the exact date: what separates same-sex twins from the rest."""
+    """Sex and both initials on each two-year window: what separates twins of the other sex."""
     dob = person.date_of_birth
     if not person.sex or dob is None or dob.month is None or dob.day is None:
         return []
     initials = "".join(sorted((code(names.given[0])[0], code(names.family[0])[0])))
-    key = b"%d|" % dob.year + _month_day(dob.month, dob.day)
-    return [_token("X", (person.sex + initials).encode(), "d", key)]
+    key = (person.sex + initials).encode()
+    windows = [d for d in _dates(dob, seeking=False) if d[0] != "y"]
+    return [_token("X", key, date_kind, date_key) for date_kind, date_key in windows]
 
 
 def record_tokens(person: VictimQuery | VictimRecord) -> list[Token]:

@@ -19,32 +19,44 @@ BANDS_BOTH = ("La0", "La1", "Lb0", "Lb1")
 ALL_BANDS = ("La0", "La1", "La2", "Lb0", "Lb1", "Lb2")
 
 
+SEX = {"X.w0", "X.w1"}  # sex and initials agree on the exact date
+
+
 @pytest.mark.parametrize(
     ("matched", "expected"),
     [
         (kinds("F", "P", *ALL_BANDS), Band.STRONG),
         (kinds("F"), Band.STRONG),
         (kinds("P", "E"), Band.STRONG),
+        (kinds("P", "ES"), Band.STRONG),  # a suffix edge backs a pair like a prefix edge
         (kinds("P", "La0", "Lb0", "Lb1"), Band.STRONG),
         (kinds("P"), Band.POSSIBLE),  # a code pair, nothing else
         (kinds("F", dates=("w1",)), Band.POSSIBLE),  # a year off
         (kinds("E"), Band.POSSIBLE),
-        (kinds("E", dates=("w0",)), None),  # a year off needs band support for an edge
+        (kinds("ES"), Band.POSSIBLE),
+        (kinds("E", dates=("w0",)), None),  # a year off needs support for an edge
         (kinds("E", "La0", dates=("w0",)) | kinds("Lb0", dates=("w0",)), Band.POSSIBLE),
+        (kinds("ES", "Lb0", "Lb1", "Lb2", dates=("w0",)), Band.POSSIBLE),
+        (kinds("E", dates=("w0",)) | {"X.w0"}, Band.POSSIBLE),  # sex on the shared window
         (kinds(*BANDS_BOTH), Band.POSSIBLE),
         (kinds("La0", "La1", "La2"), None),  # one field only: a twin looks like this
         (kinds("La0", "La1", "La2", "Lb0"), None),  # one band on a field: too little
         (kinds("La0", "La1", "Lb0", "Lb1"), Band.POSSIBLE),
         (kinds("La0", "La1", "Lb0", "Lb1") - {"Lb0.w1"}, Band.POSSIBLE),  # a year off
-        (kinds("La0", "La1", "La2", "Lb0") | {"X.d"}, Band.POSSIBLE),  # sex and initials
-        (kinds("E2", "La0", "La1", "La2"), None),
-        (kinds("E2", "La0", "La1", "La2") | {"X.d"}, Band.POSSIBLE),
-        (kinds("La0", "La1", "La2", "E2") | {"X.d"}, Band.POSSIBLE),
-        (kinds("F", "P", *ALL_BANDS, dates=("y",)), Band.POSSIBLE),
-        (kinds("F", "P", "La0", "La1", "Lb0", dates=("y",)), None),  # namesakes live here
+        (kinds("La0", "La1", "La2", "Lb0") | SEX, Band.POSSIBLE),  # sex and initials
+        (kinds("La0", "La1", "La2", "Lb0", dates=("w1",)) | {"X.w1"}, Band.POSSIBLE),
+        (kinds("E2", "La0", "La1", "La2"), None),  # a twin with a like given name
+        (kinds("E2", "La0", "La1", "La2") | SEX, Band.POSSIBLE),
+        (kinds("E2", "La0", "La1", "Lb0"), Band.POSSIBLE),  # a band on each field
+        (kinds("E2", "E", dates=("w1",)), Band.POSSIBLE),
+        (kinds("E2") | SEX, None),  # sex and a short prefix, no band
+        (kinds("E2", "Lb2") | SEX, Band.POSSIBLE),
+        ({"S.y"}, Band.POSSIBLE),  # the whole name spelled alike, one side knows the year
+        (kinds("F", "P", *ALL_BANDS, dates=("y",)), None),  # no such kinds on the year
         (kinds("La0", dates=("y",)), None),
         (set(), None),
-        ({"X.d"}, None),
+        (SEX, None),
+        ({"X.w0"}, None),
     ],
 )
 def test_shipped_thresholds(matched: set[str], expected: Band | None) -> None:
@@ -53,7 +65,7 @@ def test_shipped_thresholds(matched: set[str], expected: Band | None) -> None:
 
 def test_a_strong_band_needs_the_exact_date() -> None:
     assert band(kinds("F", "P", "E", *ALL_BANDS, dates=("w0",))) is Band.POSSIBLE
-    assert band(kinds("F", "P", *ALL_BANDS, dates=("y",))) is Band.POSSIBLE
+    assert band({"S.y"}) is Band.POSSIBLE
 
 
 def test_band_accepts_any_collection_and_ignores_unknown_kinds() -> None:
@@ -62,7 +74,7 @@ def test_band_accepts_any_collection_and_ignores_unknown_kinds() -> None:
 
 
 _RANK = {None: 0, Band.POSSIBLE: 1, Band.STRONG: 2}
-_ALL = sorted(kinds("F", "P", "E", "E2", *ALL_BANDS, dates=("w0", "w1", "y")) | {"X.d"})
+_ALL = sorted(kinds("F", "P", "E", "ES", "E2", "X", *ALL_BANDS, dates=("w0", "w1")) | {"S.y"})
 
 
 @given(st.sets(st.sampled_from(_ALL)), st.sets(st.sampled_from(_ALL)))
