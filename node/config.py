@@ -122,14 +122,17 @@ class CasesSection:
 class MatchingSection:
     # Blind evaluations (one per query token) each peer may ask for per hour: the limit
     # on how fast a peer can test guesses against this agency's records.
-    # Each query costs MAX_TOKENS (48) evaluations, so 24000 is 500 people an hour.
-    evaluations_per_hour: int = 24000
+    # Each query costs MAX_TOKENS (48) evaluations, so 48000 is 1000 people an hour:
+    # one full batch (max_queries_per_call) per hour per peer.
+    evaluations_per_hour: int = 48000
     max_elements_per_call: int = 5000
     # Largest batch an officer may ask in one call, and how long to wait for each peer.
     max_queries_per_call: int = 1000
     query_timeout_seconds: float = 10.0
-    # How often the copies of the peers' published indexes are refreshed.
+    # How often the copies of the peers' published indexes are refreshed, and how long a
+    # background refresh may take (a first copy of a large index takes minutes).
     sync_interval_seconds: float = 60.0
+    sync_timeout_seconds: float = 1800.0
     max_records_per_load: int = 1_000_000
 
 

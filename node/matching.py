@@ -26,7 +26,8 @@ from typing import TypeVar
 
 import grpc
 import structlog
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, insert, select, tuple_
+from sqlalchemy.orm import Session
 
 from exchange import forms
 from exchange._proto.mlax.v1 import federation_pb2_grpc as fgrpc
@@ -266,8 +267,8 @@ class MatchDesk:
                     )
                     added += 1
                 else:
-                    if row.removed:
-                        row.handle = os.urandom(16)  # a re-added record is a new record
+                    # A re-added record keeps its handle: a peer that missed the tombstone
+                    # then still replaces, not duplicates, what it holds for it.
                     row.record_sealed, row.fingerprint, row.values = sealed, fingerprint, values
                     row.version, row.removed, row.updated_at = version, False, now
                     updated += 1
@@ -321,6 +322,10 @@ class MatchDesk:
             )
         if any(len(e) != ELEMENT_BYTES for e in req.blinded_elements):
             raise InvalidFieldError("Field blinded_elements: each element is 32 bytes.")
+        # Checked before the quota is charged: a malformed call costs nothing and does
+        # no work (the evaluation itself comes only after the charge).
+        for e in req.blinded_elements:
+            oprf.check_element(bytes(e))
         now = now_ms()
         window = now // HOUR_MS
         limit = self.cfg.evaluations_per_hour
@@ -388,10 +393,16 @@ class MatchDesk:
                     "match.index_served", now_ms(), peer=peer, since=since, version=version
                 ),
             )
+        if since == version and not reset:
+            # Nothing changed: answer without touching the records (a query syncs first).
+            yield mpb.MatchIndexChunk(key_id=key_id, version=version)
+            return
         sent = False
-        last_id = 0
+        last = (since, 0)
         while True:
             with self.core.db.read() as s:
+                # Keyset pages along (version, id), which ix_match_records_version serves:
+                # the cost is what changed since the peer's version, not the table.
                 q = (
                     select(
                         MatchRecordRow.id,
@@ -401,11 +412,10 @@ class MatchDesk:
                         MatchRecordRow.version,
                     )
                     .where(
-                        MatchRecordRow.version > since,
+                        tuple_(MatchRecordRow.version, MatchRecordRow.id) > tuple_(*last),
                         MatchRecordRow.version <= version,
-                        MatchRecordRow.id > last_id,
                     )
-                    .order_by(MatchRecordRow.id)
+                    .order_by(MatchRecordRow.version, MatchRecordRow.id)
                     .limit(_INDEX_CHUNK)
                 )
                 if reset:
@@ -413,7 +423,7 @@ class MatchDesk:
                 rows = s.execute(q).all()
             if not rows and sent:
                 return
-            last_id = rows[-1].id if rows else last_id
+            last = (rows[-1].version, rows[-1].id) if rows else last
             yield mpb.MatchIndexChunk(
                 key_id=key_id,
                 version=version,
@@ -448,11 +458,14 @@ class MatchDesk:
                 timeout=timeout,
                 wait_for_ready=True,
             )
-            state: MatchPeerRow | None = None
+            final: tuple[str, int] | None = None
             for chunk in stream:
                 with self.core.db.write() as s:
                     if chunk.reset:
                         s.execute(delete(MatchReplicaRow).where(MatchReplicaRow.peer == peer))
+                        # Until this reset completes the copy is nobody's: an interrupted
+                        # one is redone from the start, never taken as up to date.
+                        self._set_state(s, peer, "", 0)
                     handles = [bytes(e.handle) for e in chunk.entries]
                     for part in _chunks(handles, 500):
                         s.execute(
@@ -468,20 +481,25 @@ class MatchDesk:
                     ]
                     if rows:
                         s.execute(insert(MatchReplicaRow), rows)
-                    state = s.get(MatchPeerRow, peer)
-                    if state is None:
-                        state = MatchPeerRow(peer=peer, key_id=chunk.key_id, version=0, synced_at=0)
-                        s.add(state)
-                    state.key_id, state.version, state.synced_at = (
-                        chunk.key_id,
-                        chunk.version,
-                        now_ms(),
-                    )
-                    s.flush()
-                    s.expunge(state)
-            if state is None:
+                final = (chunk.key_id, chunk.version)
+            if final is None:
                 raise MlaxError(f"Agency {peer} sent no index.")
+            # Only a complete stream moves the copy's version: a sync cut off half way is
+            # redone from the old version next time (re-applying entries is harmless).
+            with self.core.db.write() as s:
+                state = self._set_state(s, peer, *final)
+                s.flush()
+                s.expunge(state)
             return state
+
+    @staticmethod
+    def _set_state(s: Session, peer: str, key_id: str, version: int) -> MatchPeerRow:
+        state = s.get(MatchPeerRow, peer)
+        if state is None:
+            state = MatchPeerRow(peer=peer, key_id=key_id, version=version, synced_at=0)
+            s.add(state)
+        state.key_id, state.version, state.synced_at = key_id, version, now_ms()
+        return state
 
     def query(self, officer: Officer, req: mpb.MatchQueryRequest) -> Iterator[mpb.MatchAnswer]:
         """Ask peers in parallel; yield each peer's answers as they arrive."""
@@ -495,12 +513,23 @@ class MatchDesk:
         directory = self.core.directory.current()
         others = [a.agency_id for a in directory.agencies if a.agency_id != self.core.agency]
         peers = list(dict.fromkeys(req.peers)) or others
+        if not peers:
+            raise InvalidFieldError("There is no other member of the federation to ask.")
         for p in peers:
             if p not in others:
                 raise InvalidFieldError(
                     f"Field peers: {p} is not another member of the federation."
                 )
-        tokens = [pad_tokens(record_tokens(person)) for person in people]
+        raw = [record_tokens(person) for person in people]
+        # A person with no birth year, or a single name part, yields no token and can
+        # match nothing: say so instead of spending every peer's quota on padding.
+        asked = [i for i, t in enumerate(raw) if t]
+        if not asked:
+            raise InvalidFieldError(
+                "Field date_of_birth: to be matched a person needs at least a birth year "
+                "and a name of two parts (given and family name)."
+            )
+        tokens = [pad_tokens(raw[i]) for i in asked]
         query_id = os.urandom(16)
         timeout = (req.timeout_ms / 1000) if req.timeout_ms else self.cfg.query_timeout_seconds
         with self.core.db.write() as s:
@@ -512,7 +541,7 @@ class MatchDesk:
                     query_id=query_id.hex(),
                     officer=officer.name,
                     queries=len(people),
-                    tokens=sum(len(t) for t in tokens),
+                    unmatchable=len(people) - len(asked),
                     peers=",".join(peers),
                 ),
             )
@@ -520,7 +549,22 @@ class MatchDesk:
         pool = ThreadPoolExecutor(max_workers=min(16, len(peers)), thread_name_prefix="match")
 
         def ask(peer: str) -> None:
-            results.put(self._ask(peer, query_id, tokens, timeout))
+            # A fresh wire id per peer: holders cannot link one search by its id.
+            answers = self._ask(peer, os.urandom(16), tokens, timeout)
+            for a in answers:
+                a.query = asked[a.query]
+            answers += [
+                mpb.MatchAnswer(
+                    query=i,
+                    peer=peer,
+                    result="unmatchable",
+                    detail="Too little to match: a birth year and two name parts are needed.",
+                    query_id=query_id.hex(),
+                )
+                for i in range(len(people))
+                if not raw[i]
+            ]
+            results.put(answers)
 
         for peer in peers:
             pool.submit(ask, peer)

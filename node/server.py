@@ -704,7 +704,7 @@ def run(cfg: NodeConfig, passphrase: bytes, stop: threading.Event | None = None)
     clocks = ClockWatch(cases, cfg.cases.clock_check_seconds)
     matching = MatchDesk(core, cfg.matching, peers, cases)
     match_sync = MatchSync(
-        matching, cfg.matching.sync_interval_seconds, cfg.matching.query_timeout_seconds
+        matching, cfg.matching.sync_interval_seconds, cfg.matching.sync_timeout_seconds
     )
 
     own_pair = [(identity.tls_private_key_pem(), identity.tls_certificate_pem())]

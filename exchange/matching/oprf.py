@@ -155,6 +155,11 @@ def blind(input: bytes, blind: bytes | None = None) -> tuple[bytes, bytes]:
     return scalar, _mul(scalar, element)
 
 
+def check_element(element: bytes) -> None:
+    """Raise InvalidFieldError unless `element` is a valid blinded element (cheap)."""
+    _check_element(element, "blinded element")
+
+
 def blind_evaluate(sk: bytes, blinded_element: bytes) -> bytes:
     """RFC 9497 BlindEvaluate: the holder's key applied to a querier's blinded element.
 
