@@ -431,6 +431,12 @@ class CaseDesk:
         action = casework.action_of(req.action)
         with self.core.db.read() as s:
             row = self._row(s, req.case_ref)
+            if row.seq == 0 and action is not Action.SUBMIT:
+                # A draft that never left: withdrawing it also takes it back from the
+                # supervisor's queue if it was waiting for approval.
+                if req.expected_seq and req.expected_seq != row.seq:
+                    self._check_fresh(row, req.expected_seq)
+                return self._act_locally(officer, row.case_ref, action)
             self._check_fresh(row, req.expected_seq)
             if action is Action.SUBMIT:
                 if row.state != CaseState.DRAFT.value or row.role != Party.REQUESTING.value:
@@ -438,8 +444,6 @@ class CaseDesk:
                 if row.case_type in self.cfg.approval_types and not row.approved_by:
                     return self._ask_approval(officer, row.case_ref)
                 return self._send(officer, row.case_ref, Action.SUBMIT, None)
-            if row.seq == 0:
-                return self._act_locally(officer, row.case_ref, action)
         return self._send(officer, req.case_ref, action, req.details)
 
     @staticmethod

@@ -660,7 +660,7 @@ class MatchDesk:
                 pos += 1
             best: _Hit | None = None
             for handle, matched in sorted(kinds.items()):
-                b = band(matched)
+                b = band(matched, year_alone=self.cfg.year_alone_hits)
                 if b is not None and (best is None or _RANK[b] > _RANK[best.band]):
                     best = _Hit(b, handle)
             if best is None:

@@ -812,11 +812,20 @@ def run(cfg: NodeConfig, passphrase: bytes, stop: threading.Event | None = None)
     fed_done, off_done = fed.stop(grace=10), off.stop(grace=2)
     fed_done.wait()
     off_done.wait()
-    sync.stop()
-    checkpointer.stop()
-    clocks.stop()
-    match_sync.stop()
-    pusher.stop()
+    # The background threads stop together (each is bounded), then the delivery worker
+    # records the outcomes of envelopes still on the wire.
+    stops: list[Callable[[], None]] = [
+        sync.stop,
+        checkpointer.stop,
+        clocks.stop,
+        match_sync.stop,
+        pusher.stop,
+    ]
+    stoppers = [threading.Thread(target=stop, name="mlax-stop") for stop in stops]
+    for t in stoppers:
+        t.start()
+    for t in stoppers:
+        t.join()
     worker.stop()
     peers.close()
     with db.write() as s:

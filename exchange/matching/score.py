@@ -106,9 +106,19 @@ def _possible_on_dates(ev: _Evidence, exact: bool, sex: bool) -> bool:
     return sex and ev.bands_high >= MIN_BANDS_ONE_FIELD and ev.bands >= MIN_BANDS_SEX
 
 
-def band(matched_kinds: Collection[str]) -> Band | None:
-    """The band of one record, from the set of the query's token kinds that matched it."""
+YEAR_ALONE_KINDS = frozenset({"S.y"})
+
+
+def band(matched_kinds: Collection[str], *, year_alone: bool = True) -> Band | None:
+    """The band of one record, from the set of the query's token kinds that matched it.
+
+    With `year_alone` off, the whole name on the birth year alone (`S.y`) no longer
+    makes a hit: fewer false leads (namesakes born the same year), fewer finds among
+    people who know only their birth year. A federation's policy; see docs/matching.md.
+    """
     kinds = set(matched_kinds)
+    if not year_alone:
+        kinds -= YEAR_ALONE_KINDS
     sex = kinds & {"X.w0", "X.w1"}
     exact = _evidence(kinds, "exact")
     if exact.full or (exact.pair and (exact.edge or exact.bands >= MIN_BANDS_STRONG_PAIR)):

@@ -188,6 +188,12 @@ def test_extradition_case_refused_on_stated_grounds_then_closed(live: LiveFedera
         sup.approve(own)
     assert e.value.status == "PERMISSION_DENIED"
     assert "cannot approve" in e.value.message
+    # A draft waiting for approval can still be withdrawn: it leaves the approval queue.
+    withdrawn = sup.act(
+        own, "withdraw", forms.details_from_mapping(Action.WITHDRAW, {"reason": "Duplicate."})
+    ).summary
+    assert (withdrawn.state, withdrawn.awaiting_approval) == ("withdrawn", False)
+    assert own not in [c.case_ref for c in sup.cases(awaiting_approval=True)]
     sup.approve(ref)
     _wait_state(live, NG, ref, "submitted")
     ng.act(ref, "acknowledge")

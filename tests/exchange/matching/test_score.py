@@ -80,3 +80,13 @@ _ALL = sorted(kinds("F", "P", "E", "ES", "E2", "X", *ALL_BANDS, dates=("w0", "w1
 @given(st.sets(st.sampled_from(_ALL)), st.sets(st.sampled_from(_ALL)))
 def test_more_evidence_never_lowers_the_band(base: set[str], extra: set[str]) -> None:
     assert _RANK[band(base | extra)] >= _RANK[band(base)]
+
+
+def test_the_year_alone_rule_can_be_switched_off() -> None:
+    from exchange.matching.score import YEAR_ALONE_KINDS
+
+    assert band(YEAR_ALONE_KINDS) is Band.POSSIBLE
+    assert band(YEAR_ALONE_KINDS, year_alone=False) is None
+    # Evidence beyond the year still counts when the rule is off.
+    full = {"F.w0", "F.w1", *YEAR_ALONE_KINDS}
+    assert band(full, year_alone=False) is band(full)
