@@ -130,6 +130,10 @@ class AttachmentKey:
         self._check_index(index)
         return index * (self.chunk_size + TAG_SIZE)
 
+    def resume_offset(self, next_index: int) -> int:
+        """Where the stored stream continues once chunks before `next_index` are kept."""
+        return self.cipher_size if next_index >= self.chunks else self.cipher_offset(next_index)
+
     @property
     def cipher_size(self) -> int:
         return self.size + self.chunks * TAG_SIZE

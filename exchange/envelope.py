@@ -18,6 +18,7 @@ every step with its error.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
@@ -80,6 +81,34 @@ class HandlingCode(Enum):
     NO_ONWARD_TRANSMISSION = pb.HANDLING_CODE_NO_ONWARD_TRANSMISSION
     NO_EVIDENTIAL_USE_WITHOUT_CONSENT = pb.HANDLING_CODE_NO_EVIDENTIAL_USE_WITHOUT_CONSENT
     RESTRICTED_TO_NAMED_OFFICERS = pb.HANDLING_CODE_RESTRICTED_TO_NAMED_OFFICERS
+
+
+def handling_from_wire(
+    codes: Iterable[int], restricted_to: Sequence[str], what: str
+) -> tuple[HandlingCode, ...]:
+    """Handling codes an officer asked for, checked as every node checks them.
+
+    `what` names the item in the error ("a message", "a case", "an attachment").
+    """
+    try:
+        parsed = tuple(dict.fromkeys(HandlingCode(c) for c in codes))
+    except ValueError:
+        raise InvalidFieldError("Field handling_codes: unknown handling code.") from None
+    if HandlingCode.RESTRICTED_TO_NAMED_OFFICERS in parsed and not restricted_to:
+        raise InvalidFieldError(
+            f"Field restricted_to: {what} restricted to named officers must name them."
+        )
+    return parsed
+
+
+def codes_text(codes: Iterable[HandlingCode]) -> str:
+    """Handling codes as stored in a database column: their numbers, comma-separated."""
+    return ",".join(str(c.value) for c in codes)
+
+
+def codes_of(text: str) -> tuple[HandlingCode, ...]:
+    """The inverse of `codes_text`."""
+    return tuple(HandlingCode(int(c)) for c in text.split(",") if c)
 
 
 class Suite(Enum):

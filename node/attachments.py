@@ -45,7 +45,15 @@ from exchange.attachment import (
 )
 from exchange.casework import CaseConflictError
 from exchange.encoding import format_uuid, now_ms
-from exchange.envelope import AttachmentDigest, HandlingCode, MessageType, Opened
+from exchange.envelope import (
+    AttachmentDigest,
+    HandlingCode,
+    MessageType,
+    Opened,
+    codes_of,
+    codes_text,
+    handling_from_wire,
+)
 from exchange.errors import InvalidFieldError, MlaxError, OversizedError
 from exchange.ledger_entry import LedgerEntry
 from exchange.wire import parse
@@ -79,10 +87,6 @@ def _blob_id(row: AttachmentRow) -> str:
     return hashlib.sha256(
         row.direction.encode() + b"\0" + row.peer.encode() + b"\0" + row.attachment_id
     ).hexdigest()
-
-
-def _codes(text: str) -> tuple[HandlingCode, ...]:
-    return tuple(HandlingCode(int(c)) for c in text.split(",") if c)
 
 
 def info(row: AttachmentRow) -> apb.AttachmentInfo:
@@ -185,12 +189,7 @@ class AttachmentDesk:
         verifier = self._verifier(row, key)
         cipher = ChunkCipher.of(key)
         blob = _blob_id(row)
-        handle = self.blobs.open_append(
-            blob,
-            key.cipher_offset(row.confirmed_chunks)
-            if row.confirmed_chunks < key.chunks
-            else key.cipher_size,
-        )
+        handle = self.blobs.open_append(blob, key.resume_offset(row.confirmed_chunks))
         unsynced = 0
         finished: bytes | None = None
         try:
@@ -250,14 +249,7 @@ class AttachmentDesk:
             raise OversizedError(
                 f"Field size: attachments are at most {MAX_ATTACHMENT_SIZE} bytes."
             )
-        try:
-            codes = tuple(HandlingCode(c) for c in start.handling_codes)
-        except ValueError:
-            raise InvalidFieldError("Field handling_codes: unknown handling code.") from None
-        if HandlingCode.RESTRICTED_TO_NAMED_OFFICERS in codes and not start.restricted_to:
-            raise InvalidFieldError(
-                "Field restricted_to: an attachment restricted to named officers must name them."
-            )
+        codes = handling_from_wire(start.handling_codes, start.restricted_to, "an attachment")
         chunk_size = start.chunk_size or DEFAULT_CHUNK_SIZE
         # Validates the chunk size and name; the digest is filled in at the finish.
         key = new_attachment_key(
@@ -302,7 +294,7 @@ class AttachmentDesk:
                 sha256=b"",
                 upload_id=start.upload_id,
                 uploaded_by=officer.name,
-                handling_codes=",".join(str(c.value) for c in codes),
+                handling_codes=codes_text(codes),
                 restricted_to="\n".join(named),
                 created_at=now_ms(),
             )
@@ -353,7 +345,7 @@ class AttachmentDesk:
                 return self._status(row)
             case_ref, peer = row.case_ref, row.peer
             codes, restricted = (
-                _codes(row.handling_codes),
+                codes_of(row.handling_codes),
                 tuple(r for r in row.restricted_to.split("\n") if r),
             )
         body = apb.EvidenceBody(
@@ -427,7 +419,7 @@ class AttachmentDesk:
                 )
             keys.append(key)
         sealed = [self.core.seal_to_self(k.to_bytes()) for k in keys]
-        codes = ",".join(str(c.value) for c in header.handling_codes)
+        codes = codes_text(header.handling_codes)
         restricted = "\n".join(header.restricted_to)
 
         def apply(s: Session) -> None:
@@ -504,12 +496,7 @@ class AttachmentDesk:
         key = self._key(row)
         verifier = self._verifier(row, key)
         blob = _blob_id(row)
-        handle = self.blobs.open_append(
-            blob,
-            key.cipher_offset(verifier.next_index)
-            if verifier.next_index < key.chunks
-            else key.cipher_size,
-        )
+        handle = self.blobs.open_append(blob, key.resume_offset(verifier.next_index))
         unsynced = 0
         try:
             for chunk in _chain(first, stream):
@@ -744,7 +731,7 @@ class AttachmentDesk:
                 )
             restricted = [r for r in row.restricted_to.split("\n") if r]
             if (
-                HandlingCode.RESTRICTED_TO_NAMED_OFFICERS in _codes(row.handling_codes)
+                HandlingCode.RESTRICTED_TO_NAMED_OFFICERS in codes_of(row.handling_codes)
                 and officer.name not in restricted
                 and officer.name != row.uploaded_by
             ):

@@ -13,7 +13,6 @@ transition's details live in its envelope; reading them is a ledgered access.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -51,12 +50,16 @@ from exchange.envelope import (
     Header,
     MessageType,
     Opened,
+    codes_of,
+    codes_text,
+    handling_from_wire,
 )
 from exchange.errors import InvalidFieldError, MlaxError
 from exchange.ledger_entry import LedgerEntry
 from node import ledger, metrics
 from node.config import CasesSection
 from node.core import IN, NodeCore, NotFoundError, Officer, PermissionDeniedError
+from node.periodic import Periodic
 from node.storage.models import CaseEventRow, CaseRow, MessageRow
 
 log = structlog.get_logger("mlax.cases")
@@ -100,10 +103,6 @@ def policy_of(cfg: CasesSection) -> ClockPolicy:
         urgent=lim(cfg.urgent_ack_seconds, cfg.urgent_response_seconds),
         ordinary=lim(cfg.ordinary_ack_seconds, cfg.ordinary_response_seconds),
     )
-
-
-def _codes(text: str) -> tuple[HandlingCode, ...]:
-    return tuple(HandlingCode(int(c)) for c in text.split(",") if c)
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -164,7 +163,7 @@ class CaseDesk:
     ) -> tuple[tuple[HandlingCode, ...], tuple[str, ...]]:
         """The case's handling codes and named officers: its evidence carries them too."""
         row = self._row(s, case_ref)
-        return _codes(row.handling_codes), _names(row.restricted_to)
+        return codes_of(row.handling_codes), _names(row.restricted_to)
 
     def counterpart(self, s: Session, case_ref: str) -> str:
         """The other party of a live case (evidence goes there); raises if it takes none."""
@@ -218,7 +217,7 @@ class CaseDesk:
             allowed_actions=actions,
             form_digest=row.form_digest,
             head_digest=row.head_digest,
-            handling_codes=[c.value for c in _codes(row.handling_codes)],
+            handling_codes=[c.value for c in codes_of(row.handling_codes)],
             restricted_to=list(_names(row.restricted_to)),
             last_error=row.last_error,
         )
@@ -264,7 +263,7 @@ class CaseDesk:
             if attachments is not None:
                 view.attachments.extend(attachments(s, case_ref))
             form_sealed = row.form_sealed
-            codes, named = _codes(row.handling_codes), _names(row.restricted_to)
+            codes, named = codes_of(row.handling_codes), _names(row.restricted_to)
             created_by = row.created_by
         for e in events:
             view.timeline.append(
@@ -347,14 +346,7 @@ class CaseDesk:
             raise InvalidFieldError(
                 f"Field requested_authority: {recipient} is not another member of the federation."
             )
-        try:
-            codes = tuple(HandlingCode(c) for c in req.handling_codes)
-        except ValueError:
-            raise InvalidFieldError("Field handling_codes: unknown handling code.") from None
-        if HandlingCode.RESTRICTED_TO_NAMED_OFFICERS in codes and not req.restricted_to:
-            raise InvalidFieldError(
-                "Field restricted_to: a case restricted to named officers must name them."
-            )
+        codes = handling_from_wire(req.handling_codes, req.restricted_to, "a case")
         if len(req.idempotency_key) > 128:
             raise InvalidFieldError("Field idempotency_key: at most 128 characters.")
         if req.idempotency_key:
@@ -400,7 +392,7 @@ class CaseDesk:
                             opened_at=now,
                             updated_at=now,
                             requested_deadline=deadline,
-                            handling_codes=",".join(str(c.value) for c in codes),
+                            handling_codes=codes_text(codes),
                             restricted_to="\n".join(req.restricted_to),
                             form_sealed=sealed,
                             form_digest=casework.form_digest(req.form),
@@ -550,7 +542,7 @@ class CaseDesk:
                 if action is Action.SUBMIT
                 else None
             )
-            codes, named, peer = _codes(row.handling_codes), _names(row.restricted_to), row.peer
+            codes, named, peer = codes_of(row.handling_codes), _names(row.restricted_to), row.peer
         now = max(now_ms(), case.history[-1].at_ms if case.history else 0)
         if action is not Action.SUBMIT and (
             details is None or details.WhichOneof("details") is None
@@ -697,7 +689,7 @@ class CaseDesk:
                 opened_at=applied.body.at,
                 updated_at=applied.body.at,
                 requested_deadline=forms.deadline_of(form) or 0,
-                handling_codes=",".join(str(c.value) for c in header.handling_codes),
+                handling_codes=codes_text(header.handling_codes),
                 restricted_to="\n".join(header.restricted_to),
                 form_sealed=sealed,
                 form_digest=casework.form_digest(form),
@@ -829,30 +821,15 @@ class CaseDesk:
         return counts
 
 
-class ClockWatch:
-    """Background thread: looks for overdue legal clocks every `every` seconds."""
+class ClockWatch(Periodic):
+    """Background thread: looks for overdue legal clocks at start, then every `every` s."""
 
     def __init__(self, desk: CaseDesk, every: float) -> None:
+        super().__init__("case-clocks", every, "case_clock_check_failed", run_first=True)
         self.desk = desk
-        self.every = every
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="case-clocks", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        while True:
-            try:
-                self.desk.check_clocks()
-            except Exception:
-                log.exception("case_clock_check_failed")
-            if self._stop.wait(self.every):
-                return
+    def tick(self) -> None:
+        self.desk.check_clocks()
 
 
 # -- handling codes: onward transmission -----------------------------------------------------
@@ -877,7 +854,7 @@ def forward(core: NodeCore, officer: Officer, message_id: str, recipient: str, n
         if msg is None:
             raise NotFoundError(f"No inbound message {message_id} on this node.")
         s.expunge(msg)
-    codes = _codes(msg.handling_codes)
+    codes = codes_of(msg.handling_codes)
     envelope = Envelope.from_bytes(msg.envelope, core.limits)
     header = Header.from_bytes(envelope.header, core.limits)
 

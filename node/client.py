@@ -262,15 +262,19 @@ class OfficerClient:
     def __exit__(self, *_: object) -> None:
         self.close()
 
+    def call_error(self, e: grpc.RpcError) -> NodeCallError:
+        """A failed call as the one sentence an officer reads."""
+        code = e.code()
+        detail = e.details() or code.name
+        if code == grpc.StatusCode.UNAVAILABLE:
+            detail = f"The node at {self.credential.endpoint} cannot be reached ({detail})."
+        return NodeCallError(code, detail)
+
     def _call(self, method: Any, request: Any) -> Any:
         try:
             return method(request, timeout=self.timeout)
         except grpc.RpcError as e:
-            code = e.code()
-            detail = e.details() or code.name
-            if code == grpc.StatusCode.UNAVAILABLE:
-                detail = f"The node at {self.credential.endpoint} cannot be reached ({detail})."
-            raise NodeCallError(code, detail) from None
+            raise self.call_error(e) from None
 
     def send(
         self,
@@ -376,7 +380,7 @@ class OfficerClient:
                 yield MessageInfo.from_wire(m)
         except grpc.RpcError as e:
             if e.code() != grpc.StatusCode.CANCELLED:
-                raise NodeCallError(e.code(), e.details() or e.code().name) from None
+                raise self.call_error(e) from None
         finally:
             stream.cancel()
 
@@ -396,7 +400,7 @@ class OfficerClient:
         try:
             yield from self._stub.ExportLedger(opb.ExportLedgerRequest(start=start, end=end))
         except grpc.RpcError as e:
-            raise NodeCallError(e.code(), e.details() or e.code().name) from None
+            raise self.call_error(e) from None
 
     def whoami(self) -> opb.WhoAmIResponse:
         resp: opb.WhoAmIResponse = self._call(self._stub.WhoAmI, opb.WhoAmIRequest())

@@ -34,7 +34,7 @@ from exchange.case import Action
 from exchange.casework import ACTION_TO_WIRE, approval_message
 from exchange.encoding import now_ms
 from exchange.errors import InvalidFieldError
-from node.client import HANDLING_CODES, MessageInfo, NodeCallError, OfficerClient
+from node.client import HANDLING_CODES, MessageInfo, OfficerClient
 
 Progress = Callable[[int], None]
 # Codes after which the same call may simply be tried again from where it stopped.
@@ -208,7 +208,7 @@ class CaseClient:
                 first = 0 if held.complete else held.confirmed_chunks
             except grpc.RpcError as e:
                 if e.code() != grpc.StatusCode.NOT_FOUND:
-                    raise NodeCallError(e.code(), e.details() or e.code().name) from None
+                    raise self.client.call_error(e) from None
         upload_id = upload_id or secrets.token_hex(16)
         start = apb.UploadStart(
             case_ref=case_ref,
@@ -234,7 +234,7 @@ class CaseClient:
                     return status
             except grpc.RpcError as e:
                 if e.code() not in _TRANSIENT or attempts >= self.retries:
-                    raise NodeCallError(e.code(), e.details() or e.code().name) from None
+                    raise self.client.call_error(e) from None
             attempts += 1
             time.sleep(self.retry_wait * attempts)
             # Ask the node where it got to, and go on from there.
@@ -247,7 +247,7 @@ class CaseClient:
                 if e.code() == grpc.StatusCode.NOT_FOUND:
                     first = 0
                 elif e.code() not in _TRANSIENT or attempts >= self.retries:
-                    raise NodeCallError(e.code(), e.details() or e.code().name) from None
+                    raise self.client.call_error(e) from None
 
     @staticmethod
     def _parts(
@@ -291,7 +291,7 @@ class CaseClient:
                 break
             except grpc.RpcError as e:
                 if e.code() not in _TRANSIENT or attempts >= self.retries:
-                    raise NodeCallError(e.code(), e.details() or e.code().name) from None
+                    raise self.client.call_error(e) from None
                 attempts += 1
                 time.sleep(self.retry_wait * attempts)
         info = seen[0]

@@ -28,7 +28,7 @@ from exchange.matching.records import (
     parse_csv_row,
     parse_query_row,
 )
-from node.client import NodeCallError, OfficerClient
+from node.client import OfficerClient
 from node.client_cases import CaseClient
 
 PERSON_FIELDS = QUERY_COLUMNS
@@ -58,12 +58,6 @@ class MatchClient:
     @property
     def _stub(self) -> ogrpc.OfficerStub:
         return self.client._stub
-
-    def _raise(self, e: grpc.RpcError) -> NodeCallError:
-        detail = e.details() or e.code().name
-        if e.code() == grpc.StatusCode.UNAVAILABLE:
-            detail = f"The node at {self.client.credential.endpoint} cannot be reached ({detail})."
-        return NodeCallError(e.code(), detail)
 
     def load(self, path: Path, remove: Sequence[str] = ()) -> mpb.LoadRecordsResponse:
         """Add or update the records of a CSV file (and remove `remove`), in one version.
@@ -97,7 +91,7 @@ class MatchClient:
                 parts(), timeout=self.client.timeout + len(rows) / 50
             )
         except grpc.RpcError as e:
-            raise self._raise(e) from None
+            raise self.client.call_error(e) from None
         return resp
 
     def query(
@@ -116,7 +110,7 @@ class MatchClient:
         try:
             yield from stream
         except grpc.RpcError as e:
-            raise self._raise(e) from None
+            raise self.client.call_error(e) from None
 
     def follow_up(
         self,
@@ -158,7 +152,7 @@ class MatchClient:
                 mpb.DiscloseRequest(case_ref=case_ref), timeout=self.client.timeout
             )
         except grpc.RpcError as e:
-            raise self._raise(e) from None
+            raise self.client.call_error(e) from None
         return view
 
 

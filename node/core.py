@@ -28,7 +28,10 @@ from exchange.envelope import (
     Opened,
     Sender,
     authenticate,
+    codes_of,
+    codes_text,
     decrypt,
+    handling_from_wire,
     open_authenticated,
     seal,
 )
@@ -114,7 +117,7 @@ def _prior_receipt(s: Session, header: Header, envelope: Envelope) -> Receipt | 
 
 
 def _codes(row: MessageRow) -> list[int]:
-    return [int(c) for c in row.handling_codes.split(",") if c]
+    return [c.value for c in codes_of(row.handling_codes)]
 
 
 def summary(row: MessageRow) -> opb.MessageSummary:
@@ -179,13 +182,11 @@ class NodeCore:
             raise InvalidFieldError("A message cannot be addressed to this node's own agency.")
         try:
             message_type = MessageType(req.message_type)
-            codes = tuple(HandlingCode(c) for c in req.handling_codes)
         except ValueError:
-            raise InvalidFieldError("Unknown message type or handling code.") from None
+            raise InvalidFieldError("Field message_type: unknown message type.") from None
+        codes = handling_from_wire(req.handling_codes, req.restricted_to, "a message")
         if not req.content.subject.strip():
             raise InvalidFieldError("The message needs a subject.")
-        if HandlingCode.RESTRICTED_TO_NAMED_OFFICERS in codes and not req.restricted_to:
-            raise InvalidFieldError("A message restricted to named officers must name them.")
         in_reply_to = b""
         if req.in_reply_to:
             if len(req.in_reply_to) != 16:
@@ -295,7 +296,7 @@ class NodeCore:
             submitted_by=officer,
             idempotency_key=idempotency_key,
             in_reply_to=in_reply_to,
-            handling_codes=",".join(str(c.value) for c in handling_codes),
+            handling_codes=codes_text(handling_codes),
         )
         entry = LedgerEntry.of(
             "message.submitted",
@@ -584,7 +585,7 @@ class NodeCore:
                     delivered_at=now,
                     read_at=0,
                     in_reply_to=header.in_reply_to,
-                    handling_codes=",".join(str(c.value) for c in header.handling_codes),
+                    handling_codes=codes_text(header.handling_codes),
                 )
             )
             return receipt, True

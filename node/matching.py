@@ -52,6 +52,7 @@ from node.cases import CaseDesk, CaseStaleError
 from node.config import MatchingSection
 from node.core import NodeCore, NotFoundError, Officer, PermissionDeniedError
 from node.peers import PeerChannels
+from node.periodic import Periodic
 from node.storage.models import (
     CaseRow,
     MatchKeyRow,
@@ -734,33 +735,24 @@ def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
         yield items[i : i + size]
 
 
-class MatchSync:
+class MatchSync(Periodic):
     """Background thread: keeps our copies of the peers' published indexes fresh."""
 
     def __init__(self, desk: MatchDesk, every: float, timeout: float) -> None:
-        self.desk, self.every, self.timeout = desk, every, timeout
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="match-sync", daemon=True)
+        super().__init__("match-sync", every, "match_sync_failed")
+        self.desk, self.timeout = desk, timeout
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.every):
-            directory = self.desk.core.directory.current()
-            for card in directory.agencies:
-                if card.agency_id == self.desk.core.agency or self._stop.is_set():
-                    continue
-                try:
-                    self.desk.sync(card.agency_id, self.timeout)
-                except (grpc.RpcError, MlaxError):
-                    pass  # a peer that is down is tried again next round
-                except Exception:
-                    log.exception("match_sync_failed", peer=card.agency_id)
+    def tick(self) -> None:
+        directory = self.desk.core.directory.current()
+        for card in directory.agencies:
+            if card.agency_id == self.desk.core.agency or self.stopping:
+                continue
+            try:
+                self.desk.sync(card.agency_id, self.timeout)
+            except (grpc.RpcError, MlaxError):
+                pass  # a peer that is down is tried again next round
+            except Exception:
+                log.exception("match_sync_failed", peer=card.agency_id)
 
 
 __all__ = ["MatchDesk", "MatchSync", "QuotaExceededError", "VictimQuery", "parse_reference"]

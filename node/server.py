@@ -43,6 +43,7 @@ from node.ledger import LedgerStore, concerns
 from node.matching import MatchDesk, MatchSync
 from node.officers import OfficerCA, lookup, spki_sha256
 from node.peers import PeerChannels, bound_buffer_memory, channel_options
+from node.periodic import Periodic
 from node.storage.db import Database
 from node.trust import TrustedDirectory
 from node.witnessing import Checkpointer, WitnessDesk
@@ -557,20 +558,15 @@ class OfficerService(ogrpc.OfficerServicer):
         )
 
 
-class DirectorySync:
+class DirectorySync(Periodic):
     """Asks peers for their directory now and then; adopts a newer one that verifies."""
 
     def __init__(self, core: NodeCore, peers: PeerChannels, every: float, timeout: float) -> None:
-        self.core, self.peers, self.every, self.timeout = core, peers, every, timeout
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="mlax-dirsync", daemon=True)
+        super().__init__("mlax-dirsync", every, "directory_sync_failed")
+        self.core, self.peers, self.timeout = core, peers, timeout
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
+    def tick(self) -> None:
+        self.sync_once()
 
     def sync_once(self) -> None:
         from exchange._proto.mlax.v1 import federation_pb2_grpc as fgrpc
@@ -597,13 +593,6 @@ class DirectorySync:
                 log.warning(
                     "directory_offer_refused", source=card.agency_id, reason=type(e).__name__
                 )
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.every):
-            try:
-                self.sync_once()
-            except Exception:
-                log.exception("directory_sync_failed")
 
 
 def _server(listener: Any, handlers: list[grpc.GenericRpcHandler], max_bytes: int) -> grpc.Server:
