@@ -22,14 +22,16 @@ from sqlalchemy.orm import Session
 
 from exchange._proto.mlax.v1 import envelope_pb2 as epb
 from exchange._proto.mlax.v1 import federation_pb2_grpc as fgrpc
+from exchange.directory import Directory
 from exchange.encoding import format_uuid, now_ms
 from exchange.errors import MlaxError
 from exchange.ledger_entry import LedgerEntry
 from exchange.receipt import Receipt, verify_receipt
 from node import ledger, metrics
 from node.config import DeliverySection
-from node.core import DELIVERED, FAILED, OUT, QUEUED, RETRYING, NodeCore
+from node.core import DELIVERED, FAILED, HELD, OUT, QUEUED, RETRYING, NodeCore
 from node.peers import PeerChannels
+from node.periodic import TaskHealth
 from node.storage.models import MessageRow
 
 log = structlog.get_logger("mlax.delivery")
@@ -44,6 +46,19 @@ _PERMANENT = {
     grpc.StatusCode.PERMISSION_DENIED,
     grpc.StatusCode.OUT_OF_RANGE,
     grpc.StatusCode.UNIMPLEMENTED,
+}
+# Codes that say nothing of whether the peer stored the envelope: the transport or the
+# peer's own trouble. A message whose fate must be settled is retried past its give-up
+# time on these; any other answer after expiry is the peer's word that it was not stored
+# (a stored envelope is answered with its receipt before any other check).
+_UNSETTLED = {
+    None,
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.INTERNAL,
 }
 
 
@@ -110,13 +125,19 @@ class DeliveryWorker:
     # -- the loop -------------------------------------------------------------------------
 
     def _run(self) -> None:
+        health, every = TaskHealth("delivery_tick_failed"), self.cfg.poll_interval_seconds
         while not self._stop.is_set():
             try:
                 self._record(self._drain())
                 self._dispatch()
-            except Exception:  # the worker must outlive any one bad tick
-                log.exception("delivery_tick_failed")
-            self._wake.wait(self.cfg.poll_interval_seconds)
+            except Exception as e:  # the worker must outlive any one bad tick
+                health.failed(e, every)
+            else:
+                health.ok()
+            if health.failing:  # backing off: submissions and outcomes do not cut it short
+                self._stop.wait(health.wait(every))
+            else:
+                self._wake.wait(every)
             self._wake.clear()
         deadline = now_ms() + int(self.cfg.rpc_timeout_seconds * 1000)
         while sum(self._in_flight.values()) and now_ms() < deadline:
@@ -231,72 +252,97 @@ class DeliveryWorker:
         now = now_ms()
         with self.core.db.write() as s:
             for o in outcomes:
-                c = o.claim
-                self._in_flight[c.peer] = max(0, self._in_flight[c.peer] - 1)
-                row = s.get(MessageRow, c.row_id)
-                if row is None or row.state in (DELIVERED, FAILED):
-                    continue
-                mid = format_uuid(c.message_id)
-                if o.receipt is not None:
-                    try:
-                        receipt = Receipt.from_bytes(o.receipt)
-                        body = verify_receipt(
-                            receipt,
-                            directory,
-                            message_id=c.message_id,
-                            envelope_digest=c.envelope_digest,
-                            receiver=c.peer,
-                            sender=self.core.agency,
-                        )
-                    except MlaxError as e:
-                        self._retry(s, row, f"invalid receipt: {e.message}", now)
-                        continue
-                    row.state, row.receipt, row.delivered_at = DELIVERED, o.receipt, now
-                    row.last_error, row.lease_until = "", 0
-                    ledger.append(
-                        s,
-                        LedgerEntry.of(
-                            "receipt.stored",
-                            now,
-                            message_id=mid,
-                            receiver=c.peer,
-                            sender=self.core.agency,
-                            receiver_ledger_index=body.ledger_index,
-                            envelope_digest=c.envelope_digest.hex(),
-                        ),
+                self._in_flight[o.claim.peer] = max(0, self._in_flight[o.claim.peer] - 1)
+                # Each outcome in its own savepoint: one that cannot be recorded is retried
+                # after its lease, and never takes the other outcomes of the batch with it.
+                try:
+                    with s.begin_nested():
+                        self._record_one(s, o, directory, now)
+                except Exception:
+                    log.exception(
+                        "delivery_outcome_failed", message_id=format_uuid(o.claim.message_id)
                     )
-                    for hook in self.core.outcome_hooks:
-                        hook(s, row, True)
-                    metrics.SENT.labels(peer=c.peer).inc()
-                    metrics.DELIVERY_LATENCY.observe(max(0.0, now / 1000 - c.created_at / 1000))
-                    log.info("delivered", message_id=mid, peer=c.peer, attempts=c.attempts)
-                elif o.code in _PERMANENT:
-                    row.state, row.lease_until = FAILED, 0
-                    row.last_error = f"refused by {c.peer}: {o.code.name}: {o.detail}"[:500]
-                    ledger.append(
-                        s,
-                        LedgerEntry.of(
-                            "delivery.failed",
-                            now,
-                            message_id=mid,
-                            peer=c.peer,
-                            reason=o.code.name,
-                        ),
-                    )
-                    for hook in self.core.outcome_hooks:
-                        hook(s, row, False)
-                    metrics.DELIVERY_FAILURES.labels(peer=c.peer, reason=o.code.name).inc()
-                    log.warning("delivery_refused", message_id=mid, peer=c.peer, code=o.code.name)
-                else:
-                    code = o.code.name if o.code else "UNKNOWN"
-                    self._retry(s, row, _retry_reason(o.code, o.detail), now)
-                    metrics.DELIVERY_FAILURES.labels(peer=c.peer, reason=code).inc()
 
-    def _retry(self, session: Session, row: MessageRow, reason: str, now: int) -> None:
+    def _record_one(self, s: Session, o: _Outcome, directory: Directory, now: int) -> None:
+        c = o.claim
+        row = s.get(MessageRow, c.row_id)
+        if row is None or row.state in (DELIVERED, FAILED):
+            return
+        mid = format_uuid(c.message_id)
+        if o.receipt is not None:
+            try:
+                receipt = Receipt.from_bytes(o.receipt)
+                body = verify_receipt(
+                    receipt,
+                    directory,
+                    message_id=c.message_id,
+                    envelope_digest=c.envelope_digest,
+                    receiver=c.peer,
+                    sender=self.core.agency,
+                )
+            except MlaxError as e:
+                self._retry(s, row, f"invalid receipt: {e.message}", now, None)
+                return
+            row.state, row.receipt, row.delivered_at = DELIVERED, o.receipt, now
+            row.last_error, row.lease_until = "", 0
+            ledger.append(
+                s,
+                LedgerEntry.of(
+                    "receipt.stored",
+                    now,
+                    message_id=mid,
+                    receiver=c.peer,
+                    sender=self.core.agency,
+                    receiver_ledger_index=body.ledger_index,
+                    envelope_digest=c.envelope_digest.hex(),
+                ),
+            )
+            for hook in self.core.outcome_hooks:
+                hook(s, row, True)
+            metrics.SENT.labels(peer=c.peer).inc()
+            metrics.DELIVERY_LATENCY.observe(max(0.0, now / 1000 - c.created_at / 1000))
+            log.info("delivered", message_id=mid, peer=c.peer, attempts=c.attempts)
+        elif o.code in _PERMANENT:
+            row.state, row.lease_until = FAILED, 0
+            row.last_error = f"refused by {c.peer}: {o.code.name}: {o.detail}"[:500]
+            ledger.append(
+                s,
+                LedgerEntry.of(
+                    "delivery.failed",
+                    now,
+                    message_id=mid,
+                    peer=c.peer,
+                    reason=o.code.name,
+                ),
+            )
+            for hook in self.core.outcome_hooks:
+                hook(s, row, False)
+            metrics.DELIVERY_FAILURES.labels(peer=c.peer, reason=o.code.name).inc()
+            log.warning("delivery_refused", message_id=mid, peer=c.peer, code=o.code.name)
+        else:
+            code = o.code.name if o.code else "UNKNOWN"
+            self._retry(s, row, _retry_reason(o.code, o.detail), now, o.code)
+            metrics.DELIVERY_FAILURES.labels(peer=c.peer, reason=code).inc()
+
+    def _retry(
+        self,
+        session: Session,
+        row: MessageRow,
+        reason: str,
+        now: int,
+        code: grpc.StatusCode | None,
+    ) -> None:
         mid = format_uuid(row.message_id)
         row.last_error = reason[:500]
         row.lease_until = 0
-        if now - row.created_at > self.cfg.give_up_after_seconds * 1000 or now >= row.expires_at:
+        out_of_time = (
+            now - row.created_at > self.cfg.give_up_after_seconds * 1000 or now >= row.expires_at
+        )
+        if out_of_time and row.message_type in self.core.settle_types and code in _UNSETTLED:
+            # Giving up now could leave the peer holding what we think failed: keep asking
+            # until it answers with its receipt or its refusal.
+            out_of_time = False
+        if out_of_time:
             row.state = FAILED
             row.last_error = f"given up after {row.attempts} attempts: {reason}"[:500]
             ledger.append(
@@ -322,7 +368,9 @@ def outbox_depth(core: NodeCore) -> dict[str, int]:
     with core.db.read() as s:
         rows = s.execute(
             select(MessageRow.peer, func.count())
-            .where(and_(MessageRow.direction == OUT, MessageRow.state.in_((QUEUED, RETRYING))))
+            .where(
+                and_(MessageRow.direction == OUT, MessageRow.state.in_((QUEUED, RETRYING, HELD)))
+            )
             .group_by(MessageRow.peer)
         ).all()
     return {peer: int(n) for peer, n in rows}

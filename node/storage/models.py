@@ -242,6 +242,29 @@ class CaseEventRow(Base):
     state_after: Mapped[str] = mapped_column(String(32))
 
 
+class CasePendingRow(Base):
+    """One of this node's own case steps that the peer has not receipted yet.
+
+    The first (lowest `seq`) is on its way; the others wait behind it, each chained to the
+    digest of the one before (docs/protocol-casework.md, "Steps in flight"). A step leaves
+    this table when its receipt arrives (it becomes a `CaseEventRow`) or when it is
+    dropped: refused by the peer, overtaken by the peer's crossing step, or cancelled
+    because the step before it was dropped.
+    """
+
+    __tablename__ = "case_pending_steps"
+    __table_args__ = (UniqueConstraint("case_id", "seq", name="uq_case_pending_seq"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    case_id: Mapped[int] = mapped_column(Integer, index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    action: Mapped[str] = mapped_column(String(32))
+    at: Mapped[int] = mapped_column(BigInteger)
+    message_id: Mapped[bytes] = mapped_column(LargeBinary(16))
+    digest: Mapped[bytes] = mapped_column(LargeBinary(32))
+    state_after: Mapped[str] = mapped_column(String(32))
+
+
 class AttachmentRow(Base):
     """An evidence file: uploaded here and sent ("out"), or received from a peer ("in").
 

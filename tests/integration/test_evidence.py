@@ -297,12 +297,13 @@ def test_receiver_killed_mid_transfer_resumes_and_the_file_is_intact(
 
 
 @pytest.mark.integration
-def test_a_step_crossing_a_pending_one_is_refused_and_both_nodes_keep_one_history(
+def test_a_step_crossing_the_requesting_agencys_pending_one_is_refused(
     tmp_path: Path,
 ) -> None:
-    """NG acknowledges while GB is down (so the step stays pending at NG); a GB
-    withdrawal of the same step arrives at NG meanwhile: NG refuses it (ABORTED), and
-    once GB is back both nodes hold NG's acknowledgement as step 2, and only it."""
+    """GB (requesting) withdraws while FR is down, so its step stays pending; an FR
+    acknowledgement of the same step reaches GB meanwhile: GB refuses it (ABORTED: the
+    requesting agency's step stands), and once FR is back both nodes hold GB's
+    withdrawal as step 2, and only it (docs/protocol-casework.md, "Steps in flight")."""
     from exchange._proto.mlax.v1 import casework_pb2 as cpb
     from exchange.case import Action
     from exchange.casework import ACTION_TO_WIRE
@@ -342,61 +343,66 @@ def test_a_step_crossing_a_pending_one_is_refused_and_both_nodes_keep_one_histor
         _wait(lambda: not requester.get(ref).summary.pending_action, 30, "no receipt")
         head = responder.get(ref).summary
 
-        nodes[gb].stop()
-        responder.act(ref, "acknowledge")
-        assert responder.get(ref).summary.pending_action == "acknowledge"
+        nodes[fr].stop()
+        requester.act(
+            ref,
+            "withdraw",
+            forms.details_from_mapping(Action.WITHDRAW, {"reason": "No longer needed."}),
+        )
+        assert requester.get(ref).summary.pending_action == "withdraw"
 
         at = now_ms()
         body = cpb.CaseTransitionBody(
             case_ref=ref,
-            action=ACTION_TO_WIRE[Action.WITHDRAW],
+            action=ACTION_TO_WIRE[Action.ACKNOWLEDGE],
             seq=head.seq + 1,
             prev_digest=head.head_digest,
             at=at,
-            officer="gb-nca-officer",
+            officer="fr-ocrteh-officer",
         )
-        body.details.withdraw.reason = "No longer needed."
+        body.details.acknowledge.reference = "FR-2026-1"
         directory = Directory.from_bytes(read_signed_directory(fed.directory_file).directory)
         gb_card, fr_card = directory.agency(gb), directory.agency(fr)
         assert gb_card is not None
         assert fr_card is not None
-        ident = load_identity(fed.nodes[gb].root / "keys", PASS)
+        ident = load_identity(fed.nodes[fr].root / "keys", PASS)
         env_bytes = seal(
-            ident.sender(published=gb_card),
-            fr_card,
+            ident.sender(published=fr_card),
+            gb_card,
             body.SerializeToString(deterministic=True),
             MessageType.CASE_TRANSITION,
             now_ms=at,
             case_ref=ref,
         ).to_bytes()
         creds = grpc.ssl_channel_credentials(
-            root_certificates=fr_card.tls_certificate_pem,
+            root_certificates=gb_card.tls_certificate_pem,
             private_key=ident.tls_private_key_pem(),
             certificate_chain=ident.tls_certificate_pem(),
         )
-        with grpc.secure_channel(
-            fr_card.endpoint, creds, options=[("grpc.ssl_target_name_override", "127.0.0.1")]
-        ) as channel, pytest.raises(grpc.RpcError) as e:
-            fgrpc.FederationStub(channel).Deliver(
-                epb.Envelope.FromString(env_bytes), timeout=10
-            )
+        with (
+            grpc.secure_channel(
+                gb_card.endpoint, creds, options=[("grpc.ssl_target_name_override", "127.0.0.1")]
+            ) as channel,
+            pytest.raises(grpc.RpcError) as e,
+        ):
+            fgrpc.FederationStub(channel).Deliver(epb.Envelope.FromString(env_bytes), timeout=10)
         assert e.value.code() == grpc.StatusCode.ABORTED
-        assert "acted at once" in (e.value.details() or "")
+        assert "the requesting agency's step stands" in (e.value.details() or "")
 
-        nodes[gb].start()
-        requester = client(gb)
+        nodes[fr].start()
+        responder = client(fr)
         _wait(
             lambda: (
-                requester.get(ref).summary.state == "acknowledged"
-                and not responder.get(ref).summary.pending_action
+                responder.get(ref).summary.state == "withdrawn"
+                and not requester.get(ref).summary.pending_action
             ),
             60,
-            "the acknowledgement did not reach GB",
+            "the withdrawal did not reach FR",
         )
         gb_view, fr_view = requester.get(ref), responder.get(ref)
         steps = [(e.seq, e.action, bytes(e.digest)) for e in gb_view.timeline]
         assert steps == [(e.seq, e.action, bytes(e.digest)) for e in fr_view.timeline]
-        assert [s[1] for s in steps] == ["submit", "acknowledge"]
+        assert [s[1] for s in steps] == ["submit", "withdraw"]
     finally:
         for c in clients:
             c.close()

@@ -195,8 +195,8 @@ class CaseActionRequest(_message.Message):
     case_ref: _builtins.str
     action: Global___CaseAction.ValueType
     expected_seq: _builtins.int
-    """Optimistic concurrency: refuse with FAILED_PRECONDITION if the case's last sequence
-    number differs (0 skips the check).
+    """Optimistic concurrency: refuse with FAILED_PRECONDITION if the case's step number,
+    counting this node's queued steps (CaseSummary.local_seq), differs (0 skips the check).
     """
     @_builtins.property
     def details(self) -> _forms_pb2.TransitionDetails: ...
@@ -318,6 +318,9 @@ class CaseSummary(_message.Message):
     HANDLING_CODES_FIELD_NUMBER: _builtins.int
     RESTRICTED_TO_FIELD_NUMBER: _builtins.int
     LAST_ERROR_FIELD_NUMBER: _builtins.int
+    QUEUED_ACTIONS_FIELD_NUMBER: _builtins.int
+    LOCAL_SEQ_FIELD_NUMBER: _builtins.int
+    LOCAL_STATE_FIELD_NUMBER: _builtins.int
     case_ref: _builtins.str
     case_type: _builtins.str
     role: _builtins.str
@@ -341,6 +344,11 @@ class CaseSummary(_message.Message):
     form_digest: _builtins.bytes
     head_digest: _builtins.bytes
     last_error: _builtins.str
+    local_seq: _builtins.int
+    """The step number and state the case reaches once they have taken effect (equal to
+    seq and state when nothing is queued). expected_seq compares against local_seq.
+    """
+    local_state: _builtins.str
     @_builtins.property
     def overdue(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Clock names that have run out: "acknowledgement", "response"."""
@@ -353,6 +361,12 @@ class CaseSummary(_message.Message):
     def handling_codes(self) -> _containers.RepeatedScalarFieldContainer[_envelope_pb2.HandlingCode.ValueType]: ...
     @_builtins.property
     def restricted_to(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def queued_actions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """This node's own steps not yet receipted by the peer, in order: the first is on its
+        way, the others wait behind it. They take effect on both nodes together.
+        """
+
     def __init__(
         self,
         *,
@@ -381,10 +395,13 @@ class CaseSummary(_message.Message):
         handling_codes: _abc.Iterable[_envelope_pb2.HandlingCode.ValueType] | None = ...,
         restricted_to: _abc.Iterable[_builtins.str] | None = ...,
         last_error: _builtins.str = ...,
+        queued_actions: _abc.Iterable[_builtins.str] | None = ...,
+        local_seq: _builtins.int = ...,
+        local_state: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_due", b"ack_due", "allowed_actions", b"allowed_actions", "approved_by", b"approved_by", "awaiting_approval", b"awaiting_approval", "case_ref", b"case_ref", "case_type", b"case_type", "created_by", b"created_by", "form_digest", b"form_digest", "handling_codes", b"handling_codes", "head_digest", b"head_digest", "last_error", b"last_error", "opened_at", b"opened_at", "overdue", b"overdue", "peer", b"peer", "pending_action", b"pending_action", "pending_delivery", b"pending_delivery", "pending_error", b"pending_error", "requested_deadline", b"requested_deadline", "response_due", b"response_due", "restricted_to", b"restricted_to", "role", b"role", "seq", b"seq", "state", b"state", "updated_at", b"updated_at", "urgency", b"urgency"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_due", b"ack_due", "allowed_actions", b"allowed_actions", "approved_by", b"approved_by", "awaiting_approval", b"awaiting_approval", "case_ref", b"case_ref", "case_type", b"case_type", "created_by", b"created_by", "form_digest", b"form_digest", "handling_codes", b"handling_codes", "head_digest", b"head_digest", "last_error", b"last_error", "local_seq", b"local_seq", "local_state", b"local_state", "opened_at", b"opened_at", "overdue", b"overdue", "peer", b"peer", "pending_action", b"pending_action", "pending_delivery", b"pending_delivery", "pending_error", b"pending_error", "queued_actions", b"queued_actions", "requested_deadline", b"requested_deadline", "response_due", b"response_due", "restricted_to", b"restricted_to", "role", b"role", "seq", b"seq", "state", b"state", "updated_at", b"updated_at", "urgency", b"urgency"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -57,6 +57,10 @@ class _DeliveryStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Deliver
     """Outbound, given up: refused by the recipient or out of time."""
     DELIVERY_STATE_RECEIVED: _DeliveryState.ValueType  # 5
     """Inbound, stored and receipted."""
+    DELIVERY_STATE_HELD: _DeliveryState.ValueType  # 6
+    """Outbound case step queued behind this node's earlier step of the same case: it
+    leaves once the peer has receipted that one (docs/protocol-casework.md).
+    """
 
 class DeliveryState(_DeliveryState, metaclass=_DeliveryStateEnumTypeWrapper): ...
 
@@ -71,6 +75,10 @@ DELIVERY_STATE_FAILED: DeliveryState.ValueType  # 4
 """Outbound, given up: refused by the recipient or out of time."""
 DELIVERY_STATE_RECEIVED: DeliveryState.ValueType  # 5
 """Inbound, stored and receipted."""
+DELIVERY_STATE_HELD: DeliveryState.ValueType  # 6
+"""Outbound case step queued behind this node's earlier step of the same case: it
+leaves once the peer has receipted that one (docs/protocol-casework.md).
+"""
 Global___DeliveryState: _TypeAlias = DeliveryState  # noqa: Y015
 
 @_typing.final
