@@ -3,9 +3,11 @@
 Both parties' nodes hold the same case: each transition is an envelope from the party
 entitled to make it, checked by `exchange.casework` on arrival and applied in the
 transaction that stores it. The sender applies its own transition only when the peer's
-receipt arrives (until then it is *pending*), and a node holding a pending transition
-refuses the peer's concurrent one, so two parties acting at once both get a conflict
-and neither history forks.
+receipt arrives (until then it is *pending*). An officer's consecutive steps queue
+behind the pending one, each chained to the digest of the one before, and leave one at a
+time, in order. When both parties' steps cross, the requesting agency's step stands and
+the requested agency's queued steps are dropped on both nodes (docs/protocol-casework.md,
+"Steps in flight"; ADR 0008), so neither history forks.
 
 Content stays sealed at rest: the form is kept sealed to the node's own key, and each
 transition's details live in its envelope; reading them is a ledgered access.
@@ -13,8 +15,10 @@ transition's details live in its envelope; reading them is a ledgered access.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import NoReturn
 
 import structlog
 from cryptography import x509
@@ -25,7 +29,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from exchange import casework, forms
+from exchange import casework, forms, policy
 from exchange._proto.mlax.v1 import attachment_pb2 as apb
 from exchange._proto.mlax.v1 import casework_pb2 as cpb
 from exchange._proto.mlax.v1 import forms_pb2 as fpb
@@ -46,7 +50,6 @@ from exchange.case import (
 from exchange.encoding import format_uuid, now_ms
 from exchange.envelope import (
     Envelope,
-    HandlingCode,
     Header,
     MessageType,
     Opened,
@@ -58,9 +61,19 @@ from exchange.errors import InvalidFieldError, MlaxError
 from exchange.ledger_entry import LedgerEntry
 from node import ledger, metrics
 from node.config import CasesSection
-from node.core import IN, NodeCore, NotFoundError, Officer, PermissionDeniedError
+from node.core import (
+    FAILED,
+    HELD,
+    IN,
+    QUEUED,
+    NodeCore,
+    NotFoundError,
+    Officer,
+    PermissionDeniedError,
+    message_handling,
+)
 from node.periodic import Periodic
-from node.storage.models import CaseEventRow, CaseRow, MessageRow
+from node.storage.models import CaseEventRow, CasePendingRow, CaseRow, MessageRow
 
 log = structlog.get_logger("mlax.cases")
 
@@ -88,6 +101,10 @@ class CaseBusyError(MlaxError):
     status = "FAILED_PRECONDITION"
 
 
+class _CaseMovedError(Exception):
+    """The case moved between building a step and storing it: build it again."""
+
+
 class ApprovalError(MlaxError):
     """An approval that four-eyes does not accept."""
 
@@ -107,6 +124,18 @@ def policy_of(cfg: CasesSection) -> ClockPolicy:
 
 def _names(text: str) -> tuple[str, ...]:
     return tuple(n for n in text.split("\n") if n)
+
+
+def case_handling(row: CaseRow) -> policy.Handling:
+    """Who may read a case's content on this node. Its named officers are officers of the
+    requested agency (the submission's recipient); on the requesting node also the
+    officer who created it."""
+    return policy.Handling.of(
+        codes_of(row.handling_codes),
+        _names(row.restricted_to),
+        recipient=row.requested,
+        author=policy.OfficerId(row.requesting, row.created_by) if row.created_by else None,
+    )
 
 
 def _domain(row: CaseRow, events: list[CaseEventRow]) -> Case:
@@ -136,6 +165,9 @@ class CaseDesk:
             core.receive_hooks[t] = self._on_submission
         core.receive_hooks[MessageType.CASE_TRANSITION] = self._on_transition
         core.outcome_hooks.append(self._on_outcome)
+        # A case step is never given up while its fate at the peer is unknown: delivery
+        # keeps asking until the peer answers with its receipt or a refusal.
+        core.settle_types.update(CASE_MESSAGE_TYPES)
 
     # -- reading --------------------------------------------------------------------------
 
@@ -158,12 +190,38 @@ class CaseDesk:
             ).all()
         )
 
-    def handling(
-        self, s: Session, case_ref: str
-    ) -> tuple[tuple[HandlingCode, ...], tuple[str, ...]]:
-        """The case's handling codes and named officers: its evidence carries them too."""
-        row = self._row(s, case_ref)
-        return codes_of(row.handling_codes), _names(row.restricted_to)
+    @staticmethod
+    def _pending(s: Session, row: CaseRow) -> list[CasePendingRow]:
+        """This node's steps of the case not yet receipted, in order (first is in flight)."""
+        return list(
+            s.scalars(
+                select(CasePendingRow)
+                .where(CasePendingRow.case_id == row.id)
+                .order_by(CasePendingRow.seq)
+            ).all()
+        )
+
+    def _local(self, s: Session, row: CaseRow) -> tuple[Case, int, bytes, list[CasePendingRow]]:
+        """The case as it stands once this node's queued steps take effect.
+
+        Returns that case, its step number and head digest, and the queued steps.
+        """
+        case = _domain(row, self._events(s, row))
+        seq, head = row.seq, row.head_digest
+        pending = self._pending(s, row)
+        for p in pending:
+            # Checked by the machine when it was built; its details stay sealed.
+            step = Transition(row.case_ref, Action(p.action), Party(row.role), p.at)
+            case = dataclasses.replace(
+                case, state=CaseState(p.state_after), history=(*case.history, step)
+            )
+            seq, head = p.seq, p.digest
+        return case, seq, head, pending
+
+    def handling(self, s: Session, case_ref: str) -> policy.Handling:
+        """Who may read the case here (`case_handling`): its evidence is at least as
+        restricted (`policy.evidence_handling`)."""
+        return case_handling(self._row(s, case_ref))
 
     def counterpart(self, s: Session, case_ref: str) -> str:
         """The other party of a live case (evidence goes there); raises if it takes none."""
@@ -189,10 +247,9 @@ class CaseDesk:
             if msg is not None:
                 pending, pending_error = msg.state, msg.last_error
         role = Party(row.role)
+        local, local_seq, _, queued = self._local(s, row)
         actions = (
-            []
-            if row.pending_action or row.awaiting_approval
-            else [a.value for a in allowed_actions(case.state, role)]
+            [] if row.awaiting_approval else [a.value for a in allowed_actions(local.state, role)]
         )
         return cpb.CaseSummary(
             case_ref=row.case_ref,
@@ -220,6 +277,9 @@ class CaseDesk:
             handling_codes=[c.value for c in codes_of(row.handling_codes)],
             restricted_to=list(_names(row.restricted_to)),
             last_error=row.last_error,
+            queued_actions=[p.action for p in queued],
+            local_seq=local_seq,
+            local_state=local.state.value,
         )
 
     def list_cases(self, req: cpb.ListCasesRequest) -> cpb.ListCasesResponse:
@@ -263,8 +323,7 @@ class CaseDesk:
             if attachments is not None:
                 view.attachments.extend(attachments(s, case_ref))
             form_sealed = row.form_sealed
-            codes, named = codes_of(row.handling_codes), _names(row.restricted_to)
-            created_by = row.created_by
+            handling = case_handling(row)
         for e in events:
             view.timeline.append(
                 cpb.CaseEvent(
@@ -281,15 +340,11 @@ class CaseDesk:
             )
         if not include_content:
             return view
-        if officer.role == "auditor":
-            raise PermissionDeniedError("Auditors see a case's metadata and timeline, not content.")
-        if (
-            HandlingCode.RESTRICTED_TO_NAMED_OFFICERS in codes
-            and officer.name not in named
-            and officer.name != created_by
-        ):
-            self._ledger_refusal(case_ref, officer, "restricted_to_named_officers")
-            raise PermissionDeniedError(f"Case {case_ref} is restricted to named officers.")
+        decision = policy.may_read(
+            policy.OfficerId(self.agency, officer.name), officer.role, handling
+        )
+        if not decision.allowed:
+            self._ledger_refusal(case_ref, officer, decision)
         view.form.CopyFrom(fpb.CaseForm.FromString(self.core.open_from_self(form_sealed)))
         for event, e in zip(view.timeline, events, strict=True):
             msg = messages.get(e.message_id)
@@ -311,18 +366,19 @@ class CaseDesk:
             )
         return view
 
-    def _ledger_refusal(self, case_ref: str, officer: Officer, reason: str) -> None:
+    def _ledger_refusal(
+        self, case_ref: str, officer: Officer, decision: policy.Decision
+    ) -> NoReturn:
+        assert decision.reason is not None
         with self.core.db.write() as s:
-            ledger.append(
+            ledger.refusal(
                 s,
-                LedgerEntry.of(
-                    "case.read_refused",
-                    now_ms(),
-                    case_ref=case_ref,
-                    officer=officer.name,
-                    reason=reason,
-                ),
+                "case.read_refused",
+                policy.OfficerId(self.agency, officer.name),
+                decision.reason.value,
+                case_ref=case_ref,
             )
+        raise PermissionDeniedError(decision.explain(f"Case {case_ref}"))
 
     # -- drafting -------------------------------------------------------------------------
 
@@ -423,41 +479,49 @@ class CaseDesk:
         action = casework.action_of(req.action)
         with self.core.db.read() as s:
             row = self._row(s, req.case_ref)
-            if row.seq == 0 and action is not Action.SUBMIT:
-                # A draft that never left: withdrawing it also takes it back from the
-                # supervisor's queue if it was waiting for approval.
-                if req.expected_seq and req.expected_seq != row.seq:
-                    self._check_fresh(row, req.expected_seq)
-                return self._act_locally(officer, row.case_ref, action)
-            self._check_fresh(row, req.expected_seq)
+            pending = self._pending(s, row)
+            self._check_fresh(row, req.expected_seq, pending[-1].seq if pending else row.seq)
             if action is Action.SUBMIT:
-                if row.state != CaseState.DRAFT.value or row.role != Party.REQUESTING.value:
+                if (
+                    row.state != CaseState.DRAFT.value
+                    or pending
+                    or row.role != Party.REQUESTING.value
+                ):
                     raise CaseStaleError(f"Case {row.case_ref} is {row.state}: it was submitted.")
+                if row.awaiting_approval:
+                    raise CaseBusyError(
+                        f"Case {row.case_ref} is waiting for a supervisor's approval."
+                    )
                 if row.case_type in self.cfg.approval_types and not row.approved_by:
                     return self._ask_approval(officer, row.case_ref)
                 return self._send(officer, row.case_ref, Action.SUBMIT, None)
-        return self._send(officer, req.case_ref, action, req.details)
+            local_draft = row.seq == 0 and not pending
+        # A draft that never left: withdrawing it (also from the supervisor's queue) or
+        # closing it concerns this node only. If its submission left meanwhile (a
+        # supervisor approved it), the action queues behind the submission instead.
+        if local_draft and self._act_locally(officer, req.case_ref, action):
+            return req.case_ref
+        return self._send(officer, req.case_ref, action, req.details, expected=req.expected_seq)
 
     @staticmethod
-    def _check_fresh(row: CaseRow, expected_seq: int) -> None:
-        if expected_seq and expected_seq != row.seq:
+    def _check_fresh(row: CaseRow, expected_seq: int, local_seq: int) -> None:
+        """Refuse an action taken on an older view of the case than this node holds.
+
+        `expected_seq` is the step the officer looked at, counting this node's queued
+        steps (`CaseSummary.local_seq`); 0 skips the check.
+        """
+        if expected_seq and expected_seq != local_seq:
             raise CaseStaleError(
-                f"Case {row.case_ref} moved on to step {row.seq} since you looked at step "
+                f"Case {row.case_ref} moved on to step {local_seq} since you looked at step "
                 f"{expected_seq}; look at it again."
             )
-        if row.pending_action:
-            raise CaseBusyError(
-                f"Case {row.case_ref}: this node's {row.pending_action} is still on its way to "
-                f"{row.peer}; act again once it is delivered."
-            )
-        if row.awaiting_approval:
-            raise CaseBusyError(f"Case {row.case_ref} is waiting for a supervisor's approval.")
 
     def _ask_approval(self, officer: Officer, case_ref: str) -> str:
         now = now_ms()
         with self.core.db.write() as s:
             row = self._row(s, case_ref, lock=True)
-            self._check_fresh(row, 0)
+            if row.awaiting_approval or row.seq or self._pending(s, row):
+                raise CaseStaleError(f"Case {case_ref} changed meanwhile; look at it again.")
             row.awaiting_approval, row.updated_at, row.last_error = True, now, ""
             ledger.append(
                 s,
@@ -472,11 +536,16 @@ class CaseDesk:
         log.info("case_awaiting_approval", case_ref=case_ref)
         return case_ref
 
-    def _act_locally(self, officer: Officer, case_ref: str, action: Action) -> str:
-        """Withdraw or close a draft that never left this node: nothing to tell the peer."""
+    def _act_locally(self, officer: Officer, case_ref: str, action: Action) -> bool:
+        """Withdraw or close a draft that never left this node: nothing to tell the peer.
+
+        Returns False, changing nothing, if the draft's submission has left meanwhile.
+        """
         now = now_ms()
         with self.core.db.write() as s:
             row = self._row(s, case_ref, lock=True)
+            if row.seq != 0 or self._pending(s, row):
+                return False
             case = _domain(row, [])
             after = case.apply(
                 Transition(case_ref, action, Party(row.role), max(now, row.updated_at))
@@ -488,7 +557,7 @@ class CaseDesk:
                     "case.draft_" + action.value, now, case_ref=case_ref, officer=officer.name
                 ),
             )
-        return case_ref
+        return True
 
     def approve(self, officer: Officer, req: cpb.ApproveCaseRequest, cert_pem: bytes) -> str:
         now = now_ms()
@@ -528,21 +597,45 @@ class CaseDesk:
         action: Action,
         details: fpb.TransitionDetails | None,
         approval: tuple[cpb.CaseApproval, bytes] | None = None,
+        expected: int = 0,
+    ) -> str:
+        """Build this node's next step of the case, chained to its newest queued step.
+
+        The step leaves at once if nothing of this case is on its way to the peer, else it
+        waits (HELD) behind the step before it. If the case moved between reading it and
+        storing the step (a peer's step arrived, another officer acted), the step is built
+        again on the new head, unless the officer pinned the step they looked at.
+        """
+        for _ in range(3):
+            try:
+                return self._send_once(officer, case_ref, action, details, approval, expected)
+            except _CaseMovedError:
+                continue
+        raise CaseStaleError(f"Case {case_ref} keeps changing; look at it again.")
+
+    def _send_once(
+        self,
+        officer: Officer,
+        case_ref: str,
+        action: Action,
+        details: fpb.TransitionDetails | None,
+        approval: tuple[cpb.CaseApproval, bytes] | None,
+        expected: int,
     ) -> str:
         with self.core.db.read() as s:
             row = self._row(s, case_ref)
-            if approval is None:
-                self._check_fresh(row, 0)
-            elif row.pending_action or not row.awaiting_approval:
+            case, seq, head, pending = self._local(s, row)
+            self._check_fresh(row, expected, seq)
+            if approval is not None and (pending or not row.awaiting_approval):
                 raise CaseStaleError(f"Case {case_ref} is not waiting for approval.")
-            case = _domain(row, self._events(s, row))
-            seq, head = row.seq, row.head_digest
             form = (
                 fpb.CaseForm.FromString(self.core.open_from_self(row.form_sealed))
                 if action is Action.SUBMIT
                 else None
             )
-            codes, named, peer = codes_of(row.handling_codes), _names(row.restricted_to), row.peer
+            peer = row.peer
+            # Only the peer's own named officers travel (protocol.md 4.2).
+            codes, named = case_handling(row).wire(peer)
         now = max(now_ms(), case.history[-1].at_ms if case.history else 0)
         if action is not Action.SUBMIT and (
             details is None or details.WhichOneof("details") is None
@@ -579,11 +672,14 @@ class CaseDesk:
         )
         with self.core.db.write() as s:
             row = self._row(s, case_ref, lock=True)
-            if row.seq != seq or row.pending_action:
-                raise CaseStaleError(
-                    f"Case {case_ref} changed while your {action.value} was prepared; look "
-                    "at it again."
-                )
+            queued = self._pending(s, row)
+            tip = (queued[-1].seq, queued[-1].digest) if queued else (row.seq, row.head_digest)
+            if tip != (seq, head):
+                raise _CaseMovedError
+            if approval is not None and not row.awaiting_approval:
+                raise CaseStaleError(f"Case {case_ref} is not waiting for approval.")
+            if queued:
+                msg.state = HELD  # leaves when the peer receipts the step before it
             s.add(msg)
             ledger.append(s, entry)
             if approval is not None:
@@ -601,8 +697,20 @@ class CaseDesk:
                         signature=approval[1].hex(),
                     ),
                 )
-            row.pending_action = action.value
-            row.pending_message_id = msg.message_id
+            s.add(
+                CasePendingRow(
+                    case_id=row.id,
+                    seq=seq + 1,
+                    action=action.value,
+                    at=now,
+                    message_id=msg.message_id,
+                    digest=applied.digest,
+                    state_after=applied.case.state.value,
+                )
+            )
+            if not queued:
+                row.pending_action = action.value
+                row.pending_message_id = msg.message_id
             row.updated_at, row.last_error = now, ""
             ledger.append(
                 s,
@@ -618,7 +726,13 @@ class CaseDesk:
                 ),
             )
         self.core.on_submit()
-        log.info("case_transition_sent", case_ref=case_ref, action=action.value, seq=seq + 1)
+        log.info(
+            "case_transition_sent",
+            case_ref=case_ref,
+            action=action.value,
+            seq=seq + 1,
+            queued=bool(queued),
+        )
         return case_ref
 
     # -- the peer's transitions -----------------------------------------------------------
@@ -715,48 +829,110 @@ class CaseDesk:
                 raise casework.CaseConflictError(
                     f"Case {header.case_ref[:128]} is not shared with {header.sender} here."
                 )
-            if row.pending_action and body.seq == row.seq + 2:
-                # The peer applied our pending step and built on it before its receipt
+            pending = self._pending(s, row)
+            if pending and body.seq == row.seq + 2:
+                # The peer applied our step in flight and built on it before its receipt
                 # reached us: ours takes effect when the receipt arrives; retry then.
                 raise casework.CaseNotYetError(
                     f"Case {row.case_ref}: step {body.seq} follows this node's step "
                     f"{row.seq + 1}, whose receipt has not arrived yet."
                 )
-            if row.pending_action:
+            crossing = bool(pending) and body.seq == row.seq + 1
+            if crossing and row.role == Party.REQUESTING.value:
+                # Both parties acted on the same step: the requesting agency's stands.
                 raise casework.CaseConflictError(
-                    f"Case {row.case_ref}: both agencies acted at once ({row.pending_action} "
-                    "here); look at the case and act again."
+                    f"Case {row.case_ref}: step {body.seq} crossed this node's "
+                    f"{pending[0].action}; the requesting agency's step stands."
                 )
             case = _domain(row, self._events(s, row))
             applied = casework.check_transition(case, row.seq, row.head_digest, header, data)
+            if crossing:
+                # We are the requested party: the requesting agency's valid step stands,
+                # ours are dropped here as the peer drops them (it refuses them).
+                self._drop(
+                    s,
+                    row,
+                    pending,
+                    "overtaken",
+                    f"overtaken by {header.sender}'s {applied.action.value}",
+                )
             self._record_event(s, row, applied, header.sender, header.message_id)
 
         return apply
 
+    def _drop(
+        self, s: Session, row: CaseRow, steps: list[CasePendingRow], reason: str, why: str
+    ) -> None:
+        """Drop this node's queued steps: none of them takes effect on either node.
+
+        The first one's message failed (refused, given up) or is overtaken; those behind
+        it never leave. Each is ledgered with the reason; the officer sees `last_error`.
+        """
+        now = now_ms()
+        first = steps[0]
+        for step in steps:
+            msg = s.scalars(
+                select(MessageRow).where(
+                    MessageRow.message_id == step.message_id, MessageRow.direction == "out"
+                )
+            ).first()
+            cause = why if step is first else f"cancelled: {first.action} before it was {reason}"
+            if msg is not None and msg.state != FAILED:
+                msg.state, msg.lease_until = FAILED, 0
+                msg.last_error = cause[:500]
+            ledger.append(
+                s,
+                LedgerEntry.of(
+                    "case.transition_failed",
+                    now,
+                    case_ref=row.case_ref,
+                    action=step.action,
+                    seq=step.seq,
+                    reason=reason if step is first else "cancelled",
+                    message_id=format_uuid(step.message_id),
+                ),
+            )
+            s.delete(step)
+        s.flush()
+        row.pending_action, row.pending_message_id = "", b""
+        row.last_error = f"{first.action} did not take effect: {why}"[:500]
+        log.warning(
+            "case_transition_dropped",
+            case_ref=row.case_ref,
+            action=first.action,
+            reason=reason,
+            steps=len(steps),
+        )
+
     def _on_outcome(self, s: Session, msg: MessageRow, delivered: bool) -> None:
-        """Our pending transition was receipted (apply it) or refused (drop it)."""
+        """Our step in flight was receipted (apply it, release the next) or failed (drop)."""
         if msg.message_type not in CASE_MESSAGE_TYPES or not msg.case_ref:
             return
         row = s.scalars(
             select(CaseRow).where(CaseRow.case_ref == msg.case_ref).with_for_update()
         ).first()
-        if row is None or row.pending_message_id != msg.message_id:
+        if row is None:
             return
-        action = row.pending_action
-        row.pending_action, row.pending_message_id = "", b""
+        pending = self._pending(s, row)
+        if not pending or pending[0].message_id != msg.message_id:
+            if delivered:
+                # A step this node dropped was receipted all the same: the peer broke the
+                # step rule. Kept as evidence; our history does not take it.
+                log.error("case_receipt_for_dropped_step", case_ref=row.case_ref, alert=True)
+                ledger.append(
+                    s,
+                    LedgerEntry.of(
+                        "case.receipt_for_dropped_step",
+                        now_ms(),
+                        case_ref=row.case_ref,
+                        peer=row.peer,
+                        message_id=format_uuid(msg.message_id),
+                    ),
+                )
+            return
+        first = pending[0]
         if not delivered:
-            row.last_error = f"{action} not delivered: {msg.last_error}"[:500]
-            ledger.append(
-                s,
-                LedgerEntry.of(
-                    "case.transition_failed",
-                    now_ms(),
-                    case_ref=row.case_ref,
-                    action=action,
-                    message_id=format_uuid(msg.message_id),
-                ),
-            )
-            log.warning("case_transition_failed", case_ref=row.case_ref, action=action)
+            self._drop(s, row, pending, "refused", msg.last_error or "not delivered")
             return
         data = self.core.open_from_self(msg.self_copy or msg.envelope)
         body = casework.parse_body(data)
@@ -771,7 +947,22 @@ class CaseDesk:
             )
         )
         applied = casework.Applied(after, body, casework.transition_digest(data), action_enum)
+        s.delete(first)
+        s.flush()
         self._record_event(s, row, applied, self.agency, msg.message_id)
+        if len(pending) > 1:
+            nxt = pending[1]
+            held = s.scalars(
+                select(MessageRow).where(
+                    MessageRow.message_id == nxt.message_id, MessageRow.direction == "out"
+                )
+            ).first()
+            if held is not None and held.state == HELD:
+                held.state, held.next_attempt_at = QUEUED, now_ms()
+            row.pending_action, row.pending_message_id = nxt.action, nxt.message_id
+            self.core.on_submit()
+        else:
+            row.pending_action, row.pending_message_id = "", b""
 
     # -- legal clocks ---------------------------------------------------------------------
 
@@ -854,40 +1045,27 @@ def forward(core: NodeCore, officer: Officer, message_id: str, recipient: str, n
         if msg is None:
             raise NotFoundError(f"No inbound message {message_id} on this node.")
         s.expunge(msg)
-    codes = codes_of(msg.handling_codes)
+    if recipient == core.agency or core.directory.current().agency(recipient) is None:
+        raise InvalidFieldError(f"Agency {recipient[:64]} is not another member of the federation.")
     envelope = Envelope.from_bytes(msg.envelope, core.limits)
     header = Header.from_bytes(envelope.header, core.limits)
-
-    def refuse(reason: str, text: str) -> PermissionDeniedError:
+    handling = message_handling(msg, header)
+    who = policy.OfficerId(core.agency, officer.name)
+    decision = policy.may_forward(who, officer.role, handling, recipient)
+    if decision.reason is not None:
+        reason = decision.reason.value
         with core.db.write() as s:
-            ledger.append(
+            ledger.refusal(
                 s,
-                LedgerEntry.of(
-                    "message.forward_refused",
-                    now_ms(),
-                    message_id=message_id,
-                    recipient=recipient,
-                    officer=officer.name,
-                    reason=reason,
-                ),
+                "message.forward_refused",
+                who,
+                reason,
+                message_id=message_id,
+                recipient=recipient,
             )
         metrics.REJECTED.labels(reason="forward_" + reason).inc()
         log.warning("forward_refused", message_id=message_id, reason=reason)
-        return PermissionDeniedError(text)
-
-    if HandlingCode.NO_ONWARD_TRANSMISSION in codes:
-        raise refuse(
-            "no_onward_transmission",
-            f"Message {message_id} carries the handling code no-onward-transmission: "
-            "it cannot be forwarded.",
-        )
-    if HandlingCode.RESTRICTED_TO_NAMED_OFFICERS in codes and officer.name not in (
-        header.restricted_to
-    ):
-        raise refuse(
-            "restricted_to_named_officers",
-            f"Message {message_id} is restricted to named officers.",
-        )
+        raise PermissionDeniedError(decision.explain(f"Message {message_id}"))
     if header.message_type not in (MessageType.NOTE, MessageType.REPLY):
         raise CaseStaleError(
             f"Message {message_id} is case material ({header.message_type.name}); it "
@@ -901,6 +1079,7 @@ def forward(core: NodeCore, officer: Officer, message_id: str, recipient: str, n
         text=text,
         media_type=content.media_type or "text/plain",
     )
+    codes, named = handling.wire(recipient)
     row, entry = core.outbound(
         officer.name,
         recipient,
@@ -908,7 +1087,7 @@ def forward(core: NodeCore, officer: Officer, message_id: str, recipient: str, n
         MessageType.NOTE,
         case_ref=header.case_ref,
         handling_codes=codes,
-        restricted_to=header.restricted_to,
+        restricted_to=named,
     )
     with core.db.write() as s:
         s.add(row)

@@ -52,6 +52,7 @@ _STATE_NAMES = {
     opb.DELIVERY_STATE_DELIVERED: "delivered",
     opb.DELIVERY_STATE_FAILED: "failed",
     opb.DELIVERY_STATE_RECEIVED: "received",
+    opb.DELIVERY_STATE_HELD: "held",
 }
 
 

@@ -10,11 +10,13 @@ import functools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NoReturn
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer
 
+from exchange import policy
 from exchange._proto.mlax.v1 import officer_pb2 as opb
 from exchange.directory import Directory
 from exchange.encoding import format_uuid, now_ms, parse_uuid
@@ -45,6 +47,7 @@ from exchange.ledger_entry import LedgerEntry
 from exchange.receipt import Receipt, ReceiptBody, issue_receipt, verify_receipt
 from keys.identity import AgencyIdentity
 from node import ledger
+from node.rejections import RejectionLedger
 from node.storage.db import Database, GroupCommit
 from node.storage.models import MessageRow
 from node.trust import TrustedDirectory
@@ -57,12 +60,16 @@ QUEUED, RETRYING, DELIVERED, FAILED, RECEIVED = (
     "failed",
     "received",
 )
+# An outbound case step waiting behind this node's earlier step of the same case: the
+# delivery worker does not claim it; the case desk releases it (QUEUED) on that receipt.
+HELD = "held"
 STATE_TO_WIRE = {
     QUEUED: opb.DELIVERY_STATE_QUEUED,
     RETRYING: opb.DELIVERY_STATE_RETRYING,
     DELIVERED: opb.DELIVERY_STATE_DELIVERED,
     FAILED: opb.DELIVERY_STATE_FAILED,
     RECEIVED: opb.DELIVERY_STATE_RECEIVED,
+    HELD: opb.DELIVERY_STATE_HELD,
 }
 
 
@@ -120,6 +127,12 @@ def _codes(row: MessageRow) -> list[int]:
     return [c.value for c in codes_of(row.handling_codes)]
 
 
+def message_handling(row: MessageRow, header: Header) -> policy.Handling:
+    """Who may read a stored message: its header's codes and named officers (of the
+    recipient), and on the sending node the officer who submitted it."""
+    return policy.Handling.of_header(header, row.submitted_by if row.direction == OUT else None)
+
+
 def summary(row: MessageRow) -> opb.MessageSummary:
     """The metadata view of a stored message (no content)."""
     return opb.MessageSummary(
@@ -163,12 +176,17 @@ class NodeCore:
         self.inbound = threading.Condition()
         self.on_submit: Callable[[], None] = lambda: None
         self.commits = GroupCommit(db)
+        # Refused deliveries, ledgered at a bounded rate (node.rejections; `run` configures it).
+        self.rejections = RejectionLedger(db)
         # Per message type: checks an opened inbound envelope and returns what to apply in
         # the transaction that stores it (raising MlaxError refuses the envelope).
         self.receive_hooks: dict[MessageType, Callable[[Opened], Callable[[Session], None]]] = {}
         # Called in the transaction that records an outbound message delivered (True) or
         # failed for good (False).
         self.outcome_hooks: list[Callable[[Session, MessageRow, bool], None]] = []
+        # Message types (values) whose delivery is never given up while only the transport
+        # failed: their fate at the peer must be known (case steps; see DeliveryWorker).
+        self.settle_types: set[int] = set()
 
     def _sender(self, directory: Directory) -> Sender:
         # Sign with the newest key peers can already verify (see keys rotation).
@@ -356,8 +374,13 @@ class NodeCore:
         )
         if not req.include_content:
             return view
-        if officer.role == "auditor":
-            raise PermissionDeniedError("Auditors see metadata and evidence, not content.")
+        decision = policy.may_read(
+            policy.OfficerId(self.agency, officer.name),
+            officer.role,
+            message_handling(row, header),
+        )
+        if decision.reason is policy.Reason.ROLE:
+            self._refuse_read(officer, header, decision)
         if header.message_type not in (MessageType.NOTE, MessageType.REPLY):
             # Case steps and evidence are read through their case, which knows their form.
             view.content.CopyFrom(
@@ -368,25 +391,8 @@ class NodeCore:
                 )
             )
             return view
-        if (
-            HandlingCode.RESTRICTED_TO_NAMED_OFFICERS in header.handling_codes
-            and officer.name not in header.restricted_to
-            and not (row.direction == OUT and row.submitted_by == officer.name)
-        ):
-            with self.db.write() as s:
-                ledger.append(
-                    s,
-                    LedgerEntry.of(
-                        "content.read_refused",
-                        now_ms(),
-                        message_id=header.message_id_text,
-                        officer=officer.name,
-                        reason="restricted_to_named_officers",
-                    ),
-                )
-            raise PermissionDeniedError(
-                f"Message {header.message_id_text} is restricted to named officers."
-            )
+        if not decision.allowed:
+            self._refuse_read(officer, header, decision)
         stored = Envelope.from_bytes(row.self_copy, self.limits) if row.self_copy else envelope
         stored_header = Header.from_bytes(stored.header, self.limits)
         keys = self.identity.recipient().decryption_keys
@@ -419,6 +425,18 @@ class NodeCore:
             view.summary.CopyFrom(summary(fresh))
         view.content.CopyFrom(content)
         return view
+
+    def _refuse_read(self, officer: Officer, header: Header, decision: policy.Decision) -> NoReturn:
+        assert decision.reason is not None
+        with self.db.write() as s:
+            ledger.refusal(
+                s,
+                "content.read_refused",
+                policy.OfficerId(self.agency, officer.name),
+                decision.reason.value,
+                message_id=header.message_id_text,
+            )
+        raise PermissionDeniedError(decision.explain(f"Message {header.message_id_text}"))
 
     def _evidence(self, row: MessageRow) -> opb.DeliveryEvidence:
         if row.receipt is None:
@@ -605,11 +623,7 @@ class NodeCore:
         return receipt
 
     def record_rejection(self, peer: str, reason: str, error: MlaxError) -> None:
-        """Ledger a refused delivery (reason is an error class name, never content)."""
-        with self.db.write() as s:
-            ledger.append(
-                s,
-                LedgerEntry.of(
-                    "message.rejected", now_ms(), peer=peer, reason=reason, status=error.status
-                ),
-            )
+        """Ledger a refused delivery (reason is an error class name, never content): as a
+        `message.rejected` entry, or past the rate limit counted into one
+        `message.rejected_aggregate` entry per window (node.rejections)."""
+        self.rejections.record(peer, reason, error.status)
