@@ -30,6 +30,7 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from exchange import policy
 from exchange._proto.mlax.v1 import attachment_pb2 as apb
 from exchange._proto.mlax.v1 import federation_pb2_grpc as fgrpc
 from exchange.attachment import (
@@ -47,7 +48,6 @@ from exchange.casework import CaseConflictError
 from exchange.encoding import format_uuid, now_ms
 from exchange.envelope import (
     AttachmentDigest,
-    HandlingCode,
     MessageType,
     Opened,
     codes_of,
@@ -62,6 +62,7 @@ from node.blobs import BlobStore
 from node.cases import CaseDesk
 from node.core import DELIVERED, IN, OUT, NodeCore, NotFoundError, Officer, PermissionDeniedError
 from node.peers import PeerChannels
+from node.periodic import TaskHealth
 from node.storage.models import AttachmentRow, MessageRow
 
 log = structlog.get_logger("mlax.attachments")
@@ -77,7 +78,7 @@ _UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 
 
 class AttachmentConflictError(MlaxError):
-    """An upload id reused for a different file."""
+    """An upload id reused for a different file, or a peer's attachment id already held."""
 
     status = "ALREADY_EXISTS"
 
@@ -276,10 +277,16 @@ class AttachmentDesk:
                 s.expunge(row)
                 return row, old
             peer = self.cases.counterpart(s, start.case_ref)
-            # Evidence is at least as restricted as its case.
-            case_codes, case_named = self.cases.handling(s, start.case_ref)
-            codes = tuple(dict.fromkeys((*case_codes, *codes)))
-            named = tuple(dict.fromkeys((*case_named, *start.restricted_to)))
+            # Evidence is at least as restricted as its case: the header carries the merge
+            # as far as it can name the peer's officers (the peer merges with its own case).
+            own = policy.Handling.of(
+                codes,
+                start.restricted_to,
+                recipient=peer,
+                author=policy.OfficerId(self.core.agency, officer.name),
+            )
+            handling = policy.evidence_handling(own, self.cases.handling(s, start.case_ref))
+            codes, named = handling.wire(peer)
             row = AttachmentRow(
                 attachment_id=key.attachment_id,
                 direction=OUT,
@@ -418,6 +425,9 @@ class AttachmentDesk:
                     f"Field attachments[{i}]: the key's file differs from the signed digest."
                 )
             keys.append(key)
+        ids = [k.attachment_id for k in keys]
+        if len(set(ids)) != len(ids):
+            raise InvalidFieldError("Field attachments: two files share one attachment id.")
         sealed = [self.core.seal_to_self(k.to_bytes()) for k in keys]
         codes = codes_text(header.handling_codes)
         restricted = "\n".join(header.restricted_to)
@@ -431,6 +441,17 @@ class AttachmentDesk:
             if peer != header.sender:
                 raise PermissionDeniedError(
                     f"Agency {header.sender} is not a party to case {header.case_ref}."
+                )
+            # An attachment id names one file on this node, whoever drew it: a peer's id
+            # that is already held (sent or received, from anyone) is refused, so no
+            # lookup by id can find another party's file.
+            held = s.scalars(
+                select(AttachmentRow.attachment_id).where(AttachmentRow.attachment_id.in_(ids))
+            ).first()
+            if held is not None:
+                raise AttachmentConflictError(
+                    f"Attachment id {held.hex()} is already used on this node; the sender "
+                    "must draw a new one."
                 )
             now = now_ms()
             for key, blob_key in zip(keys, sealed, strict=True):
@@ -703,25 +724,15 @@ class AttachmentDesk:
             attachment_id = bytes.fromhex(req.attachment_id)
         except ValueError:
             raise InvalidFieldError("Field attachment_id: 32 hex digits.") from None
-        try:
-            row = self._check_download(officer, req, attachment_id)
-        except _RefusedError as refused:
-            with self.core.db.write() as s:
-                ledger.append(s, refused.entry)
-            raise refused.error from None
-        key = self._key(row)
-        if req.from_chunk > key.chunks:
-            raise InvalidFieldError(f"Field from_chunk: the file has {key.chunks} chunks.")
-        return self._stream(row, key, req.from_chunk)
-
-    def _check_download(
-        self, officer: Officer, req: apb.DownloadRequest, attachment_id: bytes
-    ) -> AttachmentRow:
-        with self.core.db.write() as s:
-            rows = s.scalars(
-                select(AttachmentRow).where(AttachmentRow.attachment_id == attachment_id)
-            ).all()
-            row = next((r for r in rows if r.direction == IN), rows[0] if rows else None)
+        with self.core.db.read() as s:
+            row = s.scalars(
+                select(AttachmentRow)
+                .where(AttachmentRow.attachment_id == attachment_id)
+                # Ids are unique since peers' duplicates are refused; of older duplicates
+                # the first holder's file is the one its id names.
+                .order_by(AttachmentRow.id)
+                .limit(1)
+            ).first()
             if row is None:
                 raise NotFoundError(f"No attachment {req.attachment_id} on this node.")
             if row.state not in (AVAILABLE, SENDING, SENT):
@@ -729,26 +740,25 @@ class AttachmentDesk:
                     f"Attachment {req.attachment_id} is {row.state}: it can be downloaded "
                     "once every chunk is in and its digest verified."
                 )
-            restricted = [r for r in row.restricted_to.split("\n") if r]
-            if (
-                HandlingCode.RESTRICTED_TO_NAMED_OFFICERS in codes_of(row.handling_codes)
-                and officer.name not in restricted
-                and officer.name != row.uploaded_by
-            ):
-                refused = LedgerEntry.of(
+            case = self.cases.handling(s, row.case_ref)
+            s.expunge(row)
+        who = policy.OfficerId(self.core.agency, officer.name)
+        decision = policy.may_download(who, officer.role, self._handling(row), case)
+        if decision.reason is not None:
+            with self.core.db.write() as s:
+                ledger.refusal(
+                    s,
                     "attachment.download_refused",
-                    now_ms(),
+                    who,
+                    decision.reason.value,
                     attachment_id=req.attachment_id,
                     case_ref=row.case_ref,
-                    officer=officer.name,
-                    reason="restricted_to_named_officers",
                 )
-                raise _RefusedError(
-                    refused,
-                    PermissionDeniedError(
-                        f"Attachment {req.attachment_id} is restricted to named officers."
-                    ),
-                )
+            raise PermissionDeniedError(decision.explain(f"Attachment {req.attachment_id}"))
+        key = self._key(row)
+        if req.from_chunk > key.chunks:
+            raise InvalidFieldError(f"Field from_chunk: the file has {key.chunks} chunks.")
+        with self.core.db.write() as s:
             ledger.append(
                 s,
                 LedgerEntry.of(
@@ -760,8 +770,22 @@ class AttachmentDesk:
                     from_chunk=req.from_chunk,
                 ),
             )
-            s.expunge(row)
-        return row
+        return self._stream(row, key, req.from_chunk)
+
+    def _handling(self, row: AttachmentRow) -> policy.Handling:
+        """The file's own handling: names the officers of its recipient (the peer for a
+        file sent, this agency for one received); its uploader is its author."""
+        sent = row.direction == OUT
+        return policy.Handling.of(
+            codes_of(row.handling_codes),
+            [r for r in row.restricted_to.split("\n") if r],
+            recipient=row.peer if sent else self.core.agency,
+            author=(
+                policy.OfficerId(self.core.agency, row.uploaded_by)
+                if sent and row.uploaded_by
+                else None
+            ),
+        )
 
     def _stream(
         self, row: AttachmentRow, key: AttachmentKey, start: int
@@ -778,14 +802,6 @@ class AttachmentDesk:
 
 class _NotReadyError(MlaxError):
     status = "FAILED_PRECONDITION"
-
-
-class _RefusedError(Exception):
-    """A refusal to ledger after the transaction that found it rolls back."""
-
-    def __init__(self, entry: LedgerEntry, error: MlaxError) -> None:
-        super().__init__(error.message)
-        self.entry, self.error = entry, error
 
 
 def _chain(
@@ -814,13 +830,19 @@ class AttachmentPusher:
         self._thread.join(timeout)
 
     def _run(self) -> None:
+        health = TaskHealth("attachment_tick_failed")
         while not self._stop.is_set():
             try:
                 for row_id in self.desk.due(now_ms()):
                     if self._stop.is_set():
                         break
                     self.desk.push(self.peers, row_id, self.timeout)
-            except Exception:
-                log.exception("attachment_tick_failed")
-            self.desk.wake.wait(0.5)
+            except Exception as e:
+                health.failed(e, 0.5)
+            else:
+                health.ok()
+            if health.failing:  # backing off
+                self._stop.wait(health.wait(0.5))
+            else:
+                self.desk.wake.wait(0.5)
             self.desk.wake.clear()

@@ -27,7 +27,8 @@ from exchange.ledger import (
     leaf_hash,
     sign_checkpoint,
 )
-from exchange.ledger_entry import LedgerEntry, commitment, new_salt
+from exchange.ledger_entry import FieldValue, LedgerEntry, commitment, new_salt
+from exchange.policy import OfficerId
 from node.storage.db import Database
 from node.storage.models import (
     CheckpointRow,
@@ -38,8 +39,34 @@ from node.storage.models import (
 )
 
 HEAD_ID = 1
-# Entry fields that name the other agency concerned; a peer may read such entries.
-PARTY_FIELDS = ("sender", "recipient", "receiver", "peer")
+# The redaction rule: the kinds a peer may read, each with the field that names the one
+# other agency the event involved (it sent, received or was refused something, or asked
+# this node for something). A peer reads an entry only if it is of one of these kinds and
+# that field names it; every other entry, including any kind added later and not listed
+# here, shows it the commitment only. Deliberately absent: `message.forward_refused` (its
+# `recipient` was never sent anything) and `match.answer` (a holder must not learn what
+# its blind evaluation matched).
+PEER_READABLE: dict[str, str] = {
+    "message.submitted": "recipient",
+    "message.received": "sender",
+    "message.rejected": "peer",
+    "message.rejected_aggregate": "peer",
+    "message.forwarded": "recipient",
+    "receipt.stored": "receiver",
+    "delivery.failed": "peer",
+    "delivery.given_up": "peer",
+    "case.transition": "peer",
+    "case.overdue": "peer",
+    "case.receipt_for_dropped_step": "peer",
+    "attachment.received": "peer",
+    "attachment.rejected": "peer",
+    "attachment.chunk_refused": "peer",
+    "attachment.delivered": "peer",
+    "match.index_served": "peer",
+    "match.evaluated": "peer",
+    "match.quota_exceeded": "peer",
+    "witness.split_view": "peer",
+}
 
 
 def _frontier(head: LedgerHeadRow) -> list[bytes]:
@@ -75,12 +102,23 @@ def append(session: Session, entry: LedgerEntry) -> int:
     return idx
 
 
+def refusal(
+    session: Session, kind: str, officer: OfficerId, reason: str, **subject: FieldValue
+) -> int:
+    """Ledger a refused access by one of this node's officers: `kind` (`*_refused`), the
+    officer's account, the policy's reason code and the identifiers of what was refused."""
+    return append(
+        session, LedgerEntry.of(kind, now_ms(), officer=officer.account, reason=reason, **subject)
+    )
+
+
 def concerns(entry: bytes | None, agency: str) -> bool:
-    """Whether a ledger entry names `agency` as the other party (so it may read it)."""
+    """Whether `agency` may read a ledger entry (`PEER_READABLE`)."""
     if not entry:
         return False
     doc = json.loads(entry)
-    return any(doc.get(f) == agency for f in PARTY_FIELDS)
+    field = PEER_READABLE.get(doc.get("kind", "")) if isinstance(doc, dict) else None
+    return field is not None and doc.get(field) == agency
 
 
 def _nodes_query(coords: list[tuple[int, int]]) -> tuple[TextClause, dict[str, int]]:
