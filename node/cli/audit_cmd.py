@@ -18,6 +18,7 @@ from rich.progress import (
 
 from node.cli.common import EXIT_REFUSED, cli_errors, console, fail, print_json
 from node.cli.messages_cmd import CredOpt, JsonOpt, _client, _unavailable
+from node.cli.safe_text import shown
 from node.client import NodeCallError
 
 if TYPE_CHECKING:
@@ -123,7 +124,7 @@ def export(
                 count = _write_export(c.export_ledger(), out)
             except NodeCallError as e:
                 _unavailable(e)
-    console.print(f"[green]exported[/] {count:,} entries to {out}")
+    console.print(f"[green]exported[/] {count:,} entries to {shown(out)}")
 
 
 def _records(path: Path) -> Iterator[lpb.LedgerExportRecord]:
@@ -205,17 +206,19 @@ def _print_report(report: AuditReport, json_out: bool) -> None:
             }
         )
         return
+    # An export file may come from the node under audit: what it says is shown inert.
     console.print(
-        f"ledger {report.origin}: {report.entries:,} entries ({report.redacted:,} redacted), "
+        f"ledger {shown(report.origin)}: {report.entries:,} entries "
+        f"({report.redacted:,} redacted), "
         f"{report.checkpoints} checkpoints, latest covers {report.latest_checkpoint_size:,}"
     )
     witnesses = ", ".join(f"{a} ({n})" for a, n in sorted(report.cosigned_by.items())) or "none"
-    console.print(f"cosigned by: {witnesses}")
+    console.print(f"cosigned by: {shown(witnesses)}")
     for w in report.warnings:
-        console.print(f"[yellow]warning:[/] {w}")
+        console.print(f"[yellow]warning:[/] {shown(w)}")
     if report.ok:
         console.print("[bold green]OK[/]: every entry, checkpoint and cosignature verifies")
         return
     for p in report.problems:
         where = f"index {p.index}: " if p.index is not None else ""
-        console.print(f"[bold red]{p.kind}[/] {where}{p.detail}", highlight=False)
+        console.print(f"[bold red]{shown(p.kind)}[/] {where}{shown(p.detail)}", highlight=False)

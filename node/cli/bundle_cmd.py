@@ -14,6 +14,7 @@ from exchange.directory import Directory
 from exchange.envelope import verify_bundle
 from keys.directory_file import read_signed_directory
 from node.cli.common import cli_errors, console, print_json
+from node.cli.safe_text import shown
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -51,13 +52,13 @@ def verify(
         )
         return
     console.print(
-        f"[green]verified[/]: {h.sender} signed message {h.message_id_text} to {h.recipient} "
-        f"at {sent:%Y-%m-%d %H:%M:%S} UTC with key {h.sender_key_id}"
+        f"[green]verified[/]: {shown(h.sender)} signed message {shown(h.message_id_text)} to "
+        f"{shown(h.recipient)} at {sent:%Y-%m-%d %H:%M:%S} UTC with key {shown(h.sender_key_id)}"
     )
     if statement.key_revoked_later:
         console.print(
             "[yellow]note:[/] that key was revoked later; the recipient's receipt and ledger "
             "fix when the message really arrived."
         )
-    console.print(Text(content.subject, style="bold"))
-    console.print(Text(content.text))
+    console.print(Text(shown(content.subject, markup=False), style="bold"))
+    console.print(Text(shown(content.text, multiline=True, markup=False)))

@@ -37,6 +37,7 @@ from node.cli.common import (
     warn,
 )
 from node.cli.messages_cmd import CredOpt, JsonOpt, _client, _unavailable
+from node.cli.safe_text import shown
 from node.client import NodeCallError
 from node.client_cases import ACTIONS, CaseClient
 
@@ -86,6 +87,18 @@ def _summary_line(s: cpb.CaseSummary) -> str:
     return line
 
 
+def _say_field(label: str, value: str) -> None:
+    """One `label: value` row of a form or step; a value of several lines goes below its
+    label, each line indented further, so no line of it can pose as a row of its own."""
+    lines = value.replace("\r\n", "\n").split("\n")
+    if len(lines) == 1:
+        say(f"  {label}: {value}")
+        return
+    say(f"  {label}:")
+    for line in lines:
+        say(f"      {line}")
+
+
 def _print_case(view: cpb.CaseView) -> None:
     s = view.summary
     say(_summary_line(s))
@@ -106,18 +119,18 @@ def _print_case(view: cpb.CaseView) -> None:
     if view.HasField("form"):
         say("Request:")
         for label, value in forms.describe_form(view.form):
-            say(f"  {label}: {value}")
-    table = Table(title=f"Timeline of {s.case_ref}")
+            _say_field(label, value)
+    table = Table(title=f"Timeline of {shown(s.case_ref)}")
     for col in ("step", "when (UTC)", "by", "action", "state after", "message"):
         table.add_column(col)
     for e in view.timeline:
         table.add_row(
             str(e.seq),
             format_time(e.at),
-            f"{e.agency} ({e.officer})" if e.officer else e.agency,
-            e.action.replace("_", "-"),
-            e.state_after,
-            e.message_id,
+            shown(f"{e.agency} ({e.officer})" if e.officer else e.agency),
+            shown(e.action.replace("_", "-")),
+            shown(e.state_after),
+            shown(e.message_id),
         )
     print_table(table)
     for e in view.timeline:
@@ -126,18 +139,18 @@ def _print_case(view: cpb.CaseView) -> None:
             if rows:
                 say(f"Step {e.seq} ({e.action.replace('_', '-')}):")
                 for label, value in rows:
-                    say(f"  {label}: {value}")
+                    _say_field(label, value)
     if view.attachments:
         files = Table(title="Attachments")
         for col in ("attachment id", "name", "size", "direction", "state", "sha256"):
             files.add_column(col)
         for a in view.attachments:
             files.add_row(
-                a.attachment_id,
-                a.name,
+                shown(a.attachment_id),
+                shown(a.name),
                 str(a.size),
-                a.direction,
-                a.state,
+                shown(a.direction),
+                shown(a.state),
                 bytes(a.sha256).hex()[:16] + "…" if a.sha256 else "-",
             )
         print_table(files)
@@ -509,18 +522,18 @@ def register(app: typer.Typer) -> None:
             due = min((d for d in (c.ack_due, c.response_due) if d), default=0)
             flags = []
             if c.overdue:
-                flags.append("[bold red]OVERDUE " + ",".join(c.overdue) + "[/]")
+                flags.append("[bold red]OVERDUE " + shown(",".join(c.overdue)) + "[/]")
             if c.awaiting_approval:
                 flags.append("awaiting approval")
             if c.pending_action:
-                flags.append(f"sending {c.pending_action}")
+                flags.append(f"sending {shown(c.pending_action)}")
             table.add_row(
-                c.case_ref,
-                c.case_type,
-                c.role,
-                c.peer,
-                c.urgency,
-                c.state,
+                shown(c.case_ref),
+                shown(c.case_type),
+                shown(c.role),
+                shown(c.peer),
+                shown(c.urgency),
+                shown(c.state),
                 format_time(due) if due else "-",
                 " ".join(flags),
             )
@@ -554,7 +567,7 @@ def register(app: typer.Typer) -> None:
         size = file.stat().st_size
         upload_id = resume or secrets.token_hex(16)
         with client.client, _bar() as bar:
-            task = bar.add_task(f"upload {file.name}", total=size)
+            task = bar.add_task(f"upload {shown(file.name)}", total=size)
             try:
                 status = client.attach(
                     case_ref,
@@ -606,7 +619,7 @@ def register(app: typer.Typer) -> None:
                 fail(f"Several attachments of {case_ref} are named {attachment}; give its id.")
             a = chosen[0]
             with _bar() as bar:
-                task = bar.add_task(f"download {a.name}", total=a.size)
+                task = bar.add_task(f"download {shown(a.name)}", total=a.size)
                 try:
                     info = client.download(
                         a.attachment_id, out, progress=lambda n: bar.update(task, completed=n)

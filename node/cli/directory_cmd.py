@@ -37,6 +37,7 @@ from node.cli.common import (
     say,
     warn,
 )
+from node.cli.safe_text import shown
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -267,7 +268,11 @@ def show(
     admins.add_column("key id", no_wrap=True)
     admins.add_column("signed")
     for a in directory.admins:
-        admins.add_row(Text(a.name), a.key_id, "yes" if a.key_id in signer_ids else "")
+        admins.add_row(
+            Text(shown(a.name, markup=False)),
+            shown(a.key_id),
+            "yes" if a.key_id in signer_ids else "",
+        )
     print_table(admins)
     for kid in sorted(signer_ids - {a.key_id for a in directory.admins}):
         warn(f"Signature by {kid}, who is not an administrator of this version.")
@@ -276,10 +281,10 @@ def show(
         agencies.add_column(column, no_wrap=column == "agency")
     for c in directory.agencies:
         agencies.add_row(
-            c.agency_id,
-            Text(c.name),
-            c.country,
-            Text(c.endpoint),
+            shown(c.agency_id),
+            Text(shown(c.name, markup=False)),
+            shown(c.country),
+            Text(shown(c.endpoint, markup=False)),
             c.tls_spki_sha256.hex()[:16] + "…",
             f"{len(c.signing_keys)} signing, {len(c.encryption_keys)} encryption"
             + (f", {len(c.revoked_keys)} revoked" if c.revoked_keys else ""),

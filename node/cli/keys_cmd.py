@@ -29,6 +29,7 @@ from node.cli.common import (
     say,
     warn,
 )
+from node.cli.safe_text import shown
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -157,11 +158,11 @@ def show(directory: DirOption, as_json: JsonOption = False) -> None:
             label += f" {format_time(revoked.revoked_at)}"
             label += f" ({revoked.reason})" if revoked.reason else ""
         table.add_row(
-            key.key_id,
+            shown(key.key_id),
             key.algorithm.label,
             _utc(key.not_before),
             _utc(key.not_after),
-            Text(label, style=_STATUS_STYLE[status]),
+            Text(shown(label, markup=False), style=_STATUS_STYLE[status]),
         )
     print_table(table)
     for warning in warnings:

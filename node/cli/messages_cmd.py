@@ -13,13 +13,15 @@ from rich.text import Text
 
 from exchange.receipt import Receipt
 from node.cli.common import (
-    EXIT_UNAVAILABLE,
     cli_errors,
     console,
+    exit_status,
+    explain,
     fail,
     passphrase,
     print_json,
 )
+from node.cli.safe_text import shown
 from node.client import (
     OFFICER_PASSPHRASE_ENV,
     MessageDetail,
@@ -57,7 +59,7 @@ def _time(ms: int) -> str:
 
 def _state(m: MessageInfo) -> str:
     colour = {"delivered": "green", "received": "green", "failed": "red", "retrying": "yellow"}
-    text = f"[{colour.get(m.state, 'white')}]{m.state}[/]"
+    text = f"[{colour.get(m.state, 'white')}]{shown(m.state)}[/]"
     if m.state == "retrying" and m.attempts:
         text += f" ({m.attempts} tries)"
     if m.direction == "inbound" and not m.read_at:
@@ -71,15 +73,18 @@ def _table(messages: list[MessageInfo], title: str) -> Table:
         table.add_column(col)
     for m in messages:
         table.add_row(
-            m.message_id, m.peer, m.message_type, m.case_ref or "-", _time(m.created_at), _state(m)
+            shown(m.message_id),
+            shown(m.peer),
+            shown(m.message_type),
+            shown(m.case_ref or "-"),
+            _time(m.created_at),
+            _state(m),
         )
     return table
 
 
 def _unavailable(e: NodeCallError) -> None:
-    if e.status == "UNAVAILABLE":
-        fail(e.message, EXIT_UNAVAILABLE)
-    fail(e.message)
+    fail(explain(e), exit_status(e))
 
 
 PeerOpt = Annotated[str, typer.Option("--peer", help="Only messages with this agency.")]
@@ -149,7 +154,7 @@ def register(app: typer.Typer) -> None:
         if json_out:
             print_json(m.to_json())
         else:
-            console.print(f"[green]queued[/] {m.message_id} to {m.peer}")
+            console.print(f"[green]queued[/] {shown(m.message_id)} to {shown(m.peer)}")
 
     @app.command("inbox")
     @cli_errors
@@ -215,11 +220,11 @@ def register(app: typer.Typer) -> None:
             if proof.verified:
                 console.print(
                     f"  ledger proof [green]verified[/]: entry {proof.ledger_index} is in "
-                    f"{d.info.peer}'s signed checkpoint of {proof.tree_size} entries, "
+                    f"{shown(d.info.peer)}'s signed checkpoint of {proof.tree_size} entries, "
                     f"cosigned by {proof.cosignatures} witness(es)"
                 )
             else:
-                console.print(f"  ledger proof [yellow]not verified[/]: {proof.problem}")
+                console.print(f"  ledger proof [yellow]not verified[/]: {shown(proof.problem)}")
 
     @app.command("reply")
     @cli_errors
@@ -242,7 +247,7 @@ def register(app: typer.Typer) -> None:
         if json_out:
             print_json(m.to_json())
         else:
-            console.print(f"[green]queued[/] reply {m.message_id} to {m.peer}")
+            console.print(f"[green]queued[/] reply {shown(m.message_id)} to {shown(m.peer)}")
 
     @app.command("watch")
     @cli_errors
@@ -255,7 +260,8 @@ def register(app: typer.Typer) -> None:
                         print_json(m.to_json())
                     else:
                         console.print(
-                            f"{_time(m.created_at)} {m.message_id} from {m.peer} ({m.message_type})"
+                            f"{_time(m.created_at)} {shown(m.message_id)} from {shown(m.peer)} "
+                            f"({shown(m.message_type)})"
                         )
             except NodeCallError as e:
                 _unavailable(e)
@@ -273,27 +279,29 @@ def write_private(path: Path, data: bytes) -> None:
 def _print_detail(d: MessageDetail) -> None:
     i = d.info
     towards = "to" if i.direction == "outbound" else "from"
-    console.print(f"[bold]{i.message_id}[/] {i.direction} {towards} {i.peer}")
+    console.print(f"[bold]{shown(i.message_id)}[/] {shown(i.direction)} {towards} {shown(i.peer)}")
     console.print(
-        f"  type {i.message_type}  case {i.case_ref or '-'}  created {_time(i.created_at)} UTC"
+        f"  type {shown(i.message_type)}  case {shown(i.case_ref or '-')}  "
+        f"created {_time(i.created_at)} UTC"
     )
     console.print(
-        f"  state {_state(i)}" + (f"  last error: {i.last_error}" if i.last_error else "")
+        f"  state {_state(i)}" + (f"  last error: {shown(i.last_error)}" if i.last_error else "")
     )
     if i.handling_codes:
-        console.print(f"  handling: {', '.join(i.handling_codes)}")
+        console.print(f"  handling: {shown(', '.join(i.handling_codes))}")
     if d.subject is not None:
-        # Content is printed as text, never interpreted as Rich markup.
+        # Content is printed as text, never interpreted as Rich markup, and neutralised:
+        # nothing in it can move the cursor to rewrite the lines above.
         console.print()
-        console.print(Text(d.subject, style="bold"))
-        console.print(Text(d.text or ""))
+        console.print(Text(shown(d.subject, markup=False), style="bold"))
+        console.print(Text(shown(d.text or "", multiline=True, markup=False)))
         console.print()
     ev = d.evidence
-    console.print(f"  envelope digest {ev.envelope_digest}")
+    console.print(f"  envelope digest {shown(ev.envelope_digest)}")
     if ev.receipt:
         r = Receipt.from_bytes(ev.receipt).parsed()
         ok = "[green]verified[/]" if ev.receipt_verified else "[red]NOT VERIFIED[/]"
         console.print(
-            f"  receipt {ok}: stored by {r.receiver} at {_time(r.received_at)} UTC, "
-            f"ledger index {r.ledger_index}, signed with key {r.receiver_key_id}"
+            f"  receipt {ok}: stored by {shown(r.receiver)} at {_time(r.received_at)} UTC, "
+            f"ledger index {r.ledger_index}, signed with key {shown(r.receiver_key_id)}"
         )
