@@ -7,6 +7,7 @@ Validation fails at start with one sentence naming the bad key, e.g.
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
@@ -76,12 +77,32 @@ class LedgerSection:
     checkpoint_every_entries: int = 1000
     # Ask peers to cosign the latest checkpoint this often.
     witness_interval_seconds: float = 10.0
+    # Refused deliveries ledgered one by one per (peer, reason, status) in each window;
+    # past that they are counted into one message.rejected_aggregate entry per window.
+    rejections_per_window: int = 30
+    rejection_window_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
 class LimitsSection:
     max_message_bytes: int = 4 * 1024 * 1024
     max_watchers: int = 16
+    # Bounded resources on the listeners (node/rpc/limits.py). Unary calls in progress,
+    # and streams open, at once from one peer agency (federation listener) or one officer
+    # credential (officer listener); past them a call gets RESOURCE_EXHAUSTED at once.
+    # A peer's delivery worker keeps delivery.max_in_flight_per_peer calls in flight.
+    max_calls_per_peer: int = 16
+    max_streams_per_peer: int = 4
+    max_calls_per_officer: int = 8
+    max_streams_per_officer: int = 4
+    # Streams open at once on each listener, all callers together. Each holds a thread
+    # until it ends: each listener's pool has this many threads beside its max_workers.
+    max_streams: int = 24
+    # A call whose client sent nothing for this long while the node waits for its next
+    # message, or a stream whose reader took none of the node's next message for this
+    # long, is closed with DEADLINE_EXCEEDED.
+    stream_idle_seconds: float = 30.0
+    stream_send_timeout_seconds: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -185,6 +206,44 @@ _KNOWN_SECTIONS = {
 _REQUIRED_SECTIONS = ("node", "federation", "officer")
 _LOG_LEVELS = {"debug", "info", "warning", "error"}
 
+# Every number has a range: what gRPC, the OS or the database would refuse (gRPC options
+# and thread pools take C ints; a wait past threading.TIMEOUT_MAX or a deadline past
+# gRPC's clock raises) and what no deployment means. Keys not listed get the defaults
+# of `_bounds`.
+_C_INT_MAX = 2**31 - 1
+_YEAR = 365 * _DAY
+_RANGES: dict[str, tuple[float, float]] = {
+    "limits.max_message_bytes": (64 * 1024, 1 << 30),
+    "federation.max_workers": (1, 4096),
+    "officer.max_workers": (1, 4096),
+    "storage.pool_size": (1, 1000),
+    "delivery.max_in_flight_per_peer": (1, 10_000),
+    "delivery.give_up_after_seconds": (1.0, _YEAR),
+    "delivery.rpc_timeout_seconds": (0.001, _HOUR),  # below lease_seconds' ceiling
+}
+
+
+def _bounds(key: str, kind: str) -> tuple[float, float]:
+    if key in _RANGES:
+        return _RANGES[key]
+    if kind == "int":
+        return 1, _C_INT_MAX
+    if key.endswith(("_ack_seconds", "_response_seconds")):
+        return 0.001, 5 * _YEAR  # legal clocks
+    return 0.001, _DAY  # intervals, timeouts, backoffs, leases
+
+
+def _num(x: float) -> str:
+    """86400 rather than 86400.0, 0.001 as it is, 1e+300 rather than 301 digits."""
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else repr(x)
+
+
+def _plain_text(key: str, value: str, what: str) -> str:
+    """A string without NUL or other control characters (no path or address has one)."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ConfigError(f"{key} must be {what} without control characters (got {value!r}).")
+    return value
+
 
 def _coerce(section: str, name: str, kind: Any, value: Any, base: Path) -> Any:
     key = f"{section}.{name}"
@@ -192,7 +251,7 @@ def _coerce(section: str, name: str, kind: Any, value: Any, base: Path) -> Any:
     if "Path" in text:
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{key} must be a path (got {value!r}).")
-        path = Path(value)
+        path = Path(_plain_text(key, value, "a path"))
         return path if path.is_absolute() else (base / path).resolve()
     if text == "bool":
         if not isinstance(value, bool):
@@ -201,6 +260,11 @@ def _coerce(section: str, name: str, kind: Any, value: Any, base: Path) -> Any:
     if text == "int":
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ConfigError(f"{key} must be a positive integer (got {value!r}).")
+        low, high = _bounds(key, "int")
+        if not low <= value <= high:
+            raise ConfigError(
+                f"{key} must be an integer from {_num(low)} to {_num(high)} (got {value})."
+            )
         return value
     if text == "float":
         if (
@@ -210,10 +274,15 @@ def _coerce(section: str, name: str, kind: Any, value: Any, base: Path) -> Any:
             or value <= 0
         ):
             raise ConfigError(f"{key} must be a positive number (got {value!r}).")
+        low, high = _bounds(key, "float")
+        if not low <= value <= high:
+            raise ConfigError(
+                f"{key} must be a number from {_num(low)} to {_num(high)} (got {_num(value)})."
+            )
         return float(value)
     if not isinstance(value, str):
         raise ConfigError(f"{key} must be a string (got {value!r}).")
-    return value
+    return _plain_text(key, value, "text")
 
 
 def _section(name: str, raw: Any, base: Path) -> Any:
@@ -233,12 +302,43 @@ def _section(name: str, raw: Any, base: Path) -> Any:
     return cls(**values)
 
 
+# A host name, an IPv4 address, or an IPv6 address in brackets.
+_HOST_RE = re.compile(r"[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]")
+_PORT_RE = re.compile(r"[0-9]{1,5}")
+
+
 def _check_listen(key: str, value: str, allow_empty: bool = False) -> None:
     if allow_empty and not value:
         return
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    # ASCII digits only: str.isdigit() also takes "²", which int() then refuses.
+    if (
+        not sep
+        or not _HOST_RE.fullmatch(host)
+        or not _PORT_RE.fullmatch(port)
+        or not 0 < int(port) < 65536
+    ):
         raise ConfigError(f"{key} must be HOST:PORT (got {value!r}).")
+
+
+def _check_rpc_limits(cfg: NodeConfig) -> None:
+    """The [limits] caps on callers must leave threads, and streams, for everyone else."""
+    lim = cfg.limits
+    for who, listener, calls, streams in (
+        ("peer", "federation", lim.max_calls_per_peer, lim.max_streams_per_peer),
+        ("officer", "officer", lim.max_calls_per_officer, lim.max_streams_per_officer),
+    ):
+        workers = getattr(cfg, listener).max_workers
+        if calls >= workers:
+            raise ConfigError(
+                f"limits.max_calls_per_{who} must be below {listener}.max_workers ({workers}), "
+                f"or one {who} could hold every thread for calls."
+            )
+        if streams > lim.max_streams:
+            raise ConfigError(
+                f"limits.max_streams_per_{who} must not exceed limits.max_streams "
+                f"({lim.max_streams})."
+            )
 
 
 def load_config(path: Path) -> NodeConfig:
@@ -264,6 +364,13 @@ def load_config(path: Path) -> NodeConfig:
     cfg = NodeConfig(path=path.resolve(), **sections)
     if not AGENCY_ID_RE.fullmatch(cfg.node.agency):
         raise ConfigError(f"node.agency {cfg.node.agency!r} is not an agency id like GB-NCA.")
+    for key, directory in (
+        ("node.identity_dir", cfg.node.identity_dir),
+        ("node.data_dir", cfg.node.data_dir),
+        ("storage.attachments_dir", cfg.attachments_dir),
+    ):
+        if directory.exists() and not directory.is_dir():
+            raise ConfigError(f"{key} {directory} is a file, not a directory.")
     _check_listen("federation.listen", cfg.federation.listen)
     _check_listen("officer.listen", cfg.officer.listen)
     _check_listen("metrics.listen", cfg.metrics.listen, allow_empty=True)
@@ -281,13 +388,12 @@ def load_config(path: Path) -> NodeConfig:
             "delivery.lease_seconds must exceed delivery.rpc_timeout_seconds, or a slow "
             "delivery could be claimed and sent twice at once."
         )
-    if cfg.limits.max_message_bytes < 64 * 1024:
-        raise ConfigError("limits.max_message_bytes must be at least 65536.")
     if cfg.limits.max_watchers >= cfg.officer.max_workers:
         raise ConfigError(
             "limits.max_watchers must be below officer.max_workers: each Watch stream holds "
             "a worker thread, and other calls need some."
         )
+    _check_rpc_limits(cfg)
     c = cfg.cases
     for urgency in ("emergency", "urgent", "ordinary"):
         if getattr(c, f"{urgency}_ack_seconds") > getattr(c, f"{urgency}_response_seconds"):

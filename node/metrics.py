@@ -54,6 +54,27 @@ SPLIT_VIEWS = Counter(
 DIRECTORY_VERSION = Counter(
     "mlax_directory_installs_total", "Directory versions installed, by source.", ["source"]
 )
+RPC_ERRORS = Counter(
+    "mlax_rpc_errors_total",
+    "Calls this node answered with an error, by method and gRPC status.",
+    ["method", "code"],
+)
+TASK_FAILURES = Counter(
+    "mlax_task_failures_total",
+    "Failed rounds of a background task (delivery, checkpoints, sync, ...), by task.",
+    ["task"],
+)
+RPC_LIMITED = Counter(
+    "mlax_rpc_limited_total",
+    "Calls refused (RESOURCE_EXHAUSTED) or closed (DEADLINE_EXCEEDED) to keep a listener's "
+    "threads for every caller, by listener and reason.",
+    ["listener", "reason"],
+)
+RPC_IN_PROGRESS = Gauge(
+    "mlax_rpc_in_progress",
+    "Calls being served, by listener and kind (call: unary; stream: holds a thread until it ends).",
+    ["listener", "kind"],
+)
 
 
 class _OutboxCollector(Collector):

@@ -6,7 +6,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
-from typing import Any, NoReturn, TypeVar, cast
+from typing import Any, cast
 
 import grpc
 import structlog
@@ -26,7 +26,7 @@ from exchange.agency import PublicKey
 from exchange.directory import verify_directory
 from exchange.encoding import format_uuid, now_ms
 from exchange.envelope import Limits
-from exchange.errors import MlaxError
+from exchange.errors import InvalidFieldError, MlaxError
 from exchange.ledger.export import EXPORT_FORMAT
 from exchange.ledger.names import log_origin
 from exchange.ledger_entry import LedgerEntry
@@ -36,28 +36,33 @@ from node.attachments import AttachmentDesk, AttachmentPusher
 from node.blobs import LocalBlobStore
 from node.cases import CaseDesk, ClockWatch, forward
 from node.config import ConfigError, NodeConfig
-from node.core import NodeCore, Officer, summary
+from node.core import NodeCore, NotFoundError, Officer, PermissionDeniedError, summary
 from node.delivery import DeliveryWorker, outbox_depth
 from node.evidence import delivery_proof
 from node.ledger import LedgerStore, concerns
+from node.logs import error_fields
 from node.matching import MatchDesk, MatchSync
 from node.officers import OfficerCA, lookup, spki_sha256
 from node.peers import PeerChannels, bound_buffer_memory, channel_options
 from node.periodic import Periodic
-from node.storage.db import Database
+from node.rejections import RejectionLedger
+from node.rpc.errors import (
+    BusyError,
+    ErrorInterceptor,
+    NotYetError,
+    OutOfRangeError,
+    UnauthenticatedError,
+    is_storage_full,
+)
+from node.rpc.limits import CallLimiter, ListenerLimits, officer_callers, peer_callers
+from node.storage.db import Database, private_dir
 from node.trust import TrustedDirectory
 from node.witnessing import Checkpointer, WitnessDesk
 
 log = structlog.get_logger("mlax.node")
-T = TypeVar("T")
 
 FEDERATION_SERVICE = "mlax.v1.Federation"
 OFFICER_SERVICE = "mlax.v1.Officer"
-
-
-def abort(context: grpc.ServicerContext, error: MlaxError) -> NoReturn:
-    context.abort(grpc.StatusCode[error.status], error.message)
-    raise AssertionError("unreachable")  # context.abort raises
 
 
 def _peer_cert(context: grpc.ServicerContext) -> bytes | None:
@@ -87,9 +92,8 @@ class FederationService:
         if card is None:
             metrics.REJECTED.labels(reason="unknown_peer").inc()
             log.warning("peer_refused", reason="tls_key_not_in_directory", peer=context.peer())
-            context.abort(
-                grpc.StatusCode.UNAUTHENTICATED,
-                "Your TLS key is not pinned for any agency in this node's directory.",
+            raise UnauthenticatedError(
+                "Your TLS key is not pinned for any agency in this node's directory."
             )
         return card.agency_id
 
@@ -105,7 +109,7 @@ class FederationService:
                 self.core.record_rejection(peer, reason, e)
             except Exception:
                 log.exception("rejection_not_ledgered")
-            abort(context, e)
+            raise
         metrics.RECEIVED.labels(peer=peer).inc()
         body = receipt.parsed()
         log.info(
@@ -135,7 +139,7 @@ class FederationService:
         self._peer(context)
         latest = self.store.latest_checkpoint()
         if latest is None:
-            context.abort(grpc.StatusCode.NOT_FOUND, "This node has not signed a checkpoint yet.")
+            raise NotFoundError("This node has not signed a checkpoint yet.")
         return self.store.record(latest)
 
     def get_inclusion_proof(
@@ -148,17 +152,15 @@ class FederationService:
             else self.store.latest_checkpoint()
         )
         if row is None:
-            context.abort(grpc.StatusCode.NOT_FOUND, "No checkpoint of that size.")
+            raise NotFoundError("No checkpoint of that size.")
         if request.index >= row.size:
-            context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"Entry {request.index} is not in a signed checkpoint yet "
-                f"(latest size {row.size}).",
+            raise NotYetError(
+                f"Entry {request.index} is not in a signed checkpoint yet (latest size {row.size})."
             )
         try:
             digest, proof = self.store.inclusion_proof(request.index, row.size)
         except LookupError:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"No ledger entry {request.index}.")
+            raise NotFoundError(f"No ledger entry {request.index}.") from None
         return lpb.InclusionProofResponse(
             index=request.index,
             tree_size=row.size,
@@ -173,10 +175,7 @@ class FederationService:
         self._peer(context)
         size = self.store.size()
         if not 0 < request.old_size <= request.new_size <= size:
-            context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"Sizes must satisfy 0 < old <= new <= {size}.",
-            )
+            raise InvalidFieldError(f"Sizes must satisfy 0 < old <= new <= {size}.")
         return lpb.ConsistencyProofResponse(
             proof=self.store.consistency_proof(request.old_size, request.new_size)
         )
@@ -185,7 +184,12 @@ class FederationService:
         self, request: lpb.GetEntriesRequest, context: grpc.ServicerContext
     ) -> lpb.GetEntriesResponse:
         peer = self._peer(context)
-        rows = self.store.entries(request.start, min(request.count or 100, 1000))
+        # Past the end the list is empty; no index beyond the ledger reaches the database.
+        rows = (
+            self.store.entries(request.start, min(request.count or 100, 1000))
+            if request.start < self.store.size()
+            else []
+        )
         # A peer reads the entries that concern it; of the others it sees commitments only.
         return lpb.GetEntriesResponse(
             entries=[
@@ -207,16 +211,13 @@ class FederationService:
             return self.desk.add_checkpoint(request, peer)
         except MlaxError as e:
             log.warning("cosign_refused", peer=peer, reason=type(e).__name__)
-            abort(context, e)
+            raise
 
     def attachment_status(
         self, request: apb.AttachmentStatusRequest, context: grpc.ServicerContext
     ) -> apb.AttachmentProgress:
         peer = self._peer(context)
-        try:
-            return self.attachments.peer_status(peer, bytes(request.attachment_id))
-        except MlaxError as e:
-            abort(context, e)
+        return self.attachments.peer_status(peer, bytes(request.attachment_id))
 
     def push_attachment(
         self, request_iterator: Iterator[apb.AttachmentChunk], context: grpc.ServicerContext
@@ -226,7 +227,7 @@ class FederationService:
             return self.attachments.receive_chunks(peer, request_iterator)
         except MlaxError as e:
             log.warning("attachment_refused", peer=peer, reason=type(e).__name__)
-            abort(context, e)
+            raise
 
     def match_evaluate(
         self, request: mpb.MatchEvaluateRequest, context: grpc.ServicerContext
@@ -236,16 +237,13 @@ class FederationService:
             return self.matching.evaluate(peer, request)
         except MlaxError as e:
             log.warning("match_evaluation_refused", peer=peer, reason=type(e).__name__)
-            abort(context, e)
+            raise
 
     def get_match_index(
         self, request: mpb.MatchIndexRequest, context: grpc.ServicerContext
     ) -> Iterator[mpb.MatchIndexChunk]:
         peer = self._peer(context)
-        try:
-            yield from self.matching.index(peer, request)
-        except MlaxError as e:
-            abort(context, e)
+        yield from self.matching.index(peer, request)
 
     def handler(self) -> grpc.GenericRpcHandler:
         def unary(fn: Any, req: Any, resp: Any) -> grpc.RpcMethodHandler[Any, Any]:
@@ -353,6 +351,11 @@ class OfficerService(ogrpc.OfficerServicer):
         self, request: opb.ExportLedgerRequest, context: grpc.ServicerContext
     ) -> Iterator[lpb.LedgerExportRecord]:
         officer = self._officer(context, "ExportLedger")
+        size = self.store.size()
+        if request.end > size or request.start > (request.end or size):
+            raise OutOfRangeError(
+                f"The export range must satisfy start <= end <= {size} (end 0 = to the end)."
+            )
         with self.core.db.write() as s:
             ledger.append(
                 s,
@@ -377,39 +380,25 @@ class OfficerService(ogrpc.OfficerServicer):
         self, request: opb.DeliveryProofRequest, context: grpc.ServicerContext
     ) -> opb.DeliveryProof:
         self._officer(context, "GetDeliveryProof")
-        return self._run(
-            context,
-            lambda: delivery_proof(self.core, self.peers, request.message_id, self.timeout),
-        )
+        return delivery_proof(self.core, self.peers, request.message_id, self.timeout)
 
     def _officer(self, context: grpc.ServicerContext, call: str) -> Officer:
         cert = _peer_cert(context)
         row = lookup(self.core.db, cert) if cert else None
         if row is None:
             metrics.REJECTED.labels(reason="unknown_officer").inc()
-            context.abort(
-                grpc.StatusCode.UNAUTHENTICATED, "This credential is not an active officer here."
-            )
+            raise UnauthenticatedError("This credential is not an active officer here.")
         if row.role not in _ROLES[call]:
             metrics.REJECTED.labels(reason="role").inc()
             log.warning("officer_refused", officer=row.name, role=row.role, call=call)
-            context.abort(
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"The {row.role} role may not call {call}.",
-            )
+            raise PermissionDeniedError(f"The {row.role} role may not call {call}.")
         return Officer(row.name, row.role)
-
-    def _run(self, context: grpc.ServicerContext, fn: Callable[[], T]) -> T:
-        try:
-            return fn()
-        except MlaxError as e:
-            abort(context, e)
 
     def Submit(
         self, request: opb.SubmitRequest, context: grpc.ServicerContext
     ) -> opb.MessageSummary:
         officer = self._officer(context, "Submit")
-        result = self._run(context, lambda: self.core.submit(officer, request))
+        result = self.core.submit(officer, request)
         log.info("submitted", officer=officer.name, message_id=result.message_id, peer=result.peer)
         return result
 
@@ -417,22 +406,22 @@ class OfficerService(ogrpc.OfficerServicer):
         self, request: opb.ListMessagesRequest, context: grpc.ServicerContext
     ) -> opb.ListMessagesResponse:
         self._officer(context, "ListMessages")
-        return self._run(context, lambda: self.core.list_messages(request))
+        return self.core.list_messages(request)
 
     def GetMessage(
         self, request: opb.GetMessageRequest, context: grpc.ServicerContext
     ) -> opb.MessageView:
         officer = self._officer(context, "GetMessage")
-        return self._run(context, lambda: self.core.get(officer, request))
+        return self.core.get(officer, request)
 
     def Watch(
         self, request: opb.WatchRequest, context: grpc.ServicerContext
     ) -> Iterator[opb.MessageSummary]:
         self._officer(context, "Watch")
         if not self._watchers.acquire(blocking=False):
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "Too many watchers on this node.")
+            raise BusyError("Too many watchers on this node.")
         try:
-            cursor = self._run(context, lambda: self.core.inbound_cursor(request.after_message_id))
+            cursor = self.core.inbound_cursor(request.after_message_id)
             while context.is_active():
                 # A deactivated or demoted officer's stream ends at the next wake.
                 self._officer(context, "Watch")
@@ -450,16 +439,8 @@ class OfficerService(ogrpc.OfficerServicer):
         self, request: cpb.ForwardRequest, context: grpc.ServicerContext
     ) -> opb.MessageSummary:
         officer = self._officer(context, "Forward")
-        new_id = self._run(
-            context,
-            lambda: forward(
-                self.core, officer, request.message_id, request.recipient, request.note
-            ),
-        )
-        return self._run(
-            context,
-            lambda: self.core.get(officer, opb.GetMessageRequest(message_id=format_uuid(new_id))),
-        ).summary
+        new_id = forward(self.core, officer, request.message_id, request.recipient, request.note)
+        return self.core.get(officer, opb.GetMessageRequest(message_id=format_uuid(new_id))).summary
 
     def _case_view(self, officer: Officer, case_ref: str, content: bool = False) -> cpb.CaseView:
         return self.cases.view(officer, case_ref, content, self.attachments.list_for_case)
@@ -468,81 +449,69 @@ class OfficerService(ogrpc.OfficerServicer):
         self, request: cpb.CreateCaseRequest, context: grpc.ServicerContext
     ) -> cpb.CaseView:
         officer = self._officer(context, "CreateCase")
-        ref = self._run(context, lambda: self.cases.create(officer, request))
+        ref = self.cases.create(officer, request)
         log.info("case_created", officer=officer.name, case_ref=ref)
-        return self._run(context, lambda: self._case_view(officer, ref))
+        return self._case_view(officer, ref)
 
     def CaseAction(
         self, request: cpb.CaseActionRequest, context: grpc.ServicerContext
     ) -> cpb.CaseView:
         officer = self._officer(context, "CaseAction")
-        ref = self._run(context, lambda: self.cases.act(officer, request))
-        return self._run(context, lambda: self._case_view(officer, ref))
+        ref = self.cases.act(officer, request)
+        return self._case_view(officer, ref)
 
     def ApproveCase(
         self, request: cpb.ApproveCaseRequest, context: grpc.ServicerContext
     ) -> cpb.CaseView:
         officer = self._officer(context, "ApproveCase")
         cert = _peer_cert(context) or b""
-        ref = self._run(context, lambda: self.cases.approve(officer, request, cert))
-        return self._run(context, lambda: self._case_view(officer, ref))
+        ref = self.cases.approve(officer, request, cert)
+        return self._case_view(officer, ref)
 
     def ListCases(
         self, request: cpb.ListCasesRequest, context: grpc.ServicerContext
     ) -> cpb.ListCasesResponse:
         self._officer(context, "ListCases")
-        return self._run(context, lambda: self.cases.list_cases(request))
+        return self.cases.list_cases(request)
 
     def GetCase(self, request: cpb.GetCaseRequest, context: grpc.ServicerContext) -> cpb.CaseView:
         officer = self._officer(context, "GetCase")
-        return self._run(
-            context, lambda: self._case_view(officer, request.case_ref, request.include_content)
-        )
+        return self._case_view(officer, request.case_ref, request.include_content)
 
     def Upload(
         self, request_iterator: Iterator[apb.UploadPart], context: grpc.ServicerContext
     ) -> apb.UploadStatus:
         officer = self._officer(context, "Upload")
-        return self._run(context, lambda: self.attachments.upload(officer, request_iterator))
+        return self.attachments.upload(officer, request_iterator)
 
     def GetUpload(
         self, request: apb.GetUploadRequest, context: grpc.ServicerContext
     ) -> apb.UploadStatus:
         officer = self._officer(context, "GetUpload")
-        return self._run(
-            context, lambda: self.attachments.upload_status(officer, request.upload_id)
-        )
+        return self.attachments.upload_status(officer, request.upload_id)
 
     def Download(
         self, request: apb.DownloadRequest, context: grpc.ServicerContext
     ) -> Iterator[apb.DownloadPart]:
         officer = self._officer(context, "Download")
-        parts = self._run(context, lambda: self.attachments.download(officer, request))
-        try:
-            yield from parts
-        except MlaxError as e:
-            abort(context, e)
+        yield from self.attachments.download(officer, request)
 
     def LoadRecords(
         self, request_iterator: Iterator[mpb.LoadRecordsRequest], context: grpc.ServicerContext
     ) -> mpb.LoadRecordsResponse:
         officer = self._officer(context, "LoadRecords")
-        return self._run(context, lambda: self.matching.load(officer, request_iterator))
+        return self.matching.load(officer, request_iterator)
 
     def MatchQuery(
         self, request: mpb.MatchQueryRequest, context: grpc.ServicerContext
     ) -> Iterator[mpb.MatchAnswer]:
         officer = self._officer(context, "MatchQuery")
-        answers = self._run(context, lambda: self.matching.query(officer, request))
-        try:
-            yield from answers
-        except MlaxError as e:
-            abort(context, e)
+        yield from self.matching.query(officer, request)
 
     def Disclose(self, request: mpb.DiscloseRequest, context: grpc.ServicerContext) -> cpb.CaseView:
         officer = self._officer(context, "Disclose")
-        ref = self._run(context, lambda: self.matching.disclose(officer, request.case_ref))
-        return self._run(context, lambda: self._case_view(officer, ref))
+        ref = self.matching.disclose(officer, request.case_ref)
+        return self._case_view(officer, ref)
 
     def WhoAmI(
         self, request: opb.WhoAmIRequest, context: grpc.ServicerContext
@@ -595,14 +564,22 @@ class DirectorySync(Periodic):
                 )
 
 
-def _server(listener: Any, handlers: list[grpc.GenericRpcHandler], max_bytes: int) -> grpc.Server:
+def _server(
+    listener: Any, handlers: list[grpc.GenericRpcHandler], max_bytes: int, limiter: CallLimiter
+) -> grpc.Server:
     options: list[tuple[str, Any]] = [
         *channel_options(max_bytes),
         ("grpc.so_reuseport", 1 if listener.reuse_port else 0),
     ]
+    # A stream holds its thread until it ends: the limiter admits at most max_streams of
+    # them, and they get threads of their own, so max_workers are always left for unary
+    # calls and health checks (docs/adr/0009-bounded-resources.md).
+    threads = listener.max_workers + limiter.limits.max_streams
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=listener.max_workers, thread_name_prefix="mlax-rpc"),
+        futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mlax-rpc"),
         handlers=handlers,
+        # Outermost: every call's errors, including other interceptors' refusals.
+        interceptors=[ErrorInterceptor(), limiter],
         options=options,
         maximum_concurrent_rpcs=listener.max_concurrent_rpcs,
     )
@@ -662,8 +639,13 @@ def run(cfg: NodeConfig, passphrase: bytes, stop: threading.Event | None = None)
             f"node.agency is {cfg.node.agency} but the identity in {cfg.node.identity_dir} "
             f"is {identity.agency_id}."
         )
-    cfg.node.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # The data dir 0700, the database and its -wal/-shm 0600, however they were made.
+    private = private_dir(cfg.node.data_dir)
     db = Database(cfg.database_url, cfg.storage.pool_size)
+    for path in [cfg.node.data_dir] * (private is True) + db.tightened:
+        log.warning("permissions_tightened", path=str(path))
+    for path in [cfg.node.data_dir] * (private is None) + db.too_open:
+        log.warning("permissions_too_open", path=str(path), reason="owned by another user")
     db.migrate()
     trust = TrustedDirectory(db)
     directory = trust.current()
@@ -671,6 +653,9 @@ def run(cfg: NodeConfig, passphrase: bytes, stop: threading.Event | None = None)
         raise ConfigError(f"Agency {identity.agency_id} is not in the installed directory.")
     limits = Limits(max_envelope_bytes=cfg.limits.max_message_bytes - 1024)
     core = NodeCore(identity, db, trust, limits, cfg.delivery.default_ttl_seconds * 1000)
+    core.rejections = RejectionLedger(
+        db, cfg.ledger.rejections_per_window, cfg.ledger.rejection_window_seconds
+    )
     ca = OfficerCA.load_or_create(cfg.node.data_dir, identity.agency_id, passphrase)
     peers = PeerChannels(identity, trust, cfg.limits.max_message_bytes)
     worker = DeliveryWorker(core, peers, cfg.delivery)
@@ -717,14 +702,21 @@ def run(cfg: NodeConfig, passphrase: bytes, stop: threading.Event | None = None)
         True,
     )
     max_bytes = cfg.limits.max_message_bytes
+    fed_limiter = CallLimiter(
+        "federation", ListenerLimits.for_peers(cfg.limits), peer_callers(trust.current)
+    )
+    off_limiter = CallLimiter(
+        "officer", ListenerLimits.for_officers(cfg.limits), officer_callers(db)
+    )
     fed = _server(
         cfg.federation,
         [FederationService(core, store, attachments, matching).handler()],
         max_bytes,
+        fed_limiter,
     )
     fed_health = _add_health_and_reflection(fed, FEDERATION_SERVICE)
     _bind(fed, "federation.listen", cfg.federation.listen, fed_creds)
-    off = _server(cfg.officer, [], max_bytes)
+    off = _server(cfg.officer, [], max_bytes, off_limiter)
     ogrpc.add_OfficerServicer_to_server(
         OfficerService(
             core,
@@ -764,6 +756,8 @@ def run(cfg: NodeConfig, passphrase: bytes, stop: threading.Event | None = None)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
 
+    fed_limiter.start()
+    off_limiter.start()
     fed.start()
     off.start()
     worker.start()
@@ -772,6 +766,7 @@ def run(cfg: NodeConfig, passphrase: bytes, stop: threading.Event | None = None)
     pusher.start()
     clocks.start()
     match_sync.start()
+    core.rejections.start()
     with db.write() as s:
         # The key ids the node runs with: a rotation or revocation shows in the ledger here,
         # and again when the directory publishing it is installed.
@@ -801,6 +796,8 @@ def run(cfg: NodeConfig, passphrase: bytes, stop: threading.Event | None = None)
     fed_done, off_done = fed.stop(grace=10), off.stop(grace=2)
     fed_done.wait()
     off_done.wait()
+    fed_limiter.stop()
+    off_limiter.stop()
     # The background threads stop together (each is bounded), then the delivery worker
     # records the outcomes of envelopes still on the wire.
     stops: list[Callable[[], None]] = [
@@ -809,6 +806,7 @@ def run(cfg: NodeConfig, passphrase: bytes, stop: threading.Event | None = None)
         clocks.stop,
         match_sync.stop,
         pusher.stop,
+        core.rejections.stop,  # ledgers the counts of open windows
     ]
     stoppers = [threading.Thread(target=stop, name="mlax-stop") for stop in stops]
     for t in stoppers:
@@ -817,7 +815,10 @@ def run(cfg: NodeConfig, passphrase: bytes, stop: threading.Event | None = None)
         t.join()
     worker.stop()
     peers.close()
-    with db.write() as s:
-        ledger.append(s, LedgerEntry.of("node.stopped", now_ms(), agency=identity.agency_id))
+    try:
+        with db.write() as s:
+            ledger.append(s, LedgerEntry.of("node.stopped", now_ms(), agency=identity.agency_id))
+    except Exception as e:  # a full disk must not turn a clean stop into a crash
+        log.error("node_stop_not_ledgered", storage_full=is_storage_full(e), **error_fields(e))
     db.close()
     log.info("node_stopped", agency=identity.agency_id)

@@ -35,6 +35,7 @@ from node import ledger, metrics
 from node.core import NodeCore
 from node.ledger import LedgerStore
 from node.peers import PeerChannels
+from node.periodic import TaskHealth
 from node.storage.models import SplitViewRow, WitnessStateRow
 
 log = structlog.get_logger("mlax.ledger")
@@ -207,10 +208,11 @@ class Checkpointer:
     def _run(self) -> None:
         # Look often; sign when `every_entries` accumulated or `interval` passed with growth.
         tick = min(self.interval, 0.25)
+        health = TaskHealth("checkpoint_tick_failed")  # backs off while failing
         since_checkpoint = since_witness = 0.0
-        while not self._stop.wait(tick):
-            since_checkpoint += tick
-            since_witness += tick
+        while not self._stop.wait(wait := health.wait(tick)):
+            since_checkpoint += wait
+            since_witness += wait
             try:
                 if since_checkpoint >= self.interval:
                     if self.checkpoint_now() is not None:
@@ -220,5 +222,7 @@ class Checkpointer:
                 if since_witness >= self.witness_interval:
                     since_witness = 0.0
                     self.witness_round()
-            except Exception:
-                log.exception("checkpoint_tick_failed")
+            except Exception as e:
+                health.failed(e, tick)
+            else:
+                health.ok()

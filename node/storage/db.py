@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import stat
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,11 +14,62 @@ from typing import Any, Generic, TypeVar
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 T = TypeVar("T")
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+# Tests only: cap an SQLite database at this many pages, so that a node meets "database
+# or disk is full" as on a full disk, without filling one.
+TEST_MAX_PAGES_ENV = "MLAX_TEST_SQLITE_MAX_PAGES"
+
+# The database and the files SQLite keeps beside it hold every message and case.
+_SQLITE_COMPANIONS = ("", "-wal", "-shm", "-journal")
+
+
+def private_dir(path: Path) -> bool | None:
+    """Create `path` as 0700, or take group and other access away from an existing one.
+    True if it had to be tightened, None if it is open to others and not ours to change."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if not mode & 0o077:
+        return False
+    try:
+        path.chmod(mode & 0o700)
+    except PermissionError:
+        return None
+    return True
+
+
+def _private_sqlite_files(url: str) -> tuple[list[Path], list[Path]]:
+    """Create a missing SQLite database file 0600 (SQLite gives its -wal and -shm the
+    main file's mode, whatever the umask), and tighten existing ones to 0600. The files
+    that had to be tightened, and those open to others that are not ours to change."""
+    name = make_url(url).database
+    if not name or name == ":memory:" or name.startswith("file:"):
+        return [], []
+    path = Path(name)
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass
+    except OSError:
+        return [], []  # no such directory, or not ours: SQLite's own error says which
+    tightened, foreign = [], []
+    for suffix in _SQLITE_COMPANIONS:
+        file = path.with_name(path.name + suffix)
+        try:
+            mode = stat.S_IMODE(file.stat().st_mode)
+            if mode & 0o077:
+                file.chmod(mode & 0o600)
+                tightened.append(file)
+        except FileNotFoundError:
+            continue
+        except PermissionError:
+            foreign.append(file)
+    return tightened, foreign
 
 
 def _sqlite_setup(engine: Engine) -> None:
@@ -31,6 +84,8 @@ def _sqlite_setup(engine: Engine) -> None:
         cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
+        if max_pages := os.environ.get(TEST_MAX_PAGES_ENV):
+            cur.execute(f"PRAGMA max_page_count={int(max_pages)}")
         cur.close()
 
     @event.listens_for(engine, "begin")
@@ -45,13 +100,24 @@ class Database:
     def __init__(self, url: str, pool_size: int = 10) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        # Files whose group or other access this process took away, and files open to
+        # others that it may not change (the node logs both).
+        self.tightened: list[Path] = []
+        self.too_open: list[Path] = []
+        # Statement parameters (message content, names) never appear in an error's text,
+        # which may reach a log.
         if self.is_sqlite:
+            self.tightened, self.too_open = _private_sqlite_files(url)
             self.engine = create_engine(
-                url, connect_args={"timeout": 30, "check_same_thread": False}
+                url,
+                connect_args={"timeout": 30, "check_same_thread": False},
+                hide_parameters=True,
             )
             _sqlite_setup(self.engine)
         else:
-            self.engine = create_engine(url, pool_size=pool_size, pool_pre_ping=True)
+            self.engine = create_engine(
+                url, pool_size=pool_size, pool_pre_ping=True, hide_parameters=True
+            )
         self._writer = self.engine.execution_options(mlax_write=True)
         # SQLite has one writer at a time, and a writer that finds the lock taken sleeps
         # in steps of up to 100 ms before it retries. Queueing this process's writers on

@@ -1,0 +1,1 @@
+"""Cross-cutting pieces of the node's gRPC servicers (interceptors and their rules)."""
