@@ -26,7 +26,8 @@ from exchange._proto.mlax.v1 import forms_pb2 as fpb
 from exchange.case import Action
 from exchange.directory import Directory, verify_directory
 from exchange.encoding import now_ms
-from exchange.ledger.audit import verify_export
+from exchange.errors import MlaxError
+from exchange.ledger.audit import AuditReport, verify_export
 from keys.directory_file import read_signed_directory
 from node.client import MessageInfo, NodeCallError, OfficerClient
 from node.client_cases import CaseClient
@@ -37,8 +38,22 @@ DEMO_PASSPHRASE = b"demo-node-passphrase"
 DEMO_OFFICER_PASSPHRASE = b"demo-officer-passphrase"
 # Checkpoints and witnessing every second or two, so the demo shows them within its run.
 DEMO_LEDGER = "[ledger]\ncheckpoint_interval_seconds = 0.5\nwitness_interval_seconds = 1.0\n"
+# Every wait is a poll against a deadline, never a fixed sleep. The deadlines are far above
+# what an idle laptop needs (a few seconds) so that the demo also passes on a loaded
+# 2-core machine (tests/integration/test_demo_under_load.py).
+WAIT_SECONDS = 180.0
+NODE_START_SECONDS = 180.0
+NODE_STOP_SECONDS = 60.0
+CALL_SECONDS = 60.0  # deadline of one call to a node (an 8 MiB upload is one call)
 
 console = Console()
+
+
+class DemoError(MlaxError):
+    """The demo did not see what it shows: the CLI prints this sentence and exits 1."""
+
+    status = "FAILED_PRECONDITION"
+
 
 # Fictional requests (every name and reference is invented); deploy/forms has full ones.
 MLA_FORM: dict[str, object] = {
@@ -105,16 +120,42 @@ def _step(n: int, title: str) -> None:
     console.rule(f"[bold cyan]{n}. {title}")
 
 
-def _wait(what: str, check: Callable[[], bool], timeout: float = 60.0) -> None:
+def _wait(
+    what: str, check: Callable[[], bool], timeout: float = WAIT_SECONDS, every: float = 0.1
+) -> None:
+    """Poll `check` until it is true; DemoError once `timeout` seconds have passed."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    last = ""
+    while True:
         try:
             if check():
                 return
-        except NodeCallError:  # e.g. the case has not reached the peer yet
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"timed out waiting for {what}")
+        except NodeCallError as e:  # e.g. the case has not reached the peer yet
+            last = f" (last answer: {e.status})"
+        if time.monotonic() >= deadline:
+            raise DemoError(f"The demo waited {timeout:.0f} s for {what} in vain{last}.")
+        time.sleep(every)
+
+
+def _ready(proc: NodeProcess) -> None:
+    """Wait for a started node to listen; DemoError naming its log if it does not."""
+    try:
+        proc.wait_ready(NODE_START_SECONDS)
+    except (RuntimeError, TimeoutError) as e:
+        verb = "exited" if isinstance(e, RuntimeError) else "did not start in time"
+        raise DemoError(f"The {proc.setup.agency} node {verb}; see {proc.log_path}.") from e
+
+
+def _witnessed_audit(agency: str, auditor: OfficerClient, directory: Directory) -> AuditReport:
+    """An auditor's check of a node's ledger, once every peer has cosigned a checkpoint of it."""
+    seen: list[AuditReport] = []
+
+    def witnessed() -> bool:
+        seen[:] = [verify_export(auditor.export_ledger(), trusted_directory=directory)]
+        return not seen[0].ok or len(seen[0].cosigned_by) >= len(DEMO_AGENCIES) - 1
+
+    _wait(f"{agency}'s checkpoints to be cosigned by its peers", witnessed, every=0.5)
+    return seen[0]
 
 
 def _messages_table(title: str, messages: list[MessageInfo]) -> Table:
@@ -188,7 +229,7 @@ def _cases_table(cases: list[cpb.CaseSummary]) -> Table:
 
 def _client(fed: Federation, agency: str, role: str = "officer") -> OfficerClient:
     return OfficerClient.from_bundle(
-        fed.nodes[agency].credentials[role], DEMO_OFFICER_PASSPHRASE, timeout=10
+        fed.nodes[agency].credentials[role], DEMO_OFFICER_PASSPHRASE, timeout=CALL_SECONDS
     )
 
 
@@ -197,6 +238,7 @@ def run_demo(root: Path | None = None, keep: bool = False) -> None:
     env = dict(os.environ, MLAX_KEY_PASSPHRASE=DEMO_PASSPHRASE.decode())
     nodes: dict[str, NodeProcess] = {}
     clients: list[OfficerClient] = []
+    finished = False
     try:
         _step(1, "Three agencies create their identities; three administrators sign the directory")
         started = time.monotonic()
@@ -225,7 +267,7 @@ def run_demo(root: Path | None = None, keep: bool = False) -> None:
             nodes[agency] = NodeProcess(setup, env)
             nodes[agency].start(wait=0)
         for agency, proc in nodes.items():
-            proc.wait_ready(60)
+            _ready(proc)
             pid = proc.proc.pid if proc.proc else "-"
             console.print(
                 f"  {agency:10} federation 127.0.0.1:{proc.setup.federation_port}  "
@@ -305,7 +347,7 @@ def run_demo(root: Path | None = None, keep: bool = False) -> None:
             + ("[green]identical[/]" if same else "[red]DIFFERENT[/]")
         )
         if not same:
-            raise RuntimeError("the two nodes disagree on the case history")
+            raise DemoError("The two nodes disagree on the case history.")
 
         _step(5, "An extradition request to France: provisional arrest, executed and closed")
         fr_cases = CaseClient(fr)
@@ -358,7 +400,7 @@ def run_demo(root: Path | None = None, keep: bool = False) -> None:
         )
         try:
             fr_cases.forward(note.message_id, "NG-NAPTIP")
-            raise RuntimeError("a restricted note was forwarded")
+            raise DemoError("A note marked no-onward-transmission was forwarded.")
         except NodeCallError as e:
             console.print(
                 f"  France tries to forward it to Nigeria: [red]{e.status}[/] {e.message}"
@@ -391,7 +433,7 @@ def run_demo(root: Path | None = None, keep: bool = False) -> None:
                 if a.result == "hit":
                     hit = a.reference
         if not hit:
-            raise RuntimeError("the victim known to Nigeria was not found")
+            raise DemoError("The victim known to Nigeria was not found.")
         follow = gb_match.follow_up(
             hit,
             purpose="victim-assistance",
@@ -443,7 +485,15 @@ def run_demo(root: Path | None = None, keep: bool = False) -> None:
             "Nigeria's delivery",
             lambda: gb.show(to_nigeria.message_id, content=False).info.state == "delivered",
         )
-        time.sleep(1.5)
+        # Shown once every message to France has been tried and failed at least once.
+        _wait(
+            "the first attempts to reach France",
+            lambda: all(
+                m.state == "retrying"
+                for m in gb.outbox(20)
+                if m.message_id in {q.message_id for q in queued}
+            ),
+        )
         outbox = [
             m
             for m in gb.outbox(20)
@@ -455,7 +505,8 @@ def run_demo(root: Path | None = None, keep: bool = False) -> None:
         )
 
         _step(9, "France's node restarts; the queued messages arrive exactly once")
-        nodes["FR-OCRTEH"].start()
+        nodes["FR-OCRTEH"].start(wait=0)
+        _ready(nodes["FR-OCRTEH"])
         ids = {q.message_id for q in queued}
         _wait(
             "redelivery",
@@ -465,16 +516,15 @@ def run_demo(root: Path | None = None, keep: bool = False) -> None:
         for q in queued:
             console.print(f"  {q.message_id}: received {inbox_ids.count(q.message_id)} time(s)")
         if any(inbox_ids.count(q.message_id) != 1 for q in queued):
-            raise RuntimeError("a message was lost or duplicated")
+            raise DemoError("A message was lost or duplicated.")
         if not all(gb.show(q.message_id, content=False).evidence.receipt_verified for q in queued):
-            raise RuntimeError("a receipt did not verify")
+            raise DemoError("A receipt did not verify.")
         console.print("  [green]every message delivered exactly once, every receipt verified[/]")
 
         _step(10, "Audit: every node's ledger is signed, witnessed by its peers and verified")
         _wait(
             "France's checkpoint to cover the last delivery",
             lambda: (p := gb.delivery_proof(queued[-1].message_id)).verified and p.cosignatures > 0,
-            timeout=30,
         )
         proof = gb.delivery_proof(queued[-1].message_id)
         console.print(
@@ -482,28 +532,31 @@ def run_demo(root: Path | None = None, keep: bool = False) -> None:
             f"France's signed checkpoint of {proof.tree_size} entries "
             f"([green]inclusion proof verified[/], {proof.cosignatures} cosignature(s))"
         )
-        time.sleep(2.5)  # one more checkpoint and witnessing round
         table = Table(title="mlax audit verify (auditor credential on each node)")
         for col in ("agency", "entries", "checkpoints", "cosigned by", "result"):
             table.add_column(col)
         for agency, _ in DEMO_AGENCIES:
             with _client(fed, agency, "auditor") as auditor:
-                report = verify_export(auditor.export_ledger(), trusted_directory=directory)
+                report = _witnessed_audit(agency, auditor, directory)
             witnesses = ", ".join(f"{a} ({n})" for a, n in sorted(report.cosigned_by.items()))
             verdict = "[green]OK[/]" if report.ok else f"[red]{report.problems[0].detail}[/]"
             table.add_row(agency, str(report.entries), str(report.checkpoints), witnesses, verdict)
             if not report.ok:
-                raise RuntimeError(f"the ledger of {agency} does not verify")
+                console.print(table)
+                raise DemoError(f"The audit ledger of {agency} does not verify.")
         console.print(table)
 
         _step(11, "Clean shutdown (SIGTERM: in-flight calls finish, then the worker and database)")
+        finished = True
     finally:
         for c in clients:
             c.close()
         for agency, proc in nodes.items():
-            code = proc.stop()
+            code = proc.stop(NODE_STOP_SECONDS)
             console.print(f"  {agency} stopped (exit {code})")
-        if keep or root is not None:
+        if not finished:
+            console.print(f"Files kept in {workdir} (node logs: {workdir}/*/node.log)")
+        elif keep or root is not None:
             console.print(f"Files kept in {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)

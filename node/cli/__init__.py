@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 # gRPC's C core writes plain-text lines to stderr, which would break the node's JSON logs
 # and duplicate the one-sentence errors MLAX prints itself. It reads this variable once,
@@ -15,6 +16,7 @@ import typer
 from node.cli.audit_cmd import app as audit_app
 from node.cli.bundle_cmd import app as bundle_app
 from node.cli.cases_cmd import register as register_cases
+from node.cli.common import report
 from node.cli.directory_cmd import app as directory_app
 from node.cli.keys_cmd import app as keys_app
 from node.cli.match_cmd import register as register_match
@@ -45,5 +47,10 @@ app.command("demo")(demo)
 def main() -> None:
     from node.peers import bound_buffer_memory
 
-    bound_buffer_memory()  # downloads and uploads stream 1 MiB chunks
-    app()
+    try:
+        bound_buffer_memory()  # downloads and uploads stream 1 MiB chunks
+        app()
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except Exception as e:  # what no command caught: still one sentence, never a traceback
+        sys.exit(report(e))

@@ -8,22 +8,24 @@ import getpass
 import json
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Table
 
 from exchange.errors import MlaxError
+from node.cli.safe_text import shown
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-console = Console()
-err_console = Console(stderr=True)
+# No :emoji: codes: text quoted in markup shows as it was written (see safe_text).
+console = Console(emoji=False)
+err_console = Console(stderr=True, emoji=False)
 
 DEBUG_ENV = "MLAX_DEBUG"
 PASSPHRASE_ENV = "MLAX_KEY_PASSPHRASE"  # noqa: S105 - the variable name, not a secret
@@ -34,38 +36,73 @@ EXIT_REFUSED = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 
+# Statuses of a node that failed rather than refused the input: changing the call cannot
+# help, so they exit 3 like a node that cannot be reached. A node answers an unexpected
+# failure with INTERNAL and an error id its operator can look up; UNKNOWN comes from a
+# node whose error text is gRPC's own report of an exception, shown here in other words.
+NODE_FAILURES = frozenset({"UNAVAILABLE", "INTERNAL", "UNKNOWN", "DATA_LOSS", "DEADLINE_EXCEEDED"})
+
+
+def exit_status(e: Exception) -> int:
+    """1 for a refusal, 3 when the node could not be reached or failed (NODE_FAILURES)."""
+    return EXIT_UNAVAILABLE if getattr(e, "status", None) in NODE_FAILURES else EXIT_REFUSED
+
+
+def say_error(message: str) -> None:
+    """Print one sentence to stderr as `error: ...`."""
+    err_console.print(f"[bold red]error:[/] {shown(message)}", highlight=False, soft_wrap=True)
+
 
 def fail(message: str, code: int = EXIT_REFUSED) -> NoReturn:
     """Print one sentence to stderr and exit non-zero."""
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    say_error(message)
     raise typer.Exit(code)
 
 
+def explain(e: Exception) -> str:
+    """The one sentence the CLI shows for an exception that ends a command."""
+    if isinstance(e, MlaxError):
+        if e.status == "UNKNOWN":
+            return "The node failed unexpectedly (UNKNOWN); its operator can find why in its log."
+        return e.message
+    if isinstance(e, FileNotFoundError):
+        return f"No such file: {e.filename}."
+    if isinstance(e, PermissionError):
+        return f"Permission denied: {e.filename}."
+    if isinstance(e, IsADirectoryError):
+        return f"{e.filename} is a directory, not a file."
+    from node.rpc.errors import STORAGE_FULL, is_storage_full
+
+    if is_storage_full(e) and not isinstance(e, OSError):
+        return STORAGE_FULL  # the node's database (serve, or a command on the node's host)
+    if isinstance(e, OSError) and e.filename is not None and e.strerror:
+        return f"{e.strerror}: {e.filename}."  # e.g. "No space left on device: ..."
+    # A bug or an unforeseen state: still one sentence, and the traceback on request.
+    detail = str(e).strip().splitlines()[0][:200].rstrip(".") if str(e).strip() else ""
+    what = f"{type(e).__name__}: {detail}" if detail else type(e).__name__
+    return f"Unexpected error ({what}); set {DEBUG_ENV}=1 for details."
+
+
+def report(e: Exception) -> int:
+    """Print `e` as one sentence on stderr (after its traceback when MLAX_DEBUG is set);
+    return the exit status. The one error path of every command and of `main`."""
+    if os.environ.get(DEBUG_ENV):
+        traceback.print_exception(e, file=sys.stderr)
+    say_error(explain(e))
+    return exit_status(e)
+
+
 def cli_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn MLAX errors and unreadable files into one clear sentence and exit status 1."""
+    """Turn every error a command raises into one sentence on stderr and exit status 1."""
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
-        except MlaxError as e:
-            fail(e.message)
-        except FileNotFoundError as e:
-            fail(f"No such file: {e.filename}.")
-        except PermissionError as e:
-            fail(f"Permission denied: {e.filename}.")
-        except IsADirectoryError as e:
-            fail(f"{e.filename} is a directory, not a file.")
         except (typer.Exit, typer.Abort, typer.TyperException, KeyboardInterrupt):
             raise
         except Exception as e:
-            # A bug or an unforeseen state: still one sentence, and the traceback on request.
-            if os.environ.get(DEBUG_ENV):
-                raise
-            fail(
-                f"Unexpected {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
-                f" (set {DEBUG_ENV}=1 for the traceback)."
-            )
+            raise typer.Exit(report(e)) from None
 
     return wrapper
 
@@ -93,9 +130,7 @@ def print_json(obj: Any) -> None:
 
 def warn(message: str) -> None:
     """Print a warning sentence in yellow on stderr; the command carries on."""
-    err_console.print(
-        f"[bold yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True
-    )
+    err_console.print(f"[bold yellow]warning:[/] {shown(message)}", highlight=False, soft_wrap=True)
 
 
 def format_time(ms: int) -> str:
@@ -105,8 +140,12 @@ def format_time(ms: int) -> str:
 
 
 def say(text: str) -> None:
-    """Print one line for people as plain text (no markup), never re-wrapped: ids stay whole."""
-    console.print(text, markup=False, highlight=False, soft_wrap=True)
+    """Print one line for people as plain text (no markup), never re-wrapped: ids stay whole.
+
+    The whole line goes through `shown`: what it quotes cannot act on the terminal, and a
+    line break in a value shows as `\\n` instead of starting a line of its own.
+    """
+    console.print(shown(text, markup=False), markup=False, highlight=False, soft_wrap=True)
 
 
 def print_table(table: Table) -> None:

@@ -13,6 +13,7 @@ from exchange.encoding import now_ms
 from keys.directory_file import read_signed_directory
 from keys.identity import read_card
 from node.cli.common import cli_errors, console, fail, passphrase, print_json
+from node.cli.safe_text import shown
 from node.client import OFFICER_PASSPHRASE_ENV
 from node.config import NodeConfig, load_config
 
@@ -67,7 +68,10 @@ def serve(config: ConfigOpt) -> None:
 def check_config(config: ConfigOpt) -> None:
     """Validate a configuration file and exit."""
     cfg = load_config(config)
-    console.print(f"[green]ok[/] {config}: agency {cfg.node.agency}, database {cfg.database_url}")
+    console.print(
+        f"[green]ok[/] {shown(config)}: agency {shown(cfg.node.agency)}, "
+        f"database {shown(cfg.database_url)}"
+    )
 
 
 @directory_app.command("update")
@@ -86,7 +90,8 @@ def directory_update(
     finally:
         db.close()
     console.print(
-        f"[green]installed[/] directory version {directory.version} of {directory.federation_id} "
+        f"[green]installed[/] directory version {directory.version} of "
+        f"{shown(directory.federation_id)} "
         f"({len(directory.agencies)} agencies)"
     )
 
@@ -116,9 +121,9 @@ def directory_show(
         )
         return
     days = (d.expires_at - now_ms()) / 86_400_000
-    console.print(f"{d.federation_id} version {d.version}, expires in {days:.0f} days")
+    console.print(f"{shown(d.federation_id)} version {d.version}, expires in {days:.0f} days")
     for a in d.agencies:
-        console.print(f"  {a.agency_id:16} {a.endpoint:24} {a.name}")
+        console.print(f"  {shown(a.agency_id):16} {shown(a.endpoint):24} {shown(a.name)}")
 
 
 @officer_app.command("add")
@@ -159,7 +164,10 @@ def officer_add(
     finally:
         db.close()
     write_bundle(out, bundle)
-    console.print(f"[green]added[/] {role} {name}; credential written to {out} (mode 0600)")
+    console.print(
+        f"[green]added[/] {shown(role)} {shown(name)}; credential written to {shown(out)} "
+        "(mode 0600)"
+    )
 
 
 @officer_app.command("list")
@@ -181,7 +189,7 @@ def officer_list(
         return
     table = Table("officer", "role", "active")
     for r in rows:
-        table.add_row(r.name, r.role, "yes" if r.active else "no")
+        table.add_row(shown(r.name), shown(r.role), "yes" if r.active else "no")
     console.print(table)
 
 
@@ -202,9 +210,10 @@ def officer_set(
         set_officer(db, name, role=role, active=active)
     finally:
         db.close()
-    console.print(f"[green]updated[/] {name}")
+    console.print(f"[green]updated[/] {shown(name)}")
 
 
+@cli_errors
 def demo(
     keep: Annotated[bool, typer.Option(help="Keep the demo's files afterwards.")] = False,
     directory: Annotated[Path | None, typer.Option("--dir", help="Build the demo here.")] = None,

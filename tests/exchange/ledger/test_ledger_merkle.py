@@ -30,10 +30,10 @@ from exchange.ledger import (
     verify_inclusion,
 )
 
-# CI clones the repo beside `shared/`, under whatever folder name; so does the dev setup.
-VECTORS = Path(__file__).resolve().parents[3].parent / "shared" / "testvectors" / "merkle"
+# transparency-dev/merkle's vectors, copied into the repo with their licence (vectors/README.md).
+VECTORS = Path(__file__).resolve().parent / "vectors" / "merkle"
 
-# The 8 leaves behind the vectors' happy paths (testvectors/README.md).
+# The 8 leaves behind the vectors' happy paths (vectors/README.md).
 LEAVES = [
     bytes.fromhex(h)
     for h in (
@@ -50,7 +50,7 @@ LEAVES = [
 ROOT_OF_8 = bytes.fromhex("5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328")
 
 # One upstream vector accepts equal sizes with 12-byte "roots" ("don't care 2"): upstream's
-# verifier never looks at root lengths when sizes are equal. Our rule (testvectors README,
+# verifier never looks at root lengths when sizes are equal. Our rule (vectors/README.md,
 # DESIGN) is that a hash that is not 32 bytes is always rejected, so we reject it on purpose.
 REJECTED_ON_PURPOSE = {"consistency/additional/sizes-are-equal-one-and-proof-is-empty.json"}
 

@@ -20,7 +20,7 @@ from exchange.ledger import (
 )
 from exchange.ledger.note import key_id
 
-# From C2SP signed-note (and shared/testvectors/README.md); the dash is U+2014.
+# From C2SP signed-note (and vectors/README.md beside this file); the dash is U+2014.
 SPEC_VKEY = "example.com/foo+530d903a+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k"
 SPEC_NOTE = (
     "This is an example message.\n"
