@@ -510,7 +510,16 @@ def run_exchange(
 
 def measure_exchange(root: Path, plan: Plan) -> tuple[dict[int, ExchangeResult], dict[str, int]]:
     """Build the two-node federation under `root`, start it, run every concurrency."""
-    fed = build_federation(root, PASSPHRASE, OFFICER_PASSPHRASE, agencies=AGENCIES)
+    # One officer drives every concurrent submission: let it have as many calls in
+    # flight as the benchmark's highest concurrency (the default allows 8 per officer).
+    most = max(plan.counts)
+    fed = build_federation(
+        root,
+        PASSPHRASE,
+        OFFICER_PASSPHRASE,
+        agencies=AGENCIES,
+        extra_config=f"[limits]\nmax_calls_per_officer = {most}\n",
+    )
     env = dict(os.environ, MLAX_KEY_PASSPHRASE=PASSPHRASE.decode(), MLAX_KDF_PROFILE="test")
     nodes = [NodeProcess(fed.nodes[a], env) for a, _ in AGENCIES]
     try:
