@@ -1,7 +1,7 @@
 """Evidence attachments end to end (upload, node-to-node transfer, download) against bare gRPC.
 
 Two node processes (NG-NAPTIP sends evidence, GB-NCA receives it; SQLite storage, local
-blob store) are built with `node.federation.build_federation` and started as `mlax node
+blob store) are built with `node.devtools.federation.build_federation` and started as `mlax node
 serve`, exactly as the integration tests run them. GB-NCA's officer opens an MLA case
 against NG-NAPTIP (deploy/forms/mla-request.toml), submits it and GB-NCA's supervisor
 approves it; once NG-NAPTIP has the case, one file of random bytes is sent through it:
@@ -73,9 +73,9 @@ from exchange.attachment import DEFAULT_CHUNK_SIZE
 from exchange.encoding import now_ms
 from keys.identity import load_identity
 from node.client import OfficerClient
-from node.client_cases import CaseClient
+from node.client.cases import CaseClient
 from node.config import LimitsSection
-from node.federation import Federation, NodeProcess, build_federation, free_port
+from node.devtools.federation import Federation, NodeProcess, build_federation, free_port
 
 MIB = 1 << 20
 MB = 1e6

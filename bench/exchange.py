@@ -1,7 +1,7 @@
 """End-to-end exchange throughput and latency between two real nodes, against bare gRPC.
 
 Two node processes (GB-NCA sends, FR-OCRTEH receives, SQLite storage) are built with
-`node.federation.build_federation` and started as `mlax node serve`, exactly as the
+`node.devtools.federation.build_federation` and started as `mlax node serve`, exactly as the
 integration tests run them. An officer of GB-NCA submits 1 KiB notes through the SDK.
 
 What one message measures: from the moment the client calls `Submit` to the moment the
@@ -63,7 +63,7 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or os.curdir).resolve() != _HERE]
 
 from node.client import OfficerClient
-from node.federation import NodeProcess, build_federation, free_port
+from node.devtools.federation import NodeProcess, build_federation, free_port
 
 KIB = 1024
 PASSPHRASE, OFFICER_PASSPHRASE = b"bench-node-pass", b"bench-officer-pass"

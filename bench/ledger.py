@@ -2,7 +2,7 @@
 
 Figures, each against a baseline measured in the same run:
 
-1. `append`: entries per second through `node.ledger.append` inside `Database.write()`
+1. `append`: entries per second through `node.storage.ledger.append` inside `Database.write()`
    transactions (SQLite WAL, synchronous=FULL), 1, 10 and 100 entries per commit.
    Baseline: the raw `sqlite3` module inserting the same number of rows of the same size
    into a plain table with the same columns, same pragmas and the same commit batching.
@@ -62,7 +62,7 @@ from nacl.signing import SigningKey
 from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session
 
-import node.ledger as node_ledger
+import node.storage.ledger as node_ledger
 from exchange._proto.mlax.v1 import ledger_pb2 as lpb
 from exchange.agency import AgencyCard, KeyAlgorithm, PublicKey
 from exchange.directory import AdminKey, Directory, SignedDirectory
@@ -81,8 +81,8 @@ from exchange.ledger.audit import verify_export
 from exchange.ledger.export import EXPORT_FORMAT, encode_record, iter_records
 from exchange.ledger.names import log_origin
 from exchange.ledger_entry import CTX_LEDGER_ENTRY, LedgerEntry, commitment, new_salt
-from node.ledger import LedgerStore, append
 from node.storage.db import MIGRATIONS, Database
+from node.storage.ledger import LedgerStore, append
 from node.storage.models import LedgerEntryRow, LedgerHeadRow, LedgerNodeRow
 
 # Bump when the bulk builder or the entries change: cached ledgers of other versions are
@@ -597,7 +597,7 @@ COMMITMENT_SQL = select(LedgerEntryRow.commitment).where(LedgerEntryRow.idx == b
 
 
 def _fixed_query_nodes(session: Session, build: Callable[[GetNode], list[bytes]]) -> list[bytes]:
-    """`node.ledger._batched_proof` with the nodes fetched by FIXED_NODES_SQL (terms
+    """`node.storage.ledger._batched_proof` with the nodes fetched by FIXED_NODES_SQL (terms
     padded by repeating the first) instead of `(level, idx) IN (VALUES ...)`, which SQLite
     3.40 answers by scanning all of ledger_nodes. A diagnostic of the fix, not the node's
     code path."""

@@ -54,7 +54,7 @@ import synthetic_people as sp
 
 TARGET_RECALL = 0.95
 TARGET_PRECISION = 0.99
-PUBLISHED_BYTES = 8  # what node.matching publishes of each OPRF output
+PUBLISHED_BYTES = 8  # what node.services.matching publishes of each OPRF output
 YEAR_ALONE = frozenset({"S.y"})  # the token kinds that meet on the year alone
 
 

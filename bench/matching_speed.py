@@ -8,7 +8,7 @@ cost grows linearly with the holder's records per query. Figures:
    real token inputs: Blind, BlindEvaluate, Finalize and their sum (one token of one
    query to one peer), and Evaluate (the holder's cost per published token).
 2. `encoding`: the holder's encoding rate through the node's own code,
-   `node.matching.MatchDesk.load` (CSV row checks, tokens, Evaluate, 8-byte
+   `node.services.matching.MatchDesk.load` (CSV row checks, tokens, Evaluate, 8-byte
    truncation, padding to MAX_TOKENS, SQLite writes) on synthetic records
    (`bench/synthetic_people.py`), with its pure parts timed apart, and the time a
    1,000,000-record load would take at that rate. Records are not sealed here (the
@@ -36,7 +36,7 @@ cost grows linearly with the holder's records per query. Figures:
    `MatchDesk.sync` (its first contact), records per second, and the projection to
    `--records`.
 5. `federation_load`, `federation_query`, `federation_batch`: `--peers` + 1 real node
-   processes (`node.federation.build_federation`, `mlax node serve`, SQLite) on
+   processes (`node.devtools.federation.build_federation`, `mlax node serve`, SQLite) on
    loopback. Each of the `--peers` holders loads `--holder-records` synthetic records
    with `MatchClient.load`; the querier asks all of them with `MatchClient.query`: a
    warm-up query (its first sync of every index), then `--queries` single queries
@@ -81,21 +81,21 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import select, text
 
-import node.matching as node_matching
+import node.services.matching as node_matching
 from exchange._proto.mlax.v1 import federation_pb2_grpc as fgrpc
 from exchange._proto.mlax.v1 import matching_pb2 as mpb
 from exchange.matching import oprf
 from exchange.matching.records import parse_csv_row, parse_query_row
 from exchange.matching.score import Band, band
 from exchange.matching.tokens import MAX_TOKENS, Token, record_tokens
-from node.cases import CaseDesk
 from node.client import OfficerClient
-from node.client_matching import MatchClient
+from node.client.matching import MatchClient
 from node.config import MatchingSection
-from node.core import NodeCore, Officer
-from node.federation import NodeProcess, build_federation
-from node.matching import MatchDesk, truncate
-from node.peers import PeerChannels
+from node.devtools.federation import NodeProcess, build_federation
+from node.peers.channels import PeerChannels
+from node.services.cases import CaseDesk
+from node.services.matching import MatchDesk, truncate
+from node.services.messages import NodeCore, Officer
 from node.storage.db import MIGRATIONS, Database
 from node.storage.models import MatchRecordRow, MatchReplicaRow
 

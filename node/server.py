@@ -31,21 +31,10 @@ from exchange.ledger.export import EXPORT_FORMAT
 from exchange.ledger.names import log_origin
 from exchange.ledger_entry import LedgerEntry
 from keys.identity import AgencyIdentity, load_identity
-from node import ledger, metrics
-from node.attachments import AttachmentDesk, AttachmentPusher
-from node.blobs import LocalBlobStore
-from node.cases import CaseDesk, ClockWatch, forward
+from node import metrics
 from node.config import ConfigError, NodeConfig
-from node.core import NodeCore, NotFoundError, Officer, PermissionDeniedError, summary
-from node.delivery import DeliveryWorker, outbox_depth
-from node.evidence import delivery_proof
-from node.ledger import LedgerStore, concerns
 from node.logs import error_fields
-from node.matching import MatchDesk, MatchSync
-from node.officers import OfficerCA, lookup, spki_sha256
-from node.peers import PeerChannels, bound_buffer_memory, channel_options
-from node.periodic import Periodic
-from node.rejections import RejectionLedger
+from node.peers.channels import PeerChannels
 from node.rpc.errors import (
     BusyError,
     ErrorInterceptor,
@@ -55,9 +44,22 @@ from node.rpc.errors import (
     is_storage_full,
 )
 from node.rpc.limits import CallLimiter, ListenerLimits, officer_callers, peer_callers
+from node.services.cases import CaseDesk, ClockWatch, forward
+from node.services.delivery_proof import delivery_proof
+from node.services.evidence import AttachmentDesk, AttachmentPusher
+from node.services.matching import MatchDesk, MatchSync
+from node.services.messages import NodeCore, NotFoundError, Officer, PermissionDeniedError, summary
+from node.services.officers import OfficerCA, lookup, spki_sha256
+from node.services.rejections import RejectionLedger
+from node.services.trust import TrustedDirectory
+from node.services.witnessing import Checkpointer, WitnessDesk
+from node.storage import ledger
+from node.storage.blobs import LocalBlobStore
 from node.storage.db import Database, private_dir
-from node.trust import TrustedDirectory
-from node.witnessing import Checkpointer, WitnessDesk
+from node.storage.ledger import LedgerStore, concerns
+from node.transport import bound_buffer_memory, channel_options
+from node.workers.delivery import DeliveryWorker, outbox_depth
+from node.workers.periodic import Periodic
 
 log = structlog.get_logger("mlax.node")
 

@@ -6,6 +6,6 @@
 - `oprf`: RFC 9497 OPRF(ristretto255, SHA-512), mode 0, over libsodium.
 - `score`: the shipped thresholds, matched token kinds to a coarse `Band`.
 
-The node (`node.matching`) stores, syncs, rate-limits and ledgers; docs/matching.md
+The node (`node.services.matching`) stores, syncs, rate-limits and ledgers; docs/matching.md
 gives the threat model and the parameters.
 """

@@ -45,7 +45,7 @@ app.command("demo")(demo)
 
 
 def main() -> None:
-    from node.peers import bound_buffer_memory
+    from node.transport import bound_buffer_memory
 
     try:
         bound_buffer_memory()  # downloads and uploads stream 1 MiB chunks

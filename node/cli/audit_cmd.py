@@ -74,9 +74,9 @@ def _local_records(config: Path) -> Iterator[lpb.LedgerExportRecord]:
     from exchange.ledger.export import EXPORT_FORMAT
     from exchange.ledger.names import log_origin
     from node.config import load_config
-    from node.ledger import LedgerStore
+    from node.services.trust import TrustedDirectory
     from node.storage.db import Database
-    from node.trust import TrustedDirectory
+    from node.storage.ledger import LedgerStore
 
     cfg = load_config(config)
     db = Database(cfg.database_url)

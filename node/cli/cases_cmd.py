@@ -1,5 +1,5 @@
 """Casework commands: `mlax case ...`, `mlax cases`, `mlax attach`, `mlax download`,
-`mlax forward`. All go through the SDK (node.client_cases), as a web console would."""
+`mlax forward`. All go through the SDK (node.client.cases), as a web console would."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ from node.cli.common import (
 from node.cli.messages_cmd import CredOpt, JsonOpt, _client, _unavailable
 from node.cli.safe_text import shown
 from node.client import NodeCallError
-from node.client_cases import ACTIONS, CaseClient
+from node.client.cases import ACTIONS, CaseClient
 
 case_app = typer.Typer(no_args_is_help=True)
 

@@ -13,7 +13,7 @@ from google.protobuf.json_format import MessageToDict
 from node.cli.common import cli_errors, fail, print_json, say
 from node.cli.messages_cmd import CredOpt, JsonOpt, _client, _unavailable
 from node.client import NodeCallError
-from node.client_matching import PERSON_FIELDS, MatchClient, read_rows
+from node.client.matching import PERSON_FIELDS, MatchClient, read_rows
 
 match_app = typer.Typer(no_args_is_help=True)
 

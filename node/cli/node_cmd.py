@@ -81,7 +81,7 @@ def directory_update(
     config: ConfigOpt,
 ) -> None:
     """Install a newer signed directory; rollback and bad signatures are refused."""
-    from node.trust import TrustedDirectory
+    from node.services.trust import TrustedDirectory
 
     cfg = load_config(config)
     db = _db(cfg)
@@ -102,7 +102,7 @@ def directory_show(
     config: ConfigOpt, json_out: Annotated[bool, typer.Option("--json")] = False
 ) -> None:
     """The directory this node trusts now."""
-    from node.trust import TrustedDirectory
+    from node.services.trust import TrustedDirectory
 
     cfg = load_config(config)
     db = _db(cfg)
@@ -136,7 +136,7 @@ def officer_add(
     days: Annotated[int, typer.Option(help="Validity of the credential.")] = 365,
 ) -> None:
     """Issue an officer credential bundle (client certificate and encrypted key)."""
-    from node.officers import OfficerCA, add_officer, write_bundle
+    from node.services.officers import OfficerCA, add_officer, write_bundle
 
     cfg = load_config(config)
     out = out or Path(f"{name}.officer.json")
@@ -176,7 +176,7 @@ def officer_list(
     config: ConfigOpt, json_out: Annotated[bool, typer.Option("--json")] = False
 ) -> None:
     """Officers of this node with their roles."""
-    from node.officers import list_officers
+    from node.services.officers import list_officers
 
     cfg = load_config(config)
     db = _db(cfg)
@@ -202,7 +202,7 @@ def officer_set(
     active: Annotated[bool | None, typer.Option("--active/--inactive")] = None,
 ) -> None:
     """Change an officer's role, or deactivate them (effective on their next call)."""
-    from node.officers import set_officer
+    from node.services.officers import set_officer
 
     cfg = load_config(config)
     db = _db(cfg)
@@ -219,6 +219,6 @@ def demo(
     directory: Annotated[Path | None, typer.Option("--dir", help="Build the demo here.")] = None,
 ) -> None:
     """Start a local 3-agency federation and show the whole product working."""
-    from node.demo import run_demo
+    from node.devtools.demo import run_demo
 
     run_demo(directory, keep)

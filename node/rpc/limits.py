@@ -36,9 +36,9 @@ from exchange.directory import Directory
 from exchange.errors import MlaxError
 from node import metrics
 from node.config import LimitsSection
-from node.officers import lookup, spki_sha256
-from node.periodic import Periodic
+from node.services.officers import lookup, spki_sha256
 from node.storage.db import Database
+from node.workers.periodic import Periodic
 
 log = structlog.get_logger("mlax.node")
 

@@ -35,7 +35,7 @@ from keys.directory_file import read_signed_directory
 from keys.identity import AgencyIdentity, load_identity
 from node.client import NodeCallError, OfficerClient
 from node.config import load_config
-from node.federation import (
+from node.devtools.federation import (
     DEMO_AGENCIES,
     Federation,
     NodeProcess,
@@ -43,7 +43,7 @@ from node.federation import (
     free_port,
     mlax_command,
 )
-from node.officers import OfficerCA, add_officer, set_officer, write_bundle
+from node.services.officers import OfficerCA, add_officer, set_officer, write_bundle
 from node.storage.db import Database
 
 PASSPHRASE = b"pw"
@@ -171,7 +171,7 @@ class LiveFederation:
         self, agency: str, name: str, role: str = "officer", *, via_cli: bool = False
     ) -> Path:
         """Issue a new officer credential on the agency's (running) node: with
-        `mlax officer add`, or in process with node.officers.add_officer (faster)."""
+        `mlax officer add`, or in process with node.services.officers.add_officer (faster)."""
         setup = self.fed.nodes[agency]
         out = setup.root / f"{name}.json"
         if via_cli:
@@ -199,7 +199,7 @@ class LiveFederation:
         return out
 
     def set_officer(self, agency: str, name: str, **changes: Any) -> None:
-        """node.officers.set_officer on the agency's database, as `mlax officer set` does."""
+        """node.services.officers.set_officer on the agency database (`mlax officer set`)."""
         db = Database(load_config(self.config(agency)).database_url)
         try:
             set_officer(db, name, **changes)

@@ -22,7 +22,7 @@ from exchange.casework import ACTION_TO_WIRE
 from exchange.encoding import now_ms
 from exchange.envelope import MessageType, seal
 from node.client import NodeCallError
-from node.client_cases import CaseClient
+from node.client.cases import CaseClient
 
 if TYPE_CHECKING:
     from conftest import Cli, LiveFederation

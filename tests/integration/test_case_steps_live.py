@@ -25,8 +25,8 @@ from exchange._proto.mlax.v1 import casework_pb2 as cpb
 from exchange.case import Action
 from exchange.encoding import now_ms
 from node.client import NodeCallError, OfficerClient
-from node.client_cases import CaseClient
-from node.federation import NodeProcess, build_federation
+from node.client.cases import CaseClient
+from node.devtools.federation import NodeProcess, build_federation
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("case-steps-live")]
 

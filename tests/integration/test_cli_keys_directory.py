@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from keys.directory_file import read_signed_directory
-from node.federation import mlax_command
+from node.devtools.federation import mlax_command
 
 if TYPE_CHECKING:
     # Only the type: which `conftest` module a plain import finds depends on collection order.

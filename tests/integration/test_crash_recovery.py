@@ -21,7 +21,7 @@ from exchange.encoding import parse_uuid
 from exchange.receipt import Receipt, verify_receipt
 from keys.directory_file import read_signed_directory
 from node.client import NodeCallError, OfficerClient
-from node.federation import DEMO_AGENCIES, NodeProcess, build_federation
+from node.devtools.federation import DEMO_AGENCIES, NodeProcess, build_federation
 
 pytestmark = pytest.mark.integration
 

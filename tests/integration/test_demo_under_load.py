@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from node.federation import mlax_command
+from node.devtools.federation import mlax_command
 
 # Its own xdist group: it runs beside the other groups, and on purpose slows them too.
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("demo-under-load")]

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from node.federation import free_port
+from node.devtools.federation import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("deploy-guide")]
 

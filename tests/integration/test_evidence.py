@@ -24,8 +24,8 @@ from exchange.attachment import ChunkCipher, new_attachment_key
 from exchange.encoding import now_ms
 from exchange.envelope import AttachmentDigest, MessageType, seal
 from node.client import NodeCallError, OfficerClient
-from node.client_cases import CaseClient
-from node.federation import DEMO_AGENCIES, NodeProcess, build_federation
+from node.client.cases import CaseClient
+from node.devtools.federation import DEMO_AGENCIES, NodeProcess, build_federation
 
 if TYPE_CHECKING:
     from conftest import LiveFederation

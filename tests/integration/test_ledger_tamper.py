@@ -20,7 +20,13 @@ from pathlib import Path
 import pytest
 
 from node.client import OfficerClient
-from node.federation import DEMO_AGENCIES, Federation, NodeProcess, build_federation, mlax_command
+from node.devtools.federation import (
+    DEMO_AGENCIES,
+    Federation,
+    NodeProcess,
+    build_federation,
+    mlax_command,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("ledger-tamper")]
 

@@ -16,9 +16,9 @@ from exchange._proto.mlax.v1 import federation_pb2_grpc as fgrpc
 from exchange._proto.mlax.v1 import matching_pb2 as mpb
 from exchange.matching import oprf
 from node.client import OfficerClient
-from node.client_cases import CaseClient
-from node.client_matching import MatchClient
-from node.federation import DEMO_AGENCIES, NodeProcess, build_federation
+from node.client.cases import CaseClient
+from node.client.matching import MatchClient
+from node.devtools.federation import DEMO_AGENCIES, NodeProcess, build_federation
 
 if TYPE_CHECKING:
     from conftest import Cli, LiveFederation

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from node.config import ConfigError, load_config
-from node.federation import build_federation, free_port
+from node.devtools.federation import build_federation, free_port
 
 if TYPE_CHECKING:
     from conftest import Cli

@@ -16,8 +16,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from keys.admin import load_admin
 from keys.directory_edit import remove_agency
 from keys.directory_file import read_signed_directory, write_directory_file
-from node.client import Credential, OfficerClient, _server_name
-from node.federation import DEMO_AGENCIES, NodeProcess, build_federation, free_port, mlax_command
+from node.client import Credential, OfficerClient
+from node.client.officer import _server_name
+from node.devtools.federation import (
+    DEMO_AGENCIES,
+    NodeProcess,
+    build_federation,
+    free_port,
+    mlax_command,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -26,7 +26,7 @@ from exchange.attachment import AttachmentKey, ChunkCipher, new_attachment_key
 from exchange.encoding import now_ms
 from exchange.envelope import AttachmentDigest, MessageType, seal
 from node.client import NodeCallError, OfficerClient
-from node.client_cases import CaseClient
+from node.client.cases import CaseClient
 
 if TYPE_CHECKING:
     from conftest import LiveFederation

@@ -27,7 +27,13 @@ import pytest
 from exchange.directory import Directory
 from keys.directory_file import read_signed_directory
 from keys.identity import load_identity
-from node.federation import DEMO_AGENCIES, Federation, NodeProcess, build_federation, free_port
+from node.devtools.federation import (
+    DEMO_AGENCIES,
+    Federation,
+    NodeProcess,
+    build_federation,
+    free_port,
+)
 
 pytestmark = pytest.mark.integration
 

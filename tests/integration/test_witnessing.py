@@ -20,7 +20,7 @@ from exchange.ledger.names import log_origin, witness_verifiers
 from keys.directory_file import read_signed_directory
 from keys.identity import load_identity
 from node.client import OfficerClient
-from node.federation import DEMO_AGENCIES, NodeProcess, build_federation
+from node.devtools.federation import DEMO_AGENCIES, NodeProcess, build_federation
 
 pytestmark = pytest.mark.integration
 

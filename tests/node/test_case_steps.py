@@ -38,14 +38,14 @@ from exchange.casework import ACTION_TO_WIRE
 from exchange.envelope import Limits
 from exchange.errors import MlaxError
 from keys.identity import AgencyIdentity, load_identity
-from node.cases import CaseDesk
 from node.config import CasesSection, DeliverySection, load_config
-from node.core import FAILED, HELD, OUT, QUEUED, RETRYING, NodeCore, Officer
-from node.delivery import DeliveryWorker, _Claim, _Outcome
-from node.federation import build_federation
+from node.devtools.federation import build_federation
+from node.services.cases import CaseDesk
+from node.services.messages import FAILED, HELD, OUT, QUEUED, RETRYING, NodeCore, Officer
+from node.services.trust import TrustedDirectory
 from node.storage.db import Database
 from node.storage.models import CaseEventRow, CasePendingRow, CaseRow, MessageRow
-from node.trust import TrustedDirectory
+from node.workers.delivery import DeliveryWorker, _Claim, _Outcome
 
 REQUESTING, REQUESTED = "GB-NCA", "NG-NAPTIP"
 AGENCIES = ((REQUESTING, "National Crime Agency"), (REQUESTED, "NAPTIP"))

@@ -1,11 +1,11 @@
-"""The ledger redaction rule (node.ledger.concerns): which entries a peer may read."""
+"""The ledger redaction rule (node.storage.ledger.concerns): which entries a peer may read."""
 
 from __future__ import annotations
 
 import pytest
 
 from exchange.ledger_entry import LedgerEntry
-from node.ledger import PEER_READABLE, concerns
+from node.storage.ledger import PEER_READABLE, concerns
 
 GB, FR, NG = "GB-NCA", "FR-OCRTEH", "NG-NAPTIP"
 

@@ -23,8 +23,8 @@ import structlog
 from prometheus_client import REGISTRY
 
 from node.config import DeliverySection
-from node.delivery import DeliveryWorker
-from node.periodic import MAX_FAILING_WAIT, Periodic, TaskHealth
+from node.workers.delivery import DeliveryWorker
+from node.workers.periodic import MAX_FAILING_WAIT, Periodic, TaskHealth
 
 FAILURES = 5
 

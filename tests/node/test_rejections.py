@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from node.config import LedgerSection
-from node.rejections import REJECTED, REJECTED_AGGREGATE, RejectionLedger
+from node.services.rejections import REJECTED, REJECTED_AGGREGATE, RejectionLedger
 from node.storage.db import Database
 from node.storage.models import LedgerEntryRow
 

@@ -1,7 +1,7 @@
 """An in-memory ledger as a node stores it, for audit tests (no mocks, real keys).
 
 Entry rows and the stored tree's leaves are kept apart, as in the node's database, and
-the export joins them by index the way `node.ledger.LedgerStore.export` does. Tampering
+the export joins them by index the way `node.storage.ledger.LedgerStore.export` does. Tampering
 helpers change the entry rows only, like an attacker editing that table; the stored tree
 and the signed checkpoints then tell the auditor what changed.
 """

@@ -31,11 +31,18 @@ from exchange.matching import oprf
 from exchange.matching.records import PartialDate, VictimQuery, VictimRecord
 from exchange.matching.score import Band, band
 from exchange.matching.tokens import MAX_TOKENS, record_tokens
-from node.cases import CaseDesk
 from node.config import MatchingSection
-from node.core import NodeCore
-from node.matching import PAD_KIND, MatchDesk, QuotaExceededError, pad_tokens, pad_values, truncate
-from node.peers import PeerChannels
+from node.peers.channels import PeerChannels
+from node.services.cases import CaseDesk
+from node.services.matching import (
+    PAD_KIND,
+    MatchDesk,
+    QuotaExceededError,
+    pad_tokens,
+    pad_values,
+    truncate,
+)
+from node.services.messages import NodeCore
 from node.storage.db import Database
 
 ONE = (1).to_bytes(oprf.SCALAR_BYTES, "little")  # a blind, or a key, that hides nothing

@@ -12,10 +12,10 @@ import pytest
 from typer.testing import CliRunner
 
 import node.cli.node_cmd
-import node.peers
+import node.transport
 from exchange.errors import MlaxError
 from node.cli import app, main
-from node.federation import mlax_command
+from node.devtools.federation import mlax_command
 
 UNEXPECTED = "error: Unexpected error (ValueError: boom); set MLAX_DEBUG=1 for details."
 
@@ -84,7 +84,7 @@ def test_what_no_command_caught_is_still_one_sentence(
     # main() is the console script: an error before or around the command (here in its
     # set-up) must not escape as a traceback either.
     monkeypatch.delenv("MLAX_DEBUG", raising=False)
-    monkeypatch.setattr(node.peers, "bound_buffer_memory", _boom)
+    monkeypatch.setattr(node.transport, "bound_buffer_memory", _boom)
     monkeypatch.setattr(sys, "argv", ["mlax", "--help"])
     with pytest.raises(SystemExit) as exit_:
         main()

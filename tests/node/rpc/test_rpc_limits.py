@@ -21,9 +21,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 
 from node.config import ConfigError, ListenerSection, load_config
-from node.officers import spki_sha256
 from node.rpc.limits import Callers, CallLimiter, ListenerLimits
 from node.server import _server
+from node.services.officers import spki_sha256
 
 ECHO, HOLD, UPLOAD, DOWNLOAD = (f"/t.Test/{m}" for m in ("Echo", "Hold", "Upload", "Download"))
 CHUNK = 256 * 1024

@@ -59,9 +59,9 @@ from exchange.envelope import (
 )
 from exchange.errors import InvalidFieldError, MlaxError
 from exchange.ledger_entry import LedgerEntry
-from node import ledger, metrics
+from node import metrics
 from node.config import CasesSection
-from node.core import (
+from node.services.messages import (
     FAILED,
     HELD,
     IN,
@@ -72,8 +72,9 @@ from node.core import (
     PermissionDeniedError,
     message_handling,
 )
-from node.periodic import Periodic
+from node.storage import ledger
 from node.storage.models import CaseEventRow, CasePendingRow, CaseRow, MessageRow
+from node.workers.periodic import Periodic
 
 log = structlog.get_logger("mlax.cases")
 

@@ -11,7 +11,7 @@ from exchange.directory import Directory, SignedDirectory, verify_directory
 from exchange.encoding import now_ms
 from exchange.errors import DirectoryError
 from exchange.ledger_entry import LedgerEntry
-from node import ledger
+from node.storage import ledger
 from node.storage.db import Database
 from node.storage.models import DirectoryRow
 

@@ -24,7 +24,7 @@ from sqlalchemy import select
 from exchange.encoding import now_ms
 from exchange.errors import InvalidFieldError, KeystoreError, PassphraseError
 from exchange.ledger_entry import LedgerEntry
-from node import ledger
+from node.storage import ledger
 from node.storage.db import Database
 from node.storage.models import OfficerRow
 

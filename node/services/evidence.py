@@ -57,13 +57,22 @@ from exchange.envelope import (
 from exchange.errors import InvalidFieldError, MlaxError, OversizedError
 from exchange.ledger_entry import LedgerEntry
 from exchange.wire import parse
-from node import ledger, metrics
-from node.blobs import BlobStore
-from node.cases import CaseDesk
-from node.core import DELIVERED, IN, OUT, NodeCore, NotFoundError, Officer, PermissionDeniedError
-from node.peers import PeerChannels
-from node.periodic import TaskHealth
+from node import metrics
+from node.peers.channels import PeerChannels
+from node.services.cases import CaseDesk
+from node.services.messages import (
+    DELIVERED,
+    IN,
+    OUT,
+    NodeCore,
+    NotFoundError,
+    Officer,
+    PermissionDeniedError,
+)
+from node.storage import ledger
+from node.storage.blobs import BlobStore
 from node.storage.models import AttachmentRow, MessageRow
+from node.workers.periodic import TaskHealth
 
 log = structlog.get_logger("mlax.attachments")
 

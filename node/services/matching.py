@@ -47,12 +47,12 @@ from exchange.matching.records import (
 )
 from exchange.matching.score import Band, band
 from exchange.matching.tokens import MAX_TOKENS, Token, record_tokens
-from node import ledger, metrics
-from node.cases import CaseDesk, CaseStaleError
+from node import metrics
 from node.config import MatchingSection
-from node.core import NodeCore, NotFoundError, Officer, PermissionDeniedError
-from node.peers import PeerChannels
-from node.periodic import Periodic
+from node.peers.channels import PeerChannels
+from node.services.cases import CaseDesk, CaseStaleError
+from node.services.messages import NodeCore, NotFoundError, Officer, PermissionDeniedError
+from node.storage import ledger
 from node.storage.models import (
     CaseRow,
     MatchKeyRow,
@@ -62,6 +62,7 @@ from node.storage.models import (
     MatchReplicaRow,
     MatchStateRow,
 )
+from node.workers.periodic import Periodic
 
 log = structlog.get_logger("mlax.matching")
 T = TypeVar("T")

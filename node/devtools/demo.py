@@ -30,9 +30,9 @@ from exchange.errors import MlaxError
 from exchange.ledger.audit import AuditReport, verify_export
 from keys.directory_file import read_signed_directory
 from node.client import MessageInfo, NodeCallError, OfficerClient
-from node.client_cases import CaseClient
-from node.client_matching import MatchClient
-from node.federation import DEMO_AGENCIES, Federation, NodeProcess, build_federation
+from node.client.cases import CaseClient
+from node.client.matching import MatchClient
+from node.devtools.federation import DEMO_AGENCIES, Federation, NodeProcess, build_federation
 
 DEMO_PASSPHRASE = b"demo-node-passphrase"
 DEMO_OFFICER_PASSPHRASE = b"demo-officer-passphrase"

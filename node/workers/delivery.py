@@ -27,12 +27,13 @@ from exchange.encoding import format_uuid, now_ms
 from exchange.errors import MlaxError
 from exchange.ledger_entry import LedgerEntry
 from exchange.receipt import Receipt, verify_receipt
-from node import ledger, metrics
+from node import metrics
 from node.config import DeliverySection
-from node.core import DELIVERED, FAILED, HELD, OUT, QUEUED, RETRYING, NodeCore
-from node.peers import PeerChannels
-from node.periodic import TaskHealth
+from node.peers.channels import PeerChannels
+from node.services.messages import DELIVERED, FAILED, HELD, OUT, QUEUED, RETRYING, NodeCore
+from node.storage import ledger
 from node.storage.models import MessageRow
+from node.workers.periodic import TaskHealth
 
 log = structlog.get_logger("mlax.delivery")
 

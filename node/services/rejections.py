@@ -26,10 +26,10 @@ import structlog
 
 from exchange.encoding import now_ms
 from exchange.ledger_entry import LedgerEntry
-from node import ledger
 from node.config import LedgerSection
-from node.periodic import Periodic
+from node.storage import ledger
 from node.storage.db import Database
+from node.workers.periodic import Periodic
 
 log = structlog.get_logger("mlax.node")
 

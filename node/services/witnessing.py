@@ -31,12 +31,13 @@ from exchange.ledger import (
 )
 from exchange.ledger.names import log_origin, log_verifiers, witness_name, witness_verifiers
 from exchange.ledger_entry import LedgerEntry
-from node import ledger, metrics
-from node.core import NodeCore
-from node.ledger import LedgerStore
-from node.peers import PeerChannels
-from node.periodic import TaskHealth
+from node import metrics
+from node.peers.channels import PeerChannels
+from node.services.messages import NodeCore
+from node.storage import ledger
+from node.storage.ledger import LedgerStore
 from node.storage.models import SplitViewRow, WitnessStateRow
+from node.workers.periodic import TaskHealth
 
 log = structlog.get_logger("mlax.ledger")
 

@@ -22,8 +22,8 @@ from exchange.ledger import leaf_hash, open_checkpoint, verify_inclusion
 from exchange.ledger.names import log_origin, log_verifiers
 from exchange.ledger_entry import commitment
 from exchange.receipt import Receipt
-from node.core import OUT, NodeCore, NotFoundError
-from node.peers import PeerChannels
+from node.peers.channels import PeerChannels
+from node.services.messages import OUT, NodeCore, NotFoundError
 
 
 def delivery_proof(

@@ -18,9 +18,9 @@ from keys.directory_edit import add_agencies, new_directory
 from keys.directory_file import write_directory_file
 from keys.identity import create_identity, read_card
 from node.config import load_config
-from node.officers import OfficerCA, add_officer, write_bundle
+from node.services.officers import OfficerCA, add_officer, write_bundle
+from node.services.trust import TrustedDirectory
 from node.storage.db import Database
-from node.trust import TrustedDirectory
 
 DEMO_AGENCIES = (
     ("GB-NCA", "National Crime Agency"),

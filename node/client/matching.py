@@ -29,7 +29,7 @@ from exchange.matching.records import (
     parse_query_row,
 )
 from node.client import OfficerClient
-from node.client_cases import CaseClient
+from node.client.cases import CaseClient
 
 PERSON_FIELDS = QUERY_COLUMNS
 _BATCH = 1000

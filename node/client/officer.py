@@ -25,7 +25,7 @@ from exchange._proto.mlax.v1 import officer_pb2_grpc as ogrpc
 from exchange.encoding import parse_uuid
 from exchange.errors import InvalidFieldError, KeystoreError, MlaxError, PassphraseError
 from exchange.receipt import Receipt
-from node.peers import flow_control_options
+from node.transport import flow_control_options
 
 # Unlocks an officer's credential bundle (else the CLI prompts).
 OFFICER_PASSPHRASE_ENV = "MLAX_OFFICER_PASSPHRASE"  # noqa: S105 - a variable name

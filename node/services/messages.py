@@ -46,11 +46,11 @@ from exchange.errors import (
 from exchange.ledger_entry import LedgerEntry
 from exchange.receipt import Receipt, ReceiptBody, issue_receipt, verify_receipt
 from keys.identity import AgencyIdentity
-from node import ledger
-from node.rejections import RejectionLedger
+from node.services.rejections import RejectionLedger
+from node.services.trust import TrustedDirectory
+from node.storage import ledger
 from node.storage.db import Database, GroupCommit
 from node.storage.models import MessageRow
-from node.trust import TrustedDirectory
 
 OUT, IN = "out", "in"
 QUEUED, RETRYING, DELIVERED, FAILED, RECEIVED = (
@@ -176,7 +176,8 @@ class NodeCore:
         self.inbound = threading.Condition()
         self.on_submit: Callable[[], None] = lambda: None
         self.commits = GroupCommit(db)
-        # Refused deliveries, ledgered at a bounded rate (node.rejections; `run` configures it).
+        # Refused deliveries, ledgered at a bounded rate (node.services.rejections;
+        # `run` configures it).
         self.rejections = RejectionLedger(db)
         # Per message type: checks an opened inbound envelope and returns what to apply in
         # the transaction that stores it (raising MlaxError refuses the envelope).
@@ -625,5 +626,5 @@ class NodeCore:
     def record_rejection(self, peer: str, reason: str, error: MlaxError) -> None:
         """Ledger a refused delivery (reason is an error class name, never content): as a
         `message.rejected` entry, or past the rate limit counted into one
-        `message.rejected_aggregate` entry per window (node.rejections)."""
+        `message.rejected_aggregate` entry per window (node.services.rejections)."""
         self.rejections.record(peer, reason, error.status)

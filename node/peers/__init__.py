@@ -1,0 +1,1 @@
+"""How a node reaches its peers: mutual-TLS channels pinned to each peer's directory entry."""
