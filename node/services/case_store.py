@@ -1,0 +1,142 @@
+"""Reading a case as this node stores it: rows, applied steps, queued steps, local head.
+
+Shared by the case desk (reading, drafting, clocks) and the case steps (acting, the
+peer's steps, delivery outcomes). Plain functions over a session: no I/O beyond it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from exchange import policy
+from exchange.case import (
+    Action,
+    Case,
+    CaseState,
+    Party,
+    Transition,
+    Urgency,
+)
+from exchange.envelope import (
+    MessageType,
+    codes_of,
+)
+from exchange.errors import MlaxError
+from node.services.messages import (
+    NotFoundError,
+)
+from node.storage.models import CaseEventRow, CasePendingRow, CaseRow
+
+SUBMISSION_TYPES = (
+    MessageType.MLA_REQUEST,
+    MessageType.EXTRADITION_REQUEST,
+    MessageType.VICTIM_ID_REQUEST,
+)
+CASE_MESSAGE_TYPES = frozenset(
+    {*(t.value for t in SUBMISSION_TYPES), MessageType.CASE_TRANSITION.value}
+)
+# Clocks raised at most once per case; a case leaves these states only by an act.
+_APPROVAL_SKEW_MS = 5 * 60 * 1000
+
+
+class CaseStaleError(MlaxError):
+    """An action taken on an older view of the case than the node holds."""
+
+    status = "FAILED_PRECONDITION"
+
+
+class CaseBusyError(MlaxError):
+    """An action while this node's previous transition is still on its way to the peer."""
+
+    status = "FAILED_PRECONDITION"
+
+
+class _CaseMovedError(Exception):
+    """The case moved between building a step and storing it: build it again."""
+
+
+class ApprovalError(MlaxError):
+    """An approval that four-eyes does not accept."""
+
+    status = "PERMISSION_DENIED"
+
+
+def names(text: str) -> tuple[str, ...]:
+    return tuple(n for n in text.split("\n") if n)
+
+
+def case_handling(row: CaseRow) -> policy.Handling:
+    """Who may read a case's content on this node. Its named officers are officers of the
+    requested agency (the submission's recipient); on the requesting node also the
+    officer who created it."""
+    return policy.Handling.of(
+        codes_of(row.handling_codes),
+        names(row.restricted_to),
+        recipient=row.requested,
+        author=policy.OfficerId(row.requesting, row.created_by) if row.created_by else None,
+    )
+
+
+def domain(row: CaseRow, events: list[CaseEventRow]) -> Case:
+    """The exchange.case view of a stored case."""
+    return Case(
+        case_ref=row.case_ref,
+        requesting_agency=row.requesting,
+        requested_agency=row.requested,
+        urgency=Urgency(row.urgency),
+        opened_at=row.opened_at,
+        state=CaseState(row.state),
+        history=tuple(
+            Transition(row.case_ref, Action(e.action), Party(e.party), e.at) for e in events
+        ),
+    )
+
+
+def row_of(s: Session, case_ref: str, lock: bool = False) -> CaseRow:
+    q = select(CaseRow).where(CaseRow.case_ref == case_ref)
+    if lock:
+        q = q.with_for_update()
+    row = s.scalars(q).first()
+    if row is None:
+        raise NotFoundError(f"No case {case_ref[:128]} on this node.")
+    return row
+
+
+def events_of(s: Session, row: CaseRow) -> list[CaseEventRow]:
+    return list(
+        s.scalars(
+            select(CaseEventRow).where(CaseEventRow.case_id == row.id).order_by(CaseEventRow.seq)
+        ).all()
+    )
+
+
+def pending_of(s: Session, row: CaseRow) -> list[CasePendingRow]:
+    """This node's steps of the case not yet receipted, in order (first is in flight)."""
+    return list(
+        s.scalars(
+            select(CasePendingRow)
+            .where(CasePendingRow.case_id == row.id)
+            .order_by(CasePendingRow.seq)
+        ).all()
+    )
+
+
+def local_of(s: Session, row: CaseRow) -> tuple[Case, int, bytes, list[CasePendingRow]]:
+    """The case as it stands once this node's queued steps take effect.
+
+    Returns that case, its step number and head digest, and the queued steps.
+    """
+    case = domain(row, events_of(s, row))
+    seq, head = row.seq, row.head_digest
+    pending = pending_of(s, row)
+    for p in pending:
+        # Checked by the machine when it was built; its details stay sealed.
+        step = Transition(row.case_ref, Action(p.action), Party(row.role), p.at)
+        case = dataclasses.replace(
+            case, state=CaseState(p.state_after), history=(*case.history, step)
+        )
+        seq, head = p.seq, p.digest
+    return case, seq, head, pending
