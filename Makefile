@@ -34,7 +34,7 @@ proto: $(STAMP)
 	$(BIN)/python scripts/gen_proto.py exchange/_proto
 
 bench: $(STAMP)
-	$(BIN)/python bench/envelope.py
+	$(BIN)/python bench/bench_envelope.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache

@@ -28,14 +28,13 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from exchange._proto.mlax.v1 import attachment_pb2 as apb
 from exchange._proto.mlax.v1 import envelope_pb2 as pb
-from exchange.encoding import pae
+from exchange.encoding import CTX_ATTACHMENT_CHUNK, pae
 from exchange.errors import InvalidFieldError, MlaxError
 from exchange.wire import parse
 
 if TYPE_CHECKING:
     from hashlib import _Hash
 
-CTX_ATTACHMENT_CHUNK = b"mlax/v1/attachment/chunk"
 KIB = 1024
 MIN_CHUNK_SIZE = 256 * KIB
 MAX_CHUNK_SIZE = 1024 * KIB

@@ -15,7 +15,7 @@ from enum import Enum
 from functools import reduce
 from types import MappingProxyType
 
-from exchange.errors import InvalidFieldError, MlaxError
+from exchange.errors import InvalidFieldError, MlaxError, Status
 
 
 class CaseState(Enum):
@@ -67,13 +67,13 @@ class CaseMismatchError(MlaxError):
 class IllegalTransitionError(MlaxError):
     """An action the state machine does not allow in the case's current state."""
 
-    status = "FAILED_PRECONDITION"
+    status = Status.FAILED_PRECONDITION
 
 
 class NotEntitledError(MlaxError):
     """A legal action made by the party that is not entitled to make it."""
 
-    status = "PERMISSION_DENIED"
+    status = Status.PERMISSION_DENIED
 
 
 class MissingGroundsError(MlaxError):

@@ -21,13 +21,11 @@ from exchange import forms
 from exchange._proto.mlax.v1 import casework_pb2 as cpb
 from exchange._proto.mlax.v1 import forms_pb2 as fpb
 from exchange.case import Action, Case, CaseState, IllegalTransitionError, Transition
-from exchange.encoding import pae
+from exchange.encoding import CTX_CASE_APPROVAL, CTX_CASE_TRANSITION, pae
 from exchange.envelope import Header, MessageType
-from exchange.errors import InvalidFieldError, MlaxError
+from exchange.errors import InvalidFieldError, MlaxError, Status
 from exchange.wire import parse
 
-CTX_CASE_TRANSITION = b"mlax/v1/case/transition"
-CTX_CASE_APPROVAL = b"mlax/v1/case/approval"
 MAX_BODY = 1 << 20
 
 ACTION_TO_WIRE: dict[Action, cpb.CaseAction.ValueType] = {
@@ -59,13 +57,13 @@ class CaseConflictError(MlaxError):
     at the case again. Delivery does not retry it.
     """
 
-    status = "ABORTED"
+    status = Status.ABORTED
 
 
 class CaseNotYetError(MlaxError):
     """A transition that skips one the receiver has not applied yet; retried later."""
 
-    status = "UNAVAILABLE"
+    status = Status.UNAVAILABLE
 
 
 def case_ref_of(agency: str) -> re.Pattern[str]:

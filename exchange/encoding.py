@@ -15,7 +15,9 @@ import struct
 import time
 import uuid
 
-# Domain-separation contexts: one per signed or hashed purpose.
+# Domain-separation contexts: one per signed or hashed purpose, and every one of MLAX
+# here (a test refuses an "mlax/v1/..." literal anywhere else in exchange/, node/, keys/).
+# The PAE contexts, each the first piece of its PAE (docs/protocol.md 3.3 lists them all):
 CTX_ENVELOPE_OUTER = b"mlax/v1/envelope/outer"
 CTX_ENVELOPE_INNER = b"mlax/v1/envelope/inner"
 CTX_ENVELOPE_HPKE_INFO = b"mlax/v1/envelope/hpke-info"
@@ -23,6 +25,15 @@ CTX_ENVELOPE_DIGEST = b"mlax/v1/envelope/digest"
 CTX_RECEIPT = b"mlax/v1/receipt"
 CTX_DIRECTORY = b"mlax/v1/directory"
 CTX_KEY_ID = b"mlax/v1/key-id"
+CTX_LEDGER_ENTRY = b"mlax/v1/ledger/entry"  # salted commitment of a ledger entry
+CTX_CASE_TRANSITION = b"mlax/v1/case/transition"  # a case step's chain digest
+CTX_CASE_APPROVAL = b"mlax/v1/case/approval"  # a supervisor's four-eyes approval
+CTX_ATTACHMENT_CHUNK = b"mlax/v1/attachment/chunk"  # associated data of evidence chunks
+CTX_KEYFILE = b"mlax/v1/keyfile"  # associated data of a key file at rest (never sent)
+
+# Domain tags that are not PAE contexts: a prefix joined to the rest by the user.
+TAG_MATCH_TOKEN = b"mlax/v1/match-token"  # joined with "|" to a match token's parts
+TAG_MINHASH = b"mlax/v1/minhash/"  # + the decimal index of a MinHash coefficient pair
 
 
 def _le64(n: int) -> bytes:

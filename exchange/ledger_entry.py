@@ -5,6 +5,9 @@ JSON: UTF-8, keys sorted, no insignificant whitespace. The tree commits to
 SHA-256(PAE("mlax/v1/ledger/entry", salt, entry)) with a fresh 32-byte salt, so an
 entry can be withheld from an auditor (redacted) without revealing anything about it by
 guessing, and every proof still verifies.
+
+Every entry is of a kind registered in `exchange.ledger_kinds`, with exactly its fields:
+`LedgerEntry.of` refuses anything else with a `LedgerSchemaError` (a programming error).
 """
 
 from __future__ import annotations
@@ -13,9 +16,8 @@ import json
 import os
 from dataclasses import dataclass
 
-from exchange.encoding import pae, sha256
-
-CTX_LEDGER_ENTRY = b"mlax/v1/ledger/entry"
+from exchange.encoding import CTX_LEDGER_ENTRY, pae, sha256
+from exchange.ledger_kinds import check
 
 FieldValue = str | int | bool
 
@@ -28,6 +30,8 @@ class LedgerEntry:
 
     @classmethod
     def of(cls, kind: str, at: int, **fields: FieldValue) -> LedgerEntry:
+        """An entry of a registered `kind` with exactly its fields (`ledger_kinds.check`)."""
+        check(kind, fields)
         return cls(kind, at, tuple(sorted(fields.items())))
 
     def to_bytes(self) -> bytes:

@@ -25,13 +25,12 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
-from exchange.encoding import key_id, pae
+from exchange.encoding import CTX_KEYFILE, key_id, pae
 from exchange.errors import KeystoreError, PassphraseError
 from keys.atomic import PRIVATE_FILE_MODE, write_atomic
 from keys.material import Algorithm, KeyMaterial, Purpose
 
 KEYFILE_FORMAT = "mlax-keyfile/v1"
-CTX_KEYFILE = b"mlax/v1/keyfile"
 KDF_NAME = "argon2id"
 AEAD_NAME = "chacha20-poly1305"
 SALT_BYTES = 16

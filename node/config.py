@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from exchange.agency import AGENCY_ID_RE
-from exchange.errors import MlaxError
+from exchange.errors import MlaxError, Status
 
 
 class ConfigError(MlaxError):
     """A configuration file that cannot be used as it is."""
 
-    status = "FAILED_PRECONDITION"
+    status = Status.FAILED_PRECONDITION
 
 
 @dataclass(frozen=True)

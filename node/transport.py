@@ -6,7 +6,7 @@ import ctypes
 
 # Flow control for evidence streams: a fixed 4 MiB receive window per stream instead of
 # gRPC's default window growth (BDP probing), which let a receiver that lags behind its
-# sender buffer 50-300 MiB of a 1 GiB file (bench/attachments.py). 4 MiB keeps several
+# sender buffer 50-300 MiB of a 1 GiB file (bench/bench_attachments.py). 4 MiB keeps several
 # 1 MiB chunks in flight, so throughput holds over long links.
 STREAM_WINDOW_BYTES = 4 * 1024 * 1024
 _M_ARENA_MAX = -8  # mallopt parameter number in glibc's malloc.h
@@ -19,7 +19,7 @@ def bound_buffer_memory() -> None:
     per core), and 1 MiB chunks freed into them fragment and are never returned: a node's
     RSS grew with the file size (55-60 MiB at 1 GiB). Two arenas hold it to about 21 MiB
     at 1 GiB at full speed; a fixed mmap threshold did as well on memory but cost a page
-    fault per chunk (half the throughput). Measured with bench/attachments.py; no-op off
+    fault per chunk (half the throughput). Measured with bench/bench_attachments.py; no-op off
     glibc. Call it before threads start.
     """
     try:

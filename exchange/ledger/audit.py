@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from exchange._proto.mlax.v1.ledger_pb2 import LedgerExportHeader, LedgerExportRecord
 from exchange.directory import Directory, SignedDirectory, verify_directory
+from exchange.encoding import CTX_LEDGER_ENTRY
 from exchange.errors import MlaxError
 from exchange.ledger.audit_errors import MalformedExportError
 from exchange.ledger.checkpoint import Checkpoint, CosignatureVerifier, open_checkpoint
@@ -36,7 +37,6 @@ from exchange.ledger.export import EXPORT_FORMAT
 from exchange.ledger.merkle import HASH_SIZE, CompactRange
 from exchange.ledger.names import log_origin, log_verifiers, witness_verifiers
 from exchange.ledger.note import Ed25519Verifier, parse_note, parse_signature_line
-from exchange.ledger_entry import CTX_LEDGER_ENTRY
 
 # Problem kinds: what an auditor is told is wrong.
 MISSING = "missing"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from exchange.errors import MlaxError
+from exchange.errors import MlaxError, Status
 
 # --- Merkle proofs -------------------------------------------------------------------------
 
@@ -36,7 +36,7 @@ class MalformedNoteError(MlaxError):
 class NoteSignatureError(MlaxError):
     """No known key signed the note, or a known key's signature does not verify."""
 
-    status = "UNAUTHENTICATED"
+    status = Status.UNAUTHENTICATED
 
 
 class MalformedCheckpointError(MlaxError):
@@ -46,7 +46,7 @@ class MalformedCheckpointError(MlaxError):
 class UnknownOriginError(MlaxError):
     """A checkpoint of a log this party does not follow, or not the log it expected."""
 
-    status = "FAILED_PRECONDITION"
+    status = Status.FAILED_PRECONDITION
 
 
 # --- witnessing ----------------------------------------------------------------------------
@@ -59,7 +59,7 @@ class CheckpointConflictError(MlaxError):
     so the submitter can retry with a proof from that size (tlog-witness "409 Conflict").
     """
 
-    status = "FAILED_PRECONDITION"
+    status = Status.FAILED_PRECONDITION
 
     def __init__(self, message: str, *, known_size: int) -> None:
         super().__init__(message)
@@ -75,7 +75,7 @@ class SplitViewError(ConsistencyProofError):
     roots); false when only the submitted proof failed, which may also be a broken prover.
     """
 
-    status = "FAILED_PRECONDITION"
+    status = Status.FAILED_PRECONDITION
 
     def __init__(
         self,

@@ -6,7 +6,7 @@ tokens` names them). `band` turns that set into the only answer the protocol giv
 coarse band or nothing. No score leaves this module, so no raw similarity can leak
 to an officer or a log (requirement P4).
 
-The thresholds were set on the synthetic benchmark (`bench/matching_quality.py`, tuned
+The thresholds were set on the synthetic benchmark (`bench/bench_matching_quality.py`, tuned
 on one seed and checked on others) to keep precision high, because every hit costs a
 formal follow-up and a supervisor's time, and a false hit points an investigation at
 the wrong person. "Sex" below means agreeing sex and initials (`X`) on the date level

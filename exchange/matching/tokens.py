@@ -65,6 +65,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from exchange.encoding import TAG_MATCH_TOKEN, TAG_MINHASH
 from exchange.matching.normalise import (
     PARTICLES,
     joined_variants,
@@ -74,7 +75,6 @@ from exchange.matching.normalise import (
 )
 from exchange.matching.records import PartialDate, VictimQuery, VictimRecord
 
-TOKEN_DOMAIN = b"mlax/v1/match-token"
 MAX_TOKENS = 48
 
 MAX_PAIRS = 3  # P tokens: cross-field code pairs kept
@@ -227,7 +227,7 @@ def _by_hash(items: Iterable[bytes]) -> list[bytes]:
 def _lsh_coefficients() -> list[tuple[int, int]]:
     out = []
     for i in range(LSH_BANDS * LSH_ROWS):
-        digest = hashlib.sha256(b"mlax/v1/minhash/%d" % i).digest()
+        digest = hashlib.sha256(TAG_MINHASH + b"%d" % i).digest()
         out.append(
             (
                 int.from_bytes(digest[:8], "big") % (_PRIME - 1) + 1,
@@ -272,7 +272,9 @@ def _token(kind: str, name_key: bytes, date_kind: str, date_key: bytes) -> Token
     """A token: the value binds the domain, the evidence kind, the name key and the date key."""
     label = f"{kind}.{date_kind}"
     value_kind = kind[0] + kind[2:] if kind.startswith("L") else kind  # no field in values
-    value = b"|".join((TOKEN_DOMAIN, value_kind.encode(), name_key, date_kind.encode(), date_key))
+    value = b"|".join(
+        (TAG_MATCH_TOKEN, value_kind.encode(), name_key, date_kind.encode(), date_key)
+    )
     return Token(label, value)
 
 

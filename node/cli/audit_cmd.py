@@ -16,10 +16,17 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from node.cli.common import EXIT_REFUSED, cli_errors, console, fail, print_json
-from node.cli.messages_cmd import CredOpt, JsonOpt, _client, _unavailable
+from node.cli.common import (
+    EXIT_REFUSED,
+    CredOpt,
+    JsonOpt,
+    cli_errors,
+    console,
+    fail,
+    officer_client,
+    print_json,
+)
 from node.cli.safe_text import shown
-from node.client import NodeCallError
 
 if TYPE_CHECKING:
     from exchange._proto.mlax.v1 import ledger_pb2 as lpb
@@ -119,11 +126,8 @@ def export(
     if config is not None:
         count = _write_export(_local_records(config), out)
     else:
-        with _client(cred) as c:
-            try:
-                count = _write_export(c.export_ledger(), out)
-            except NodeCallError as e:
-                _unavailable(e)
+        with officer_client(cred) as c:
+            count = _write_export(c.export_ledger(), out)
     console.print(f"[green]exported[/] {count:,} entries to {shown(out)}")
 
 
@@ -176,12 +180,9 @@ def verify(
     if file is not None:
         report = _verify(_records(file), trusted)
     else:
-        with _client(cred) as c:
+        with officer_client(cred) as c:
             c.retarget(node or "")
-            try:
-                report = _verify(c.export_ledger(), trusted)
-            except NodeCallError as e:
-                _unavailable(e)
+            report = _verify(c.export_ledger(), trusted)
     _print_report(report, json_out)
     if not report.ok:
         raise typer.Exit(EXIT_REFUSED)

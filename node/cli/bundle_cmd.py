@@ -13,7 +13,7 @@ from exchange._proto.mlax.v1 import officer_pb2 as opb
 from exchange.directory import Directory
 from exchange.envelope import verify_bundle
 from keys.directory_file import read_signed_directory
-from node.cli.common import cli_errors, console, print_json
+from node.cli.common import JsonOpt, cli_errors, console, print_json
 from node.cli.safe_text import shown
 
 app = typer.Typer(no_args_is_help=True)
@@ -27,7 +27,7 @@ def verify(
         Path,
         typer.Option("--directory", help="The federation directory in force when it was sent."),
     ],
-    json_out: Annotated[bool, typer.Option("--json")] = False,
+    json_out: JsonOpt = False,
 ) -> None:
     """Check who sent which plaintext, with nothing but the federation directory."""
     signed = read_signed_directory(directory)

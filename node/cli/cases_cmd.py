@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from google.protobuf.json_format import MessageToDict
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -22,23 +21,24 @@ from rich.progress import (
 from rich.table import Table
 
 from exchange import forms
-from exchange._proto.mlax.v1 import casework_pb2 as cpb
 from exchange.case import Action
 from exchange.encoding import now_ms
 from exchange.errors import InvalidFieldError
 from node.cli.common import (
+    CredOpt,
+    JsonOpt,
     cli_errors,
     console,
     fail,
     format_time,
+    officer_client,
     print_json,
     print_table,
     say,
     warn,
 )
-from node.cli.messages_cmd import CredOpt, JsonOpt, _client, _unavailable
 from node.cli.safe_text import shown
-from node.client import NodeCallError
+from node.client import CaseSummary, CaseView, NodeCallError
 from node.client.cases import ACTIONS, CaseClient
 
 case_app = typer.Typer(no_args_is_help=True)
@@ -72,11 +72,7 @@ def _load_form_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def _view_json(view: cpb.CaseView | cpb.CaseSummary) -> dict[str, Any]:
-    return MessageToDict(view, preserving_proto_field_name=True)
-
-
-def _summary_line(s: cpb.CaseSummary) -> str:
+def _summary_line(s: CaseSummary) -> str:
     line = f"{s.case_ref}  {s.case_type}  {s.role} party with {s.peer}  state: {s.state}"
     if s.awaiting_approval:
         line += "  (awaiting a supervisor's approval)"
@@ -99,7 +95,7 @@ def _say_field(label: str, value: str) -> None:
         say(f"      {line}")
 
 
-def _print_case(view: cpb.CaseView) -> None:
+def _print_case(view: CaseView) -> None:
     s = view.summary
     say(_summary_line(s))
     say(f"  urgency {s.urgency}; opened {format_time(s.opened_at)}; step {s.seq}")
@@ -116,7 +112,7 @@ def _print_case(view: cpb.CaseView) -> None:
     if s.allowed_actions:
         commands = dict.fromkeys(_COMMAND_OF.get(a, a) for a in s.allowed_actions)
         say(f"  you may: {', '.join(commands)}")
-    if view.HasField("form"):
+    if view.form is not None:
         say("Request:")
         for label, value in forms.describe_form(view.form):
             _say_field(label, value)
@@ -134,7 +130,7 @@ def _print_case(view: cpb.CaseView) -> None:
         )
     print_table(table)
     for e in view.timeline:
-        if e.HasField("details"):
+        if e.details is not None:
             rows = forms.describe_details(e.details)
             if rows:
                 say(f"Step {e.seq} ({e.action.replace('_', '-')}):")
@@ -151,18 +147,18 @@ def _print_case(view: cpb.CaseView) -> None:
                 str(a.size),
                 shown(a.direction),
                 shown(a.state),
-                bytes(a.sha256).hex()[:16] + "…" if a.sha256 else "-",
+                a.sha256.hex()[:16] + "…" if a.sha256 else "-",
             )
         print_table(files)
 
 
 def _cases_client(cred: Path | None) -> CaseClient:
-    return CaseClient(_client(cred))
+    return CaseClient(officer_client(cred))
 
 
-def _done(view: cpb.CaseView, json_out: bool) -> None:
+def _done(view: CaseView, json_out: bool) -> None:
     if json_out:
-        print_json(_view_json(view))
+        print_json(view.to_json())
     else:
         say(_summary_line(view.summary))
 
@@ -228,14 +224,11 @@ def new(
         if to:
             data.setdefault("requested_authority", {"agency_id": to, "name": to})
         form = forms.form_from_mapping(_TYPES[case_type], data, now_ms=now_ms())
-        try:
-            view = cases.create(
-                form, recipient=to, handling=tuple(handling or ()), restricted_to=tuple(named or ())
-            )
-        except NodeCallError as e:
-            _unavailable(e)
+        view = cases.create(
+            form, recipient=to, handling=tuple(handling or ()), restricted_to=tuple(named or ())
+        )
     if json_out:
-        print_json(_view_json(view))
+        print_json(view.to_json())
     else:
         say(f"Drafted case {view.summary.case_ref} (not sent: `mlax case submit` sends it).")
 
@@ -251,10 +244,7 @@ def _act(
     built = forms.details_from_mapping(action, details) if action is not Action.SUBMIT else None
     cases = _cases_client(cred)
     with cases.client:
-        try:
-            view = cases.act(case_ref, action.value, built, expected_seq)
-        except NodeCallError as e:
-            _unavailable(e)
+        view = cases.act(case_ref, action.value, built, expected_seq)
     _done(view, json_out)
 
 
@@ -279,10 +269,7 @@ def approve(case_ref: str, cred: CredOpt = None, json_out: JsonOpt = False) -> N
     """Supervisor: sign and send a draft another officer submitted (four-eyes)."""
     cases = _cases_client(cred)
     with cases.client:
-        try:
-            view = cases.approve(case_ref)
-        except NodeCallError as e:
-            _unavailable(e)
+        view = cases.approve(case_ref)
     _done(view, json_out)
 
 
@@ -408,7 +395,7 @@ def execute(
                 {
                     "attachment_id": a.attachment_id,
                     "name": a.name,
-                    "sha256": bytes(a.sha256).hex(),
+                    "sha256": a.sha256.hex(),
                     "size": a.size,
                 }
             )
@@ -454,12 +441,9 @@ def show(
     """A case's state, clocks, timeline and attachments."""
     cases = _cases_client(cred)
     with cases.client:
-        try:
-            view = cases.get(case_ref, content)
-        except NodeCallError as e:
-            _unavailable(e)
+        view = cases.get(case_ref, content)
     if json_out:
-        print_json(_view_json(view))
+        print_json(view.to_json())
     else:
         _print_case(view)
 
@@ -500,20 +484,17 @@ def register(app: typer.Typer) -> None:
         """List cases, overdue legal clocks flagged."""
         client = _cases_client(cred)
         with client.client:
-            try:
-                found = client.cases(
-                    states=tuple(state or ()),
-                    peer=peer,
-                    overdue_only=overdue,
-                    awaiting_approval=awaiting,
-                    case_type=case_type,
-                    open_only=open_only,
-                    limit=limit,
-                )
-            except NodeCallError as e:
-                _unavailable(e)
+            found = client.cases(
+                states=tuple(state or ()),
+                peer=peer,
+                overdue_only=overdue,
+                awaiting_approval=awaiting,
+                case_type=case_type,
+                open_only=open_only,
+                limit=limit,
+            )
         if json_out:
-            print_json([_view_json(c) for c in found])
+            print_json([c.to_json() for c in found])
             return
         table = Table(title="Cases")
         for col in ("case", "type", "role", "peer", "urgency", "state", "due (UTC)", "flags"):
@@ -585,9 +566,9 @@ def register(app: typer.Typer) -> None:
                         f"Resume this upload with: mlax attach {case_ref} {file} "
                         f"--resume {upload_id}"
                     )
-                _unavailable(e)
+                raise
         if json_out:
-            print_json(MessageToDict(status, preserving_proto_field_name=True))
+            print_json(status.to_json())
         else:
             say(
                 f"Attached {file.name} to {case_ref} as {status.attachment_id}; "
@@ -608,10 +589,7 @@ def register(app: typer.Typer) -> None:
             fail(f"{out} already exists; choose another --out.")
         client = _cases_client(cred)
         with client.client:
-            try:
-                files = client.get(case_ref).attachments
-            except NodeCallError as e:
-                _unavailable(e)
+            files = client.get(case_ref).attachments
             chosen = [a for a in files if attachment in (a.attachment_id, a.name)]
             if not chosen:
                 fail(f"Case {case_ref} has no attachment {attachment}.")
@@ -620,16 +598,13 @@ def register(app: typer.Typer) -> None:
             a = chosen[0]
             with _bar() as bar:
                 task = bar.add_task(f"download {shown(a.name)}", total=a.size)
-                try:
-                    info = client.download(
-                        a.attachment_id, out, progress=lambda n: bar.update(task, completed=n)
-                    )
-                except NodeCallError as e:
-                    _unavailable(e)
+                info = client.download(
+                    a.attachment_id, out, progress=lambda n: bar.update(task, completed=n)
+                )
         if json_out:
-            print_json(MessageToDict(info, preserving_proto_field_name=True))
+            print_json(info.to_json())
         else:
-            say(f"Saved {a.name} to {out}: SHA-256 {bytes(info.sha256).hex()} verified.")
+            say(f"Saved {a.name} to {out}: SHA-256 {info.sha256.hex()} verified.")
 
     @app.command("forward")
     @cli_errors
@@ -643,10 +618,7 @@ def register(app: typer.Typer) -> None:
         """Pass an inbound note to another agency, if its handling codes allow."""
         client = _cases_client(cred)
         with client.client:
-            try:
-                m = client.forward(message_id, to, note)
-            except NodeCallError as e:
-                _unavailable(e)
+            m = client.forward(message_id, to, note)
         if json_out:
             print_json(m.to_json())
         else:

@@ -1,4 +1,11 @@
-"""What every CLI command shares: one-sentence errors, passphrases, output modes."""
+"""What every CLI command shares: one-sentence errors, passphrases, the officer's
+credential (--as), output modes (--json).
+
+The one error path: every command is wrapped in `cli_errors`, which turns whatever it
+raises (a refusal, a node that cannot be reached, a bug) into `report`: one sentence on
+stderr and the exit status of `exit_status`. Commands let errors propagate to it rather
+than catching them.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +17,8 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
-from typing import Any, NoReturn, ParamSpec, TypeVar
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -19,6 +27,7 @@ from rich.table import Table
 
 from exchange.errors import MlaxError
 from node.cli.safe_text import shown
+from node.client import OFFICER_PASSPHRASE_ENV, OfficerClient
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -29,6 +38,17 @@ err_console = Console(stderr=True, emoji=False)
 
 DEBUG_ENV = "MLAX_DEBUG"
 PASSPHRASE_ENV = "MLAX_KEY_PASSPHRASE"  # noqa: S105 - the variable name, not a secret
+# The officer's credential bundle when --as is not given.
+CREDENTIAL_ENV = "MLAX_CREDENTIAL"
+
+# The options every officer command takes, and every command that can print JSON.
+CredOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--as", help=f"Officer credential bundle (default: ${CREDENTIAL_ENV}).", show_default=False
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 # Exit codes: 1 for a refusal of the input (MlaxError), 2 for wrong use of the command
 # line (Click's convention), 3 when a node cannot be reached.
@@ -121,6 +141,18 @@ def passphrase(
     if not value:
         fail("The key passphrase must not be empty.")
     return value.encode()
+
+
+def officer_client(cred: Path | None) -> OfficerClient:
+    """The SDK client of the officer whose credential is --as (else $MLAX_CREDENTIAL),
+    unlocked with $MLAX_OFFICER_PASSPHRASE or a prompt."""
+    path = cred or (Path(os.environ[CREDENTIAL_ENV]) if os.environ.get(CREDENTIAL_ENV) else None)
+    if path is None:
+        fail(f"Name your credential with --as FILE or ${CREDENTIAL_ENV}.")
+    if not path.is_file():
+        fail(f"No officer credential at {path}.")
+    secret = passphrase("Credential passphrase", env=OFFICER_PASSPHRASE_ENV)
+    return OfficerClient.from_bundle(path, secret)
 
 
 def print_json(obj: Any) -> None:

@@ -29,6 +29,7 @@ from keys.directory_file import (
     write_directory_file,
 )
 from node.cli.common import (
+    JsonOpt,
     cli_errors,
     format_time,
     passphrase,
@@ -44,7 +45,6 @@ app = typer.Typer(no_args_is_help=True)
 FileOption = Annotated[
     Path, typer.Option("--file", help="The directory file (JSON, or binary protobuf).")
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 
 
 def _admin_public_key(value: str) -> bytes:
@@ -219,7 +219,7 @@ def verify(
         Path | None,
         typer.Option(help="The directory trusted until now: rollback and admin-change checks."),
     ] = None,
-    as_json: JsonOption = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Verify signatures (k of n), expiry and, against a trusted version, rollback."""
     signed = read_signed_directory(file)
@@ -244,7 +244,7 @@ def verify(
 @cli_errors
 def show(
     file: Annotated[Path, typer.Argument(help="The directory file.")],
-    as_json: JsonOption = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """List the directory's content and signers, without verifying it."""
     signed = read_signed_directory(file)

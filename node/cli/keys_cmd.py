@@ -21,6 +21,7 @@ from keys.keystore import KDF_PROFILE_ENV, STRONG_KDF, KdfParams, kdf_params_fro
 from keys.rotation import DEFAULT_OVERLAP_DAYS, RotationKind, revoke_key, rotate_keys
 from keys.tls import certificate_not_after_ms
 from node.cli.common import (
+    JsonOpt,
     cli_errors,
     format_time,
     passphrase,
@@ -36,7 +37,6 @@ app = typer.Typer(no_args_is_help=True)
 DirOption = Annotated[
     Path, typer.Option("--dir", help="The agency's identity directory.", file_okay=False)
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 
 REPUBLISH_HINT = (
     "Peers see this only once the federation lists it: send {card} to the administrators "
@@ -117,7 +117,7 @@ def _key_json(card: AgencyCard, key: PublicKey, purpose: str, at_ms: int) -> dic
 
 @app.command("show")
 @cli_errors
-def show(directory: DirOption, as_json: JsonOption = False) -> None:
+def show(directory: DirOption, as_json: JsonOpt = False) -> None:
     """Show the agency's public card, each key's status, and expiry warnings."""
     card = read_card(directory)
     t = now_ms()

@@ -8,11 +8,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from google.protobuf.json_format import MessageToDict
 
-from node.cli.common import cli_errors, fail, print_json, say
-from node.cli.messages_cmd import CredOpt, JsonOpt, _client, _unavailable
-from node.client import NodeCallError
+from node.cli.common import CredOpt, JsonOpt, cli_errors, fail, officer_client, print_json, say
 from node.client.matching import PERSON_FIELDS, MatchClient, read_rows
 
 match_app = typer.Typer(no_args_is_help=True)
@@ -31,13 +28,10 @@ def load(
     """Load (add or update) this agency's victim records; they never leave the node."""
     if not file.is_file():
         fail(f"No such file: {file}.")
-    with _client(cred) as c:
-        try:
-            resp = MatchClient(c).load(file, tuple(remove or ()))
-        except NodeCallError as e:
-            _unavailable(e)
+    with officer_client(cred) as c:
+        resp = MatchClient(c).load(file, tuple(remove or ()))
     if json_out:
-        print_json(MessageToDict(resp, preserving_proto_field_name=True))
+        print_json(resp.to_json())
     else:
         say(
             f"{resp.added} added, {resp.updated} updated, {resp.unchanged} unchanged, "
@@ -54,13 +48,10 @@ def remove(
     json_out: JsonOpt = False,
 ) -> None:
     """Remove records: their data is erased and peers drop them at their next sync."""
-    with _client(cred) as c:
-        try:
-            resp = MatchClient(c).remove(refs)
-        except NodeCallError as e:
-            _unavailable(e)
+    with officer_client(cred) as c:
+        resp = MatchClient(c).remove(refs)
     if json_out:
-        print_json(MessageToDict(resp, preserving_proto_field_name=True))
+        print_json(resp.to_json())
     else:
         say(f"{resp.removed} removed; {resp.records} records held.")
 
@@ -110,21 +101,18 @@ def query(
     results: list[dict[str, object]] = [
         {"query": i, "label": labels[i], "answers": {}} for i in range(len(people))
     ]
-    with _client(cred) as c:
-        try:
-            for a in MatchClient(c).query(people, tuple(peer or ()), int(timeout * 1000)):
-                entry = {"result": a.result}
-                if a.band:
-                    entry["band"] = a.band
-                if a.reference:
-                    entry["reference"] = a.reference
-                if a.detail:
-                    entry["detail"] = a.detail
-                results[a.query]["answers"][a.peer] = entry  # type: ignore[index]
-                if not json_out and batch is None:
-                    _print_answer(a.peer, entry)
-        except NodeCallError as e:
-            _unavailable(e)
+    with officer_client(cred) as c:
+        for a in MatchClient(c).query(people, tuple(peer or ()), int(timeout * 1000)):
+            entry = {"result": a.result}
+            if a.band:
+                entry["band"] = a.band
+            if a.reference:
+                entry["reference"] = a.reference
+            if a.detail:
+                entry["detail"] = a.detail
+            results[a.query]["answers"][a.peer] = entry  # type: ignore[index]
+            if not json_out and batch is None:
+                _print_answer(a.peer, entry)
     if json_out:
         for r in results:
             sys.stdout.write(json.dumps(r, sort_keys=True) + "\n")
@@ -174,26 +162,23 @@ def follow_up(
     """Ask the holder of a hit for the identity: a victim-identification case."""
     if not (contact_email or contact_phone):
         fail("Give --contact-email or --contact-phone: the holder must be able to reach you.", 2)
-    with _client(cred) as c:
+    with officer_client(cred) as c:
         contact = {"name": c.credential.officer}
         if contact_email:
             contact["email"] = contact_email
         if contact_phone:
             contact["phone"] = contact_phone
-        try:
-            view = MatchClient(c).follow_up(
-                reference,
-                purpose=purpose,
-                justification=justification,
-                legal_basis=tuple(legal_basis or ("palermo-protocol",)),
-                urgency=urgency,
-                urgency_reason=urgency_reason,
-                contact=contact,
-            )
-        except NodeCallError as e:
-            _unavailable(e)
+        view = MatchClient(c).follow_up(
+            reference,
+            purpose=purpose,
+            justification=justification,
+            legal_basis=tuple(legal_basis or ("palermo-protocol",)),
+            urgency=urgency,
+            urgency_reason=urgency_reason,
+            contact=contact,
+        )
     if json_out:
-        print_json(MessageToDict(view, preserving_proto_field_name=True))
+        print_json(view.to_json())
     else:
         s = view.summary
         waiting = " (awaiting a supervisor's approval)" if s.awaiting_approval else ""
@@ -204,13 +189,10 @@ def follow_up(
 @cli_errors
 def disclose(case_ref: str, cred: CredOpt = None, json_out: JsonOpt = False) -> None:
     """Holder's supervisor: disclose the identity a follow-up case asks for (ledgered)."""
-    with _client(cred) as c:
-        try:
-            view = MatchClient(c).disclose(case_ref)
-        except NodeCallError as e:
-            _unavailable(e)
+    with officer_client(cred) as c:
+        view = MatchClient(c).disclose(case_ref)
     if json_out:
-        print_json(MessageToDict(view, preserving_proto_field_name=True))
+        print_json(view.to_json())
     else:
         say(f"Disclosed the identity in case {case_ref} to {view.summary.peer}.")
 

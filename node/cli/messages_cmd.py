@@ -13,42 +13,16 @@ from rich.text import Text
 
 from exchange.receipt import Receipt
 from node.cli.common import (
+    CredOpt,
+    JsonOpt,
     cli_errors,
     console,
-    exit_status,
-    explain,
     fail,
-    passphrase,
+    officer_client,
     print_json,
 )
 from node.cli.safe_text import shown
-from node.client import (
-    OFFICER_PASSPHRASE_ENV,
-    MessageDetail,
-    MessageInfo,
-    NodeCallError,
-    OfficerClient,
-)
-
-CREDENTIAL_ENV = "MLAX_CREDENTIAL"
-
-CredOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--as", help=f"Officer credential bundle (default: ${CREDENTIAL_ENV}).", show_default=False
-    ),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-
-
-def _client(cred: Path | None) -> OfficerClient:
-    path = cred or (Path(os.environ[CREDENTIAL_ENV]) if os.environ.get(CREDENTIAL_ENV) else None)
-    if path is None:
-        fail(f"Name your credential with --as FILE or ${CREDENTIAL_ENV}.")
-    if not path.is_file():
-        fail(f"No officer credential at {path}.")
-    secret = passphrase("Credential passphrase", env=OFFICER_PASSPHRASE_ENV)
-    return OfficerClient.from_bundle(path, secret)
+from node.client import MessageDetail, MessageInfo
 
 
 def _time(ms: int) -> str:
@@ -83,10 +57,6 @@ def _table(messages: list[MessageInfo], title: str) -> Table:
     return table
 
 
-def _unavailable(e: NodeCallError) -> None:
-    fail(explain(e), exit_status(e))
-
-
 PeerOpt = Annotated[str, typer.Option("--peer", help="Only messages with this agency.")]
 CaseOpt = Annotated[str, typer.Option("--case", help="Only messages of this case.")]
 
@@ -100,11 +70,8 @@ def _listing(
     cred: Path | None,
     json_out: bool,
 ) -> None:
-    with _client(cred) as c:
-        try:
-            msgs = c.messages(direction, limit, peer=peer, case_ref=case)
-        except NodeCallError as e:
-            _unavailable(e)
+    with officer_client(cred) as c:
+        msgs = c.messages(direction, limit, peer=peer, case_ref=case)
     if json_out:
         print_json([m.to_json() for m in msgs])
     else:
@@ -138,19 +105,16 @@ def register(app: typer.Typer) -> None:
         if (body_file is None) == (body is None):
             fail("Give the text with exactly one of --body-file or --body.", 2)
         text = body_file.read_text() if body_file is not None else (body or "")
-        with _client(cred) as c:
-            try:
-                m = c.send(
-                    to,
-                    subject=subject,
-                    text=text,
-                    message_type=message_type,
-                    case_ref=case,
-                    handling=tuple(handling or ()),
-                    restricted_to=tuple(named or ()),
-                )
-            except NodeCallError as e:
-                _unavailable(e)
+        with officer_client(cred) as c:
+            m = c.send(
+                to,
+                subject=subject,
+                text=text,
+                message_type=message_type,
+                case_ref=case,
+                handling=tuple(handling or ()),
+                restricted_to=tuple(named or ()),
+            )
         if json_out:
             print_json(m.to_json())
         else:
@@ -201,13 +165,10 @@ def register(app: typer.Typer) -> None:
         if bundle_out is not None and bundle_out.exists():
             fail(f"{bundle_out} already exists.")
         proof = None
-        with _client(cred) as c:
-            try:
-                d = c.show(message_id, content=not metadata_only)
-                if d.info.direction == "outbound" and d.info.state == "delivered":
-                    proof = c.delivery_proof(message_id)
-            except NodeCallError as e:
-                _unavailable(e)
+        with officer_client(cred) as c:
+            d = c.show(message_id, content=not metadata_only)
+            if d.info.direction == "outbound" and d.info.state == "delivered":
+                proof = c.delivery_proof(message_id)
         if bundle_out is not None:
             if not d.non_repudiation_bundle:
                 fail("Only inbound messages read with their content have a sender's bundle.")
@@ -239,11 +200,8 @@ def register(app: typer.Typer) -> None:
         if (body_file is None) == (body is None):
             fail("Give the text with exactly one of --body-file or --body.", 2)
         text = body_file.read_text() if body_file is not None else (body or "")
-        with _client(cred) as c:
-            try:
-                m = c.reply(message_id, text=text)
-            except NodeCallError as e:
-                _unavailable(e)
+        with officer_client(cred) as c:
+            m = c.reply(message_id, text=text)
         if json_out:
             print_json(m.to_json())
         else:
@@ -253,7 +211,7 @@ def register(app: typer.Typer) -> None:
     @cli_errors
     def watch(cred: CredOpt = None, json_out: JsonOpt = False) -> None:
         """Print new inbound messages as they arrive (Ctrl-C to stop)."""
-        with _client(cred) as c:
+        with officer_client(cred) as c:
             try:
                 for m in c.watch():
                     if json_out:
@@ -263,8 +221,6 @@ def register(app: typer.Typer) -> None:
                             f"{_time(m.created_at)} {shown(m.message_id)} from {shown(m.peer)} "
                             f"({shown(m.message_type)})"
                         )
-            except NodeCallError as e:
-                _unavailable(e)
             except KeyboardInterrupt:
                 return
 

@@ -12,7 +12,7 @@ from rich.table import Table
 from exchange.encoding import now_ms
 from keys.directory_file import read_signed_directory
 from keys.identity import read_card
-from node.cli.common import cli_errors, console, fail, passphrase, print_json
+from node.cli.common import JsonOpt, cli_errors, console, fail, passphrase, print_json
 from node.cli.safe_text import shown
 from node.client import OFFICER_PASSPHRASE_ENV
 from node.config import NodeConfig, load_config
@@ -98,9 +98,7 @@ def directory_update(
 
 @directory_app.command("show")
 @cli_errors
-def directory_show(
-    config: ConfigOpt, json_out: Annotated[bool, typer.Option("--json")] = False
-) -> None:
+def directory_show(config: ConfigOpt, json_out: JsonOpt = False) -> None:
     """The directory this node trusts now."""
     from node.services.trust import TrustedDirectory
 
@@ -172,9 +170,7 @@ def officer_add(
 
 @officer_app.command("list")
 @cli_errors
-def officer_list(
-    config: ConfigOpt, json_out: Annotated[bool, typer.Option("--json")] = False
-) -> None:
+def officer_list(config: ConfigOpt, json_out: JsonOpt = False) -> None:
     """Officers of this node with their roles."""
     from node.services.officers import list_officers
 

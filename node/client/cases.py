@@ -34,7 +34,8 @@ from exchange.case import Action
 from exchange.casework import ACTION_TO_WIRE, approval_message
 from exchange.encoding import now_ms
 from exchange.errors import InvalidFieldError
-from node.client import HANDLING_CODES, MessageInfo, OfficerClient
+from node.client.officer import HANDLING_CODES, MessageInfo, OfficerClient
+from node.client.results import AttachmentInfo, CaseSummary, CaseView, UploadStatus
 
 Progress = Callable[[int], None]
 # Codes after which the same call may simply be tried again from where it stopped.
@@ -77,6 +78,10 @@ class CaseClient:
     def _call(self, name: str, request: object) -> object:
         return self.client._call(getattr(self._stub, name), request)
 
+    def _view(self, name: str, request: object) -> CaseView:
+        view: cpb.CaseView = self._call(name, request)  # type: ignore[assignment]
+        return CaseView.from_proto(view)
+
     # -- cases ----------------------------------------------------------------------------
 
     def create(
@@ -87,7 +92,7 @@ class CaseClient:
         handling: tuple[str, ...] = (),
         restricted_to: tuple[str, ...] = (),
         idempotency_key: str | None = None,
-    ) -> cpb.CaseView:
+    ) -> CaseView:
         """A draft case on this node; nothing leaves it until the draft is submitted."""
         req = cpb.CreateCaseRequest(
             recipient=recipient,
@@ -96,8 +101,7 @@ class CaseClient:
             restricted_to=list(restricted_to),
             idempotency_key=idempotency_key or str(uuid.uuid4()),
         )
-        view: cpb.CaseView = self._call("CreateCase", req)  # type: ignore[assignment]
-        return view
+        return self._view("CreateCase", req)
 
     def act(
         self,
@@ -105,7 +109,7 @@ class CaseClient:
         action: str,
         details: fpb.TransitionDetails | None = None,
         expected_seq: int = 0,
-    ) -> cpb.CaseView:
+    ) -> CaseView:
         """Take `action` (e.g. "submit", "acknowledge", "refuse") on a case."""
         key = action.replace("_", "-")
         if key not in ACTIONS:
@@ -117,10 +121,9 @@ class CaseClient:
         )
         if details is not None:
             req.details.CopyFrom(details)
-        view: cpb.CaseView = self._call("CaseAction", req)  # type: ignore[assignment]
-        return view
+        return self._view("CaseAction", req)
 
-    def approve(self, case_ref: str) -> cpb.CaseView:
+    def approve(self, case_ref: str) -> CaseView:
         """Supervisor: sign the draft as it stands now (four-eyes); the node then sends it."""
         summary = self.get(case_ref).summary
         if not summary.awaiting_approval:
@@ -130,22 +133,18 @@ class CaseClient:
         key = serialization.load_pem_private_key(self.client.credential.private_key_pem, None)
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise InvalidFieldError("This credential's key cannot sign approvals.")
-        message = approval_message(case_ref, bytes(summary.form_digest), officer, at)
+        message = approval_message(case_ref, summary.form_digest, officer, at)
         req = cpb.ApproveCaseRequest(
             case_ref=case_ref,
             at=at,
             form_digest=summary.form_digest,
             signature=key.sign(message, ec.ECDSA(hashes.SHA256())),
         )
-        view: cpb.CaseView = self._call("ApproveCase", req)  # type: ignore[assignment]
-        return view
+        return self._view("ApproveCase", req)
 
-    def get(self, case_ref: str, content: bool = False) -> cpb.CaseView:
+    def get(self, case_ref: str, content: bool = False) -> CaseView:
         """A case's summary, timeline and attachments; with `content` the form and details."""
-        view: cpb.CaseView = self._call(  # type: ignore[assignment]
-            "GetCase", cpb.GetCaseRequest(case_ref=case_ref, include_content=content)
-        )
-        return view
+        return self._view("GetCase", cpb.GetCaseRequest(case_ref=case_ref, include_content=content))
 
     def cases(
         self,
@@ -157,7 +156,7 @@ class CaseClient:
         case_type: str = "",
         open_only: bool = False,
         limit: int = 100,
-    ) -> list[cpb.CaseSummary]:
+    ) -> list[CaseSummary]:
         resp: cpb.ListCasesResponse = self._call(  # type: ignore[assignment]
             "ListCases",
             cpb.ListCasesRequest(
@@ -170,14 +169,14 @@ class CaseClient:
                 limit=limit,
             ),
         )
-        return list(resp.cases)
+        return [CaseSummary.from_proto(c) for c in resp.cases]
 
     def forward(self, message_id: str, recipient: str, note: str = "") -> MessageInfo:
         """Pass an inbound note to another agency (refused if its handling codes forbid it)."""
         resp: opb.MessageSummary = self._call(  # type: ignore[assignment]
             "Forward", cpb.ForwardRequest(message_id=message_id, recipient=recipient, note=note)
         )
-        return MessageInfo.from_wire(resp)
+        return MessageInfo.from_proto(resp)
 
     # -- evidence -------------------------------------------------------------------------
 
@@ -192,7 +191,7 @@ class CaseClient:
         handling: tuple[str, ...] = (),
         restricted_to: tuple[str, ...] = (),
         description: str = "",
-    ) -> apb.UploadStatus:
+    ) -> UploadStatus:
         """Upload `path` as evidence for a case; resumes by itself after an interruption.
 
         `progress` gets the number of bytes the node has confirmed so far.
@@ -231,7 +230,7 @@ class CaseClient:
                 if status.complete:
                     if progress:
                         progress(size)
-                    return status
+                    return UploadStatus.from_proto(status)
             except grpc.RpcError as e:
                 if e.code() not in _TRANSIENT or attempts >= self.retries:
                     raise self.client.call_error(e) from None
@@ -274,7 +273,7 @@ class CaseClient:
 
     def download(
         self, attachment_id: str, out: Path, *, progress: Progress | None = None
-    ) -> apb.AttachmentInfo:
+    ) -> AttachmentInfo:
         """Save a verified attachment to `out`; the name appears only once the digest matches.
 
         Written to `out.part` first (mode 0600) and resumed from its last whole chunk.
@@ -306,7 +305,7 @@ class CaseClient:
                 "it was discarded."
             )
         os.replace(part, out)
-        return info
+        return AttachmentInfo.from_proto(info)
 
     def _download_into(
         self,

@@ -28,8 +28,9 @@ from exchange.matching.records import (
     parse_csv_row,
     parse_query_row,
 )
-from node.client import OfficerClient
 from node.client.cases import CaseClient
+from node.client.officer import OfficerClient
+from node.client.results import CaseView, MatchAnswer, RecordsLoaded
 
 PERSON_FIELDS = QUERY_COLUMNS
 _BATCH = 1000
@@ -59,7 +60,7 @@ class MatchClient:
     def _stub(self) -> ogrpc.OfficerStub:
         return self.client._stub
 
-    def load(self, path: Path, remove: Sequence[str] = ()) -> mpb.LoadRecordsResponse:
+    def load(self, path: Path, remove: Sequence[str] = ()) -> RecordsLoaded:
         """Add or update the records of a CSV file (and remove `remove`), in one version.
 
         Every row is checked here first, so a bad file is refused before anything is sent.
@@ -74,12 +75,10 @@ class MatchClient:
             )
         return self._load(rows, remove)
 
-    def remove(self, refs: Sequence[str]) -> mpb.LoadRecordsResponse:
+    def remove(self, refs: Sequence[str]) -> RecordsLoaded:
         return self._load([], refs)
 
-    def _load(
-        self, rows: list[mpb.MatchRecordRow], remove: Sequence[str]
-    ) -> mpb.LoadRecordsResponse:
+    def _load(self, rows: list[mpb.MatchRecordRow], remove: Sequence[str]) -> RecordsLoaded:
         def parts() -> Iterator[mpb.LoadRecordsRequest]:
             for i in range(0, max(len(rows), 1), _BATCH):
                 yield mpb.LoadRecordsRequest(
@@ -92,14 +91,14 @@ class MatchClient:
             )
         except grpc.RpcError as e:
             raise self.client.call_error(e) from None
-        return resp
+        return RecordsLoaded.from_proto(resp)
 
     def query(
         self,
         people: Sequence[Mapping[str, str | None]],
         peers: Sequence[str] = (),
         timeout_ms: int = 0,
-    ) -> Iterator[mpb.MatchAnswer]:
+    ) -> Iterator[MatchAnswer]:
         """Each peer's answers, as they arrive (a peer that is down answers 'unavailable')."""
         for i, p in enumerate(people):
             parse_query_row({f: p.get(f) for f in PERSON_FIELDS}, i + 1)
@@ -108,7 +107,8 @@ class MatchClient:
         )
         stream = self._stub.MatchQuery(req, timeout=self.client.timeout + 60 + len(people) / 10)
         try:
-            yield from stream
+            for answer in stream:
+                yield MatchAnswer.from_proto(answer)
         except grpc.RpcError as e:
             raise self.client.call_error(e) from None
 
@@ -123,7 +123,7 @@ class MatchClient:
         urgency_reason: str = "",
         contact: Mapping[str, str] | None = None,
         language: str = "en",
-    ) -> cpb.CaseView:
+    ) -> CaseView:
         """Open a victim-identification case to the holder of a hit, and submit it."""
         holder = reference.rpartition(":")[0]
         own = self.client.credential.agency
@@ -145,7 +145,7 @@ class MatchClient:
         ref = cases.create(form, recipient=holder).summary.case_ref
         return cases.act(ref, "submit")
 
-    def disclose(self, case_ref: str) -> cpb.CaseView:
+    def disclose(self, case_ref: str) -> CaseView:
         """Holder's supervisor: send the identity behind a follow-up case (ledgered)."""
         try:
             view: cpb.CaseView = self._stub.Disclose(
@@ -153,7 +153,7 @@ class MatchClient:
             )
         except grpc.RpcError as e:
             raise self.client.call_error(e) from None
-        return view
+        return CaseView.from_proto(view)
 
 
 __all__ = ["PERSON_FIELDS", "RECORD_COLUMNS", "MatchClient", "person", "read_rows"]

@@ -23,8 +23,15 @@ from exchange._proto.mlax.v1 import ledger_pb2 as lpb
 from exchange._proto.mlax.v1 import officer_pb2 as opb
 from exchange._proto.mlax.v1 import officer_pb2_grpc as ogrpc
 from exchange.encoding import parse_uuid
-from exchange.errors import InvalidFieldError, KeystoreError, MlaxError, PassphraseError
+from exchange.errors import (
+    InvalidFieldError,
+    KeystoreError,
+    MlaxError,
+    PassphraseError,
+    Status,
+)
 from exchange.receipt import Receipt
+from node.client.results import WhoAmI
 from node.transport import flow_control_options
 
 # Unlocks an officer's credential bundle (else the CLI prompts).
@@ -62,7 +69,7 @@ class NodeCallError(MlaxError):
     def __init__(self, code: grpc.StatusCode, message: str) -> None:
         super().__init__(message)
         self.code = code
-        self.status = code.name
+        self.status = Status(code.name)
 
 
 @dataclass(frozen=True)
@@ -86,7 +93,7 @@ class MessageInfo:
     submitted_by: str
 
     @classmethod
-    def from_wire(cls, m: opb.MessageSummary) -> MessageInfo:
+    def from_proto(cls, m: opb.MessageSummary) -> MessageInfo:
         return cls(
             message_id=m.message_id,
             direction="outbound" if m.direction == opb.DIRECTION_OUTBOUND else "inbound",
@@ -120,6 +127,17 @@ class Evidence:
     envelope_digest: str
     receiver_key_id: str
 
+    @classmethod
+    def from_proto(cls, ev: opb.DeliveryEvidence) -> Evidence:
+        return cls(
+            receipt=bytes(ev.receipt),
+            receipt_verified=ev.receipt_verified,
+            received_at=ev.received_at,
+            ledger_index=ev.ledger_index,
+            envelope_digest=bytes(ev.envelope_digest).hex(),
+            receiver_key_id=ev.receiver_key_id,
+        )
+
 
 @dataclass(frozen=True)
 class MessageDetail:
@@ -131,6 +149,20 @@ class MessageDetail:
     recipient_key_id: str
     restricted_to: tuple[str, ...]
     non_repudiation_bundle: bytes = b""
+
+    @classmethod
+    def from_proto(cls, v: opb.MessageView) -> MessageDetail:
+        has_content = v.HasField("content")
+        return cls(
+            info=MessageInfo.from_proto(v.summary),
+            subject=v.content.subject if has_content else None,
+            text=v.content.text if has_content else None,
+            evidence=Evidence.from_proto(v.evidence),
+            sender_key_id=v.sender_key_id,
+            recipient_key_id=v.recipient_key_id,
+            restricted_to=tuple(v.restricted_to),
+            non_repudiation_bundle=bytes(v.non_repudiation_bundle),
+        )
 
     def to_json(self) -> dict[str, Any]:
         ev = self.evidence
@@ -162,6 +194,16 @@ class DeliveryProofInfo:
     problem: str
     tree_size: int
     cosignatures: int
+
+    @classmethod
+    def from_proto(cls, p: opb.DeliveryProof) -> DeliveryProofInfo:
+        return cls(
+            ledger_index=p.ledger_index,
+            verified=p.verified,
+            problem=p.problem,
+            tree_size=p.proof.tree_size,
+            cosignatures=len(p.proof.checkpoint.cosignatures),
+        )
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -316,7 +358,7 @@ class OfficerClient:
             idempotency_key=idempotency_key or str(uuid.uuid4()),
             ttl_seconds=ttl_seconds,
         )
-        return MessageInfo.from_wire(self._call(self._stub.Submit, req))
+        return MessageInfo.from_proto(self._call(self._stub.Submit, req))
 
     def reply(self, message_id: str, *, text: str, subject: str | None = None) -> MessageInfo:
         """Answer an inbound message: same peer and case, marked as a reply to it."""
@@ -340,7 +382,7 @@ class OfficerClient:
             self._stub.ListMessages,
             opb.ListMessagesRequest(direction=wire_dir, limit=limit, peer=peer, case_ref=case_ref),  # type: ignore[arg-type]
         )
-        return [MessageInfo.from_wire(m) for m in resp.messages]
+        return [MessageInfo.from_proto(m) for m in resp.messages]
 
     def inbox(self, limit: int = 50) -> list[MessageInfo]:
         return self.messages("inbound", limit)
@@ -354,31 +396,14 @@ class OfficerClient:
             self._stub.GetMessage,
             opb.GetMessageRequest(message_id=message_id, include_content=content),
         )
-        ev = v.evidence
-        return MessageDetail(
-            info=MessageInfo.from_wire(v.summary),
-            subject=v.content.subject if v.HasField("content") else None,
-            text=v.content.text if v.HasField("content") else None,
-            evidence=Evidence(
-                receipt=bytes(ev.receipt),
-                receipt_verified=ev.receipt_verified,
-                received_at=ev.received_at,
-                ledger_index=ev.ledger_index,
-                envelope_digest=bytes(ev.envelope_digest).hex(),
-                receiver_key_id=ev.receiver_key_id,
-            ),
-            sender_key_id=v.sender_key_id,
-            recipient_key_id=v.recipient_key_id,
-            restricted_to=tuple(v.restricted_to),
-            non_repudiation_bundle=bytes(v.non_repudiation_bundle),
-        )
+        return MessageDetail.from_proto(v)
 
     def watch(self, after: str = "") -> Iterator[MessageInfo]:
         """New inbound messages as they arrive, until the caller stops iterating."""
         stream = self._stub.Watch(opb.WatchRequest(after_message_id=after))
         try:
             for m in stream:
-                yield MessageInfo.from_wire(m)
+                yield MessageInfo.from_proto(m)
         except grpc.RpcError as e:
             if e.code() != grpc.StatusCode.CANCELLED:
                 raise self.call_error(e) from None
@@ -388,13 +413,7 @@ class OfficerClient:
     def delivery_proof(self, message_id: str) -> DeliveryProofInfo:
         """Ask our node to fetch and verify the receiver's inclusion proof for a delivery."""
         p = self._call(self._stub.GetDeliveryProof, opb.DeliveryProofRequest(message_id=message_id))
-        return DeliveryProofInfo(
-            ledger_index=p.ledger_index,
-            verified=p.verified,
-            problem=p.problem,
-            tree_size=p.proof.tree_size,
-            cosignatures=len(p.proof.checkpoint.cosignatures),
-        )
+        return DeliveryProofInfo.from_proto(p)
 
     def export_ledger(self, start: int = 0, end: int = 0) -> Iterator[lpb.LedgerExportRecord]:
         """Auditor: the node's ledger as export records (header, entries, checkpoints)."""
@@ -403,9 +422,9 @@ class OfficerClient:
         except grpc.RpcError as e:
             raise self.call_error(e) from None
 
-    def whoami(self) -> opb.WhoAmIResponse:
+    def whoami(self) -> WhoAmI:
         resp: opb.WhoAmIResponse = self._call(self._stub.WhoAmI, opb.WhoAmIRequest())
-        return resp
+        return WhoAmI.from_proto(resp)
 
 
 def parse_receipt(data: bytes) -> Receipt:

@@ -21,15 +21,14 @@ from rich.console import Console
 from rich.table import Table
 
 from exchange import forms
-from exchange._proto.mlax.v1 import casework_pb2 as cpb
 from exchange._proto.mlax.v1 import forms_pb2 as fpb
 from exchange.case import Action
 from exchange.directory import Directory, verify_directory
 from exchange.encoding import now_ms
-from exchange.errors import MlaxError
+from exchange.errors import MlaxError, Status
 from exchange.ledger.audit import AuditReport, verify_export
 from keys.directory_file import read_signed_directory
-from node.client import MessageInfo, NodeCallError, OfficerClient
+from node.client import CaseSummary, CaseView, MessageInfo, NodeCallError, OfficerClient
 from node.client.cases import CaseClient
 from node.client.matching import MatchClient
 from node.devtools.federation import DEMO_AGENCIES, Federation, NodeProcess, build_federation
@@ -52,7 +51,7 @@ console = Console()
 class DemoError(MlaxError):
     """The demo did not see what it shows: the CLI prints this sentence and exits 1."""
 
-    status = "FAILED_PRECONDITION"
+    status = Status.FAILED_PRECONDITION
 
 
 # Fictional requests (every name and reference is invented); deploy/forms has full ones.
@@ -182,7 +181,7 @@ def _details(action: Action, **fields: object) -> fpb.TransitionDetails:
     return forms.details_from_mapping(action, fields)
 
 
-def _ref(view: cpb.CaseView, attachment_id: str) -> dict[str, object]:
+def _ref(view: CaseView, attachment_id: str) -> dict[str, object]:
     a = next(a for a in view.attachments if a.attachment_id == attachment_id)
     return {
         "attachment_id": a.attachment_id,
@@ -192,8 +191,8 @@ def _ref(view: cpb.CaseView, attachment_id: str) -> dict[str, object]:
     }
 
 
-def _wait_case(cases: CaseClient, ref: str, state: str) -> cpb.CaseView:
-    seen: list[cpb.CaseView] = []
+def _wait_case(cases: CaseClient, ref: str, state: str) -> CaseView:
+    seen: list[CaseView] = []
 
     def reached() -> bool:
         seen[:] = [cases.get(ref)]
@@ -203,7 +202,7 @@ def _wait_case(cases: CaseClient, ref: str, state: str) -> cpb.CaseView:
     return seen[0]
 
 
-def _timeline_table(view: cpb.CaseView) -> Table:
+def _timeline_table(view: CaseView) -> Table:
     table = Table(title=f"mlax case show {view.summary.case_ref}")
     for col in ("step", "by", "action", "state after", "digest"):
         table.add_column(col)
@@ -218,7 +217,7 @@ def _timeline_table(view: cpb.CaseView) -> Table:
     return table
 
 
-def _cases_table(cases: list[cpb.CaseSummary]) -> Table:
+def _cases_table(cases: list[CaseSummary]) -> Table:
     table = Table(title="mlax cases (UK)")
     for col in ("case", "type", "peer", "urgency", "state", "approved by"):
         table.add_column(col)
@@ -459,7 +458,7 @@ def run_demo(root: Path | None = None, keep: bool = False) -> None:
         )
         console.print(
             f"  follow-up {vref}: approved at both ends; Nigeria's supervisor discloses:\n    "
-            + disclosed.details.report.summary.replace("\n", "\n    ")
+            + (disclosed.details or fpb.TransitionDetails()).report.summary.replace("\n", "\n    ")
         )
 
         _step(8, "Crash: France's node is killed with SIGKILL while the UK sends more")

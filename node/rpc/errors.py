@@ -33,7 +33,7 @@ import structlog
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
-from exchange.errors import MalformedError, MlaxError
+from exchange.errors import MalformedError, MlaxError, Status
 from node import metrics
 from node.logs import error_fields, exception_chain
 
@@ -49,40 +49,40 @@ STORAGE_FULL = "The node's storage is full."
 class UnauthenticatedError(MlaxError):
     """A caller whose TLS key or credential this node does not know."""
 
-    status = "UNAUTHENTICATED"
+    status = Status.UNAUTHENTICATED
 
 
 class OutOfRangeError(MlaxError):
     """A number past the range the call accepts (a ledger index, a size, a version)."""
 
-    status = "OUT_OF_RANGE"
+    status = Status.OUT_OF_RANGE
 
 
 class NotYetError(MlaxError):
     """Something that exists later, not yet (an entry no signed checkpoint covers yet)."""
 
-    status = "FAILED_PRECONDITION"
+    status = Status.FAILED_PRECONDITION
 
 
 class BusyError(MlaxError):
     """A node-wide limit on concurrent work is reached; a later call can succeed."""
 
-    status = "RESOURCE_EXHAUSTED"
+    status = Status.RESOURCE_EXHAUSTED
 
 
 class StorageFullError(MlaxError):
-    status = "RESOURCE_EXHAUSTED"
+    status = Status.RESOURCE_EXHAUSTED
 
     def __init__(self) -> None:
         super().__init__(STORAGE_FULL)
 
 
 class UnavailableError(MlaxError):
-    status = "UNAVAILABLE"
+    status = Status.UNAVAILABLE
 
 
 class InternalError(MlaxError):
-    status = "INTERNAL"
+    status = Status.INTERNAL
 
 
 # -- classification ---------------------------------------------------------------------

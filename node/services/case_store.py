@@ -24,7 +24,7 @@ from exchange.envelope import (
     MessageType,
     codes_of,
 )
-from exchange.errors import MlaxError
+from exchange.errors import MlaxError, Status
 from node.services.messages import (
     NotFoundError,
 )
@@ -45,13 +45,13 @@ _APPROVAL_SKEW_MS = 5 * 60 * 1000
 class CaseStaleError(MlaxError):
     """An action taken on an older view of the case than the node holds."""
 
-    status = "FAILED_PRECONDITION"
+    status = Status.FAILED_PRECONDITION
 
 
 class CaseBusyError(MlaxError):
     """An action while this node's previous transition is still on its way to the peer."""
 
-    status = "FAILED_PRECONDITION"
+    status = Status.FAILED_PRECONDITION
 
 
 class _CaseMovedError(Exception):
@@ -61,7 +61,7 @@ class _CaseMovedError(Exception):
 class ApprovalError(MlaxError):
     """An approval that four-eyes does not accept."""
 
-    status = "PERMISSION_DENIED"
+    status = Status.PERMISSION_DENIED
 
 
 def names(text: str) -> tuple[str, ...]:

@@ -13,7 +13,6 @@ import json
 
 import grpc
 
-from exchange._proto.mlax.v1 import federation_pb2_grpc as fgrpc
 from exchange._proto.mlax.v1 import ledger_pb2 as lpb
 from exchange._proto.mlax.v1 import officer_pb2 as opb
 from exchange.encoding import format_uuid
@@ -22,12 +21,12 @@ from exchange.ledger import leaf_hash, open_checkpoint, verify_inclusion
 from exchange.ledger.names import log_origin, log_verifiers
 from exchange.ledger_entry import commitment
 from exchange.receipt import Receipt
-from node.peers.channels import PeerChannels
+from node.peers.client import PeerClient
 from node.services.messages import OUT, NodeCore, NotFoundError
 
 
 def delivery_proof(
-    core: NodeCore, peers: PeerChannels, message_id: str, timeout: float
+    core: NodeCore, peers: PeerClient, message_id: str, timeout: float
 ) -> opb.DeliveryProof:
     """Fetch and verify the receiver's inclusion proof for one of our delivered messages."""
     with core.db.read() as s:
@@ -37,10 +36,9 @@ def delivery_proof(
     receipt = Receipt.from_bytes(row.receipt).parsed()
     index = receipt.ledger_index
     out = opb.DeliveryProof(ledger_index=index)
-    stub = fgrpc.FederationStub(peers.channel(row.peer))
     try:
-        resp = stub.GetInclusionProof(lpb.InclusionProofRequest(index=index), timeout=timeout)
-        entries = stub.GetEntries(lpb.GetEntriesRequest(start=index, count=1), timeout=timeout)
+        resp = peers.get_inclusion_proof(row.peer, lpb.InclusionProofRequest(index=index), timeout)
+        entries = peers.get_entries(row.peer, lpb.GetEntriesRequest(start=index, count=1), timeout)
     except grpc.RpcError as e:
         out.problem = f"{row.peer} did not provide the proof: {e.code().name}: {e.details()}"
         return out

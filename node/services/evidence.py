@@ -9,8 +9,9 @@ one chunk in memory:
 2. When the last chunk is in and the SHA-256 matches the client's, the node queues an
    EVIDENCE envelope to the case's other party, in the same transaction: the header
    names the file's digest and size (signed), the sealed body carries its key.
-3. Once the peer receipts that envelope, the pusher streams the ciphertext chunks to the
-   peer (`PushAttachment`), starting from the chunk the peer last confirmed.
+3. Once the peer receipts that envelope, the pusher (node/workers/evidence_push.py)
+   streams the ciphertext chunks to the peer (`PushAttachment`), starting from the chunk
+   the peer last confirmed.
 4. The peer authenticates every chunk before storing it, and marks the file available
    only when every chunk is in and the plaintext digest equals the signed one.
 5. An officer downloads the plaintext from their own node; the CLI checks the digest
@@ -25,14 +26,12 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-import grpc
 import structlog
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from exchange import policy
 from exchange._proto.mlax.v1 import attachment_pb2 as apb
-from exchange._proto.mlax.v1 import federation_pb2_grpc as fgrpc
 from exchange.attachment import (
     DEFAULT_CHUNK_SIZE,
     MAX_ATTACHMENT_SIZE,
@@ -54,14 +53,12 @@ from exchange.envelope import (
     codes_text,
     handling_from_wire,
 )
-from exchange.errors import InvalidFieldError, MlaxError, OversizedError
+from exchange.errors import InvalidFieldError, MlaxError, OversizedError, Status
 from exchange.ledger_entry import LedgerEntry
 from exchange.wire import parse
 from node import metrics
-from node.peers.channels import PeerChannels
 from node.services.cases import CaseDesk
 from node.services.messages import (
-    DELIVERED,
     IN,
     OUT,
     NodeCore,
@@ -72,7 +69,6 @@ from node.services.messages import (
 from node.storage import ledger
 from node.storage.blobs import BlobStore
 from node.storage.models import AttachmentRow, MessageRow
-from node.workers.periodic import TaskHealth
 
 log = structlog.get_logger("mlax.attachments")
 
@@ -89,7 +85,7 @@ _UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 class AttachmentConflictError(MlaxError):
     """An upload id reused for a different file, or a peer's attachment id already held."""
 
-    status = "ALREADY_EXISTS"
+    status = Status.ALREADY_EXISTS
 
 
 def _blob_id(row: AttachmentRow) -> str:
@@ -128,7 +124,13 @@ class _Progress:
 class AttachmentDesk:
     """Attachment operations over the node's database, blob store and identity."""
 
-    def __init__(self, core: NodeCore, blobs: BlobStore, cases: CaseDesk) -> None:
+    def __init__(
+        self,
+        core: NodeCore,
+        blobs: BlobStore,
+        cases: CaseDesk,
+        on_push_due: Callable[[], None] = lambda: None,
+    ) -> None:
         self.core = core
         self.blobs = blobs
         self.cases = cases
@@ -136,7 +138,9 @@ class AttachmentDesk:
         # Running digests of streams cut off mid-way, so a resume need not re-read them.
         self._progress: dict[int, _Progress] = {}
         self._lock = threading.Lock()
-        self.wake = threading.Event()
+        # Rung when an evidence envelope is receipted (or failed): `run` passes the
+        # evidence pusher's wake-up (node/workers/evidence_push.py).
+        self.on_push_due = on_push_due
         core.receive_hooks[MessageType.EVIDENCE] = self._on_evidence
         core.outcome_hooks.append(self._on_outcome)
 
@@ -598,7 +602,8 @@ class AttachmentDesk:
             "attachment_received", attachment_id=verifier.key.attachment_id.hex(), ok=not problem
         )
 
-    # -- sender side: push after the evidence envelope is receipted -----------------------
+    # -- sender side: the pusher (node/workers/evidence_push.py) sends the chunks once the
+    # -- evidence envelope is receipted ----------------------------------------------------
 
     def _on_outcome(self, s: Session, msg: MessageRow, delivered: bool) -> None:
         if msg.message_type != MessageType.EVIDENCE.value:
@@ -613,98 +618,19 @@ class AttachmentDesk:
                 row.next_attempt_at = 0
             else:
                 row.state, row.last_error = SEND_FAILED, msg.last_error
-        self.wake.set()
+        self.on_push_due()
 
-    def due(self, now: int, limit: int = 4) -> list[int]:
-        """Claim outbound attachments whose envelope is delivered and whose push is due."""
-        with self.core.db.write() as s:
-            rows = s.scalars(
-                select(AttachmentRow)
-                .join(
-                    MessageRow,
-                    (MessageRow.message_id == AttachmentRow.message_id)
-                    & (MessageRow.direction == OUT),
-                )
-                .where(
-                    AttachmentRow.direction == OUT,
-                    AttachmentRow.state == SENDING,
-                    AttachmentRow.next_attempt_at <= now,
-                    AttachmentRow.lease_until <= now,
-                    MessageRow.state == DELIVERED,
-                )
-                .order_by(AttachmentRow.id)
-                .limit(limit)
-            ).all()
-            for row in rows:
-                row.lease_until = now + 120_000
-            return [r.id for r in rows]
-
-    def push(self, peers: PeerChannels, row_id: int, timeout: float) -> bool:
-        """Send one attachment's remaining chunks; True once the peer holds all of it."""
+    def outbound(self, row_id: int) -> tuple[AttachmentRow, AttachmentKey]:
+        """An outbound attachment's row (detached from the session) and its key."""
         with self.core.db.read() as s:
             row = s.get(AttachmentRow, row_id)
             assert row is not None
             s.expunge(row)
-        key = self._key(row)
-        blob = _blob_id(row)
-        try:
-            stub = fgrpc.FederationStub(peers.channel(row.peer))
-            status = stub.AttachmentStatus(
-                apb.AttachmentStatusRequest(attachment_id=row.attachment_id), timeout=timeout
-            )
-            if not status.complete:
-                start = status.confirmed_chunks
+        return row, self._key(row)
 
-                def chunks() -> Iterator[apb.AttachmentChunk]:
-                    for i in range(start, key.chunks):
-                        data = self.blobs.read(blob, key.cipher_offset(i), key.cipher_length(i))
-                        yield apb.AttachmentChunk(
-                            attachment_id=row.attachment_id, index=i, ciphertext=data
-                        )
-
-                # The deadline grows with what is left: about 1 s per 8 MiB on top.
-                left = key.cipher_size - key.cipher_offset(start) if start < key.chunks else 0
-                status = stub.PushAttachment(chunks(), timeout=timeout + left / (8 << 20))
-        except (grpc.RpcError, MlaxError) as e:
-            detail = e.details() if isinstance(e, grpc.RpcError) else e.message
-            self._push_failed(row_id, str(detail or "unreachable"))
-            return False
-        if not status.complete:
-            self._push_failed(row_id, "the peer has not confirmed every chunk")
-            return False
-        now = now_ms()
-        with self.core.db.write() as s:
-            fresh = s.get(AttachmentRow, row_id)
-            assert fresh is not None
-            fresh.state, fresh.completed_at = SENT, now
-            fresh.confirmed_chunks, fresh.lease_until, fresh.last_error = key.chunks, 0, ""
-            ledger.append(
-                s,
-                LedgerEntry.of(
-                    "attachment.delivered",
-                    now,
-                    attachment_id=row.attachment_id.hex(),
-                    case_ref=row.case_ref,
-                    peer=row.peer,
-                    sha256=row.sha256.hex(),
-                    size=row.size,
-                ),
-            )
-        metrics.ATTACHMENT_BYTES.labels(direction="out").inc(key.cipher_size)
-        log.info("attachment_delivered", attachment_id=row.attachment_id.hex(), peer=row.peer)
-        return True
-
-    def _push_failed(self, row_id: int, reason: str) -> None:
-        now = now_ms()
-        with self.core.db.write() as s:
-            row = s.get(AttachmentRow, row_id)
-            assert row is not None
-            row.attempts += 1
-            row.last_error = reason[:500]
-            row.lease_until = 0
-            row.next_attempt_at = now + min(60_000, 500 * 2 ** min(row.attempts, 7))
-            attachment_id, attempts = row.attachment_id.hex(), row.attempts
-        log.warning("attachment_push_failed", attachment_id=attachment_id, attempts=attempts)
+    def sealed_chunk(self, row: AttachmentRow, key: AttachmentKey, index: int) -> bytes:
+        """Chunk `index` of an attachment's ciphertext, as stored."""
+        return self.blobs.read(_blob_id(row), key.cipher_offset(index), key.cipher_length(index))
 
     # -- officer reads --------------------------------------------------------------------
 
@@ -810,7 +736,7 @@ class AttachmentDesk:
 
 
 class _NotReadyError(MlaxError):
-    status = "FAILED_PRECONDITION"
+    status = Status.FAILED_PRECONDITION
 
 
 def _chain(
@@ -818,40 +744,3 @@ def _chain(
 ) -> Iterator[apb.AttachmentChunk]:
     yield first
     yield from rest
-
-
-class AttachmentPusher:
-    """Background thread: pushes delivered evidence's chunks to peers, with backoff."""
-
-    def __init__(self, desk: AttachmentDesk, peers: PeerChannels, timeout: float) -> None:
-        self.desk = desk
-        self.peers = peers
-        self.timeout = timeout
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="attachment-pusher", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        self.desk.wake.set()
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        health = TaskHealth("attachment_tick_failed")
-        while not self._stop.is_set():
-            try:
-                for row_id in self.desk.due(now_ms()):
-                    if self._stop.is_set():
-                        break
-                    self.desk.push(self.peers, row_id, self.timeout)
-            except Exception as e:
-                health.failed(e, 0.5)
-            else:
-                health.ok()
-            if health.failing:  # backing off
-                self._stop.wait(health.wait(0.5))
-            else:
-                self.desk.wake.wait(0.5)
-            self.desk.wake.clear()

@@ -30,12 +30,11 @@ from sqlalchemy import delete, func, insert, select, tuple_
 from sqlalchemy.orm import Session
 
 from exchange import forms
-from exchange._proto.mlax.v1 import federation_pb2_grpc as fgrpc
 from exchange._proto.mlax.v1 import forms_pb2 as fpb
 from exchange._proto.mlax.v1 import matching_pb2 as mpb
 from exchange.case import Action, CaseState, Party
 from exchange.encoding import now_ms
-from exchange.errors import InvalidFieldError, MlaxError, OversizedError
+from exchange.errors import InvalidFieldError, MlaxError, OversizedError, Status
 from exchange.ledger_entry import LedgerEntry
 from exchange.matching import oprf
 from exchange.matching.records import (
@@ -49,7 +48,7 @@ from exchange.matching.score import Band, band
 from exchange.matching.tokens import MAX_TOKENS, Token, record_tokens
 from node import metrics
 from node.config import MatchingSection
-from node.peers.channels import PeerChannels
+from node.peers.client import PeerClient
 from node.services.cases import CaseDesk, CaseStaleError
 from node.services.messages import NodeCore, NotFoundError, Officer, PermissionDeniedError
 from node.storage import ledger
@@ -62,7 +61,6 @@ from node.storage.models import (
     MatchReplicaRow,
     MatchStateRow,
 )
-from node.workers.periodic import Periodic
 
 log = structlog.get_logger("mlax.matching")
 T = TypeVar("T")
@@ -79,7 +77,7 @@ _FIELDS = QUERY_COLUMNS
 class QuotaExceededError(MlaxError):
     """A peer that used up its blind evaluations for this hour."""
 
-    status = "RESOURCE_EXHAUSTED"
+    status = Status.RESOURCE_EXHAUSTED
 
 
 def truncate(output: bytes) -> int:
@@ -164,10 +162,11 @@ class _Hit:
 
 
 class MatchDesk:
-    """Matching operations over the node's database, identity and peer channels."""
+    """Matching operations over the node's database, identity and peers (`PeerClient`);
+    node/workers/matching_sync.py keeps the copies of the peers' indexes fresh."""
 
     def __init__(
-        self, core: NodeCore, cfg: MatchingSection, peers: PeerChannels, cases: CaseDesk
+        self, core: NodeCore, cfg: MatchingSection, peers: PeerClient, cases: CaseDesk
     ) -> None:
         self.core = core
         self.cfg = cfg
@@ -443,9 +442,6 @@ class MatchDesk:
 
     # -- asking peers ---------------------------------------------------------------------
 
-    def _stub(self, peer: str) -> fgrpc.FederationStub:
-        return fgrpc.FederationStub(self.peers.channel(peer))
-
     def sync(self, peer: str, timeout: float) -> MatchPeerRow:
         """Bring our copy of `peer`'s published index up to date."""
         lock = self._sync_locks.setdefault(peer, threading.Lock())
@@ -453,12 +449,9 @@ class MatchDesk:
             with self.core.db.read() as s:
                 have = s.get(MatchPeerRow, peer)
                 key_id, since = (have.key_id, have.version) if have else ("", 0)
-            # wait_for_ready: a channel still backing off from an earlier failure waits for
-            # the peer (within the timeout) instead of failing at once.
-            stream = self._stub(peer).GetMatchIndex(
-                mpb.MatchIndexRequest(key_id=key_id, since_version=since),
-                timeout=timeout,
-                wait_for_ready=True,
+            # A peer still connecting is waited for, within the timeout (PeerClient).
+            stream = self.peers.get_match_index(
+                peer, mpb.MatchIndexRequest(key_id=key_id, since_version=since), timeout
             )
             final: tuple[str, int] | None = None
             for chunk in stream:
@@ -623,13 +616,12 @@ class MatchDesk:
         state = self.sync(peer, timeout)
         blinds = [oprf.blind(t.value) for t in flat]
         outputs: list[bytes] = []
-        stub = self._stub(peer)
         for start in range(0, len(flat), self.cfg.max_elements_per_call):
             part = blinds[start : start + self.cfg.max_elements_per_call]
-            resp = stub.MatchEvaluate(
+            resp = self.peers.match_evaluate(
+                peer,
                 mpb.MatchEvaluateRequest(query_id=query_id, blinded_elements=[b for _, b in part]),
-                timeout=timeout,
-                wait_for_ready=True,
+                timeout,
             )
             if len(resp.evaluated_elements) != len(part):
                 raise MlaxError(f"Agency {peer} answered {len(resp.evaluated_elements)} elements.")
@@ -716,7 +708,7 @@ class MatchDesk:
             Action.REPORT_EXECUTED,
             {"summary": "Identity disclosed on supervisor approval.\n" + "\n".join(lines)},
         )
-        self.cases._send(officer, case_ref, Action.REPORT_EXECUTED, details)
+        self.cases.steps.send(officer, case_ref, Action.REPORT_EXECUTED, details)
         with self.core.db.write() as s:
             ledger.append(
                 s,
@@ -736,24 +728,4 @@ def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
         yield items[i : i + size]
 
 
-class MatchSync(Periodic):
-    """Background thread: keeps our copies of the peers' published indexes fresh."""
-
-    def __init__(self, desk: MatchDesk, every: float, timeout: float) -> None:
-        super().__init__("match-sync", every, "match_sync_failed")
-        self.desk, self.timeout = desk, timeout
-
-    def tick(self) -> None:
-        directory = self.desk.core.directory.current()
-        for card in directory.agencies:
-            if card.agency_id == self.desk.core.agency or self.stopping:
-                continue
-            try:
-                self.desk.sync(card.agency_id, self.timeout)
-            except (grpc.RpcError, MlaxError):
-                pass  # a peer that is down is tried again next round
-            except Exception:
-                log.exception("match_sync_failed", peer=card.agency_id)
-
-
-__all__ = ["MatchDesk", "MatchSync", "QuotaExceededError", "VictimQuery", "parse_reference"]
+__all__ = ["MatchDesk", "QuotaExceededError", "VictimQuery", "parse_reference"]

@@ -42,6 +42,7 @@ from exchange.errors import (
     MlaxError,
     OversizedError,
     ReplayError,
+    Status,
 )
 from exchange.ledger_entry import LedgerEntry
 from exchange.receipt import Receipt, ReceiptBody, issue_receipt, verify_receipt
@@ -74,17 +75,17 @@ STATE_TO_WIRE = {
 
 
 class NotFoundError(MlaxError):
-    status = "NOT_FOUND"
+    status = Status.NOT_FOUND
 
 
 class PermissionDeniedError(MlaxError):
-    status = "PERMISSION_DENIED"
+    status = Status.PERMISSION_DENIED
 
 
 class PeerMismatchError(MlaxError):
     """The envelope's sender is not the agency of the TLS peer that delivered it."""
 
-    status = "PERMISSION_DENIED"
+    status = Status.PERMISSION_DENIED
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,7 @@ class NodeCore:
         directory: TrustedDirectory,
         limits: Limits,
         default_ttl_ms: int,
+        on_submit: Callable[[], None] = lambda: None,
     ) -> None:
         self.identity = identity
         self.db = db
@@ -172,9 +174,10 @@ class NodeCore:
         self.default_ttl_ms = default_ttl_ms
         self.agency = identity.agency_id
         # Woken on every stored inbound message (Watch streams) and every submission
-        # (the delivery worker); both also poll, for writes made by other replicas.
+        # (`on_submit`: `run` passes the delivery worker's wake-up); both also poll, for
+        # writes made by other replicas.
         self.inbound = threading.Condition()
-        self.on_submit: Callable[[], None] = lambda: None
+        self.on_submit = on_submit
         self.commits = GroupCommit(db)
         # Refused deliveries, ledgered at a bounded rate (node.services.rejections;
         # `run` configures it).

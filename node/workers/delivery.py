@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import queue
 import random
-import threading
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -21,7 +20,6 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from exchange._proto.mlax.v1 import envelope_pb2 as epb
-from exchange._proto.mlax.v1 import federation_pb2_grpc as fgrpc
 from exchange.directory import Directory
 from exchange.encoding import format_uuid, now_ms
 from exchange.errors import MlaxError
@@ -29,11 +27,12 @@ from exchange.ledger_entry import LedgerEntry
 from exchange.receipt import Receipt, verify_receipt
 from node import metrics
 from node.config import DeliverySection
-from node.peers.channels import PeerChannels
+from node.peers.client import DeliverAnswer, PeerClient
 from node.services.messages import DELIVERED, FAILED, HELD, OUT, QUEUED, RETRYING, NodeCore
 from node.storage import ledger
 from node.storage.models import MessageRow
-from node.workers.periodic import TaskHealth
+from node.workers.periodic import Periodic
+from node.workers.wakeup import Wakeup
 
 log = structlog.get_logger("mlax.delivery")
 
@@ -99,47 +98,50 @@ def backoff_ms(attempts: int, cfg: DeliverySection, rng: random.Random) -> int:
     return int(1000 * base * (0.5 + 0.5 * rng.random()))
 
 
-class DeliveryWorker:
-    """One thread that claims due messages per peer and records outcomes in batches."""
+class DeliveryWorker(Periodic):
+    """One thread that claims due messages per peer and records outcomes in batches.
 
-    def __init__(self, core: NodeCore, peers: PeerChannels, cfg: DeliverySection) -> None:
+    It runs a round every `poll_interval_seconds`, and at once when `wakeup` rings:
+    `run()` gives the same `Wakeup` to the core, which rings it on every submission,
+    and the worker rings it itself when an answer comes back. A failing round backs
+    off (`Periodic`); submissions and answers do not cut the backoff short. `stop()`
+    stops claiming, waits for envelopes on the wire, then records their outcomes.
+    """
+
+    def __init__(
+        self,
+        core: NodeCore,
+        peers: PeerClient,
+        cfg: DeliverySection,
+        wakeup: Wakeup | None = None,
+    ) -> None:
+        bell = wakeup or Wakeup()
+        super().__init__(
+            "mlax-delivery",
+            cfg.poll_interval_seconds,
+            "delivery_tick_failed",
+            run_first=True,
+            wakeup=bell,
+        )
+        self._ring = bell.notify
         self.core = core
         self.peers = peers
         self.cfg = cfg
-        self._wake = threading.Event()
-        self._stop = threading.Event()
         self._done: queue.SimpleQueue[_Outcome] = queue.SimpleQueue()
         self._in_flight: dict[str, int] = defaultdict(int)
         self._rng = random.Random()  # noqa: S311 - jitter, not a secret
-        self._thread = threading.Thread(target=self._run, name="mlax-delivery", daemon=True)
-        core.on_submit = self._wake.set
-
-    def start(self) -> None:
-        self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop claiming; wait for envelopes on the wire, then record their outcomes."""
-        self._stop.set()
-        self._wake.set()
-        self._thread.join(timeout)
+        super().stop(timeout)
 
     # -- the loop -------------------------------------------------------------------------
 
-    def _run(self) -> None:
-        health, every = TaskHealth("delivery_tick_failed"), self.cfg.poll_interval_seconds
-        while not self._stop.is_set():
-            try:
-                self._record(self._drain())
-                self._dispatch()
-            except Exception as e:  # the worker must outlive any one bad tick
-                health.failed(e, every)
-            else:
-                health.ok()
-            if health.failing:  # backing off: submissions and outcomes do not cut it short
-                self._stop.wait(health.wait(every))
-            else:
-                self._wake.wait(every)
-            self._wake.clear()
+    def tick(self) -> None:
+        self._record(self._drain())
+        self._dispatch()
+
+    def finish(self) -> None:
         deadline = now_ms() + int(self.cfg.rpc_timeout_seconds * 1000)
         while sum(self._in_flight.values()) and now_ms() < deadline:
             self._record(self._drain(block=True))
@@ -214,35 +216,31 @@ class DeliveryWorker:
             room = self.cfg.max_in_flight_per_peer - self._in_flight[peer]
             if room <= 0:
                 continue
-            claims = self._claim(peer, room)
-            if not claims:
-                continue
-            try:
-                stub = fgrpc.FederationStub(self.peers.channel(peer))
-            except MlaxError as e:
-                for c in claims:
-                    self._done.put(_Outcome(c, None, grpc.StatusCode.UNAVAILABLE, e.message, 0.0))
-                continue
-            for claim in claims:
-                self._send(stub, claim)
+            for claim in self._claim(peer, room):
+                try:
+                    self._send(claim)
+                except MlaxError as e:  # the peer left the directory: try again later
+                    self._done.put(
+                        _Outcome(claim, None, grpc.StatusCode.UNAVAILABLE, e.message, 0.0)
+                    )
 
-    def _send(self, stub: fgrpc.FederationStub, claim: _Claim) -> None:
-        self._in_flight[claim.peer] += 1
+    def _send(self, claim: _Claim) -> None:
         started = now_ms() / 1000
-        future = stub.Deliver.future(
-            epb.Envelope.FromString(claim.envelope), timeout=self.cfg.rpc_timeout_seconds
+
+        def done(answer: DeliverAnswer) -> None:
+            receipt = answer.receipt.SerializeToString() if answer.receipt is not None else None
+            self._done.put(_Outcome(claim, receipt, answer.code, answer.detail, started))
+            self._ring()
+
+        self.peers.deliver(
+            claim.peer,
+            epb.Envelope.FromString(claim.envelope),
+            self.cfg.rpc_timeout_seconds,
+            done,
         )
-
-        def done(f: grpc.Future) -> None:  # type: ignore[type-arg]
-            try:
-                receipt: epb.Receipt = f.result()
-                outcome = _Outcome(claim, receipt.SerializeToString(), None, "", started)
-            except grpc.RpcError as e:
-                outcome = _Outcome(claim, None, e.code(), e.details() or "", started)
-            self._done.put(outcome)
-            self._wake.set()
-
-        future.add_done_callback(done)
+        # Only this thread counts (here) and records (in `tick`): an answer that came
+        # back already is recorded after this.
+        self._in_flight[claim.peer] += 1
 
     # -- outcomes -------------------------------------------------------------------------
 

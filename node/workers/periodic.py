@@ -10,6 +10,7 @@ import structlog
 from node import metrics
 from node.logs import error_fields
 from node.rpc.errors import is_storage_full
+from node.workers.wakeup import Wakeup
 
 log = structlog.get_logger("mlax.node")
 
@@ -76,17 +77,35 @@ class Periodic:
 
     A tick that raises does not end the thread: background work must outlive any one
     bad round. Failing ticks back off and are logged as `<event>` once (`TaskHealth`).
+
+    With a `wakeup`, a healthy task also runs as soon as it is rung (a backing-off one
+    waits its backoff out). `waited` is how long the loop waited before the current
+    tick (0 for the first one of a `run_first` task). After `stop`, `finish` runs once
+    on the thread.
     """
 
-    def __init__(self, name: str, every: float, event: str, run_first: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        every: float,
+        event: str,
+        run_first: bool = False,
+        *,
+        wakeup: Wakeup | None = None,
+    ) -> None:
         self.every = every
         self.health = TaskHealth(event)
+        self.wakeup = wakeup
+        self.waited = 0.0
         self._run_first = run_first
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def tick(self) -> None:
         raise NotImplementedError
+
+    def finish(self) -> None:
+        """Last work after the loop stopped (nothing by default)."""
 
     @property
     def stopping(self) -> bool:
@@ -97,6 +116,8 @@ class Periodic:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        if self.wakeup is not None:
+            self.wakeup.notify()
         self._thread.join(timeout)
 
     def _safe_tick(self) -> None:
@@ -107,8 +128,21 @@ class Periodic:
         else:
             self.health.ok()
 
+    def _pause(self) -> bool:
+        """Wait for the next round; True once stopping."""
+        self.waited = self.health.wait(self.every)
+        if self.wakeup is None:
+            return self._stop.wait(self.waited)
+        if self.health.failing:  # backing off: a ring does not cut the wait short
+            self._stop.wait(self.waited)
+        else:
+            self.wakeup.wait(self.waited)
+        self.wakeup.clear()
+        return self._stop.is_set()
+
     def _run(self) -> None:
         if self._run_first:
             self._safe_tick()
-        while not self._stop.wait(self.health.wait(self.every)):
+        while not self._pause():
             self._safe_tick()
+        self.finish()

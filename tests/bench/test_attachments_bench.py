@@ -1,4 +1,4 @@
-"""bench/attachments.py runs a file through two real nodes and a bare gRPC copy, in JSON lines.
+"""bench/bench_attachments.py sends a file through two nodes and a bare gRPC copy; JSON lines.
 
 Timings and memory are not judged here: only that the quick run (16 MiB) exits 0 and
 reports every stage, the baseline and the memory of every process with sane values.
@@ -23,7 +23,7 @@ PROCESSES = {"node-NG-NAPTIP", "node-GB-NCA", "upload-client", "download-client"
 @pytest.mark.integration
 def test_attachments_benchmark_quick_run_prints_json_lines() -> None:
     result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "attachments.py"), "--quick"],
+        [sys.executable, str(ROOT / "bench" / "bench_attachments.py"), "--quick"],
         cwd=ROOT,
         capture_output=True,
         text=True,

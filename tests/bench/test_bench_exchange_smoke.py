@@ -1,4 +1,4 @@
-"""bench/exchange.py starts two nodes and an echo server, and speaks its JSON-lines format.
+"""bench/bench_exchange.py starts two nodes and an echo server, and speaks its JSON-lines format.
 
 Timings are not judged here: only that the quick run exits 0 and reports every field.
 """
@@ -28,7 +28,7 @@ EXPECTED_KEYS = {
 @pytest.mark.integration
 def test_exchange_benchmark_quick_run_prints_json_lines() -> None:
     result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "exchange.py"), "--quick"],
+        [sys.executable, str(ROOT / "bench" / "bench_exchange.py"), "--quick"],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -1,4 +1,4 @@
-"""bench/ledger.py measures appends, proofs and an export's audit, and speaks JSON lines.
+"""bench/bench_ledger.py measures appends, proofs and an export's audit, and speaks JSON lines.
 
 Timings are not judged here: only that a quick run on a small ledger exits 0, reports
 every figure with its fields, and that the export it built verifies.
@@ -59,7 +59,7 @@ def test_ledger_benchmark_quick_run_prints_json_lines() -> None:
     result = subprocess.run(
         [
             sys.executable,
-            str(ROOT / "bench" / "ledger.py"),
+            str(ROOT / "bench" / "bench_ledger.py"),
             "--quick",
             "--entries",
             str(ENTRIES),

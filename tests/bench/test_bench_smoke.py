@@ -1,4 +1,4 @@
-"""bench/envelope.py runs and speaks its JSON-lines format; timings are not judged here."""
+"""bench/bench_envelope.py runs and speaks its JSON-lines format; timings are not judged here."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ EXPECTED_KEYS = {
 
 def test_envelope_benchmark_quick_run_prints_json_lines() -> None:
     result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "envelope.py"), "--quick"],
+        [sys.executable, str(ROOT / "bench" / "bench_envelope.py"), "--quick"],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -1,4 +1,4 @@
-"""bench/matching_speed.py measures the OPRF, encoding, lookups at three index sizes and
+"""bench/bench_matching_speed.py measures the OPRF, encoding, lookups at three index sizes and
 queries between real nodes, in JSON lines.
 
 Timings are not judged here: only that the quick run exits 0, reports every figure with
@@ -46,7 +46,7 @@ INDEX_KEYS = {
 @pytest.mark.integration
 def test_matching_speed_quick_run_prints_json_lines() -> None:
     result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "matching_speed.py"), "--quick"],
+        [sys.executable, str(ROOT / "bench" / "bench_matching_speed.py"), "--quick"],
         cwd=ROOT,
         capture_output=True,
         text=True,

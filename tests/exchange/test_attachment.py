@@ -28,7 +28,6 @@ from hypothesis import strategies as st
 from exchange._proto.mlax.v1 import attachment_pb2 as apb
 from exchange._proto.mlax.v1 import envelope_pb2 as epb
 from exchange.attachment import (
-    CTX_ATTACHMENT_CHUNK,
     DEFAULT_CHUNK_SIZE,
     MAX_ATTACHMENT_SIZE,
     MAX_CHUNK_SIZE,
@@ -45,7 +44,7 @@ from exchange.attachment import (
     new_attachment_key,
     validate_name,
 )
-from exchange.encoding import pae
+from exchange.encoding import CTX_ATTACHMENT_CHUNK, pae
 from exchange.errors import InvalidFieldError, MalformedError, MlaxError, OversizedError
 
 KIB = 1024

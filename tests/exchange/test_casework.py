@@ -42,8 +42,6 @@ from exchange.case import (
     Urgency,
 )
 from exchange.casework import (
-    CTX_CASE_APPROVAL,
-    CTX_CASE_TRANSITION,
     Applied,
     CaseConflictError,
     CaseNotYetError,
@@ -54,7 +52,7 @@ from exchange.casework import (
     transition_digest,
 )
 from exchange.directory import Directory
-from exchange.encoding import key_id, pae, uuid7
+from exchange.encoding import CTX_CASE_APPROVAL, CTX_CASE_TRANSITION, key_id, pae, uuid7
 from exchange.envelope import Header, MemorySeenIds, MessageType, Opened, Suite, open_envelope, seal
 from exchange.errors import InvalidFieldError, MalformedError, MlaxError, OversizedError
 

@@ -33,6 +33,9 @@ ABBREVIATED_HEX = re.compile(r"(?<![0-9A-Za-z])([0-9a-fA-F]*)…([0-9a-fA-F]*)(?
 MIN_ABBREVIATION_DIGITS = 4
 HEX_VALUE = re.compile(r"[0-9a-f]+")
 CONTEXTS = {name: value for name, value in vars(encoding).items() if name.startswith("CTX_")}
+# Contexts no published vector pins: a ledger entry's commitment (the ledger's own vectors
+# are Merkle ones, tests/exchange/ledger) and a key file's associated data (never sent).
+NOT_IN_VECTORS = {"CTX_LEDGER_ENTRY", "CTX_KEYFILE"}
 
 
 def _strings(node: Any) -> Iterator[str]:
@@ -126,5 +129,5 @@ def test_context_is_documented(name: str) -> None:
 
 
 def test_every_context_is_in_the_vectors() -> None:
-    for name, value in CONTEXTS.items():
-        assert value.decode("ascii") in VECTOR_TEXT, name
+    missing = {name for name, value in CONTEXTS.items() if value.decode() not in VECTOR_TEXT}
+    assert missing == NOT_IN_VECTORS

@@ -31,7 +31,8 @@ import pytest
 from exchange._proto.mlax.v1 import attachment_pb2 as apb
 from exchange._proto.mlax.v1 import ledger_pb2 as lpb
 from exchange._proto.mlax.v1 import officer_pb2 as opb
-from node.client import Credential, NodeCallError, OfficerClient, _server_name
+from node.client import Credential, NodeCallError, OfficerClient
+from node.client.officer import _server_name
 from node.devtools.federation import DEMO_AGENCIES, NodeProcess, build_federation, free_port
 from node.storage.db import TEST_MAX_PAGES_ENV
 

@@ -11,7 +11,9 @@ GB, FR, NG = "GB-NCA", "FR-OCRTEH", "NG-NAPTIP"
 
 
 def _entry(kind: str, **fields: str | int) -> bytes:
-    return LedgerEntry.of(kind, 1, **fields).to_bytes()
+    # Built without LedgerEntry.of's schema check: the rule reads any entry's bytes,
+    # including kinds and fields no node of this version writes.
+    return LedgerEntry(kind, 1, tuple(sorted(fields.items()))).to_bytes()
 
 
 def test_a_refused_forward_is_read_by_no_peer() -> None:

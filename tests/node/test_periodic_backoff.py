@@ -25,6 +25,7 @@ from prometheus_client import REGISTRY
 from node.config import DeliverySection
 from node.workers.delivery import DeliveryWorker
 from node.workers.periodic import MAX_FAILING_WAIT, Periodic, TaskHealth
+from node.workers.wakeup import Wakeup
 
 FAILURES = 5
 
@@ -118,9 +119,10 @@ class _FailingDb:
 def test_the_delivery_worker_backs_off_and_logs_once_per_change(tmp_path: Path) -> None:
     every = 0.01
     db = _FailingDb(_disk_full(tmp_path))
-    core = SimpleNamespace(db=db, on_submit=None)
+    core = SimpleNamespace(db=db)
     cfg = DeliverySection(poll_interval_seconds=every)
-    worker = DeliveryWorker(core, None, cfg)  # type: ignore[arg-type]
+    outbox = Wakeup()  # what the core rings on each submission
+    worker = DeliveryWorker(core, None, cfg, outbox)  # type: ignore[arg-type]
     before = _failures("delivery_tick")
     with structlog.testing.capture_logs() as logs:
         worker.start()
@@ -130,7 +132,7 @@ def test_the_delivery_worker_backs_off_and_logs_once_per_change(tmp_path: Path) 
 
             def wake() -> None:
                 while not stop_waking.wait(0.002):
-                    core.on_submit()
+                    outbox.notify()
 
             waker = threading.Thread(target=wake, daemon=True)
             waker.start()

@@ -71,7 +71,12 @@ class LedgerSimulator:
 
     def make_entry(self, n: int) -> bytes:
         return LedgerEntry.of(
-            "message.received", T0 + n, message_id=f"{n:032x}", sender=WITNESS_AGENCIES[0]
+            "message.received",
+            T0 + n,
+            message_id=f"{n:032x}",
+            sender=WITNESS_AGENCIES[0],
+            envelope_digest=f"{n:064x}",
+            message_type="NOTE",
         ).to_bytes()
 
     def append(self, count: int = 1) -> None:

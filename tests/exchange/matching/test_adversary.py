@@ -32,7 +32,7 @@ from exchange.matching.records import PartialDate, VictimQuery, VictimRecord
 from exchange.matching.score import Band, band
 from exchange.matching.tokens import MAX_TOKENS, record_tokens
 from node.config import MatchingSection
-from node.peers.channels import PeerChannels
+from node.peers.client import PeerClient
 from node.services.cases import CaseDesk
 from node.services.matching import (
     PAD_KIND,
@@ -328,7 +328,7 @@ def test_the_holder_refuses_guesses_past_the_default_quota(tmp_path: Path) -> No
     db = Database(f"sqlite:///{tmp_path / 'holder.db'}")
     db.migrate()
     cfg = MatchingSection()
-    desk = MatchDesk(cast(NodeCore, _Core(db)), cfg, cast(PeerChannels, None), cast(CaseDesk, None))
+    desk = MatchDesk(cast(NodeCore, _Core(db)), cfg, cast(PeerClient, None), cast(CaseDesk, None))
     try:
         guess = query_elements(A)  # what one guess costs an honest querying node
         per_call = cfg.max_elements_per_call // MAX_TOKENS

@@ -1,4 +1,4 @@
-"""bench/matching_quality.py at a small size: it runs, reports every figure, matches what
+"""bench/bench_matching_quality.py at a small size: it runs, reports every figure, matches what
 the OPRF gives, and its figures stay above a floor (a regression in tokens or thresholds
 shows here before anyone reads the full benchmark)."""
 
@@ -15,7 +15,12 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def test_quick_run_reports_figures_above_the_floor() -> None:
     result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "matching_quality.py"), "--quick", "--with-oprf"],
+        [
+            sys.executable,
+            str(ROOT / "bench" / "bench_matching_quality.py"),
+            "--quick",
+            "--with-oprf",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

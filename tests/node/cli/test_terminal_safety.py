@@ -17,7 +17,7 @@ from exchange.ledger.audit import AuditReport, Problem
 from node.cli import audit_cmd, cases_cmd, messages_cmd
 from node.cli.common import fail, say, warn
 from node.cli.safe_text import shown
-from node.client import Evidence, MessageDetail, MessageInfo
+from node.client import CaseView, Evidence, MessageDetail, MessageInfo
 
 # What a hostile sender would write: cursor up and erase line, a carriage return to
 # overwrite, a CSI in its one-byte C1 form, a window-title OSC ended by BEL, a backspace,
@@ -196,7 +196,7 @@ def test_show_prints_a_peers_refusal_inert(capsys: pytest.CaptureFixture[str]) -
 
 
 def test_case_show_prints_peer_fields_inert(capsys: pytest.CaptureFixture[str]) -> None:
-    view = cpb.CaseView(
+    wire = cpb.CaseView(
         summary=cpb.CaseSummary(
             case_ref="GB-NCA-2026-0001",
             case_type="mla",
@@ -212,7 +212,7 @@ def test_case_show_prints_peer_fields_inert(capsys: pytest.CaptureFixture[str]) 
         ],
         attachments=[apb.AttachmentInfo(attachment_id="a1", name=HOSTILE, size=3)],
     )
-    cases_cmd._print_case(view)
+    cases_cmd._print_case(CaseView.from_proto(wire))
     out = capsys.readouterr().out
     assert not unsafe(out, multiline=True)
     assert "[bold red]LOUD[/]" in out

@@ -7,7 +7,7 @@ two verifies. The ratio is baseline time / envelope time: 1.0 would mean the pro
 costs nothing beyond its cryptography.
 
 Prints one JSON object per line on stdout and a table on stderr.
-Run: .venv/bin/python bench/envelope.py [--quick]
+Run: .venv/bin/python bench/bench_envelope.py [--quick]
 """
 
 from __future__ import annotations
@@ -21,12 +21,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-
-# Run as a script, this folder comes first on sys.path, and bench/exchange.py would then
-# shadow the `exchange` package: drop the folder before importing the project.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or os.curdir).resolve() != _HERE]
 
 from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric import mlkem, x25519

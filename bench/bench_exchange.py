@@ -28,7 +28,7 @@ handler on raw bytes, sync server with a thread pool, mutual TLS with throwaway 
 certificates, 1 KiB payloads, one channel, the same concurrency and number of calls.
 
 Prints one JSON object per line on stdout and a table on stderr.
-Run: .venv/bin/python bench/exchange.py [--quick]
+Run: .venv/bin/python bench/bench_exchange.py [--quick]
 """
 
 from __future__ import annotations
@@ -56,11 +56,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-
-# Run as a script, this file's folder comes first on sys.path, and this file's name would
-# then shadow the `exchange` package that the node is built on.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or os.curdir).resolve() != _HERE]
 
 from node.client import OfficerClient
 from node.devtools.federation import NodeProcess, build_federation, free_port

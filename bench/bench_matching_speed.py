@@ -44,7 +44,7 @@ cost grows linearly with the holder's records per query. Figures:
    `--batch` people. Quotas are raised for the run (`evaluations_per_hour`).
 
 Prints one JSON object per line on stdout and a table on stderr.
-Run: .venv/bin/python bench/matching_speed.py [--quick] [--records N] [--peers N]
+Run: .venv/bin/python bench/bench_matching_speed.py [--quick] [--records N] [--peers N]
      [--holder-records N] [--queries N] [--batch N] [--no-cache] [--parts LIST]
 """
 
@@ -72,17 +72,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, cast
 
-# Run as a script, this folder comes first on sys.path, and bench/exchange.py would then
-# shadow the `exchange` package: drop the folder before importing the project.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or os.curdir).resolve() != _HERE]
-
+import synthetic_people as sp  # bench/, first on sys.path when run
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import select, text
 
 import node.services.matching as node_matching
-from exchange._proto.mlax.v1 import federation_pb2_grpc as fgrpc
 from exchange._proto.mlax.v1 import matching_pb2 as mpb
 from exchange.matching import oprf
 from exchange.matching.records import parse_csv_row, parse_query_row
@@ -92,15 +87,12 @@ from node.client import OfficerClient
 from node.client.matching import MatchClient
 from node.config import MatchingSection
 from node.devtools.federation import NodeProcess, build_federation
-from node.peers.channels import PeerChannels
+from node.peers.client import PeerClient
 from node.services.cases import CaseDesk
 from node.services.matching import MatchDesk, truncate
 from node.services.messages import NodeCore, Officer
 from node.storage.db import MIGRATIONS, Database
 from node.storage.models import MatchRecordRow, MatchReplicaRow
-
-sys.path.append(str(_HERE))  # after the project, so `exchange` resolves to the package
-import synthetic_people as sp
 
 # Bump when the bulk builder or what it writes changes: cached indexes of other versions
 # are ignored (the schema's Alembic head is part of the cache key too).
@@ -244,24 +236,25 @@ class _Core:
         return data
 
 
-class _LoopbackStub:
-    """The querier's FederationStub for one holder: its desk called directly, no gRPC."""
+class _LoopbackPeers:
+    """The querier's matching calls to its holders (`PeerClient`): their desks called
+    directly, no gRPC."""
 
-    def __init__(self, holder: MatchDesk, caller: str) -> None:
-        self.holder = holder
+    def __init__(self, holders: dict[str, MatchDesk], caller: str) -> None:
+        self.holders = holders
         self.caller = caller
 
-    def GetMatchIndex(  # noqa: N802 - the gRPC method name
-        self, req: mpb.MatchIndexRequest, **_: Any
+    def get_match_index(
+        self, peer: str, request: mpb.MatchIndexRequest, timeout: float
     ) -> Iterator[mpb.MatchIndexChunk]:
-        return self.holder.index(self.caller, req)
+        return self.holders[peer].index(self.caller, request)
 
-    def MatchEvaluate(  # noqa: N802 - the gRPC method name
-        self, req: mpb.MatchEvaluateRequest, **_: Any
+    def match_evaluate(
+        self, peer: str, request: mpb.MatchEvaluateRequest, timeout: float
     ) -> mpb.MatchEvaluateResponse:
         # Through bytes, as over the wire: each side gets what the other would send.
-        wire = mpb.MatchEvaluateRequest.FromString(req.SerializeToString())
-        resp = self.holder.evaluate(self.caller, wire)
+        wire = mpb.MatchEvaluateRequest.FromString(request.SerializeToString())
+        resp = self.holders[peer].evaluate(self.caller, wire)
         return mpb.MatchEvaluateResponse.FromString(resp.SerializeToString())
 
 
@@ -272,13 +265,10 @@ class LoopbackDesk(MatchDesk):
         super().__init__(
             cast(NodeCore, _Core(db, agency)),
             _matching_config(),
-            cast(PeerChannels, None),
+            cast(PeerClient, _LoopbackPeers(holders, agency)),
             cast(CaseDesk, None),
         )
         self.holders = holders
-
-    def _stub(self, peer: str) -> fgrpc.FederationStub:
-        return cast(fgrpc.FederationStub, _LoopbackStub(self.holders[peer], self.core.agency))
 
 
 def _matching_config() -> MatchingSection:
@@ -289,7 +279,7 @@ def holder_desk(db: Database, agency: str = HOLDER) -> MatchDesk:
     return MatchDesk(
         cast(NodeCore, _Core(db, agency)),
         _matching_config(),
-        cast(PeerChannels, None),
+        cast(PeerClient, None),
         cast(CaseDesk, None),
     )
 

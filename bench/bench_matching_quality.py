@@ -23,7 +23,7 @@ finalisation and the published 8-byte truncation, and reports whether every band
 agreed.
 
 Prints one JSON object per line on stdout and a table on stderr.
-Run: .venv/bin/python bench/matching_quality.py [--holder N] [--queries N] [--seed S]
+Run: .venv/bin/python bench/bench_matching_quality.py [--holder N] [--queries N] [--seed S]
      [--with-oprf] [--quick]
 """
 
@@ -31,26 +31,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
-# Run as a script, this folder comes first on sys.path, and bench/exchange.py would then
-# shadow the `exchange` package: drop the folder before importing the project.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or os.curdir).resolve() != _HERE]
+import synthetic_people as sp  # bench/, first on sys.path when run
 
 from exchange.matching import oprf
 from exchange.matching.records import parse_csv_row, parse_query_row
 from exchange.matching.score import Band, band
 from exchange.matching.tokens import Token, record_tokens
-
-sys.path.append(str(_HERE))  # after the project, so `exchange` resolves to the package
-import synthetic_people as sp
 
 TARGET_RECALL = 0.95
 TARGET_PRECISION = 0.99

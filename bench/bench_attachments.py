@@ -34,7 +34,7 @@ moment and at each stage boundary) after each stage. Growth = peak - that idle R
 CPU seconds per process and stage come from /proc too (Linux only).
 
 Prints one JSON object per line on stdout and a table on stderr.
-Run: .venv/bin/python bench/attachments.py [--size-mib N | --quick]
+Run: .venv/bin/python bench/bench_attachments.py [--size-mib N | --quick]
 """
 
 from __future__ import annotations
@@ -63,11 +63,6 @@ from typing import IO, Any
 
 import grpc
 
-# Run as a script, this file's folder comes first on sys.path, and bench/exchange.py
-# would then shadow the `exchange` package that the node is built on.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or os.curdir).resolve() != _HERE]
-
 from exchange import forms
 from exchange.attachment import DEFAULT_CHUNK_SIZE
 from exchange.encoding import now_ms
@@ -79,7 +74,7 @@ from node.devtools.federation import Federation, NodeProcess, build_federation, 
 
 MIB = 1 << 20
 MB = 1e6
-ROOT = _HERE.parent
+ROOT = Path(__file__).resolve().parent.parent
 FORM = ROOT / "deploy" / "forms" / "mla-request.toml"
 PASSPHRASE, OFFICER_PASSPHRASE = b"bench-node-pass", b"bench-officer-pass"
 # A uploads and pushes the evidence, B receives it and its officer downloads it.

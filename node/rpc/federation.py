@@ -1,0 +1,254 @@
+"""The federation service (`mlax.v1.Federation`): calls from peer nodes.
+
+Every call first names the calling agency from its pinned TLS key (node.rpc.auth);
+`Deliver` takes raw bytes so the envelope is parsed strictly once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import structlog
+
+from exchange._proto.mlax.v1 import attachment_pb2 as apb
+from exchange._proto.mlax.v1 import envelope_pb2 as epb
+from exchange._proto.mlax.v1 import federation_pb2 as fpb
+from exchange._proto.mlax.v1 import ledger_pb2 as lpb
+from exchange._proto.mlax.v1 import matching_pb2 as mpb
+from exchange.encoding import format_uuid
+from exchange.errors import InvalidFieldError, MlaxError
+from node import metrics
+from node.rpc.auth import peer_agency
+from node.rpc.errors import NotYetError
+from node.services.evidence import AttachmentDesk
+from node.services.matching import MatchDesk
+from node.services.messages import NodeCore, NotFoundError
+from node.services.witnessing import WitnessDesk
+from node.storage.ledger import LedgerStore, concerns
+
+log = structlog.get_logger("mlax.node")
+
+FEDERATION_SERVICE = "mlax.v1.Federation"
+
+
+class FederationService:
+    """Node-to-node calls. Deliver takes raw bytes so the envelope is parsed strictly once."""
+
+    def __init__(
+        self,
+        core: NodeCore,
+        store: LedgerStore,
+        attachments: AttachmentDesk,
+        matching: MatchDesk,
+    ) -> None:
+        self.core = core
+        self.store = store
+        self.desk = WitnessDesk(core)
+        self.attachments = attachments
+        self.matching = matching
+
+    def _peer(self, context: grpc.ServicerContext) -> str:
+        return peer_agency(self.core.directory.current(), context)
+
+    def deliver(self, request: bytes, context: grpc.ServicerContext) -> epb.Receipt:
+        peer = self._peer(context)
+        try:
+            receipt = self.core.receive(request, peer)
+        except MlaxError as e:
+            reason = type(e).__name__
+            metrics.REJECTED.labels(reason=reason).inc()
+            log.warning("envelope_refused", peer=peer, reason=reason, status=e.status)
+            try:
+                self.core.record_rejection(peer, reason, e)
+            except Exception:
+                log.exception("rejection_not_ledgered")
+            raise
+        metrics.RECEIVED.labels(peer=peer).inc()
+        body = receipt.parsed()
+        log.info(
+            "envelope_received",
+            peer=peer,
+            message_id=format_uuid(body.message_id),
+            ledger_index=body.ledger_index,
+        )
+        return epb.Receipt(body=receipt.body, signature=receipt.signature)
+
+    def get_directory(
+        self, request: fpb.GetDirectoryRequest, context: grpc.ServicerContext
+    ) -> fpb.GetDirectoryResponse:
+        self._peer(context)
+        current = self.core.directory.current()
+        if request.have_version >= current.version:
+            return fpb.GetDirectoryResponse(version=current.version)
+        return fpb.GetDirectoryResponse(
+            signed_directory=self.core.directory.signed_bytes(), version=current.version
+        )
+
+    # -- the audit ledger -------------------------------------------------------------------
+
+    def get_checkpoint(
+        self, request: lpb.GetCheckpointRequest, context: grpc.ServicerContext
+    ) -> lpb.CheckpointRecord:
+        self._peer(context)
+        latest = self.store.latest_checkpoint()
+        if latest is None:
+            raise NotFoundError("This node has not signed a checkpoint yet.")
+        return self.store.record(latest)
+
+    def get_inclusion_proof(
+        self, request: lpb.InclusionProofRequest, context: grpc.ServicerContext
+    ) -> lpb.InclusionProofResponse:
+        self._peer(context)
+        row = (
+            self.store.checkpoint(request.tree_size)
+            if request.tree_size
+            else self.store.latest_checkpoint()
+        )
+        if row is None:
+            raise NotFoundError("No checkpoint of that size.")
+        if request.index >= row.size:
+            raise NotYetError(
+                f"Entry {request.index} is not in a signed checkpoint yet (latest size {row.size})."
+            )
+        try:
+            digest, proof = self.store.inclusion_proof(request.index, row.size)
+        except LookupError:
+            raise NotFoundError(f"No ledger entry {request.index}.") from None
+        return lpb.InclusionProofResponse(
+            index=request.index,
+            tree_size=row.size,
+            commitment=digest,
+            proof=proof,
+            checkpoint=self.store.record(row),
+        )
+
+    def get_consistency_proof(
+        self, request: lpb.ConsistencyProofRequest, context: grpc.ServicerContext
+    ) -> lpb.ConsistencyProofResponse:
+        self._peer(context)
+        size = self.store.size()
+        if not 0 < request.old_size <= request.new_size <= size:
+            raise InvalidFieldError(f"Sizes must satisfy 0 < old <= new <= {size}.")
+        return lpb.ConsistencyProofResponse(
+            proof=self.store.consistency_proof(request.old_size, request.new_size)
+        )
+
+    def get_entries(
+        self, request: lpb.GetEntriesRequest, context: grpc.ServicerContext
+    ) -> lpb.GetEntriesResponse:
+        peer = self._peer(context)
+        # Past the end the list is empty; no index beyond the ledger reaches the database.
+        rows = (
+            self.store.entries(request.start, min(request.count or 100, 1000))
+            if request.start < self.store.size()
+            else []
+        )
+        # A peer reads the entries that concern it; of the others it sees commitments only.
+        return lpb.GetEntriesResponse(
+            entries=[
+                lpb.LedgerEntry(
+                    index=r.idx,
+                    commitment=r.commitment,
+                    salt=(r.salt or b"") if concerns(r.entry, peer) else b"",
+                    entry=(r.entry or b"") if concerns(r.entry, peer) else b"",
+                )
+                for r in rows
+            ]
+        )
+
+    def add_checkpoint(
+        self, request: lpb.AddCheckpointRequest, context: grpc.ServicerContext
+    ) -> lpb.AddCheckpointResponse:
+        peer = self._peer(context)
+        try:
+            return self.desk.add_checkpoint(request, peer)
+        except MlaxError as e:
+            log.warning("cosign_refused", peer=peer, reason=type(e).__name__)
+            raise
+
+    def attachment_status(
+        self, request: apb.AttachmentStatusRequest, context: grpc.ServicerContext
+    ) -> apb.AttachmentProgress:
+        peer = self._peer(context)
+        return self.attachments.peer_status(peer, bytes(request.attachment_id))
+
+    def push_attachment(
+        self, request_iterator: Iterator[apb.AttachmentChunk], context: grpc.ServicerContext
+    ) -> apb.AttachmentProgress:
+        peer = self._peer(context)
+        try:
+            return self.attachments.receive_chunks(peer, request_iterator)
+        except MlaxError as e:
+            log.warning("attachment_refused", peer=peer, reason=type(e).__name__)
+            raise
+
+    def match_evaluate(
+        self, request: mpb.MatchEvaluateRequest, context: grpc.ServicerContext
+    ) -> mpb.MatchEvaluateResponse:
+        peer = self._peer(context)
+        try:
+            return self.matching.evaluate(peer, request)
+        except MlaxError as e:
+            log.warning("match_evaluation_refused", peer=peer, reason=type(e).__name__)
+            raise
+
+    def get_match_index(
+        self, request: mpb.MatchIndexRequest, context: grpc.ServicerContext
+    ) -> Iterator[mpb.MatchIndexChunk]:
+        peer = self._peer(context)
+        yield from self.matching.index(peer, request)
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        def unary(fn: Any, req: Any, resp: Any) -> grpc.RpcMethodHandler[Any, Any]:
+            return grpc.unary_unary_rpc_method_handler(
+                fn, request_deserializer=req.FromString, response_serializer=resp.SerializeToString
+            )
+
+        return grpc.method_handlers_generic_handler(
+            FEDERATION_SERVICE,
+            {
+                "GetCheckpoint": unary(
+                    self.get_checkpoint, lpb.GetCheckpointRequest, lpb.CheckpointRecord
+                ),
+                "GetInclusionProof": unary(
+                    self.get_inclusion_proof, lpb.InclusionProofRequest, lpb.InclusionProofResponse
+                ),
+                "GetConsistencyProof": unary(
+                    self.get_consistency_proof,
+                    lpb.ConsistencyProofRequest,
+                    lpb.ConsistencyProofResponse,
+                ),
+                "GetEntries": unary(
+                    self.get_entries, lpb.GetEntriesRequest, lpb.GetEntriesResponse
+                ),
+                "AddCheckpoint": unary(
+                    self.add_checkpoint, lpb.AddCheckpointRequest, lpb.AddCheckpointResponse
+                ),
+                "Deliver": grpc.unary_unary_rpc_method_handler(
+                    self.deliver,
+                    request_deserializer=None,
+                    response_serializer=epb.Receipt.SerializeToString,
+                ),
+                "GetDirectory": unary(
+                    self.get_directory, fpb.GetDirectoryRequest, fpb.GetDirectoryResponse
+                ),
+                "AttachmentStatus": unary(
+                    self.attachment_status, apb.AttachmentStatusRequest, apb.AttachmentProgress
+                ),
+                "PushAttachment": grpc.stream_unary_rpc_method_handler(
+                    self.push_attachment,
+                    request_deserializer=apb.AttachmentChunk.FromString,
+                    response_serializer=apb.AttachmentProgress.SerializeToString,
+                ),
+                "MatchEvaluate": unary(
+                    self.match_evaluate, mpb.MatchEvaluateRequest, mpb.MatchEvaluateResponse
+                ),
+                "GetMatchIndex": grpc.unary_stream_rpc_method_handler(
+                    self.get_match_index,
+                    request_deserializer=mpb.MatchIndexRequest.FromString,
+                    response_serializer=mpb.MatchIndexChunk.SerializeToString,
+                ),
+            },
+        )

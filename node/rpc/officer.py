@@ -1,0 +1,261 @@
+"""The officer service (`mlax.v1.Officer`): the agency's own officers, supervisors, auditors.
+
+Each method parses nothing itself (node.rpc.errors parses every request), names the
+roles that may call it once (`@allow`), receives the authenticated `Officer` from the
+one authorization point (node.rpc.auth), calls a service and returns its answer.
+docs/protocol.md 11.7 publishes the role table; tests/node/rpc/test_rpc_auth.py checks
+that it equals the declarations here.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import grpc
+import structlog
+
+from exchange._proto.mlax.v1 import attachment_pb2 as apb
+from exchange._proto.mlax.v1 import casework_pb2 as cpb
+from exchange._proto.mlax.v1 import ledger_pb2 as lpb
+from exchange._proto.mlax.v1 import matching_pb2 as mpb
+from exchange._proto.mlax.v1 import officer_pb2 as opb
+from exchange._proto.mlax.v1 import officer_pb2_grpc as ogrpc
+from exchange.encoding import format_uuid, now_ms
+from exchange.ledger.export import EXPORT_FORMAT
+from exchange.ledger_entry import LedgerEntry
+from node.peers.client import PeerClient
+from node.rpc.auth import OfficerAuth, Role, allow, declared_roles, enforce_roles
+from node.rpc.errors import BusyError, OutOfRangeError
+from node.rpc.limits import client_certificate
+from node.services.cases import CaseDesk
+from node.services.delivery_proof import delivery_proof
+from node.services.evidence import AttachmentDesk
+from node.services.forwarding import forward
+from node.services.matching import MatchDesk
+from node.services.messages import NodeCore, Officer, summary
+from node.storage import ledger
+from node.storage.ledger import LedgerStore
+
+log = structlog.get_logger("mlax.node")
+
+OFFICER_SERVICE = "mlax.v1.Officer"
+DESCRIPTOR = opb.DESCRIPTOR.services_by_name["Officer"]
+
+# The roles that may call most methods: those that see content, and those that also audit.
+CONTENT = (Role.OFFICER, Role.SUPERVISOR)
+READERS = (Role.OFFICER, Role.SUPERVISOR, Role.AUDITOR)
+
+
+@enforce_roles(DESCRIPTOR)
+class OfficerService(ogrpc.OfficerServicer):
+    """Officer calls: each is authorized by node.rpc.auth before its body runs."""
+
+    def __init__(
+        self,
+        core: NodeCore,
+        store: LedgerStore,
+        peers: PeerClient,
+        max_watchers: int,
+        timeout: float,
+        cases: CaseDesk,
+        attachments: AttachmentDesk,
+        matching: MatchDesk,
+    ) -> None:
+        self.auth = OfficerAuth.for_db(declared_roles(OfficerService), core.db)
+        self.core = core
+        self.store = store
+        self.peers = peers
+        self.timeout = timeout
+        self.cases = cases
+        self.attachments = attachments
+        self.matching = matching
+        self._watchers = threading.BoundedSemaphore(max_watchers)
+
+    # -- messages ----------------------------------------------------------------------
+
+    @allow(*CONTENT)
+    def Submit(
+        self, officer: Officer, request: opb.SubmitRequest, context: grpc.ServicerContext
+    ) -> opb.MessageSummary:
+        result = self.core.submit(officer, request)
+        log.info("submitted", officer=officer.name, message_id=result.message_id, peer=result.peer)
+        return result
+
+    @allow(*READERS)
+    def ListMessages(
+        self, officer: Officer, request: opb.ListMessagesRequest, context: grpc.ServicerContext
+    ) -> opb.ListMessagesResponse:
+        return self.core.list_messages(request)
+
+    @allow(*READERS)
+    def GetMessage(
+        self, officer: Officer, request: opb.GetMessageRequest, context: grpc.ServicerContext
+    ) -> opb.MessageView:
+        return self.core.get(officer, request)
+
+    @allow(*CONTENT)
+    def Watch(
+        self, officer: Officer, request: opb.WatchRequest, context: grpc.ServicerContext
+    ) -> Iterator[opb.MessageSummary]:
+        if not self._watchers.acquire(blocking=False):
+            raise BusyError("Too many watchers on this node.")
+        try:
+            cursor = self.core.inbound_cursor(request.after_message_id)
+            while context.is_active():
+                # A deactivated or demoted officer's stream ends at the next wake.
+                self.auth.authorize(context, "Watch")
+                rows = self.core.inbound_after(cursor)
+                for row in rows:
+                    cursor = row.id
+                    yield summary(row)
+                if not rows:
+                    with self.core.inbound:
+                        self.core.inbound.wait(timeout=1.0)
+        finally:
+            self._watchers.release()
+
+    @allow(*CONTENT)
+    def Forward(
+        self, officer: Officer, request: cpb.ForwardRequest, context: grpc.ServicerContext
+    ) -> opb.MessageSummary:
+        new_id = forward(self.core, officer, request.message_id, request.recipient, request.note)
+        return self.core.get(officer, opb.GetMessageRequest(message_id=format_uuid(new_id))).summary
+
+    @allow(*READERS)
+    def GetDeliveryProof(
+        self, officer: Officer, request: opb.DeliveryProofRequest, context: grpc.ServicerContext
+    ) -> opb.DeliveryProof:
+        return delivery_proof(self.core, self.peers, request.message_id, self.timeout)
+
+    @allow(Role.OFFICER, Role.SUPERVISOR, Role.AUDITOR, Role.ADMIN)
+    def WhoAmI(
+        self, officer: Officer, request: opb.WhoAmIRequest, context: grpc.ServicerContext
+    ) -> opb.WhoAmIResponse:
+        directory = self.core.directory.current()
+        return opb.WhoAmIResponse(
+            officer=officer.name,
+            role=officer.role,
+            agency=self.core.agency,
+            directory_version=directory.version,
+            peers=[a.agency_id for a in directory.agencies if a.agency_id != self.core.agency],
+        )
+
+    # -- the audit ledger --------------------------------------------------------------
+
+    @allow(Role.AUDITOR)
+    def ExportLedger(
+        self, officer: Officer, request: opb.ExportLedgerRequest, context: grpc.ServicerContext
+    ) -> Iterator[lpb.LedgerExportRecord]:
+        size = self.store.size()
+        if request.end > size or request.start > (request.end or size):
+            raise OutOfRangeError(
+                f"The export range must satisfy start <= end <= {size} (end 0 = to the end)."
+            )
+        with self.core.db.write() as s:
+            ledger.append(
+                s,
+                LedgerEntry.of(
+                    "ledger.exported",
+                    now_ms(),
+                    officer=officer.name,
+                    start=request.start,
+                    end=request.end,
+                ),
+            )
+        header = lpb.LedgerExportHeader(
+            format=EXPORT_FORMAT,
+            origin=self.store.origin,
+            agency=self.core.agency,
+            signed_directory=self.core.directory.signed_bytes(),
+            exported_at=now_ms(),
+        )
+        yield from self.store.export(header, request.start, request.end)
+
+    # -- casework ----------------------------------------------------------------------
+
+    def _case_view(self, officer: Officer, case_ref: str, content: bool = False) -> cpb.CaseView:
+        return self.cases.view(officer, case_ref, content, self.attachments.list_for_case)
+
+    @allow(*CONTENT)
+    def CreateCase(
+        self, officer: Officer, request: cpb.CreateCaseRequest, context: grpc.ServicerContext
+    ) -> cpb.CaseView:
+        ref = self.cases.create(officer, request)
+        log.info("case_created", officer=officer.name, case_ref=ref)
+        return self._case_view(officer, ref)
+
+    @allow(*CONTENT)
+    def CaseAction(
+        self, officer: Officer, request: cpb.CaseActionRequest, context: grpc.ServicerContext
+    ) -> cpb.CaseView:
+        ref = self.cases.act(officer, request)
+        return self._case_view(officer, ref)
+
+    # Four-eyes: a supervisor approves; CaseDesk refuses the draft's own author.
+    @allow(Role.SUPERVISOR)
+    def ApproveCase(
+        self, officer: Officer, request: cpb.ApproveCaseRequest, context: grpc.ServicerContext
+    ) -> cpb.CaseView:
+        ref = self.cases.approve(officer, request, client_certificate(context) or b"")
+        return self._case_view(officer, ref)
+
+    @allow(*READERS)
+    def ListCases(
+        self, officer: Officer, request: cpb.ListCasesRequest, context: grpc.ServicerContext
+    ) -> cpb.ListCasesResponse:
+        return self.cases.list_cases(request)
+
+    @allow(*READERS)
+    def GetCase(
+        self, officer: Officer, request: cpb.GetCaseRequest, context: grpc.ServicerContext
+    ) -> cpb.CaseView:
+        return self._case_view(officer, request.case_ref, request.include_content)
+
+    # -- evidence ----------------------------------------------------------------------
+
+    @allow(*CONTENT)
+    def Upload(
+        self,
+        officer: Officer,
+        request_iterator: Iterator[apb.UploadPart],
+        context: grpc.ServicerContext,
+    ) -> apb.UploadStatus:
+        return self.attachments.upload(officer, request_iterator)
+
+    @allow(*CONTENT)
+    def GetUpload(
+        self, officer: Officer, request: apb.GetUploadRequest, context: grpc.ServicerContext
+    ) -> apb.UploadStatus:
+        return self.attachments.upload_status(officer, request.upload_id)
+
+    @allow(*CONTENT)
+    def Download(
+        self, officer: Officer, request: apb.DownloadRequest, context: grpc.ServicerContext
+    ) -> Iterator[apb.DownloadPart]:
+        yield from self.attachments.download(officer, request)
+
+    # -- victim identification ---------------------------------------------------------
+
+    @allow(*CONTENT)
+    def LoadRecords(
+        self,
+        officer: Officer,
+        request_iterator: Iterator[mpb.LoadRecordsRequest],
+        context: grpc.ServicerContext,
+    ) -> mpb.LoadRecordsResponse:
+        return self.matching.load(officer, request_iterator)
+
+    @allow(*CONTENT)
+    def MatchQuery(
+        self, officer: Officer, request: mpb.MatchQueryRequest, context: grpc.ServicerContext
+    ) -> Iterator[mpb.MatchAnswer]:
+        yield from self.matching.query(officer, request)
+
+    # Disclosing a victim's identity is the holder supervisor's decision (four-eyes).
+    @allow(Role.SUPERVISOR)
+    def Disclose(
+        self, officer: Officer, request: mpb.DiscloseRequest, context: grpc.ServicerContext
+    ) -> cpb.CaseView:
+        ref = self.matching.disclose(officer, request.case_ref)
+        return self._case_view(officer, ref)
