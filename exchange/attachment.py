@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from exchange._proto.mlax.v1 import attachment_pb2 as apb
 from exchange._proto.mlax.v1 import envelope_pb2 as pb
 from exchange.encoding import CTX_ATTACHMENT_CHUNK, pae
-from exchange.errors import InvalidFieldError, MlaxError
+from exchange.errors import InputError, InvalidFieldError
 from exchange.wire import parse
 
 if TYPE_CHECKING:
@@ -51,11 +51,11 @@ _NAME_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f/\\]")
 _NAME_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cs", "Cf", "Zl", "Zp"})
 
 
-class TamperedChunkError(MlaxError):
+class TamperedChunkError(InputError):
     """A chunk that does not open under its attachment's key, index and final flag."""
 
 
-class DigestMismatchError(MlaxError):
+class DigestMismatchError(InputError):
     """A complete attachment whose plaintext does not match the signed digest or size."""
 
 

@@ -15,7 +15,13 @@ from enum import Enum
 from functools import reduce
 from types import MappingProxyType
 
-from exchange.errors import InvalidFieldError, MlaxError, Status
+from exchange.errors import (
+    ConflictError,
+    InputError,
+    InvalidFieldError,
+    PolicyError,
+    Status,
+)
 
 
 class CaseState(Enum):
@@ -60,27 +66,27 @@ class Urgency(Enum):
 # --- errors --------------------------------------------------------------------------------
 
 
-class CaseMismatchError(MlaxError):
+class CaseMismatchError(InputError):
     """A transition that names another case than the one it is applied to."""
 
 
-class IllegalTransitionError(MlaxError):
+class IllegalTransitionError(ConflictError):
     """An action the state machine does not allow in the case's current state."""
 
     status = Status.FAILED_PRECONDITION
 
 
-class NotEntitledError(MlaxError):
+class NotEntitledError(PolicyError):
     """A legal action made by the party that is not entitled to make it."""
 
     status = Status.PERMISSION_DENIED
 
 
-class MissingGroundsError(MlaxError):
+class MissingGroundsError(InputError):
     """A refusal that states no grounds."""
 
 
-class TransitionOrderError(MlaxError):
+class TransitionOrderError(InputError):
     """A transition dated before the case's previous transition (or its opening)."""
 
 

@@ -23,7 +23,7 @@ from exchange._proto.mlax.v1 import forms_pb2 as fpb
 from exchange.case import Action, Case, CaseState, IllegalTransitionError, Transition
 from exchange.encoding import CTX_CASE_APPROVAL, CTX_CASE_TRANSITION, pae
 from exchange.envelope import Header, MessageType
-from exchange.errors import InvalidFieldError, MlaxError, Status
+from exchange.errors import ConflictError, InvalidFieldError, RetryLaterError, Status
 from exchange.wire import parse
 
 MAX_BODY = 1 << 20
@@ -50,7 +50,7 @@ CASE_TYPE_NAMES = {
 }
 
 
-class CaseConflictError(MlaxError):
+class CaseConflictError(ConflictError):
     """A transition that does not extend the receiver's copy of the case's history.
 
     Both parties acted at once, or the sender's history differs: the officer must look
@@ -60,7 +60,7 @@ class CaseConflictError(MlaxError):
     status = Status.ABORTED
 
 
-class CaseNotYetError(MlaxError):
+class CaseNotYetError(RetryLaterError):
     """A transition that skips one the receiver has not applied yet; retried later."""
 
     status = Status.UNAVAILABLE

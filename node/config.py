@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from exchange.agency import AGENCY_ID_RE
-from exchange.errors import MlaxError, Status
+from exchange.errors import ConflictError, Status
 
 
-class ConfigError(MlaxError):
+class ConfigError(ConflictError):
     """A configuration file that cannot be used as it is."""
 
     status = Status.FAILED_PRECONDITION

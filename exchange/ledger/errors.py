@@ -9,41 +9,41 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from exchange.errors import MlaxError, Status
+from exchange.errors import AuthError, ConflictError, InputError, Status
 
 # --- Merkle proofs -------------------------------------------------------------------------
 
 
-class MalformedProofError(MlaxError):
+class MalformedProofError(InputError):
     """A proof, hash or tree size of the wrong shape (length, range, hash size)."""
 
 
-class InclusionProofError(MlaxError):
+class InclusionProofError(InputError):
     """A well-formed inclusion proof that does not lead to the expected root."""
 
 
-class ConsistencyProofError(MlaxError):
+class ConsistencyProofError(InputError):
     """A well-formed consistency proof that does not link the two roots."""
 
 
 # --- signed notes and checkpoints ----------------------------------------------------------
 
 
-class MalformedNoteError(MlaxError):
+class MalformedNoteError(InputError):
     """Bytes that are not a C2SP signed note, or a key or signature line that does not parse."""
 
 
-class NoteSignatureError(MlaxError):
+class NoteSignatureError(AuthError):
     """No known key signed the note, or a known key's signature does not verify."""
 
     status = Status.UNAUTHENTICATED
 
 
-class MalformedCheckpointError(MlaxError):
+class MalformedCheckpointError(InputError):
     """A note text that is not a C2SP tlog-checkpoint body."""
 
 
-class UnknownOriginError(MlaxError):
+class UnknownOriginError(ConflictError):
     """A checkpoint of a log this party does not follow, or not the log it expected."""
 
     status = Status.FAILED_PRECONDITION
@@ -52,7 +52,7 @@ class UnknownOriginError(MlaxError):
 # --- witnessing ----------------------------------------------------------------------------
 
 
-class CheckpointConflictError(MlaxError):
+class CheckpointConflictError(ConflictError):
     """The submitter's idea of the witness's latest size is wrong, or its checkpoint is stale.
 
     `known_size` is the size of the latest checkpoint the witness cosigned for the origin,
@@ -66,7 +66,7 @@ class CheckpointConflictError(MlaxError):
         self.known_size = known_size
 
 
-class SplitViewError(ConsistencyProofError):
+class SplitViewError(ConsistencyProofError, ConflictError):
     """Two checkpoints of one origin, both validly signed by the log, that do not agree.
 
     `known_note` is the signed checkpoint the witness cosigned before, `new_note` the one

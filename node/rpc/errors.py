@@ -33,7 +33,15 @@ import structlog
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
-from exchange.errors import MalformedError, MlaxError, Status
+from exchange.errors import (
+    AuthError,
+    ConflictError,
+    InputError,
+    MalformedError,
+    MlaxError,
+    RetryLaterError,
+    Status,
+)
 from node import metrics
 from node.logs import error_fields, exception_chain
 
@@ -46,38 +54,38 @@ STORAGE_FULL = "The node's storage is full."
 # -- errors servicers raise for statuses the exchange hierarchy has no class for --------
 
 
-class UnauthenticatedError(MlaxError):
+class UnauthenticatedError(AuthError):
     """A caller whose TLS key or credential this node does not know."""
 
     status = Status.UNAUTHENTICATED
 
 
-class OutOfRangeError(MlaxError):
+class OutOfRangeError(InputError):
     """A number past the range the call accepts (a ledger index, a size, a version)."""
 
     status = Status.OUT_OF_RANGE
 
 
-class NotYetError(MlaxError):
+class NotYetError(ConflictError):
     """Something that exists later, not yet (an entry no signed checkpoint covers yet)."""
 
     status = Status.FAILED_PRECONDITION
 
 
-class BusyError(MlaxError):
+class BusyError(InputError):
     """A node-wide limit on concurrent work is reached; a later call can succeed."""
 
     status = Status.RESOURCE_EXHAUSTED
 
 
-class StorageFullError(MlaxError):
+class StorageFullError(InputError):
     status = Status.RESOURCE_EXHAUSTED
 
     def __init__(self) -> None:
         super().__init__(STORAGE_FULL)
 
 
-class UnavailableError(MlaxError):
+class UnavailableError(RetryLaterError):
     status = Status.UNAVAILABLE
 
 

@@ -24,7 +24,7 @@ from exchange.envelope import (
     MessageType,
     codes_of,
 )
-from exchange.errors import MlaxError, Status
+from exchange.errors import ConflictError, PolicyError, Status
 from node.services.messages import (
     NotFoundError,
 )
@@ -42,13 +42,13 @@ CASE_MESSAGE_TYPES = frozenset(
 _APPROVAL_SKEW_MS = 5 * 60 * 1000
 
 
-class CaseStaleError(MlaxError):
+class CaseStaleError(ConflictError):
     """An action taken on an older view of the case than the node holds."""
 
     status = Status.FAILED_PRECONDITION
 
 
-class CaseBusyError(MlaxError):
+class CaseBusyError(ConflictError):
     """An action while this node's previous transition is still on its way to the peer."""
 
     status = Status.FAILED_PRECONDITION
@@ -58,7 +58,7 @@ class _CaseMovedError(Exception):
     """The case moved between building a step and storing it: build it again."""
 
 
-class ApprovalError(MlaxError):
+class ApprovalError(PolicyError):
     """An approval that four-eyes does not accept."""
 
     status = Status.PERMISSION_DENIED

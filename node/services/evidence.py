@@ -53,7 +53,7 @@ from exchange.envelope import (
     codes_text,
     handling_from_wire,
 )
-from exchange.errors import InvalidFieldError, MlaxError, OversizedError, Status
+from exchange.errors import ConflictError, InvalidFieldError, MlaxError, OversizedError, Status
 from exchange.ledger_entry import LedgerEntry
 from exchange.wire import parse
 from node import metrics
@@ -82,7 +82,7 @@ SYNC_EVERY_BYTES = 16 * 1024 * 1024
 _UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 
 
-class AttachmentConflictError(MlaxError):
+class AttachmentConflictError(ConflictError):
     """An upload id reused for a different file, or a peer's attachment id already held."""
 
     status = Status.ALREADY_EXISTS
@@ -735,7 +735,7 @@ class AttachmentDesk:
             yield apb.DownloadPart(index=i, data=cipher.open(i, data, final=key.is_final(i)))
 
 
-class _NotReadyError(MlaxError):
+class _NotReadyError(ConflictError):
     status = Status.FAILED_PRECONDITION
 
 

@@ -34,7 +34,7 @@ from exchange._proto.mlax.v1 import forms_pb2 as fpb
 from exchange._proto.mlax.v1 import matching_pb2 as mpb
 from exchange.case import Action, CaseState, Party
 from exchange.encoding import now_ms
-from exchange.errors import InvalidFieldError, MlaxError, OversizedError, Status
+from exchange.errors import InputError, InvalidFieldError, MlaxError, OversizedError, Status
 from exchange.ledger_entry import LedgerEntry
 from exchange.matching import oprf
 from exchange.matching.records import (
@@ -74,7 +74,7 @@ _RANK = {Band.STRONG: 2, Band.POSSIBLE: 1}
 _FIELDS = QUERY_COLUMNS
 
 
-class QuotaExceededError(MlaxError):
+class QuotaExceededError(InputError):
     """A peer that used up its blind evaluations for this hour."""
 
     status = Status.RESOURCE_EXHAUSTED

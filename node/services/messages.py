@@ -39,8 +39,10 @@ from exchange.envelope import (
 )
 from exchange.errors import (
     InvalidFieldError,
+    MissingError,
     MlaxError,
     OversizedError,
+    PolicyError,
     ReplayError,
     Status,
 )
@@ -74,15 +76,15 @@ STATE_TO_WIRE = {
 }
 
 
-class NotFoundError(MlaxError):
+class NotFoundError(MissingError):
     status = Status.NOT_FOUND
 
 
-class PermissionDeniedError(MlaxError):
+class PermissionDeniedError(PolicyError):
     status = Status.PERMISSION_DENIED
 
 
-class PeerMismatchError(MlaxError):
+class PeerMismatchError(PolicyError):
     """The envelope's sender is not the agency of the TLS peer that delivered it."""
 
     status = Status.PERMISSION_DENIED
