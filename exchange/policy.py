@@ -20,13 +20,24 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import Enum
+from enum import Enum, StrEnum
 
 from exchange.envelope import HandlingCode, Header
 
 RESTRICTED = HandlingCode.RESTRICTED_TO_NAMED_OFFICERS
+
+
 # Roles that may see content at all; auditors and admins see metadata only.
-CONTENT_ROLES = frozenset({"officer", "supervisor"})
+class Role(StrEnum):
+    """An officer account's role on its node: the one definition every layer uses."""
+
+    OFFICER = "officer"
+    SUPERVISOR = "supervisor"
+    AUDITOR = "auditor"
+    ADMIN = "admin"
+
+
+CONTENT_ROLES = frozenset({Role.OFFICER, Role.SUPERVISOR})
 
 
 @dataclass(frozen=True, order=True)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, cast
 
@@ -34,6 +33,7 @@ import structlog
 from google.protobuf.descriptor import ServiceDescriptor
 
 from exchange.directory import Directory
+from exchange.policy import Role
 from node import metrics
 from node.rpc.errors import UnauthenticatedError
 from node.rpc.limits import client_certificate
@@ -52,15 +52,6 @@ R = TypeVar("R")
 # The attributes `allow` marks a method with and `enforce_roles` marks a class with.
 _ALLOWED = "__mlax_allowed_roles__"
 _TABLE = "__mlax_role_table__"
-
-
-class Role(StrEnum):
-    """An officer account's role on its node (the `role` column of the officers table)."""
-
-    OFFICER = "officer"
-    SUPERVISOR = "supervisor"
-    AUDITOR = "auditor"
-    ADMIN = "admin"
 
 
 class Authorizing(Protocol):

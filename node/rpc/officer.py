@@ -24,8 +24,9 @@ from exchange._proto.mlax.v1 import officer_pb2_grpc as ogrpc
 from exchange.encoding import format_uuid, now_ms
 from exchange.ledger.export import EXPORT_FORMAT
 from exchange.ledger_entry import LedgerEntry
+from exchange.policy import Role
 from node.peers.client import PeerClient
-from node.rpc.auth import OfficerAuth, Role, allow, declared_roles, enforce_roles
+from node.rpc.auth import OfficerAuth, allow, declared_roles, enforce_roles
 from node.rpc.errors import BusyError, OutOfRangeError
 from node.rpc.limits import client_certificate
 from node.services.cases import CaseDesk

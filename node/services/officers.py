@@ -24,11 +24,12 @@ from sqlalchemy import select
 from exchange.encoding import now_ms
 from exchange.errors import InvalidFieldError, KeystoreError, PassphraseError
 from exchange.ledger_entry import LedgerEntry
+from exchange.policy import Role
 from node.storage import ledger
 from node.storage.db import Database
 from node.storage.models import OfficerRow
 
-ROLES = ("officer", "supervisor", "auditor", "admin")
+ROLES = tuple(r.value for r in Role)
 BUNDLE_FORMAT = "mlax-officer/v1"
 
 

@@ -24,7 +24,8 @@ from prometheus_client import REGISTRY
 
 from exchange._proto.mlax.v1 import officer_pb2 as opb
 from exchange._proto.mlax.v1 import officer_pb2_grpc as ogrpc
-from node.rpc.auth import OfficerAuth, Role, allow, declared_roles, enforce_roles, peer_agency
+from exchange.policy import Role
+from node.rpc.auth import OfficerAuth, allow, declared_roles, enforce_roles, peer_agency
 from node.rpc.errors import ErrorInterceptor, UnauthenticatedError
 from node.rpc.officer import DESCRIPTOR, OfficerService
 from node.services.messages import Officer, PermissionDeniedError
