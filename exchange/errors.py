@@ -113,6 +113,18 @@ class MissingError(MlaxError):
     statuses = frozenset({Status.NOT_FOUND})
 
 
+class OutOfRangeError(InputError):
+    """A number past the range the call accepts (a ledger index, a size, a version)."""
+
+    status = Status.OUT_OF_RANGE
+
+
+class NotYetError(ConflictError):
+    """Something that exists later, not yet (an entry no signed checkpoint covers yet)."""
+
+    status = Status.FAILED_PRECONDITION
+
+
 # --- input shape -------------------------------------------------------------------------
 
 

@@ -35,10 +35,10 @@ from google.protobuf.message import DecodeError, Message
 
 from exchange.errors import (
     AuthError,
-    ConflictError,
     InputError,
     MalformedError,
     MlaxError,
+    OutOfRangeError,
     RetryLaterError,
     Status,
 )
@@ -58,18 +58,6 @@ class UnauthenticatedError(AuthError):
     """A caller whose TLS key or credential this node does not know."""
 
     status = Status.UNAUTHENTICATED
-
-
-class OutOfRangeError(InputError):
-    """A number past the range the call accepts (a ledger index, a size, a version)."""
-
-    status = Status.OUT_OF_RANGE
-
-
-class NotYetError(ConflictError):
-    """Something that exists later, not yet (an entry no signed checkpoint covers yet)."""
-
-    status = Status.FAILED_PRECONDITION
 
 
 class BusyError(InputError):

@@ -18,15 +18,15 @@ from exchange._proto.mlax.v1 import federation_pb2 as fpb
 from exchange._proto.mlax.v1 import ledger_pb2 as lpb
 from exchange._proto.mlax.v1 import matching_pb2 as mpb
 from exchange.encoding import format_uuid
-from exchange.errors import InvalidFieldError, MlaxError
+from exchange.errors import MlaxError
 from node import metrics
 from node.rpc.auth import peer_agency
-from node.rpc.errors import NotYetError
 from node.services.evidence import AttachmentDesk
+from node.services.ledger_view import LedgerView
 from node.services.matching import MatchDesk
-from node.services.messages import NodeCore, NotFoundError
+from node.services.messages import NodeCore
 from node.services.witnessing import WitnessDesk
-from node.storage.ledger import LedgerStore, concerns
+from node.storage.ledger import LedgerStore
 
 log = structlog.get_logger("mlax.node")
 
@@ -45,6 +45,7 @@ class FederationService:
     ) -> None:
         self.core = core
         self.store = store
+        self.ledger = LedgerView(core, store)
         self.desk = WitnessDesk(core)
         self.attachments = attachments
         self.matching = matching
@@ -92,71 +93,24 @@ class FederationService:
         self, request: lpb.GetCheckpointRequest, context: grpc.ServicerContext
     ) -> lpb.CheckpointRecord:
         self._peer(context)
-        latest = self.store.latest_checkpoint()
-        if latest is None:
-            raise NotFoundError("This node has not signed a checkpoint yet.")
-        return self.store.record(latest)
+        return self.ledger.latest_checkpoint()
 
     def get_inclusion_proof(
         self, request: lpb.InclusionProofRequest, context: grpc.ServicerContext
     ) -> lpb.InclusionProofResponse:
         self._peer(context)
-        row = (
-            self.store.checkpoint(request.tree_size)
-            if request.tree_size
-            else self.store.latest_checkpoint()
-        )
-        if row is None:
-            raise NotFoundError("No checkpoint of that size.")
-        if request.index >= row.size:
-            raise NotYetError(
-                f"Entry {request.index} is not in a signed checkpoint yet (latest size {row.size})."
-            )
-        try:
-            digest, proof = self.store.inclusion_proof(request.index, row.size)
-        except LookupError:
-            raise NotFoundError(f"No ledger entry {request.index}.") from None
-        return lpb.InclusionProofResponse(
-            index=request.index,
-            tree_size=row.size,
-            commitment=digest,
-            proof=proof,
-            checkpoint=self.store.record(row),
-        )
+        return self.ledger.inclusion_proof(request.index, request.tree_size)
 
     def get_consistency_proof(
         self, request: lpb.ConsistencyProofRequest, context: grpc.ServicerContext
     ) -> lpb.ConsistencyProofResponse:
         self._peer(context)
-        size = self.store.size()
-        if not 0 < request.old_size <= request.new_size <= size:
-            raise InvalidFieldError(f"Sizes must satisfy 0 < old <= new <= {size}.")
-        return lpb.ConsistencyProofResponse(
-            proof=self.store.consistency_proof(request.old_size, request.new_size)
-        )
+        return self.ledger.consistency_proof(request.old_size, request.new_size)
 
     def get_entries(
         self, request: lpb.GetEntriesRequest, context: grpc.ServicerContext
     ) -> lpb.GetEntriesResponse:
-        peer = self._peer(context)
-        # Past the end the list is empty; no index beyond the ledger reaches the database.
-        rows = (
-            self.store.entries(request.start, min(request.count or 100, 1000))
-            if request.start < self.store.size()
-            else []
-        )
-        # A peer reads the entries that concern it; of the others it sees commitments only.
-        return lpb.GetEntriesResponse(
-            entries=[
-                lpb.LedgerEntry(
-                    index=r.idx,
-                    commitment=r.commitment,
-                    salt=(r.salt or b"") if concerns(r.entry, peer) else b"",
-                    entry=(r.entry or b"") if concerns(r.entry, peer) else b"",
-                )
-                for r in rows
-            ]
-        )
+        return self.ledger.entries_for(self._peer(context), request.start, request.count)
 
     def add_checkpoint(
         self, request: lpb.AddCheckpointRequest, context: grpc.ServicerContext

@@ -21,21 +21,19 @@ from exchange._proto.mlax.v1 import ledger_pb2 as lpb
 from exchange._proto.mlax.v1 import matching_pb2 as mpb
 from exchange._proto.mlax.v1 import officer_pb2 as opb
 from exchange._proto.mlax.v1 import officer_pb2_grpc as ogrpc
-from exchange.encoding import format_uuid, now_ms
-from exchange.ledger.export import EXPORT_FORMAT
-from exchange.ledger_entry import LedgerEntry
+from exchange.encoding import format_uuid
 from exchange.policy import Role
 from node.peers.client import PeerClient
 from node.rpc.auth import OfficerAuth, allow, declared_roles, enforce_roles
-from node.rpc.errors import BusyError, OutOfRangeError
+from node.rpc.errors import BusyError
 from node.rpc.limits import client_certificate
 from node.services.cases import CaseDesk
 from node.services.delivery_proof import delivery_proof
 from node.services.evidence import AttachmentDesk
 from node.services.forwarding import forward
+from node.services.ledger_view import LedgerView
 from node.services.matching import MatchDesk
 from node.services.messages import NodeCore, Officer, summary
-from node.storage import ledger
 from node.storage.ledger import LedgerStore
 
 log = structlog.get_logger("mlax.node")
@@ -66,6 +64,7 @@ class OfficerService(ogrpc.OfficerServicer):
         self.auth = OfficerAuth.for_db(declared_roles(OfficerService), core.db)
         self.core = core
         self.store = store
+        self.ledger = LedgerView(core, store)
         self.peers = peers
         self.timeout = timeout
         self.cases = cases
@@ -148,30 +147,7 @@ class OfficerService(ogrpc.OfficerServicer):
     def ExportLedger(
         self, officer: Officer, request: opb.ExportLedgerRequest, context: grpc.ServicerContext
     ) -> Iterator[lpb.LedgerExportRecord]:
-        size = self.store.size()
-        if request.end > size or request.start > (request.end or size):
-            raise OutOfRangeError(
-                f"The export range must satisfy start <= end <= {size} (end 0 = to the end)."
-            )
-        with self.core.db.write() as s:
-            ledger.append(
-                s,
-                LedgerEntry.of(
-                    "ledger.exported",
-                    now_ms(),
-                    officer=officer.name,
-                    start=request.start,
-                    end=request.end,
-                ),
-            )
-        header = lpb.LedgerExportHeader(
-            format=EXPORT_FORMAT,
-            origin=self.store.origin,
-            agency=self.core.agency,
-            signed_directory=self.core.directory.signed_bytes(),
-            exported_at=now_ms(),
-        )
-        yield from self.store.export(header, request.start, request.end)
+        yield from self.ledger.export(officer, request.start, request.end)
 
     # -- casework ----------------------------------------------------------------------
 
