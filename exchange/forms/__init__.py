@@ -14,16 +14,17 @@ The wire messages are `mlax.v1.CaseForm` and `mlax.v1.TransitionDetails`
   `urgency_of`, `parties_of`, `deadline_of`) and renders forms and details as labelled
   rows for a timeline (`describe_form`, `describe_details`).
 
-All of it derives from one field table per proto message (`tables.py`, made of the
-field kinds of `spec.py`): each field's kind, limits, requirement, label and rule are
-written once. `schema.py` renders the tables as docs/forms.md's field tables and as a
-JSON-able schema a console builds its forms from. Every vocabulary (slug <-> proto enum
-value <-> label) is defined once, in `vocab.py`, and exported for CLIs that list the
-choices.
+All of it derives from one field table per proto message (`blocks.py`, `requests.py`,
+`details.py`, made of the field kinds of `spec.py`): each field's kind, limits,
+requirement, label and rule are written once. `schema.py` renders the tables as the
+field tables of docs/forms.md and as a JSON-able schema a console builds its forms
+from. Every vocabulary (slug <-> proto enum value <-> label) is defined once, in
+`vocab.py`, and exported for CLIs that list the choices.
 
 Modules: `base` (limits, errors, case types), `vocab`, `checks` (text, list, date
-checks and shapes), `reading` (form-file conventions), `spec` (field kinds), `tables`
-(the field tables and cross-field rules), `api` (the functions below), `schema`.
+checks and shapes), `reading` (form-file conventions), `spec` (field kinds), `blocks`,
+`requests` and `details` (the field tables and cross-field rules), `api` (the functions
+below), `schema` (docs and console).
 """
 
 from __future__ import annotations

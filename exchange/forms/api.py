@@ -1,6 +1,6 @@
 """What the rest of MLAX calls: build forms and details from mappings or received bytes,
 validate them, describe them for a timeline, and answer the case machinery's questions.
-Each walks the field tables of `exchange.forms.tables`. Pure.
+Each walks the field tables of `exchange.forms.requests` and `.details`. Pure.
 """
 
 from __future__ import annotations
@@ -12,9 +12,11 @@ from exchange._proto.mlax.v1 import envelope_pb2
 from exchange._proto.mlax.v1 import forms_pb2 as pb
 from exchange.case import Action, Urgency
 from exchange.forms.base import MAX_DETAILS_BYTES, MAX_FORM_BYTES, CaseType, a, fail
+from exchange.forms.blocks import SHARED_NAMES
+from exchange.forms.details import DETAILS
 from exchange.forms.reading import as_text, table
+from exchange.forms.requests import REQUESTS
 from exchange.forms.spec import Ctx, MessageSpec, Rows, check_message, read_fields, rows_of
-from exchange.forms.tables import DETAILS, REQUESTS, SHARED_NAMES
 from exchange.forms.vocab import ACTION_DETAILS, URGENCIES
 from exchange.wire import parse
 
@@ -110,7 +112,8 @@ def form_from_mapping(case_type: CaseType, data: Mapping[str, Any], *, now_ms: i
                 f"the form says {stated!r}, but it was read as {a(case_type.label)}.",
             )
     oneof, spec = REQUESTS[case_type]
-    form = pb.CaseForm(**{oneof: read_fields(spec, "", fields)})
+    request: Any = read_fields(spec, "", fields)
+    form = pb.CaseForm(**{oneof: request})
     validate_form(form, now_ms=now_ms)
     return form
 
@@ -137,12 +140,13 @@ def validate_details(
         if have is not None:
             fail(have, f"{action.value} carries no details: the case form is its content.")
         return
+    kind: str = want
     if have != want:
         fail(
             "details",
             f"a {action.value} transition carries {want} details, not {have or 'none'}.",
         )
-    check_message(DETAILS[want], getattr(details, want), "", Ctx(now_ms, action=action))
+    check_message(DETAILS[kind], getattr(details, kind), "", Ctx(now_ms, action=action))
 
 
 def details_from_bytes(

@@ -1,11 +1,12 @@
 """Field specs: how one proto field is read from a form file, checked and described.
 
-A `MessageSpec` is the table of one proto message: its fields, in the order they are
-read, checked and shown, each a field kind below, and its cross-field rules, small
-functions that run right after the field they follow. `read_message`,
-`check_message` and `rows_of` walk a spec; `exchange.forms.tables` holds the specs of
-every message of proto/mlax/v1/forms.proto, and `exchange.forms.schema` renders them
-for docs/forms.md and for a console that builds its forms from them. Pure.
+A `MessageSpec` is the table of one proto message: its fields, each a field kind below,
+in the order they are shown (and read and checked, except that a field may ask to be
+checked after another), and its cross-field rules, small functions that run right
+after the field they follow. `read_message`, `check_message` and `rows_of` walk a spec.
+`exchange.forms.blocks`, `.requests` and `.details` hold the specs of every message of
+proto/mlax/v1/forms.proto; `exchange.forms.schema` renders them for docs/forms.md and
+for a console that builds its forms from them. Pure.
 
 Field kinds:
 
@@ -77,15 +78,19 @@ def need(required: Required, parent: Any, ctx: Ctx) -> str:
 class Field:
     """One field of a message spec; `name` is "" for the entries of a `Many`.
 
-    `label` names the field's row when a form is described (no row without one) and a
-    console's input; `show` computes that row's value from the whole message, where it
-    merges fields; `note` is the rule in words, for docs/forms.md and a console's help.
+    `label` is what a person calls the field (a console's input, a timeline row); `note`
+    is its rule in words, for docs/forms.md and a console's help. When a form is
+    described, the field is one row labelled `row` (default: `label`), whose value
+    `show` computes from the whole message where it merges fields; a field `shown_in`
+    another field's row has none of its own.
     """
 
     name: str = ""
     label: str = field(default="", kw_only=True)
     note: str = field(default="", kw_only=True)
+    row: str = field(default="", kw_only=True)
     show: Callable[[Any], str] | None = field(default=None, kw_only=True)
+    shown_in: str = field(default="", kw_only=True)
     # False for a field a form file does not set (ExecutionReport.final follows the action).
     readable: bool = field(default=True, kw_only=True)
     # Checked right after this other field (and its rules) rather than in table order.
@@ -121,22 +126,27 @@ class Field:
         return str(value)
 
     def rows(self, parent: Any) -> Rows:
-        if not self.label:
+        if self.shown_in or not (self.row or self.label):
             return []
         value = self.show(parent) if self.show else self.display(getattr(parent, self.name))
-        return [(self.label, value)]
+        return [(self.row or self.label, value)]
 
 
 @dataclass(frozen=True)
 class Text(Field):
-    """Free text when `size` is set (length, characters, then presence, trimmed); coded
-    text when only `shape` is (presence, then shape); `shape` after `size` for both."""
+    """Text. With a `size`, free text: its length, its characters (one line unless
+    `multiline`), then that it is not blank when required. Without, coded text: present
+    when required, then of its `shape`, which bounds its length. A `shape` comes last."""
 
     size: int | None = field(default=None, kw_only=True)
     multiline: bool = field(default=False, kw_only=True)
     required: Required = field(default="", kw_only=True)
     shape: Shape | None = field(default=None, kw_only=True)
     upper: bool = field(default=False, kw_only=True)  # upper-cased on reading
+
+    def __post_init__(self) -> None:
+        if self.size is None and self.shape is None:
+            raise ValueError(f"Text {self.name!r} needs a size limit or a shape.")
 
     def check(self, value: Any, path: str, parent: Any, ctx: Ctx) -> None:
         required = need(self.required, parent, ctx)
@@ -173,10 +183,10 @@ class Choice(Field):
             raw = self.default
         if not isinstance(raw, str):
             fail(path, f"expected one of {', '.join(self.vocab.slugs())}, not {what(raw)}.")
-        return self.vocab.from_slug(path, raw)
+        return int(self.vocab.from_slug(path, raw))
 
     def read_entry(self, raw: object, path: str) -> int:
-        return self.vocab.from_slug(path, as_text(path, raw))
+        return int(self.vocab.from_slug(path, as_text(path, raw)))
 
     def read_entries(self, entries: Sequence[object], path: str) -> list[Any]:
         # Every entry must be text before any is looked up.
@@ -305,7 +315,8 @@ class MessageSpec:
         names = [f.name for f in self.fields]
         if len(set(names)) != len(names) or "" in names:
             raise ValueError(f"{self.name}: every field needs one distinct name.")
-        for after in [r.after for r in self.rules] + [f.check_after for f in self.fields]:
+        hints = [f.check_after for f in self.fields] + [f.shown_in for f in self.fields]
+        for after in [r.after for r in self.rules] + hints:
             if after and after not in names:
                 raise ValueError(f"{self.name}: {after!r} is not a field.")
 
@@ -400,10 +411,12 @@ class Group(Field):
 
 @dataclass(frozen=True)
 class Unique:
-    """Entries of a list must differ in `key`; `describe` names a repeated one."""
+    """Entries of a list must differ in `key`; `describe` names a repeated one, `note`
+    says the rule in words."""
 
     key: Callable[[Any], Any]
     describe: Callable[[Any], str]
+    note: str = "no duplicates"
 
 
 @dataclass(frozen=True)
@@ -433,14 +446,14 @@ class Many(Field):
         return self.item.read_entries(entries, path)
 
     def rows(self, parent: Any) -> Rows:
-        if not self.label:
+        label, values = self.row or self.label, getattr(parent, self.name)
+        if self.shown_in or not label:
             return []
-        values: Sequence[Any] = getattr(parent, self.name)
         if self.show:
-            return [(self.label, self.show(parent))]
+            return [(label, self.show(parent))]
         if self.numbered:
-            return [(f"{self.label} {i}", self.item.display(v)) for i, v in enumerate(values, 1)]
-        return [(self.label, self.sep.join(self.item.display(v) for v in values))]
+            return [(f"{label} {i}", self.item.display(v)) for i, v in enumerate(values, 1)]
+        return [(label, self.sep.join(self.item.display(v) for v in values))]
 
 
 # --- walking a spec ------------------------------------------------------------------------
