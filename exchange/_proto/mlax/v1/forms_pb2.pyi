@@ -4,8 +4,8 @@ isort:skip_file
 MLAX case forms: the structured content of MLA, extradition and victim-identification
 requests, and the details each case transition carries. A form travels as the sealed
 body of an MLA_REQUEST, EXTRADITION_REQUEST or VICTIM_ID_REQUEST envelope; transition
-details travel in CASE_TRANSITION envelopes. exchange/forms.py validates both, and
-docs/forms.md lists every field, vocabulary slug and rule.
+details travel in CASE_TRANSITION envelopes. exchange/forms/ validates both (one field spec per
+message), and docs/forms.md lists every field, vocabulary slug and rule.
 
 Conventions: an instant is unix milliseconds (0 = not given); a calendar date is an
 ISO 8601 string ("2026-03-01", or "1990" / "1990-05" where only part is known);
