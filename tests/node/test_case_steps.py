@@ -16,8 +16,6 @@ docs/protocol-casework.md ("Steps in flight") must hold:
 
 from __future__ import annotations
 
-import atexit
-import functools
 import shutil
 import tempfile
 import time
@@ -29,6 +27,7 @@ import grpc
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from sim_peer import GB, NG, federation_template
 from sqlalchemy import select
 
 from exchange import forms
@@ -37,9 +36,8 @@ from exchange.case import Action
 from exchange.casework import ACTION_TO_WIRE
 from exchange.envelope import Limits
 from exchange.errors import MlaxError
-from keys.identity import AgencyIdentity, load_identity
-from node.config import CasesSection, DeliverySection, load_config
-from node.devtools.federation import build_federation
+from keys.identity import AgencyIdentity
+from node.config import CasesSection, DeliverySection
 from node.services.cases import CaseDesk
 from node.services.messages import FAILED, HELD, OUT, QUEUED, RETRYING, NodeCore, Officer
 from node.services.trust import TrustedDirectory
@@ -47,9 +45,7 @@ from node.storage.db import Database
 from node.storage.models import CaseEventRow, CasePendingRow, CaseRow, MessageRow
 from node.workers.delivery import DeliveryWorker, _Claim, _Outcome
 
-REQUESTING, REQUESTED = "GB-NCA", "NG-NAPTIP"
-AGENCIES = ((REQUESTING, "National Crime Agency"), (REQUESTED, "NAPTIP"))
-PASSPHRASE = b"case-steps-test-passphrase"
+REQUESTING, REQUESTED = GB, NG
 FORM_FILE = Path(__file__).resolve().parents[2] / "deploy" / "forms" / "mla-request.toml"
 
 DETAILS: dict[Action, dict[str, object]] = {
@@ -84,27 +80,7 @@ HAPPY_PATH = (
 )
 
 
-@dataclass
-class Template:
-    identities: dict[str, AgencyIdentity]
-    databases: dict[str, Path]
-
-
-@functools.cache
-def template() -> Template:
-    """A two-agency federation's identities and freshly installed databases, made once."""
-    root = Path(tempfile.mkdtemp(prefix="mlax-case-steps-template-"))
-    atexit.register(shutil.rmtree, root, ignore_errors=True)
-    fed = build_federation(root, PASSPHRASE, PASSPHRASE, agencies=AGENCIES)
-    identities, databases = {}, {}
-    for agency, setup in fed.nodes.items():
-        cfg = load_config(setup.config)
-        identities[agency] = load_identity(cfg.node.identity_dir, PASSPHRASE)
-        databases[agency] = Path(cfg.database_url.removeprefix("sqlite:///"))
-    return Template(identities, databases)
-
-
-class SimNode:
+class CaseNode:
     """One agency's node in-process: the real core, case desk and delivery worker."""
 
     def __init__(self, identity: AgencyIdentity, path: Path) -> None:
@@ -133,13 +109,13 @@ class Call:
 
 @dataclass
 class World:
-    nodes: dict[str, SimNode]
+    nodes: dict[str, CaseNode]
     generation: dict[str, int] = field(default_factory=lambda: {REQUESTING: 0, REQUESTED: 0})
     wire: list[Call] = field(default_factory=list)
     case_ref: str = ""
 
 
-def _outcome(call: Call, receiver: SimNode) -> _Outcome:
+def _outcome(call: Call, receiver: CaseNode) -> _Outcome:
     try:
         receipt = receiver.core.receive(call.claim.envelope, call.sender)
         return _Outcome(call.claim, receipt.to_bytes(), None, "", 0.0)
@@ -158,11 +134,11 @@ class CaseSteps(RuleBasedStateMachine):
         shm = "/dev/shm" if Path("/dev/shm").is_dir() else None
         self.dir = Path(tempfile.mkdtemp(prefix="mlax-case-steps-", dir=shm))
         nodes = {}
-        made = template()
+        made = federation_template()
         for agency, identity in made.identities.items():
             path = self.dir / f"{agency}.db"
             shutil.copy(made.databases[agency], path)
-            nodes[agency] = SimNode(identity, path)
+            nodes[agency] = CaseNode(identity, path)
         self.world = World(nodes)
         form = forms.form_from_mapping(
             forms.CaseType.MLA,
@@ -304,7 +280,7 @@ class CaseSteps(RuleBasedStateMachine):
         node = self.world.nodes[side]
         node.close()
         self.world.generation[side] += 1
-        self.world.nodes[side] = SimNode(node.core.identity, self.dir / f"{side}.db")
+        self.world.nodes[side] = CaseNode(node.core.identity, self.dir / f"{side}.db")
 
     @invariant()
     def histories_never_fork(self) -> None:
@@ -315,12 +291,12 @@ class CaseSteps(RuleBasedStateMachine):
 
     # -- helpers --------------------------------------------------------------------------
 
-    def _summary(self, node: SimNode) -> cpb.CaseSummary | None:
+    def _summary(self, node: CaseNode) -> cpb.CaseSummary | None:
         with node.db.read() as s:
             row = s.scalars(select(CaseRow).where(CaseRow.case_ref == self.world.case_ref)).first()
             return None if row is None else node.desk.summary(s, row)
 
-    def _history(self, node: SimNode) -> list[tuple[int, str, bytes]]:
+    def _history(self, node: CaseNode) -> list[tuple[int, str, bytes]]:
         with node.db.read() as s:
             row = s.scalars(select(CaseRow).where(CaseRow.case_ref == self.world.case_ref)).first()
             if row is None:
