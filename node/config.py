@@ -388,10 +388,10 @@ def load_config(path: Path) -> NodeConfig:
             "delivery.lease_seconds must exceed delivery.rpc_timeout_seconds, or a slow "
             "delivery could be claimed and sent twice at once."
         )
-    if cfg.limits.max_watchers >= cfg.officer.max_workers:
+    if cfg.limits.max_watchers > cfg.limits.max_streams:
         raise ConfigError(
-            "limits.max_watchers must be below officer.max_workers: each Watch stream holds "
-            "a worker thread, and other calls need some."
+            "limits.max_watchers must not exceed limits.max_streams: each Watch stream is "
+            "one of the officer listener's streams."
         )
     _check_rpc_limits(cfg)
     c = cfg.cases

@@ -40,6 +40,12 @@ BAD = [
         id="int",
     ),
     pytest.param("officer", "max_workers = 100000", "officer.max_workers", id="workers"),
+    pytest.param(
+        "limits",
+        "max_watchers = 40\nmax_streams = 24",
+        "limits.max_watchers",
+        id="more-watchers-than-streams",
+    ),
     pytest.param("storage", "pool_size = 1000000", "storage.pool_size", id="pool"),
     pytest.param("cases", "urgent_ack_seconds = 1e-9", "cases.urgent_ack_seconds", id="tiny"),
     pytest.param("metrics", 'listen = "127.0.0.1:\u00b2"', "metrics.listen", id="superscript-port"),
