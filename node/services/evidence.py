@@ -558,17 +558,19 @@ class AttachmentDesk:
 
     def _ledger_refusal(self, row: AttachmentRow, index: int) -> None:
         metrics.REJECTED.labels(reason="TamperedChunkError").inc()
-        with self.core.db.write() as s:
-            ledger.append(
-                s,
-                LedgerEntry.of(
-                    "attachment.chunk_refused",
-                    now_ms(),
-                    attachment_id=row.attachment_id.hex(),
-                    peer=row.peer,
-                    index=index,
-                ),
-            )
+        # At a bounded rate: a peer pushing junk chunks cannot grow the ledger without end.
+        self.core.rejections.record(
+            row.peer,
+            TamperedChunkError.__name__,
+            TamperedChunkError.status,
+            LedgerEntry.of(
+                "attachment.chunk_refused",
+                now_ms(),
+                attachment_id=row.attachment_id.hex(),
+                peer=row.peer,
+                index=index,
+            ),
+        )
 
     def _finish_inbound(self, row_id: int, verifier: StreamVerifier) -> None:
         now = now_ms()

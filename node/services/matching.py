@@ -334,17 +334,6 @@ class MatchDesk:
             quota = s.get(MatchQuotaRow, (peer, window), with_for_update=True)
             used = quota.used if quota is not None else 0
             if used + count > limit:
-                ledger.append(
-                    s,
-                    LedgerEntry.of(
-                        "match.quota_exceeded",
-                        now,
-                        peer=peer,
-                        query_id=req.query_id.hex(),
-                        elements=count,
-                        used=used,
-                    ),
-                )
                 over = True
             else:
                 if quota is None:
@@ -366,6 +355,20 @@ class MatchDesk:
             version = state.version if state is not None else 0
         if over:
             metrics.MATCH_REFUSED.labels(peer=peer).inc()
+            # At a bounded rate: calls over quota cannot grow the ledger without end.
+            self.core.rejections.record(
+                peer,
+                QuotaExceededError.__name__,
+                QuotaExceededError.status,
+                LedgerEntry.of(
+                    "match.quota_exceeded",
+                    now,
+                    peer=peer,
+                    query_id=req.query_id.hex(),
+                    elements=count,
+                    used=used,
+                ),
+            )
             raise QuotaExceededError(
                 f"Agency {peer} has used {used} of its {limit} blind evaluations this hour; "
                 "try again in the next hour."

@@ -1,6 +1,7 @@
-"""Refused deliveries in the audit ledger at a bounded rate.
+"""Refusals of a peer's calls in the audit ledger at a bounded rate.
 
-Each refusal of a peer's `Deliver` after admission is evidence an auditor may want, but a
+Each refusal of a peer's `Deliver` after admission (and each refused evidence chunk, each
+blind evaluation over quota) is evidence an auditor may want, but a
 peer (or whoever holds its TLS key) can send junk as fast as the network allows, and one
 entry per refusal would let it grow the ledger without bound. So refusals are ledgered
 per window and per (peer, reason, status): the first `per_window` of a window each as a
@@ -84,8 +85,13 @@ class RejectionLedger(Periodic):
         # Held while writing too: a window's entries reach the ledger in order.
         self._lock = threading.Lock()
 
-    def record(self, peer: str, reason: str, status: str) -> bool:
-        """Account for one refusal; True when it got a `message.rejected` entry of its own."""
+    def record(self, peer: str, reason: str, status: str, entry: LedgerEntry | None = None) -> bool:
+        """Account for one refusal; True when it got a ledger entry of its own.
+
+        That entry is `entry` when the caller has a more specific one (a refused evidence
+        chunk, a blind evaluation over quota), else a `message.rejected`; past the
+        window's budget the refusal is counted in the window's aggregate instead.
+        """
         key = (peer, reason, status)
         at = now_ms()
         with self._lock:
@@ -102,7 +108,7 @@ class RejectionLedger(Periodic):
             if individual:
                 w.ledgered += 1
                 entries.append(
-                    LedgerEntry.of(REJECTED, at, peer=peer, reason=reason, status=status)
+                    entry or LedgerEntry.of(REJECTED, at, peer=peer, reason=reason, status=status)
                 )
             else:
                 w.folded += 1

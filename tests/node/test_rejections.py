@@ -125,3 +125,27 @@ def test_the_budget_is_configured_in_the_ledger_section(tmp_path: Path) -> None:
     path.write_text(base + "[ledger]\nrejections_per_window = 0\n")
     with pytest.raises(ConfigError, match=r"ledger.rejections_per_window must be a positive"):
         load_config(path)
+
+
+def test_refused_evidence_chunks_keep_their_own_entries_within_the_budget(db: Database) -> None:
+    """A peer pushing junk chunks (or blind evaluations over quota) gets its specific
+    entries up to the budget, then one aggregate per window: the ledger stays bounded."""
+    from exchange.encoding import now_ms
+    from exchange.ledger_entry import LedgerEntry
+
+    clock = Clock()
+    rl = RejectionLedger(db, per_window=3, window_seconds=10, clock=clock)
+
+    def chunk(i: int) -> LedgerEntry:
+        return LedgerEntry.of(
+            "attachment.chunk_refused", now_ms(), attachment_id="ab" * 16, peer=GB, index=i
+        )
+
+    for i in range(200):
+        rl.record(GB, "TamperedChunkError", "INVALID_ARGUMENT", chunk(i))
+    clock.now += 10
+    rl.flush()
+    kinds = [e["kind"] for e in entries(db)]
+    assert kinds == ["attachment.chunk_refused"] * 3 + [REJECTED_AGGREGATE]
+    aggregate = entries(db)[-1]
+    assert (aggregate["reason"], aggregate["count"]) == ("TamperedChunkError", 197)

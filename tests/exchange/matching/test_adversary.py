@@ -43,6 +43,7 @@ from node.services.matching import (
     truncate,
 )
 from node.services.messages import NodeCore
+from node.services.rejections import RejectionLedger
 from node.storage.db import Database
 
 ONE = (1).to_bytes(oprf.SCALAR_BYTES, "little")  # a blind, or a key, that hides nothing
@@ -311,11 +312,12 @@ def test_the_default_quota_makes_enumerating_a_population_take_months() -> None:
 
 
 class _Core:
-    """What MatchDesk.evaluate uses of a node: its database."""
+    """What MatchDesk.evaluate uses of a node: its database and its refusal ledger."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
         self.agency = "NG-NAPTIP"
+        self.rejections = RejectionLedger(db)
 
     def seal_to_self(self, body: bytes) -> bytes:
         return body
