@@ -388,12 +388,12 @@ def load_config(path: Path) -> NodeConfig:
             "delivery.lease_seconds must exceed delivery.rpc_timeout_seconds, or a slow "
             "delivery could be claimed and sent twice at once."
         )
+    _check_rpc_limits(cfg)
     if cfg.limits.max_watchers > cfg.limits.max_streams:
         raise ConfigError(
             "limits.max_watchers must not exceed limits.max_streams: each Watch stream is "
             "one of the officer listener's streams."
         )
-    _check_rpc_limits(cfg)
     c = cfg.cases
     for urgency in ("emergency", "urgent", "ordinary"):
         if getattr(c, f"{urgency}_ack_seconds") > getattr(c, f"{urgency}_response_seconds"):
