@@ -78,6 +78,9 @@ def _summary_line(s: CaseSummary) -> str:
         line += "  (awaiting a supervisor's approval)"
     if s.pending_action:
         line += f"  (sending {s.pending_action}: {s.pending_delivery or 'queued'})"
+    if len(s.queued_actions) > 1:
+        waiting = ", ".join(s.queued_actions[1:])
+        line += f"  (then {waiting}; {s.local_state} once all arrive)"
     if s.overdue:
         line += f"  OVERDUE: {', '.join(s.overdue)}"
     return line
