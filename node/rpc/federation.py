@@ -7,6 +7,7 @@ Every call first names the calling agency from its pinned TLS key (node.rpc.auth
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import grpc
@@ -31,6 +32,17 @@ from node.storage.ledger import LedgerStore
 log = structlog.get_logger("mlax.node")
 
 FEDERATION_SERVICE = "mlax.v1.Federation"
+
+
+@contextmanager
+def _refusal_logged(event: str, peer: str) -> Iterator[None]:
+    """Log a peer's refused call (its error class, never content); the error goes on to
+    the error interceptor, which answers it."""
+    try:
+        yield
+    except MlaxError as e:
+        log.warning(event, peer=peer, reason=type(e).__name__)
+        raise
 
 
 class FederationService:
@@ -116,11 +128,8 @@ class FederationService:
         self, request: lpb.AddCheckpointRequest, context: grpc.ServicerContext
     ) -> lpb.AddCheckpointResponse:
         peer = self._peer(context)
-        try:
+        with _refusal_logged("cosign_refused", peer):
             return self.desk.add_checkpoint(request, peer)
-        except MlaxError as e:
-            log.warning("cosign_refused", peer=peer, reason=type(e).__name__)
-            raise
 
     def attachment_status(
         self, request: apb.AttachmentStatusRequest, context: grpc.ServicerContext
@@ -132,21 +141,15 @@ class FederationService:
         self, request_iterator: Iterator[apb.AttachmentChunk], context: grpc.ServicerContext
     ) -> apb.AttachmentProgress:
         peer = self._peer(context)
-        try:
+        with _refusal_logged("attachment_refused", peer):
             return self.attachments.receive_chunks(peer, request_iterator)
-        except MlaxError as e:
-            log.warning("attachment_refused", peer=peer, reason=type(e).__name__)
-            raise
 
     def match_evaluate(
         self, request: mpb.MatchEvaluateRequest, context: grpc.ServicerContext
     ) -> mpb.MatchEvaluateResponse:
         peer = self._peer(context)
-        try:
+        with _refusal_logged("match_evaluation_refused", peer):
             return self.matching.evaluate(peer, request)
-        except MlaxError as e:
-            log.warning("match_evaluation_refused", peer=peer, reason=type(e).__name__)
-            raise
 
     def get_match_index(
         self, request: mpb.MatchIndexRequest, context: grpc.ServicerContext
