@@ -124,12 +124,15 @@ def pending_of(s: Session, row: CaseRow) -> list[CasePendingRow]:
     )
 
 
-def local_of(s: Session, row: CaseRow) -> tuple[Case, int, bytes, list[CasePendingRow]]:
+def local_of(
+    s: Session, row: CaseRow, applied: Case | None = None
+) -> tuple[Case, int, bytes, list[CasePendingRow]]:
     """The case as it stands once this node's queued steps take effect.
 
-    Returns that case, its step number and head digest, and the queued steps.
+    Returns that case, its step number and head digest, and the queued steps. `applied`
+    is the case as applied here, when the caller has already read it.
     """
-    case = domain(row, events_of(s, row))
+    case = applied if applied is not None else domain(row, events_of(s, row))
     seq, head = row.seq, row.head_digest
     pending = pending_of(s, row)
     for p in pending:

@@ -143,7 +143,7 @@ class CaseDesk:
             if msg is not None:
                 pending, pending_error = msg.state, msg.last_error
         role = Party(row.role)
-        local, local_seq, _, queued = local_of(s, row)
+        local, local_seq, _, queued = local_of(s, row, case)
         actions = (
             [] if row.awaiting_approval else [a.value for a in allowed_actions(local.state, role)]
         )
