@@ -47,13 +47,15 @@ def _case(gb: SimNode, ng: SimNode) -> str:
     gb.cases.act(
         gb.officer, cpb.CaseActionRequest(case_ref=ref, action=ACTION_TO_WIRE[Action.SUBMIT])
     )
-    wait_for(lambda: _held(ng, ref))
+    # Held by NG, and submitted at GB too (GB applies its step when NG's receipt arrives).
+    wait_for(lambda: _submitted(ng, ref) and _submitted(gb, ref))
     return ref
 
 
-def _held(node: SimNode, case_ref: str) -> bool:
+def _submitted(node: SimNode, case_ref: str) -> bool:
     with node.db.read() as s:
-        return s.scalars(select(CaseRow.id).where(CaseRow.case_ref == case_ref)).first() is not None
+        seq = s.scalars(select(CaseRow.seq).where(CaseRow.case_ref == case_ref)).first()
+        return seq is not None and seq >= 1
 
 
 def _upload(gb: SimNode, case_ref: str, data: bytes) -> str:
