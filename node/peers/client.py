@@ -13,7 +13,8 @@ way, raises `grpc.RpcError` with its `code()` and `details()`, as a gRPC stub do
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -49,6 +50,17 @@ class PeerClient(Protocol):
     ) -> None:
         """Send `envelope` without waiting for the answer: `done` is called once with it,
         on another thread, or on this one if the call ended at once."""
+        ...
+
+    def deliver_batch(
+        self,
+        peer: str,
+        envelopes: Sequence[bytes],
+        timeout: float,
+        done: Callable[[list[DeliverAnswer]], None],
+    ) -> None:
+        """Send serialised envelopes without waiting: `done` is called once with one
+        answer per envelope, in order, on another thread or on this one."""
         ...
 
     def get_directory(
@@ -117,6 +129,31 @@ class GrpcPeerClient:
             done(answer)
 
         future.add_done_callback(settle)
+
+    def deliver_batch(
+        self,
+        peer: str,
+        envelopes: Sequence[bytes],
+        timeout: float,
+        done: Callable[[list[DeliverAnswer]], None],
+    ) -> None:
+        answers: list[DeliverAnswer | None] = [None] * len(envelopes)
+        left = [len(envelopes)]
+        lock = threading.Lock()
+
+        def one(i: int) -> Callable[[DeliverAnswer], None]:
+            def settle(answer: DeliverAnswer) -> None:
+                with lock:
+                    answers[i] = answer
+                    left[0] -= 1
+                    last = left[0] == 0
+                if last:
+                    done([a for a in answers if a is not None])
+
+            return settle
+
+        for i, data in enumerate(envelopes):
+            self.deliver(peer, epb.Envelope.FromString(data), timeout, one(i))
 
     def get_directory(
         self, peer: str, request: fpb.GetDirectoryRequest, timeout: float

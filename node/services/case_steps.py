@@ -539,7 +539,7 @@ class CaseSteps:
         if not delivered:
             self._drop(s, row, pending, "refused", msg.last_error or "not delivered")
             return
-        data = self.core.open_from_self(msg.self_copy or msg.envelope)
+        data = self.core.open_from_self(msg.content.self_copy or msg.content.envelope)
         body = casework.parse_body(data)
         action_enum = casework.action_of(body.action)
         after = domain(row, events_of(s, row)).apply(

@@ -68,7 +68,7 @@ from node.services.messages import (
     PermissionDeniedError,
 )
 from node.storage import ledger
-from node.storage.models import CaseRow, MessageRow
+from node.storage.models import CaseRow, MessageContentRow, MessageRow
 
 __all__ = [
     "CASE_MESSAGE_TYPES",
@@ -208,10 +208,18 @@ class CaseDesk:
             row = row_of(s, case_ref)
             view = cpb.CaseView(summary=self.summary(s, row))
             events = events_of(s, row)
-            messages = {
-                m.message_id: m
-                for m in s.scalars(
-                    select(MessageRow).where(
+            # Each step's sealed bytes: this node's self-copy of its own steps, the
+            # received envelope of the peer's.
+            sealed = {
+                mid: own or envelope
+                for mid, envelope, own in s.execute(
+                    select(
+                        MessageRow.message_id,
+                        MessageContentRow.envelope,
+                        MessageContentRow.self_copy,
+                    )
+                    .join(MessageContentRow, MessageContentRow.message_pk == MessageRow.id)
+                    .where(
                         MessageRow.message_id.in_([e.message_id for e in events if e.message_id])
                     )
                 ).all()
@@ -243,10 +251,10 @@ class CaseDesk:
             self._ledger_refusal(case_ref, officer, decision)
         view.form.CopyFrom(fpb.CaseForm.FromString(self.core.open_from_self(form_sealed)))
         for event, e in zip(view.timeline, events, strict=True):
-            msg = messages.get(e.message_id)
-            if msg is None:
+            data = sealed.get(e.message_id)
+            if data is None:
                 continue
-            body = casework.parse_body(self.core.open_from_self(msg.self_copy or msg.envelope))
+            body = casework.parse_body(self.core.open_from_self(data))
             if body.HasField("details"):
                 event.details.CopyFrom(body.details)
         with self.core.db.write() as s:

@@ -48,10 +48,11 @@ def forward(core: NodeCore, officer: Officer, message_id: str, recipient: str, n
         ).first()
         if msg is None:
             raise NotFoundError(f"No inbound message {message_id} on this node.")
+        sealed = msg.content.envelope
         s.expunge(msg)
     if recipient == core.agency or core.directory.current().agency(recipient) is None:
         raise InvalidFieldError(f"Agency {recipient[:64]} is not another member of the federation.")
-    envelope = Envelope.from_bytes(msg.envelope, core.limits)
+    envelope = Envelope.from_bytes(sealed, core.limits)
     header = Header.from_bytes(envelope.header, core.limits)
     handling = message_handling(msg, header)
     who = policy.OfficerId(core.agency, officer.name)
@@ -75,7 +76,7 @@ def forward(core: NodeCore, officer: Officer, message_id: str, recipient: str, n
             f"Message {message_id} is case material ({header.message_type.name}); it "
             "leaves this agency only through a case of its own."
         )
-    content = opb.Content.FromString(core.open_from_self(msg.envelope))
+    content = opb.Content.FromString(core.open_from_self(sealed))
     text = (note + "\n\n" if note else "") + f"--- forwarded from {header.sender} ---\n"
     text += content.text
     forwarded = opb.Content(

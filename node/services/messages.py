@@ -53,7 +53,7 @@ from node.services.rejections import RejectionLedger
 from node.services.trust import TrustedDirectory
 from node.storage import ledger
 from node.storage.db import Database, GroupCommit
-from node.storage.models import MessageRow
+from node.storage.models import MessageContentRow, MessageRow
 
 OUT, IN = "out", "in"
 QUEUED, RETRYING, DELIVERED, FAILED, RECEIVED = (
@@ -307,9 +307,8 @@ class NodeCore:
             case_ref=case_ref,
             created_at=header.created_at,
             expires_at=header.expires_at,
-            envelope=env.to_bytes(),
             envelope_digest=env.digest,
-            self_copy=own.to_bytes(),
+            content=MessageContentRow(envelope=env.to_bytes(), self_copy=own.to_bytes()),
             state=QUEUED,
             attempts=0,
             next_attempt_at=now,
@@ -369,7 +368,8 @@ class NodeCore:
         """A message's metadata and delivery evidence, and its content if asked for (ledgered)."""
         with self.db.read() as s:
             row = self._load(s, req.message_id)
-        envelope = Envelope.from_bytes(row.envelope, self.limits)
+            sealed = row.content
+        envelope = Envelope.from_bytes(sealed.envelope, self.limits)
         header = Header.from_bytes(envelope.header, self.limits)
         view = opb.MessageView(
             summary=summary(row),
@@ -399,7 +399,9 @@ class NodeCore:
             return view
         if not decision.allowed:
             self._refuse_read(officer, header, decision)
-        stored = Envelope.from_bytes(row.self_copy, self.limits) if row.self_copy else envelope
+        stored = (
+            Envelope.from_bytes(sealed.self_copy, self.limits) if sealed.self_copy else envelope
+        )
         stored_header = Header.from_bytes(stored.header, self.limits)
         keys = self.identity.recipient().decryption_keys
         key = keys.get(stored_header.recipient_key_id)
@@ -474,8 +476,7 @@ class NodeCore:
     def list_messages(self, req: opb.ListMessagesRequest) -> opb.ListMessagesResponse:
         q = (
             select(MessageRow)
-            # Listing needs metadata only: leave the envelope blobs in the database.
-            .options(defer(MessageRow.envelope), defer(MessageRow.self_copy))
+            # Listing needs metadata only (the sealed bytes are in message_contents).
             .options(defer(MessageRow.receipt))
             .order_by(MessageRow.id.desc())
             .limit(min(req.limit or 50, 1000))
@@ -597,9 +598,8 @@ class NodeCore:
                     case_ref=header.case_ref,
                     created_at=header.created_at,
                     expires_at=header.expires_at,
-                    envelope=envelope.to_bytes(),
                     envelope_digest=envelope.digest,
-                    self_copy=None,
+                    content=MessageContentRow(envelope=envelope.to_bytes(), self_copy=None),
                     state=RECEIVED,
                     attempts=0,
                     next_attempt_at=0,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    ForeignKey,
     Index,
     Integer,
     LargeBinary,
@@ -12,7 +13,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 class Base(DeclarativeBase):
@@ -53,12 +54,10 @@ class MessageRow(Base):
     case_ref: Mapped[str] = mapped_column(String(128), default="")
     created_at: Mapped[int] = mapped_column(BigInteger)
     expires_at: Mapped[int] = mapped_column(BigInteger)
-    # The wire envelope, encrypted to the recipient, exactly as sent or received.
-    envelope: Mapped[bytes] = mapped_column(LargeBinary)
     envelope_digest: Mapped[bytes] = mapped_column(LargeBinary(32))
-    # Outbound only: the same content sealed to this node's own key, so officers can
-    # reread what they sent while nothing is stored in the clear.
-    self_copy: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    # The sealed envelope and self-copy, in a row of their own that is written once:
+    # delivery state (lease, attempts, state) changes here without rewriting them.
+    content: Mapped[MessageContentRow] = relationship(cascade="all, delete-orphan", lazy="select")
     state: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -71,6 +70,22 @@ class MessageRow(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
     in_reply_to: Mapped[bytes] = mapped_column(LargeBinary(16), default=b"")
     handling_codes: Mapped[str] = mapped_column(String(64), default="")
+
+
+class MessageContentRow(Base):
+    """A message's sealed bytes, written once with the message and never updated, so a
+    delivery claim or a retry rewrites only the small `messages` row (ADR 0013)."""
+
+    __tablename__ = "message_contents"
+
+    message_pk: Mapped[int] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    # The wire envelope, encrypted to the recipient, exactly as sent or received.
+    envelope: Mapped[bytes] = mapped_column(LargeBinary)
+    # Outbound only: the same content sealed to this node's own key, so officers can
+    # reread what they sent while nothing is stored in the clear.
+    self_copy: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
 class OfficerRow(Base):
@@ -385,3 +400,19 @@ class MatchReplicaRow(Base):
     peer: Mapped[str] = mapped_column(String(64))
     handle: Mapped[bytes] = mapped_column(LargeBinary(16))
     value: Mapped[int] = mapped_column(BigInteger)
+
+
+class BlobChunkRow(Base):
+    """A run of a blob's bytes, for the PostgreSQL blob backend (node/storage/blobs.py).
+
+    Written by appending, one row per write (at most 4 MiB): `pos` is the offset of its
+    first byte in the blob. Rows beyond what the attachment's row confirms are cut off
+    when the transfer resumes.
+    """
+
+    __tablename__ = "blob_chunks"
+
+    blob_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    pos: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    length: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(LargeBinary)

@@ -203,7 +203,7 @@ class DeliveryWorker(Periodic):
                     r.id,
                     r.peer,
                     r.message_id,
-                    r.envelope,
+                    r.content.envelope,
                     r.envelope_digest,
                     r.created_at,
                     r.attempts,

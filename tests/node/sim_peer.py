@@ -28,7 +28,7 @@ import functools
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -295,6 +295,18 @@ class SimPeer:
             error = status_error(e, "/mlax.v1.Federation/Deliver")
             answer = DeliverAnswer(None, error.code(), error.details())
         done(answer)
+
+    def deliver_batch(
+        self,
+        peer: str,
+        envelopes: Sequence[bytes],
+        timeout: float,
+        done: Callable[[list[DeliverAnswer]], None],
+    ) -> None:
+        answers: list[DeliverAnswer] = []
+        for data in envelopes:
+            self.deliver(peer, epb.Envelope.FromString(data), timeout, answers.append)
+        done(answers)
 
     def get_directory(
         self, peer: str, request: fpb.GetDirectoryRequest, timeout: float
