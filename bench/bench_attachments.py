@@ -1,24 +1,29 @@
 """Evidence attachments end to end (upload, node-to-node transfer, download) against bare gRPC.
 
-Two node processes (NG-NAPTIP sends evidence, GB-NCA receives it; SQLite storage, local
-blob store) are built with `node.devtools.federation.build_federation` and started as `mlax node
-serve`, exactly as the integration tests run them. GB-NCA's officer opens an MLA case
+Two node processes (NG-NAPTIP sends evidence, GB-NCA receives it) are built with
+`node.devtools.federation.build_federation` and started as `mlax node serve`, exactly as
+the integration tests run them, on each storage in turn: SQLite with the filesystem blob
+backend, and (with `--pg URL` or MLAX_TEST_PG_URL) PostgreSQL with the postgresql blob
+backend (evidence in rows of the node's database). GB-NCA's officer opens an MLA case
 against NG-NAPTIP (deploy/forms/mla-request.toml), submits it and GB-NCA's supervisor
-approves it; once NG-NAPTIP has the case, one file of random bytes is sent through it:
+approves it; once NG-NAPTIP has the case, one file of random bytes is sent through it,
+in one of two modes (`--mode`, default both):
 
-1. upload: NG-NAPTIP's officer, in a process of its own, `CaseClient.attach` (1 MiB
-   chunks, the client hashes the file as it streams it; the node seals each chunk,
-   appends it to its blob store and fsyncs every 16 MiB). From the call to its return.
-2. transfer: from the moment the upload returned (the node then queues the EVIDENCE
-   envelope, has it receipted, and pushes the ciphertext chunks with PushAttachment) to
-   the moment GB-NCA marked the attachment `available` (every chunk authenticated and
-   stored, the digest checked): the row's own `completed_at` stamp, same host clock.
-3. download: GB-NCA's officer, in another process, `CaseClient.download` (chunks opened
-   by the node, written to `.part`, fsynced, re-read and hashed, then renamed). From
-   the call to its return.
-4. end to end: from the start of the upload to the end of the verified download. It
-   also holds the time the benchmark takes to notice `available` (it polls GetCase
-   every 0.1 s, `poll_lag_s`) and to start the download.
+- pipelined (docs/adr/0012-evidence-pipeline.md): NG-NAPTIP's officer, in a process of
+  its own, `CaseClient.attach` (1 MiB chunks; the SDK hashes the file in a thread and
+  declares the SHA-256 as soon as it has it, so the node announces the file and pushes
+  chunks while the upload goes on). At the same moment GB-NCA's officer, in another
+  process, polls GetCase every 0.05 s until the file appears and downloads it with
+  `follow` (chunks as they land at GB-NCA; the SDK hashes as it writes, and names the
+  file only once GB-NCA said "available" and the SHA-256 matches).
+- sequential (the protocol before ADR 0012): the upload declares no SHA-256 early, so
+  the push starts after the upload returned; the download starts once GB-NCA shows the
+  file `available` (GetCase every 0.1 s).
+
+Stages: upload = the attach() call; available = from the upload's start to GB-NCA's
+`completed_at` for the file (same host clock); download = the download() call; end to
+end = from the upload's start to the end of the verified download (or of the upload
+call, if its answer comes later).
 
 Baseline, in the same run (twice before the nodes start, twice after they stop; the
 mean is the figure): a bare gRPC client-streaming copy of the same file between two
@@ -30,11 +35,12 @@ baseline's (MB = 10^6 bytes).
 
 Memory: VmRSS of every process is read once it is up and idle (after the case is set
 up, the clients connected), its peak (VmHWM, reset through /proc/PID/clear_refs at that
-moment and at each stage boundary) after each stage. Growth = peak - that idle RSS.
-CPU seconds per process and stage come from /proc too (Linux only).
+moment) at the end. Growth = peak - that idle RSS. CPU seconds per process come from
+/proc too (Linux only).
 
 Prints one JSON object per line on stdout and a table on stderr.
-Run: .venv/bin/python bench/bench_attachments.py [--size-mib N | --quick]
+Run: .venv/bin/python bench/bench_attachments.py [--size-mib N | --quick] [--pg URL]
+     [--mode pipelined|sequential|both]
 """
 
 from __future__ import annotations
@@ -100,9 +106,11 @@ POLL_SECONDS = 0.1
 # Disk the run needs, in file sizes: input, baseline copy, A's blob, B's blob, download.
 DISK_FILES = 5
 METHOD = (
-    "one file, 1 MiB chunks; upload = attach() call; transfer = upload return .. "
-    "receiver completed_at; download = download() call incl. digest re-read; "
-    "baseline = bare gRPC client-streaming copy over mTLS, fsync at end, mean of 4"
+    "one file, 1 MiB chunks; upload = attach() call; available = upload start .. receiver "
+    "completed_at; download = download() call (hashed as written); pipelined: download "
+    "follows from the file's first appearance; sequential: push after the upload, download "
+    "after available; baseline = bare gRPC client-streaming copy over mTLS, fsync at end, "
+    "mean of 4"
 )
 
 
@@ -268,10 +276,21 @@ def run_worker(args: argparse.Namespace) -> int:
         extra["copied"] = int.from_bytes(answer, "big")
         channel.close()
     elif role == "upload":
-        status = cases.attach(args.case_ref, args.file, chunk_size=CHUNK)
+        pipelined = args.mode == "pipelined"
+        status = cases.attach(args.case_ref, args.file, chunk_size=CHUNK, early=pipelined)
         extra["attachment_id"] = status.attachment_id
     elif role == "download":
-        info = cases.download(words[1], args.file)
+        if len(words) > 1:  # sequential: told the file once it is available
+            info = cases.download(words[1], args.file)
+        else:  # pipelined: find the file as soon as it appears, and follow it
+
+            def appeared() -> str:
+                found = cases.get(args.case_ref).attachments
+                return found[0].attachment_id if found else ""
+
+            attachment_id = _wait("the file did not appear", 600, appeared, 0.05)
+            extra["found"] = time.time()
+            info = cases.download(attachment_id, args.file, follow=True)
         extra["sha256"] = bytes(info.sha256).hex()
     else:
         raise SystemExit(f"unknown worker role {role}")
@@ -418,11 +437,13 @@ class ProcessMemory:
 
 @dataclass
 class MlaxResult:
+    storage: str  # "sqlite+filesystem" or "postgresql+postgresql"
+    mode: str  # "pipelined" or "sequential"
     upload_s: float
-    transfer_s: float
+    available_s: float  # from the upload's start to the receiver's completed_at
     download_s: float
     end_to_end_s: float
-    poll_lag_s: float
+    poll_lag_s: float  # sequential: available .. noticed; pipelined: start .. file found
     memory: dict[str, ProcessMemory]
     cpu_s: dict[str, dict[str, float | None]]  # stage -> process -> seconds
 
@@ -489,10 +510,11 @@ def open_case(fed: Federation) -> str:
 
 
 def measure_mlax(
-    fed: Federation, src: Path, size: int, out: Path, env: dict[str, str]
+    fed: Federation, src: Path, size: int, out: Path, env: dict[str, str], storage: str, mode: str
 ) -> MlaxResult:
     nodes = {a: NodeProcess(fed.nodes[a], env) for a in (SENDER, RECEIVER)}
     workers: list[Child] = []
+    pipelined = mode == "pipelined"
     try:
         for node in nodes.values():
             node.start(wait=0)
@@ -501,34 +523,41 @@ def measure_mlax(
         ref = open_case(fed)
         up = Child(
             _worker_args(
-                "upload", src, bundle=fed.nodes[SENDER].credentials["officer"], case_ref=ref
+                "upload",
+                src,
+                bundle=fed.nodes[SENDER].credentials["officer"],
+                case_ref=ref,
+                mode=mode,
             ),
             env,
         )
         down = Child(
             _worker_args(
-                "download", out, bundle=fed.nodes[RECEIVER].credentials["officer"], case_ref=ref
+                "download",
+                out,
+                bundle=fed.nodes[RECEIVER].credentials["officer"],
+                case_ref=ref,
+                mode=mode,
             ),
             env,
         )
         workers += [up, down]
         idle = {"upload-client": up.ready()["rss_kib"], "download-client": down.ready()["rss_kib"]}
         pids = {f"node-{a}": n.proc.pid for a, n in nodes.items() if n.proc is not None}
-        print(f"nodes up: {pids}, case {ref}", file=sys.stderr, flush=True)
+        print(
+            f"{storage}, {mode}: nodes up: {pids}, case {ref}, load {os.getloadavg()[0]:.2f}",
+            file=sys.stderr,
+            flush=True,
+        )
         time.sleep(1.0)  # let the nodes settle after the case's messages
         stages = Stages(pids)
-
-        up.go()
-        uploaded = up.result()
-        stages.end("upload")  # before the worker's exit: the push starts at once
-        attachment_id = uploaded["attachment_id"]
 
         with OfficerClient.from_bundle(
             fed.nodes[RECEIVER].credentials["auditor"], OFFICER_PASSPHRASE
         ) as watcher:
             cases = CaseClient(watcher)
 
-            def available() -> int:
+            def available(attachment_id: str) -> int:
                 for a in cases.get(ref).attachments:
                     if a.attachment_id == attachment_id and a.state in ("available", "rejected"):
                         if a.state != "available":
@@ -536,15 +565,31 @@ def measure_mlax(
                         return int(a.completed_at)
                 return 0
 
-            completed_ms = _wait(
-                f"{RECEIVER} did not get the file", 300 + size / (2 * MB), available
-            )
-        seen = time.time()
-        stages.end("transfer")
-
-        down.go(attachment_id)
-        downloaded = down.result()
-        stages.end("download")
+            if pipelined:
+                up.go()
+                down.go()
+                uploaded = up.result()
+                downloaded = down.result()
+                stages.end("pipeline")
+                completed_ms = available(uploaded["attachment_id"])
+                seen = downloaded["found"]
+                poll_lag = downloaded["found"] - uploaded["start"]
+            else:
+                up.go()
+                uploaded = up.result()
+                stages.end("upload")  # before the worker's exit: the push starts at once
+                attachment_id = uploaded["attachment_id"]
+                completed_ms = _wait(
+                    f"{RECEIVER} did not get the file",
+                    300 + size / (2 * MB),
+                    lambda: available(attachment_id),
+                )
+                seen = time.time()
+                poll_lag = seen - completed_ms / 1000
+                stages.end("transfer")
+                down.go(attachment_id)
+                downloaded = down.result()
+                stages.end("download")
         up.finish()
         down.finish()
     finally:
@@ -553,21 +598,27 @@ def measure_mlax(
         codes = {a: n.stop() for a, n in nodes.items()}
     if any(codes.values()):
         raise RuntimeError(f"a node exited badly: {codes}")
+    if not completed_ms:
+        raise RuntimeError(f"{RECEIVER} does not show the file available")
     if file_sha256(out) != file_sha256(src):
         raise RuntimeError("the downloaded file differs from the uploaded one")
+    out.unlink()
     memory = stages.memory
     for name, doc, stage in (
-        ("upload-client", uploaded, "upload"),
-        ("download-client", downloaded, "download"),
+        ("upload-client", uploaded, "pipeline" if pipelined else "upload"),
+        ("download-client", downloaded, "pipeline" if pipelined else "download"),
     ):
         memory[name] = ProcessMemory(idle[name], {stage: doc["peak_kib"]})
         stages.cpu[stage][name] = doc["cpu_s"]
     return MlaxResult(
+        storage=storage,
+        mode=mode,
         upload_s=uploaded["end"] - uploaded["start"],
-        transfer_s=completed_ms / 1000 - uploaded["end"],
+        available_s=completed_ms / 1000 - uploaded["start"],
         download_s=downloaded["end"] - downloaded["start"],
-        end_to_end_s=downloaded["end"] - uploaded["start"],
-        poll_lag_s=seen - completed_ms / 1000,
+        # Pipelined, the upload's answer may reach its client after the download ended.
+        end_to_end_s=max(downloaded["end"], uploaded["end"]) - uploaded["start"],
+        poll_lag_s=poll_lag,
         memory=memory,
         cpu_s=stages.cpu,
     )
@@ -576,7 +627,7 @@ def measure_mlax(
 # -- report -------------------------------------------------------------------------------
 
 
-def _records(size: int, copies: list[CopyResult], mlax: MlaxResult) -> list[dict[str, Any]]:
+def _records(size: int, copies: list[CopyResult], runs: list[MlaxResult]) -> list[dict[str, Any]]:
     base = sum(c.mb_per_s for c in copies) / len(copies)
     common = {"bench": "attachments", "size_bytes": size, "chunk_bytes": CHUNK}
     records: list[dict[str, Any]] = [
@@ -597,49 +648,50 @@ def _records(size: int, copies: list[CopyResult], mlax: MlaxResult) -> list[dict
             "method": "bare gRPC client-streaming copy, mTLS, 1 MiB messages, fsync at end",
         }
     ]
-    stages = (
-        ("upload", mlax.upload_s),
-        ("transfer", mlax.transfer_s),
-        ("download", mlax.download_s),
-        ("end_to_end", mlax.end_to_end_s),
-    )
-    for stage, seconds in stages:
-        mbps = size / MB / seconds
-        record = {
-            **common,
-            "stage": stage,
-            "seconds": round(seconds, 2),
-            "mb_per_s": round(mbps, 1),
-            "baseline_mb_per_s": round(base, 1),
-            "ratio": round(mbps / base, 3),
-            "ratio_target": RATIO_TARGET,
+    for run in runs:
+        tag = {**common, "storage": run.storage, "mode": run.mode}
+        stages = (
+            ("upload", run.upload_s),
+            ("available", run.available_s),
+            ("download", run.download_s),
+            ("end_to_end", run.end_to_end_s),
+        )
+        for stage, seconds in stages:
+            mbps = size / MB / seconds
+            record = {
+                **tag,
+                "stage": stage,
+                "seconds": round(seconds, 2),
+                "mb_per_s": round(mbps, 1),
+                "baseline_mb_per_s": round(base, 1),
+                "ratio": round(mbps / base, 3),
+                "ratio_target": RATIO_TARGET,
+            }
+            if stage == "end_to_end":
+                record["poll_lag_s"] = round(run.poll_lag_s, 3)
+                record["cpu_s"] = run.cpu_s
+            records.append(record)
+        processes = {
+            name: {
+                "idle_rss_mib": _mib(m.idle_kib),
+                "peak_rss_mib": _mib(m.peak_kib),
+                "rss_growth_mib": _growth(m.idle_kib, m.peak_kib),
+                "peak_by_stage_mib": {k: _mib(v) for k, v in m.peaks_kib.items()},
+            }
+            for name, m in run.memory.items()
         }
-        if stage in mlax.cpu_s:
-            record["cpu_s"] = mlax.cpu_s[stage]
-        if stage == "end_to_end":
-            record["poll_lag_s"] = round(mlax.poll_lag_s, 3)
-        records.append(record)
-    processes = {
-        name: {
-            "idle_rss_mib": _mib(m.idle_kib),
-            "peak_rss_mib": _mib(m.peak_kib),
-            "rss_growth_mib": _growth(m.idle_kib, m.peak_kib),
-            "peak_by_stage_mib": {k: _mib(v) for k, v in m.peaks_kib.items()},
-        }
-        for name, m in mlax.memory.items()
-    }
-    growths = [_growth(m.idle_kib, m.peak_kib) for m in mlax.memory.values()]
-    max_growth = max((g for g in growths if g is not None), default=None)
-    records.append(
-        {
-            **common,
-            "stage": "memory",
-            "processes": processes,
-            "max_rss_growth_mib": max_growth,
-            "growth_target_mib": GROWTH_TARGET_MIB,
-            "growth_ok": max_growth is not None and max_growth < GROWTH_TARGET_MIB,
-        }
-    )
+        growths = [_growth(m.idle_kib, m.peak_kib) for m in run.memory.values()]
+        max_growth = max((g for g in growths if g is not None), default=None)
+        records.append(
+            {
+                **tag,
+                "stage": "memory",
+                "processes": processes,
+                "max_rss_growth_mib": max_growth,
+                "growth_target_mib": GROWTH_TARGET_MIB,
+                "growth_ok": max_growth is not None and max_growth < GROWTH_TARGET_MIB,
+            }
+        )
     return records
 
 
@@ -653,24 +705,53 @@ def _table(records: list[dict[str, Any]]) -> None:
         f"RSS growth server {base['rss_growth_mib']['copy-server']} MiB, "
         f"client {base['rss_growth_mib']['copy-client']} MiB"
     )
-    header = f"{'stage':<11} {'seconds':>8} {'MB/s':>8} {'ratio':>6}  cpu s by process"
+    header = f"{'storage':<24} {'mode':<10} {'stage':<11} {'seconds':>8} {'MB/s':>8} {'ratio':>6}"
     err(header)
     err("-" * len(header))
-    for r in records[1:-1]:
-        cpu = ", ".join(f"{k} {v}" for k, v in r.get("cpu_s", {}).items())
+    for r in records[1:]:
+        if r["stage"] == "memory":
+            growth = ", ".join(f"{k} {v['rss_growth_mib']}" for k, v in r["processes"].items())
+            err(f"{r['storage']:<24} {r['mode']:<10} RSS growth MiB: {growth}")
+            continue
         err(
-            f"{r['stage']:<11} {r['seconds']:>8.2f} {r['mb_per_s']:>8.1f} {r['ratio']:>6.3f}  {cpu}"
+            f"{r['storage']:<24} {r['mode']:<10} {r['stage']:<11} {r['seconds']:>8.2f} "
+            f"{r['mb_per_s']:>8.1f} {r['ratio']:>6.3f}"
         )
-    mem = records[-1]
-    header = f"{'process':<16} {'idle MiB':>9} {'peak MiB':>9} {'growth MiB':>11}  peak by stage"
-    err(header)
-    err("-" * len(header))
-    for name, p in mem["processes"].items():
-        by = ", ".join(f"{k} {v}" for k, v in p["peak_by_stage_mib"].items())
-        err(
-            f"{name:<16} {p['idle_rss_mib']!s:>9} {p['peak_rss_mib']!s:>9} "
-            f"{p['rss_growth_mib']!s:>11}  {by}"
+        if r["stage"] == "end_to_end":
+            cpu = "; ".join(
+                f"{stage}: " + ", ".join(f"{k} {v}" for k, v in by.items())
+                for stage, by in r["cpu_s"].items()
+            )
+            err(f"{'':<36} cpu s {cpu}")
+
+
+def _use_postgresql_blobs(fed: Federation) -> None:
+    """Evidence in the nodes' PostgreSQL databases (storage.blob_backend)."""
+    for setup in fed.nodes.values():
+        text = setup.config.read_text()
+        setup.config.write_text(
+            text.replace("[storage]\n", '[storage]\nblob_backend = "postgresql"\n', 1)
         )
+
+
+@contextlib.contextmanager
+def _pg_databases(base_url: str) -> Iterator[dict[str, str]]:
+    """A fresh database per node on the server of `base_url`, dropped afterwards."""
+    import psycopg
+
+    tag = os.urandom(4).hex()
+    names = {a: f"mlax_bench_att_{tag}_{a.split('-')[0].lower()}" for a, _ in AGENCIES}
+    plain = base_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(plain, autocommit=True) as conn:
+        for n in names.values():
+            conn.execute(f'CREATE DATABASE "{n}"')
+    head = base_url.rpartition("/")[0]
+    try:
+        yield {a: f"{head}/{n}" for a, n in names.items()}
+    finally:
+        with psycopg.connect(plain, autocommit=True) as conn:
+            for n in names.values():
+                conn.execute(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)')
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -681,6 +762,22 @@ def main(argv: list[str] | None = None) -> int:
         "--size-mib", type=int, default=FULL_MIB, help=f"file size (default {FULL_MIB})"
     )
     parser.add_argument("--tmp", type=Path, help="where the files go (default: system temp)")
+    parser.add_argument(
+        "--pg",
+        metavar="URL",
+        default=os.environ.get("MLAX_TEST_PG_URL", ""),
+        help="also run on PostgreSQL with the postgresql blob backend "
+        "(postgresql+psycopg://USER@HOST/DB; default $MLAX_TEST_PG_URL)",
+    )
+    parser.add_argument(
+        "--storage",
+        choices=("sqlite", "postgresql", "all"),
+        default="all",
+        help="which storage to run (default: both when --pg is given)",
+    )
+    parser.add_argument(
+        "--mode", choices=("pipelined", "sequential", "both"), default="both", help="see above"
+    )
     # Internal: the copy server and the client processes.
     parser.add_argument("--copy-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--worker", choices=("copy", "upload", "download"), help=argparse.SUPPRESS)
@@ -719,7 +816,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{tmp} has {free / MIB:,.0f} MiB free; this run needs {need / MIB:,.0f} MiB."
             )
         print(
-            f"attachments {SENDER} -> {RECEIVER}, {size / MIB:,.0f} MiB, sqlite; "
+            f"attachments {SENDER} -> {RECEIVER}, {size / MIB:,.0f} MiB; "
             f"python {platform.python_version()}, grpcio {grpc.__version__}, "
             f"{os.cpu_count()} cpus, load {os.getloadavg()[0]:.2f}; "
             f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC\nmethod: {METHOD}",
@@ -728,14 +825,40 @@ def main(argv: list[str] | None = None) -> int:
         )
         src = tmp / "evidence.bin"
         make_input(src, size)
-        fed = build_federation(tmp / "federation", PASSPHRASE, OFFICER_PASSPHRASE, AGENCIES)
-        cert_dir = tmp / "copy-tls"
-        _tls_files(fed, cert_dir)
-        copy = tmp / "copy.bin"
-        copies = [measure_copy(src, size, cert_dir, copy) for _ in range(COPY_RUNS)]
-        mlax = measure_mlax(fed, src, size, tmp / "downloaded.bin", env)
-        copies += [measure_copy(src, size, cert_dir, copy) for _ in range(COPY_RUNS)]
-    records = _records(size, copies, mlax)
+        modes = ("pipelined", "sequential") if args.mode == "both" else (args.mode,)
+        storages = [st for st in ("sqlite", "postgresql") if args.storage in (st, "all")]
+        if not args.pg:
+            if args.storage == "postgresql":
+                parser.error("--storage postgresql needs --pg URL (or MLAX_TEST_PG_URL)")
+            storages = ["sqlite"]
+        copies: list[CopyResult] = []
+        runs: list[MlaxResult] = []
+        for storage in storages:
+            with contextlib.ExitStack() as stack:
+                urls = stack.enter_context(_pg_databases(args.pg)) if storage != "sqlite" else {}
+                fed = build_federation(
+                    tmp / f"federation-{storage}",
+                    PASSPHRASE,
+                    OFFICER_PASSPHRASE,
+                    AGENCIES,
+                    db_urls=urls,
+                )
+                label = "sqlite+filesystem"
+                if storage != "sqlite":
+                    _use_postgresql_blobs(fed)
+                    label = "postgresql+postgresql"
+                cert_dir = tmp / f"copy-tls-{storage}"
+                copy = tmp / "copy.bin"
+                if not copies:
+                    _tls_files(fed, cert_dir)
+                    copies += [measure_copy(src, size, cert_dir, copy) for _ in range(COPY_RUNS)]
+                    last_certs = cert_dir
+                for mode in modes:
+                    runs.append(
+                        measure_mlax(fed, src, size, tmp / "downloaded.bin", env, label, mode)
+                    )
+        copies += [measure_copy(src, size, last_certs, copy) for _ in range(COPY_RUNS)]
+    records = _records(size, copies, runs)
     for record in records:
         print(json.dumps(record), flush=True)
     _table(records)

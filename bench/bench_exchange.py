@@ -34,6 +34,8 @@ Run: .venv/bin/python bench/bench_exchange.py [--quick]
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import datetime
 import ipaddress
 import json
@@ -45,7 +47,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +60,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from node.client import OfficerClient
+from node.client.officer import Credential
+from node.devtools.balancer import TcpBalancer, replica_of
 from node.devtools.federation import NodeProcess, build_federation, free_port
 
 KIB = 1024
@@ -441,9 +445,16 @@ def _per_message_ms(before: float | None, after: float | None, total: int) -> fl
 
 
 def run_exchange(
-    client: OfficerClient, concurrency: int, total: int, plan: Plan, pids: dict[str, int]
+    clients: list[OfficerClient],
+    concurrency: int,
+    total: int,
+    plan: Plan,
+    pids: dict[str, int],
 ) -> ExchangeResult:
-    """Closed loop: `concurrency` threads, each submit then wait until delivered."""
+    """Closed loop: `concurrency` threads, each submit then wait until delivered.
+
+    Submissions take turns over `clients` (one per replica of the sender)."""
+    client = clients[0]
     body = "x" * KIB
     samples: list[Sample] = []
     submit_ms: list[float] = []
@@ -455,7 +466,8 @@ def run_exchange(
         n = next(counter)
         start = wall_ms()
         t0 = time.perf_counter()
-        info = client.send(RECEIVER, subject=f"bench {n}", text=body, case_ref="BENCH")
+        sender = clients[n % len(clients)]
+        info = sender.send(RECEIVER, subject=f"bench {n}", text=body, case_ref="BENCH")
         submit_ms.append((time.perf_counter() - t0) * 1000)
         done = poller.wait(info.message_id, start, timeout=60)
         samples.append(Sample(start, done.created_at, done.delivered_at, done.seen_ms))
@@ -503,8 +515,35 @@ def run_exchange(
     )
 
 
-def measure_exchange(root: Path, plan: Plan) -> tuple[dict[int, ExchangeResult], dict[str, int]]:
-    """Build the two-node federation under `root`, start it, run every concurrency."""
+@contextlib.contextmanager
+def pg_databases(base_url: str | None) -> Iterator[dict[str, str]]:
+    """A fresh PostgreSQL database per agency (dropped afterwards); {} for SQLite."""
+    if not base_url:
+        yield {}
+        return
+    import psycopg
+
+    plain = base_url.replace("postgresql+psycopg://", "postgresql://")
+    names = {a: f"mlax_bench_{os.getpid()}_{a.split('-')[0].lower()}" for a, _ in AGENCIES}
+    with psycopg.connect(plain, autocommit=True) as conn:
+        for n in names.values():
+            conn.execute(f'DROP DATABASE IF EXISTS "{n}"')
+            conn.execute(f'CREATE DATABASE "{n}"')
+    try:
+        yield {a: f"{base_url.rpartition('/')[0]}/{n}" for a, n in names.items()}
+    finally:
+        with psycopg.connect(plain, autocommit=True) as conn:
+            for n in names.values():
+                conn.execute(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)')
+
+
+def measure_exchange(
+    root: Path, plan: Plan, db_urls: dict[str, str], replicas: int = 1
+) -> tuple[dict[int, ExchangeResult], dict[str, int]]:
+    """Build the two-node federation under `root`, start it, run every concurrency.
+
+    With `replicas` > 1 the sender runs as that many processes over its one PostgreSQL
+    database, behind a TCP balancer on its addresses (node/devtools/balancer.py)."""
     # One officer drives every concurrent submission: let it have as many calls in
     # flight as the benchmark's highest concurrency (the default allows 8 per officer).
     most = max(plan.counts)
@@ -513,35 +552,62 @@ def measure_exchange(root: Path, plan: Plan) -> tuple[dict[int, ExchangeResult],
         PASSPHRASE,
         OFFICER_PASSPHRASE,
         agencies=AGENCIES,
+        db_urls=db_urls,
         extra_config=f"[limits]\nmax_calls_per_officer = {most}\n",
     )
     env = dict(os.environ, MLAX_KEY_PASSPHRASE=PASSPHRASE.decode(), MLAX_KDF_PROFILE="test")
-    nodes = [NodeProcess(fed.nodes[a], env) for a, _ in AGENCIES]
+    sender = fed.nodes[SENDER]
+    if replicas > 1:
+        setups = [replica_of(sender, f"r{i + 1}") for i in range(replicas)]
+    else:
+        setups = [sender]
+    nodes = [NodeProcess(s, env) for s in setups] + [NodeProcess(fed.nodes[RECEIVER], env)]
+    balancers = contextlib.ExitStack()
+    if replicas > 1:
+        # The receiver reaches the sender's federation address through a balancer (its
+        # checkpoint and directory calls); the benchmark's officer traffic goes straight
+        # to each replica, so no proxy in this process shares its CPU with the client.
+        balancers.enter_context(
+            TcpBalancer(sender.federation_port, [("127.0.0.1", s.federation_port) for s in setups])
+        )
     try:
         for node in nodes:
             node.start()
-        pids = {n.setup.agency: n.proc.pid for n in nodes if n.proc is not None}
+        pids = {
+            (n.setup.agency if i in (0, len(nodes) - 1) else f"{n.setup.agency}#{i + 1}"): (
+                n.proc.pid
+            )
+            for i, n in enumerate(nodes)
+            if n.proc is not None
+        }
         pids["bench-client"] = os.getpid()
         print(f"nodes up: {pids}", file=sys.stderr, flush=True)
         pause = float(os.environ.get("MLAX_BENCH_PAUSE", "0"))  # time to attach a profiler
         if pause:
             time.sleep(pause)
         results: dict[int, ExchangeResult] = {}
-        with OfficerClient.from_bundle(
-            fed.nodes[SENDER].credentials["officer"], OFFICER_PASSPHRASE
-        ) as client:
+        cred = Credential.load(sender.credentials["officer"], OFFICER_PASSPHRASE)
+        clients = [
+            OfficerClient(dataclasses.replace(cred, endpoint=f"127.0.0.1:{s.officer_port}"))
+            for s in setups
+        ]
+        try:
             for concurrency, total in plan.counts.items():
-                results[concurrency] = run_exchange(client, concurrency, total, plan, pids)
+                results[concurrency] = run_exchange(clients, concurrency, total, plan, pids)
+        finally:
+            for c in clients:
+                c.close()
         return results, pids
     finally:
         for node in nodes:
             node.stop()
+        balancers.close()
 
 
 # -- report -------------------------------------------------------------------------------
 
 
-def _record(ex: ExchangeResult, echo: EchoResult) -> dict[str, object]:
+def _record(ex: ExchangeResult, echo: EchoResult, storage: str, replicas: int) -> dict[str, object]:
     return {
         "bench": "exchange",
         "concurrency": ex.concurrency,
@@ -562,7 +628,8 @@ def _record(ex: ExchangeResult, echo: EchoResult) -> dict[str, object]:
         "sender_cpu_ms_per_msg_without_polls": ex.sender_cpu_ms_per_msg_without_polls,
         "cpu_ms_per_msg": ex.cpu_ms_per_msg,
         "body_bytes": KIB,
-        "storage": "sqlite",
+        "storage": storage,
+        "sender_replicas": replicas,
         "method": METHOD,
     }
 
@@ -570,6 +637,18 @@ def _record(ex: ExchangeResult, echo: EchoResult) -> dict[str, object]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="few messages, for smoke tests")
+    parser.add_argument(
+        "--pg",
+        metavar="URL",
+        help="PostgreSQL server (postgresql+psycopg://...) to store both nodes in; the "
+        "benchmark creates and drops its databases",
+    )
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="run the sending agency as this many node processes (needs --pg)",
+    )
     parser.add_argument("--echo-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--cert-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -580,10 +659,14 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(128 + signal.SIGTERM)  # unwinds through the finally blocks
 
     signal.signal(signal.SIGTERM, terminate)
+    if args.replicas > 1 and not args.pg:
+        parser.error("--replicas needs --pg: replicas share one PostgreSQL database")
+    storage = "postgresql" if args.pg else "sqlite"
     plan = QUICK if args.quick else FULL
     started = time.perf_counter()
     print(
-        f"exchange {SENDER} -> {RECEIVER}, sqlite, 1 KiB; python {platform.python_version()}, "
+        f"exchange {SENDER} (x{args.replicas}) -> {RECEIVER}, {storage}, 1 KiB; "
+        f"python {platform.python_version()}, "
         f"{os.cpu_count()} cpus\nmethod: {METHOD}",
         file=sys.stderr,
         flush=True,
@@ -597,7 +680,10 @@ def main(argv: list[str] | None = None) -> int:
             echo = measure_echo(server.port, cert_dir, plan)
         finally:
             server.stop()
-        exchange, _pids = measure_exchange(Path(tmp) / "federation", plan)
+        with pg_databases(args.pg) as db_urls:
+            exchange, _pids = measure_exchange(
+                Path(tmp) / "federation", plan, db_urls, args.replicas
+            )
 
     header = (
         f"{'c':>3} {'msgs':>5} {'msgs/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'echo rps':>9} "
@@ -607,10 +693,16 @@ def main(argv: list[str] | None = None) -> int:
     print("-" * len(header), file=sys.stderr)
     for concurrency in plan.counts:
         ex, base = exchange[concurrency], echo[concurrency]
-        print(json.dumps(_record(ex, base)), flush=True)
+        print(json.dumps(_record(ex, base, storage, args.replicas)), flush=True)
+        senders = [v for k, v in ex.cpu_ms_per_msg.items() if k.startswith(SENDER)]
+        sender_cpu = None if None in senders else sum(v for v in senders if v is not None)
         cpu = "/".join(
             "-" if v is None else f"{v:.1f}"
-            for v in (ex.cpu_ms_per_msg.get(k) for k in (SENDER, RECEIVER, "bench-client"))
+            for v in (
+                sender_cpu,
+                ex.cpu_ms_per_msg.get(RECEIVER),
+                ex.cpu_ms_per_msg.get("bench-client"),
+            )
         )
         print(
             f"{concurrency:>3} {ex.messages:>5} {ex.msgs_per_s:>8,.1f} {ex.p50_ms:>7.1f} "

@@ -55,7 +55,7 @@ from typing import Any
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from nacl.signing import SigningKey
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import bindparam, event, select, text
 from sqlalchemy.orm import Session
 
 import node.storage.ledger as node_ledger
@@ -95,6 +95,8 @@ BATCHES = (1, 10, 100)
 BUILD_CHUNK = 50_000
 MIN_PROOF_SAMPLES = 5
 ZERO_HASH = bytes(32)
+# The parts `--only` can pick.
+SECTIONS = ("sqlite", "pg", "proofs", "audit")
 CHECK_ENTRIES = 1_337  # ledger size of the bulk-versus-append check (not a power of two)
 
 # The raw statements name the models' tables and every column of them.
@@ -380,6 +382,93 @@ def sqlite_appends(settings: Settings, workdir: Path) -> list[dict[str, Any]]:
         orm_db.close()
 
 
+def _round_trips(db: Database, commits: int, write: Callable[[int], None]) -> float:
+    """Protocol round trips per commit of `write(i)` for i in range(commits), on every
+    connection `db` hands out meanwhile: each request cycle ends with one ReadyForQuery
+    from the server (counted in libpq's trace)."""
+    import psycopg
+
+    traced: list[Any] = []
+    with tempfile.TemporaryFile("w+") as trace:
+
+        def on_checkout(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+            dbapi_conn.pgconn.trace(trace.fileno())
+            dbapi_conn.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
+            traced.append(dbapi_conn)
+
+        event.listen(db.engine, "checkout", on_checkout)
+        try:
+            for i in range(commits):
+                write(i)
+        finally:
+            event.remove(db.engine, "checkout", on_checkout)
+            for conn in traced:
+                conn.pgconn.untrace()  # flushes the trace
+        trace.seek(0)
+        return sum("\tReadyForQuery\t" in line for line in trace) / commits
+
+
+def _trivial_write(db: Database, i: int) -> None:
+    with db.write() as s:
+        s.execute(text("INSERT INTO floor VALUES (:i)"), {"i": i})
+
+
+def pg_session_figures(
+    settings: Settings, db: Database, conn: Any, start: int
+) -> list[dict[str, Any]]:
+    """What one commit costs around the append on PostgreSQL.
+
+    Round trips per commit (from libpq's trace, so the load of the machine cannot move
+    them) of one `append` per commit, of a `Database.write()` holding one trivial INSERT
+    (the session's floor) and of the bare psycopg baseline; and the rates of the last
+    two, interleaved like the append windows (median of `rounds`)."""
+    commits = 50
+
+    def one_append(i: int) -> None:
+        with db.write() as s:
+            append(s, bench_entry(start + i))
+
+    append_trips = _round_trips(db, commits, one_append)
+    floor_trips = _round_trips(db, commits, lambda i: _trivial_write(db, i))
+    with tempfile.TemporaryFile("w+") as trace:
+        conn.pgconn.trace(trace.fileno())
+        _plain_pg(conn, 1, commits, 10_000_000)
+        conn.pgconn.untrace()  # flushes the trace
+        trace.seek(0)
+        bare_trips = sum("\tReadyForQuery\t" in line for line in trace) / commits
+    floor_rates: list[float] = []
+    bare_rates: list[float] = []
+    i = commits
+    for _ in range(settings.rounds):
+        done = 0
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < settings.append_seconds:
+            _trivial_write(db, i + done)
+            done += 1
+        floor_rates.append(done / (time.perf_counter() - t0))
+        i += done
+        bare_rates.append(done / _plain_pg(conn, 1, done, 20_000_000 + i))
+    return [
+        {
+            "bench": "ledger",
+            "figure": "pg_commit",
+            "backend": "postgresql",
+            "round_trips_per_commit": {
+                "append": append_trips,
+                "write_session_trivial_insert": floor_trips,
+                "bare_psycopg_insert": bare_trips,
+            },
+            "write_session_trivial_insert_per_s": round(statistics.median(floor_rates), 1),
+            "bare_psycopg_insert_per_s": round(statistics.median(bare_rates), 1),
+            "what": "one commit each; round trips are ReadyForQuery messages in libpq's "
+            "trace; the session floor is Database.write() holding one INSERT of an "
+            "integer, the bare figure psycopg executemany of one ledger-sized row",
+            "rounds": settings.rounds,
+            "statistic": "median",
+        }
+    ]
+
+
 def pg_appends(settings: Settings, base_url: str) -> list[dict[str, Any]]:
     """The append figure on PostgreSQL, in databases of our own, dropped afterwards."""
     import psycopg
@@ -401,8 +490,9 @@ def pg_appends(settings: Settings, base_url: str) -> list[dict[str, Any]]:
             orm_db.migrate()
             with psycopg.connect(url(plain_url, names[0])) as conn:
                 conn.execute(PLAIN_DDL_PG)
+                conn.execute("CREATE TABLE floor (n bigint)")
                 conn.commit()
-                return append_figures(
+                results = append_figures(
                     settings,
                     db,
                     orm_db,
@@ -411,6 +501,8 @@ def pg_appends(settings: Settings, base_url: str) -> list[dict[str, Any]]:
                     "psycopg executemany INSERT into a plain table (same columns), same "
                     "rows per commit",
                 )
+                start = max(r["ledger_size_after"] for r in results)
+                return results + pg_session_figures(settings, db, conn, start)
         finally:
             db.close()
             orm_db.close()
@@ -497,8 +589,9 @@ def check_bulk_matches_append(workdir: Path, n: int = CHECK_ENTRIES) -> None:
     appended = workdir / "check-append.db"
     db = fresh_sqlite(appended)
     counter = iter(range(n))
-    real_salt = node_ledger.new_salt
-    node_ledger.new_salt = lambda: salt(next(counter))  # append's only source of randomness
+    # `new_salt` is append's only source of randomness.
+    real_salt = node_ledger.new_salt  # type: ignore[attr-defined]
+    node_ledger.new_salt = lambda: salt(next(counter))  # type: ignore[attr-defined]
     try:
         i = batch = 0
         while i < n:
@@ -512,7 +605,7 @@ def check_bulk_matches_append(workdir: Path, n: int = CHECK_ENTRIES) -> None:
                     assert append_many(s, [bench_entry(j) for j in js]) == list(js)
             i += batch
     finally:
-        node_ledger.new_salt = real_salt
+        node_ledger.new_salt = real_salt  # type: ignore[attr-defined]
         db.close()
     a, b = _dump(bulk), _dump(appended)
     for table in a:
@@ -590,7 +683,9 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def _proof_result(figure: str, n: int, gen: list[float], ver: list[float], **extra: Any) -> dict:
+def _proof_result(
+    figure: str, n: int, gen: list[float], ver: list[float], **extra: Any
+) -> dict[str, Any]:
     total = [g + v for g, v in zip(gen, ver, strict=True)]
     return {
         "bench": "ledger",
@@ -992,6 +1087,15 @@ def _table(results: list[dict[str, Any]]) -> None:
                 f" ratio {r['ratio_append_many']:.2f}; ORM row only"
                 f" {r['orm_row_only_per_s']:,.0f}/s)"
             )
+        elif fig == "pg_commit":
+            trips = r["round_trips_per_commit"]
+            lines.append(
+                f"pg commit: round trips append {trips['append']:g}, write() + INSERT "
+                f"{trips['write_session_trivial_insert']:g}, bare psycopg "
+                f"{trips['bare_psycopg_insert']:g};  write() + INSERT "
+                f"{r['write_session_trivial_insert_per_s']:,.0f}/s, bare "
+                f"{r['bare_psycopg_insert_per_s']:,.0f}/s"
+            )
         elif fig == "build":
             cached = " (cached)" if r["cached"] else ""
             lines.append(
@@ -1032,7 +1136,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-cache", action="store_true", help="build in a temporary folder")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the cached ledger")
     parser.add_argument("--profile", action="store_true", help="cProfile the hot paths")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=SECTIONS,
+        help="run only these parts (repeatable; default: all): SQLite appends, PostgreSQL "
+        "appends (needs --pg), proofs, audit",
+    )
     args = parser.parse_args(argv)
+    only = set(args.only or SECTIONS)
+    if "pg" in only and not args.pg:
+        if args.only:
+            parser.error("--only pg needs --pg URL or $MLAX_TEST_PG_URL")
+        only.discard("pg")
     settings = Settings(
         quick=args.quick,
         entries=args.entries or (100_000 if args.quick else 1_000_000),
@@ -1060,22 +1176,26 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="mlax-bench-ledger-"))
     try:
-        _log("1. appends (SQLite)")
-        for r in sqlite_appends(settings, workdir):
-            emit(r)
-        if args.pg:
+        if "sqlite" in only:
+            _log("1. appends (SQLite)")
+            for r in sqlite_appends(settings, workdir):
+                emit(r)
+        if "pg" in only:
             _log("1. appends (PostgreSQL)")
             for r in pg_appends(settings, args.pg):
                 emit(r)
-        _log("2. bulk build (checked against append first)")
-        check_bulk_matches_append(workdir)
-        path, build = ledger_for(settings, workdir)
-        emit({**build, "matches_append": True, "checked_entries": CHECK_ENTRIES})
-        _log("3. proofs")
-        for r in proof_figures(settings, path):
-            emit(r)
-        _log("4. export and audit")
-        emit(audit_figure(settings, path, workdir))
+        if only & {"proofs", "audit"}:
+            _log("2. bulk build (checked against append first)")
+            check_bulk_matches_append(workdir)
+            path, build = ledger_for(settings, workdir)
+            emit({**build, "matches_append": True, "checked_entries": CHECK_ENTRIES})
+        if "proofs" in only:
+            _log("3. proofs")
+            for r in proof_figures(settings, path):
+                emit(r)
+        if "audit" in only:
+            _log("4. export and audit")
+            emit(audit_figure(settings, path, workdir))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     _table(results)

@@ -30,6 +30,7 @@ CTX_CASE_TRANSITION = b"mlax/v1/case/transition"  # a case step's chain digest
 CTX_CASE_APPROVAL = b"mlax/v1/case/approval"  # a supervisor's four-eyes approval
 CTX_ATTACHMENT_CHUNK = b"mlax/v1/attachment/chunk"  # associated data of evidence chunks
 CTX_KEYFILE = b"mlax/v1/keyfile"  # associated data of a key file at rest (never sent)
+CTX_WITNESS_RANK = b"mlax/v1/ledger/witness-rank"  # which members witness a log
 
 # Domain tags that are not PAE contexts: a prefix joined to the rest by the user.
 TAG_MATCH_TOKEN = b"mlax/v1/match-token"  # joined with "|" to a match token's parts

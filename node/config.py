@@ -52,6 +52,10 @@ class StorageSection:
     pool_size: int = 10
     # Evidence files (encrypted chunk streams); empty means <data_dir>/attachments.
     attachments_dir: Path | None = None
+    # Where evidence files live: "filesystem" (attachments_dir: one process, or a volume
+    # every replica mounts) or "postgresql" (rows in the database at `url`, which every
+    # replica reaches; needs a PostgreSQL url).
+    blob_backend: str = "filesystem"
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,9 @@ class DeliverySection:
     give_up_after_seconds: float = 7 * 24 * 3600.0
     # Envelopes in flight per peer at once.
     max_in_flight_per_peer: int = 16
+    # Envelopes one DeliverBatch call carries at most (within the message size limit and
+    # DELIVER_BATCH_FLOOR, which every peer accepts).
+    max_envelopes_per_batch: int = 16
     poll_interval_seconds: float = 0.5
     rpc_timeout_seconds: float = 10.0
     default_ttl_seconds: int = 30 * 24 * 3600
@@ -73,14 +80,24 @@ class DeliverySection:
 class LedgerSection:
     # Sign a checkpoint this often when the ledger grew...
     checkpoint_interval_seconds: float = 2.0
-    # ...or as soon as this many entries were added since the last one.
+    # ...or as soon as this many entries were added since the last one (looked for every
+    # second, or every checkpoint_interval_seconds if shorter).
     checkpoint_every_entries: int = 1000
     # Ask peers to cosign the latest checkpoint this often.
     witness_interval_seconds: float = 10.0
+    # How many peers are asked: the witnesses exchange/ledger/witnesses.py assigns to this
+    # log for the hour, the same set every auditor recomputes (ADR 0011). A figure the
+    # federation agrees on, like the legal clocks; the federation's size or more asks
+    # every peer. The cost per checkpoint is this many calls, whatever the federation's size.
+    witnesses_per_checkpoint: int = 3
     # Refused deliveries ledgered one by one per (peer, reason, status) in each window;
     # past that they are counted into one message.rejected_aggregate entry per window.
     rejections_per_window: int = 30
     rejection_window_seconds: float = 60.0
+
+
+# Envelopes per DeliverBatch call that every node accepts (docs/protocol.md 11.4).
+DELIVER_BATCH_FLOOR = 64
 
 
 @dataclass(frozen=True)
@@ -103,6 +120,10 @@ class LimitsSection:
     # long, is closed with DEADLINE_EXCEEDED.
     stream_idle_seconds: float = 30.0
     stream_send_timeout_seconds: float = 30.0
+    # Envelopes one DeliverBatch call may carry (its bytes stay within max_message_bytes);
+    # a larger call is refused whole. Never below DELIVER_BATCH_FLOOR, which every node
+    # accepts and no sender exceeds.
+    max_deliver_batch: int = DELIVER_BATCH_FLOOR
 
 
 @dataclass(frozen=True)
@@ -214,12 +235,15 @@ _C_INT_MAX = 2**31 - 1
 _YEAR = 365 * _DAY
 _RANGES: dict[str, tuple[float, float]] = {
     "limits.max_message_bytes": (64 * 1024, 1 << 30),
+    "limits.max_deliver_batch": (DELIVER_BATCH_FLOOR, 4096),
     "federation.max_workers": (1, 4096),
     "officer.max_workers": (1, 4096),
     "storage.pool_size": (1, 1000),
     "delivery.max_in_flight_per_peer": (1, 10_000),
+    "delivery.max_envelopes_per_batch": (1, DELIVER_BATCH_FLOOR),
     "delivery.give_up_after_seconds": (1.0, _YEAR),
     "delivery.rpc_timeout_seconds": (0.001, _HOUR),  # below lease_seconds' ceiling
+    "ledger.witnesses_per_checkpoint": (1, 10_000),
 }
 
 
@@ -380,6 +404,13 @@ def load_config(path: Path) -> NodeConfig:
         raise ConfigError(f"log.level must be one of {sorted(_LOG_LEVELS)}.")
     if cfg.storage.url and not cfg.storage.url.startswith(("sqlite://", "postgresql+psycopg://")):
         raise ConfigError("storage.url must be a sqlite:// or postgresql+psycopg:// URL.")
+    if cfg.storage.blob_backend not in ("filesystem", "postgresql"):
+        raise ConfigError('storage.blob_backend must be "filesystem" or "postgresql".')
+    if cfg.storage.blob_backend == "postgresql" and not cfg.storage.url.startswith("postgresql"):
+        raise ConfigError(
+            'storage.blob_backend "postgresql" keeps evidence in the node\'s database: '
+            "storage.url must be a postgresql+psycopg:// URL."
+        )
     d = cfg.delivery
     if d.default_ttl_seconds > 90 * 24 * 3600:
         raise ConfigError("delivery.default_ttl_seconds must not exceed 90 days (7776000).")

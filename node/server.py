@@ -41,7 +41,7 @@ from node.services.officers import OfficerCA
 from node.services.rejections import RejectionLedger
 from node.services.trust import TrustedDirectory
 from node.storage import ledger
-from node.storage.blobs import LocalBlobStore
+from node.storage.blobs import open_blob_store
 from node.storage.db import Database, private_dir
 from node.storage.ledger import LedgerStore
 from node.transport import bound_buffer_memory, channel_options
@@ -163,6 +163,7 @@ def run(cfg: NodeConfig, passphrase: bytes, stop: threading.Event | None = None)
     channels = PeerChannels(identity, trust, cfg.limits.max_message_bytes)
     peers = GrpcPeerClient(channels)
     worker = DeliveryWorker(core, peers, cfg.delivery, outbox)
+    core.fast_lane = worker
     store = LedgerStore(db, log_origin(directory.federation_id, identity.agency_id))
     checkpointer = Checkpointer(
         core,
@@ -171,6 +172,7 @@ def run(cfg: NodeConfig, passphrase: bytes, stop: threading.Event | None = None)
         interval=cfg.ledger.checkpoint_interval_seconds,
         every_entries=cfg.ledger.checkpoint_every_entries,
         witness_interval=cfg.ledger.witness_interval_seconds,
+        witnesses=cfg.ledger.witnesses_per_checkpoint,
         timeout=cfg.delivery.rpc_timeout_seconds,
     )
     sync = DirectorySync(
@@ -178,7 +180,12 @@ def run(cfg: NodeConfig, passphrase: bytes, stop: threading.Event | None = None)
     )
     cases = CaseDesk(core, cfg.cases)
     attachments = AttachmentDesk(
-        core, LocalBlobStore(cfg.attachments_dir), cases, on_push_due=pushes.notify
+        core,
+        open_blob_store(
+            cfg.storage.blob_backend, cfg.attachments_dir, cfg.database_url, cfg.storage.pool_size
+        ),
+        cases,
+        on_push_due=pushes.notify,
     )
     pusher = AttachmentPusher(attachments, peers, cfg.delivery.rpc_timeout_seconds, pushes)
     clocks = ClockWatch(cases, cfg.cases.clock_check_seconds)
@@ -216,7 +223,11 @@ def run(cfg: NodeConfig, passphrase: bytes, stop: threading.Event | None = None)
     )
     fed = _server(
         cfg.federation,
-        [FederationService(core, store, attachments, matching).handler()],
+        [
+            FederationService(
+                core, store, attachments, matching, cfg.limits.max_deliver_batch
+            ).handler()
+        ],
         max_bytes,
         fed_limiter,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -131,11 +132,13 @@ def export(
     console.print(f"[green]exported[/] {count:,} entries to {shown(out)}")
 
 
-def _records(path: Path) -> Iterator[lpb.LedgerExportRecord]:
+@contextmanager
+def _records(path: Path) -> Iterator[Iterator[lpb.LedgerExportRecord]]:
     from exchange.ledger.export import iter_records
 
+    # The reader itself, not a generator over it: it hands the verifier runs of entries.
     with path.open("rb") as f:
-        yield from iter_records(f.read)
+        yield iter_records(f.read)
 
 
 def _verify(records: Iterable[lpb.LedgerExportRecord], trusted: Path | None) -> AuditReport:
@@ -178,7 +181,8 @@ def verify(
     if (file is None) == (node is None):
         fail("Give an export FILE, or --node HOST:PORT to verify a node online.", 2)
     if file is not None:
-        report = _verify(_records(file), trusted)
+        with _records(file) as records:
+            report = _verify(records, trusted)
     else:
         with officer_client(cred) as c:
             c.retarget(node or "")

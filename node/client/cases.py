@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -56,6 +57,37 @@ def _codes(handling: tuple[str, ...]) -> list[int]:
             f"Handling code {unknown[0]!r} is not one of {', '.join(HANDLING_CODES)}."
         )
     return [HANDLING_CODES[h] for h in handling]
+
+
+class _Digest:
+    """The SHA-256 of a file, computed in a thread beside the upload (hashlib releases
+    the GIL), so that it can be declared before the last chunk is sent."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._sha = b""
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="mlax-hash", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        digest = hashlib.sha256()
+        try:
+            with self._path.open("rb") as f:
+                while block := f.read(1 << 20):
+                    digest.update(block)
+        except BaseException as e:  # re-raised by result()
+            self._error = e
+        self._sha = digest.digest()
+
+    def ready(self) -> bool:
+        return not self._thread.is_alive()
+
+    def result(self) -> bytes:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._sha
 
 
 def _stream_timeout(size: int, floor: float) -> float:
@@ -191,10 +223,15 @@ class CaseClient:
         handling: tuple[str, ...] = (),
         restricted_to: tuple[str, ...] = (),
         description: str = "",
+        early: bool = True,
     ) -> UploadStatus:
         """Upload `path` as evidence for a case; resumes by itself after an interruption.
 
-        `progress` gets the number of bytes the node has confirmed so far.
+        `progress` gets the number of bytes the node has confirmed so far. With `early`
+        the file's SHA-256 is computed beside the upload and declared as soon as it is
+        known, so the node sends the file on to the peer while it still arrives (the
+        peer then sees it as "receiving" even if this upload is abandoned). The node
+        checks it against the bytes it received; a file that changes meanwhile fails.
         """
         size = path.stat().st_size
         first = 0
@@ -220,11 +257,12 @@ class CaseClient:
             restricted_to=list(restricted_to),
         )
         total = chunk_count(size, chunk_size)
+        hashed = _Digest(path) if early else None
         attempts = 0
         while True:
             try:
                 status: apb.UploadStatus = self._stub.Upload(
-                    self._parts(start, path, first, total, chunk_size, progress),
+                    self._parts(start, path, first, total, chunk_size, progress, hashed),
                     timeout=_stream_timeout(size, self.client.timeout),
                 )
                 if status.complete:
@@ -256,27 +294,45 @@ class CaseClient:
         total: int,
         chunk_size: int,
         progress: Progress | None,
+        hashed: _Digest | None = None,
     ) -> Iterator[apb.UploadPart]:
-        digest = hashlib.sha256()
+        digest = hashlib.sha256() if hashed is None else None
+        declared = False
         with path.open("rb") as f:
-            # The prefix the node already holds is hashed, not sent again.
-            for _ in range(first):
-                digest.update(f.read(chunk_size))
+            if digest is not None:
+                # The prefix the node already holds is hashed, not sent again.
+                for _ in range(first):
+                    digest.update(f.read(chunk_size))
+            else:
+                f.seek(first * chunk_size)
             yield apb.UploadPart(start=start)
             for index in range(first, total):
+                if hashed is not None and not declared and hashed.ready():
+                    declared = True
+                    yield apb.UploadPart(digest=apb.UploadDigest(sha256=hashed.result()))
                 data = f.read(chunk_size)
-                digest.update(data)
+                if digest is not None:
+                    digest.update(data)
                 yield apb.UploadPart(data=apb.UploadData(index=index, data=data))
                 if progress:
                     progress(min(start.size, (index + 1) * chunk_size))
-        yield apb.UploadPart(finish=apb.UploadFinish(sha256=digest.digest()))
+        sha = digest.digest() if digest is not None else hashed.result() if hashed else b""
+        yield apb.UploadPart(finish=apb.UploadFinish(sha256=sha))
 
     def download(
-        self, attachment_id: str, out: Path, *, progress: Progress | None = None
+        self,
+        attachment_id: str,
+        out: Path,
+        *,
+        progress: Progress | None = None,
+        follow: bool = False,
     ) -> AttachmentInfo:
         """Save a verified attachment to `out`; the name appears only once the digest matches.
 
-        Written to `out.part` first (mode 0600) and resumed from its last whole chunk.
+        Written to `out.part` first (mode 0600), hashed as it is written, and resumed
+        from its last whole chunk. With `follow` a file the node is still receiving is
+        downloaded as it arrives; `out` then appears only once the node has also said the
+        whole file is verified and available, and the SHA-256 matches here too.
         """
         part = out.with_name(out.name + ".part")
         part.unlink(missing_ok=True)
@@ -286,26 +342,27 @@ class CaseClient:
             have = part.stat().st_size if part.exists() else 0
             first = have // seen[0].chunk_size if seen and seen[0].chunk_size else 0
             try:
-                self._download_into(attachment_id, part, first, progress, seen)
+                final, sha = self._download_into(attachment_id, part, first, progress, seen, follow)
                 break
             except grpc.RpcError as e:
                 if e.code() not in _TRANSIENT or attempts >= self.retries:
+                    part.unlink(missing_ok=True)
                     raise self.client.call_error(e) from None
                 attempts += 1
                 time.sleep(self.retry_wait * attempts)
         info = seen[0]
-        digest = hashlib.sha256()
-        with part.open("rb") as f:
-            while block := f.read(1 << 20):
-                digest.update(block)
-        if digest.digest() != bytes(info.sha256) or part.stat().st_size != info.size:
+        if (
+            final.state not in ("available", "sending", "delivered")
+            or sha != bytes(info.sha256)
+            or part.stat().st_size != info.size
+        ):
             part.unlink()
             raise DigestMismatchError(
                 f"The download of {attachment_id} does not match its signed SHA-256; "
                 "it was discarded."
             )
         os.replace(part, out)
-        return AttachmentInfo.from_proto(info)
+        return AttachmentInfo.from_proto(final)
 
     def _download_into(
         self,
@@ -314,9 +371,14 @@ class CaseClient:
         first: int,
         progress: Progress | None,
         seen: list[apb.AttachmentInfo],
-    ) -> None:
+        follow: bool,
+    ) -> tuple[apb.AttachmentInfo, bytes]:
+        """One Download call into `part` from chunk `first`. The file's last known info
+        (the head's, or the closing one of a download that began while it was being
+        received) and the SHA-256 of `part` as written."""
         stream = self._stub.Download(
-            apb.DownloadRequest(attachment_id=attachment_id, from_chunk=first), timeout=None
+            apb.DownloadRequest(attachment_id=attachment_id, from_chunk=first, follow=follow),
+            timeout=None,
         )
         try:
             head: apb.DownloadPart = next(stream)
@@ -324,16 +386,29 @@ class CaseClient:
             raise InvalidFieldError("The node sent no attachment.") from None
         if not seen:
             seen.append(head.info)
+        final = head.info
         done = first * head.info.chunk_size
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT, 0o600)
+        fd = os.open(part, os.O_RDWR | os.O_CREAT, 0o600)
         with os.fdopen(fd, "r+b") as f:
             # Keep only the whole chunks already saved; the node resends from `first`.
             f.truncate(done)
+            digest = hashlib.sha256()
+            left = done  # a resume: hash the kept prefix once, then what arrives
+            while left:
+                block = f.read(min(left, 1 << 20))
+                digest.update(block)
+                left -= len(block)
             f.seek(done)
             for piece in stream:
-                f.write(piece.data)
-                done += len(piece.data)
+                if piece.HasField("info"):
+                    final = piece.info  # the node's closing word on a followed file
+                    continue
+                data = piece.data  # a protobuf bytes field is copied on every access
+                f.write(data)
+                digest.update(data)
+                done += len(data)
                 if progress:
                     progress(done)
             f.flush()
             os.fsync(f.fileno())
+        return final, digest.digest()

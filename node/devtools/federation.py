@@ -5,10 +5,12 @@ exercise the same setup an operator would do by hand (deploy/federation/README.m
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,11 +31,80 @@ DEMO_AGENCIES = (
 )
 OFFICERS = (("officer", "officer"), ("supervisor", "supervisor"), ("auditor", "auditor"))
 
+# Countries for a federation the size of the 2017 Call to Action (37 states), after the
+# demo's three: `member_agencies`.
+_COUNTRY_CODES = (
+    "AU US CA NL SE NO DK FI DE IT ES PT IE BE LU AT CH PL CZ GR RO BG HR SI SK HU EE LV LT MT CY "
+    "NZ JP KR"
+)
+_MORE_COUNTRIES = tuple(_COUNTRY_CODES.split())
+
+# A smaller node for running dozens on one machine (tests and benchmarks): fewer threads
+# on each listener and per caller, slower polling. Settings an operator has too; the node
+# code is the same.
+SMALL_LISTENER = {"max_workers": 8}
+SMALL_FOOTPRINT = """
+[limits]
+max_calls_per_peer = 4
+max_calls_per_officer = 4
+max_streams = 8
+max_watchers = 4
+"""
+SMALL_DELIVERY = {"poll_interval_seconds": 2.0, "max_in_flight_per_peer": 4}
+
+
+def member_agencies(n: int) -> tuple[tuple[str, str], ...]:
+    """`n` agencies (at most 37): the demo's three, then one central authority per country."""
+    if not 1 <= n <= len(DEMO_AGENCIES) + len(_MORE_COUNTRIES):
+        raise ValueError(f"from 1 to 37 agencies (got {n})")
+    more = tuple((f"{c}-MLA", f"Central authority {c}") for c in _MORE_COUNTRIES)
+    return (DEMO_AGENCIES + more)[:n]
+
+
+# Ports handed out by this process, so two calls never return the same one.
+_GIVEN: set[int] = set()
+_GIVEN_LOCK = threading.Lock()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for outgoing connections' local ports (Linux; IANA's elsewhere)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 49152, 65535
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback TCP port nothing listens on now, for a node to bind a little later.
+
+    Picked at random below the kernel's ephemeral range, where no outgoing connection can
+    take it in the meantime: a federation of 37 nodes opens over a thousand connections
+    among its members while they start, and a port chosen from the ephemeral range (as
+    `bind(0)` does) was taken by one of them before its node could listen on it.
+    """
+    low, _ = _ephemeral_range()
+    first = 10_000 if low > 12_000 else 1024
+    with _GIVEN_LOCK:
+        for _ in range(1000):
+            port = first + secrets.randbelow(low - first)
+            if port not in _GIVEN and _bindable(port):
+                _GIVEN.add(port)
+                return port
+        with socket.socket() as s:  # a crowded range: let the kernel choose
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        _GIVEN.add(port)
+        return port
 
 
 @dataclass
@@ -64,10 +135,17 @@ DEFAULT_DELIVERY = {
 
 
 def _config_text(
-    agency: str, fed_port: int, off_port: int, db_url: str, delivery: dict[str, float], extra: str
+    agency: str,
+    fed_port: int,
+    off_port: int,
+    db_url: str,
+    delivery: dict[str, float],
+    extra: str,
+    listener: dict[str, int],
 ) -> str:
     storage = f'\n[storage]\nurl = "{db_url}"\n' if db_url else ""
     settings = "\n".join(f"{k} = {v}" for k, v in {**DEFAULT_DELIVERY, **delivery}.items())
+    threads = "".join(f"\n{k} = {v}" for k, v in listener.items())
     return f"""# Generated for a local federation on loopback.
 [node]
 agency = "{agency}"
@@ -75,10 +153,10 @@ identity_dir = "keys"
 data_dir = "data"
 
 [federation]
-listen = "127.0.0.1:{fed_port}"
+listen = "127.0.0.1:{fed_port}"{threads}
 
 [officer]
-listen = "127.0.0.1:{off_port}"
+listen = "127.0.0.1:{off_port}"{threads}
 {storage}
 [delivery]
 {settings}
@@ -95,8 +173,13 @@ def build_federation(
     extra_config: str = "",
     threshold: int = 2,
     admins: int = 3,
+    listener: dict[str, int] | None = None,
 ) -> Federation:
-    """Create every file of an N-agency federation under `root` and install its directory."""
+    """Create every file of an N-agency federation under `root` and install its directory.
+
+    `listener` settings (e.g. `SMALL_LISTENER`) go to both the federation and the officer
+    listener.
+    """
     root.mkdir(parents=True, exist_ok=True)
     nodes: dict[str, NodeSetup] = {}
     for agency, name in agencies:
@@ -113,7 +196,9 @@ def build_federation(
         config = node_root / "node.toml"
         url = (db_urls or {}).get(agency, "")
         config.write_text(
-            _config_text(agency, fed_port, off_port, url, delivery or {}, extra_config)
+            _config_text(
+                agency, fed_port, off_port, url, delivery or {}, extra_config, listener or {}
+            )
         )
         nodes[agency] = NodeSetup(agency, node_root, config, fed_port, off_port)
 
@@ -227,3 +312,44 @@ class NodeProcess:
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+
+def start_all(nodes: list[NodeProcess], timeout: float) -> float:
+    """Start every node at once and wait until all are ready; the seconds it took.
+
+    Start-up is mostly the interpreter importing the node (about a second of CPU each), so
+    many nodes on few cores come up in about (nodes x 1 s / cores); `timeout` is for all.
+    """
+    started = time.monotonic()
+    for node in nodes:
+        node.start(wait=0)
+    for node in nodes:
+        node.wait_ready(max(1.0, timeout - (time.monotonic() - started)))
+    return time.monotonic() - started
+
+
+def stop_all(nodes: list[NodeProcess], timeout: float = 90.0) -> dict[str, int]:
+    """SIGTERM every running node at once, then wait for all; exit status by agency.
+
+    One signal each: a second SIGTERM that reaches a node after its graceful shutdown,
+    while the interpreter exits, would kill it (status -15). Each node's graceful stop
+    takes about a second, but exiting the interpreter (its last garbage collection) costs
+    CPU too: 37 nodes on two cores were all gone after about 10 s. A node still running
+    after `timeout` is killed (status -9).
+    """
+    for proc in [n.proc for n in nodes]:
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    codes = {}
+    for node in nodes:
+        if node.proc is None:
+            codes[node.setup.agency] = 0
+            continue
+        try:
+            node.proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            node.proc.kill()
+            node.proc.wait()
+        codes[node.setup.agency] = int(node.proc.returncode)
+    return codes

@@ -38,9 +38,8 @@ from node import metrics
 from node.rpc.errors import UnauthenticatedError
 from node.rpc.limits import client_certificate
 from node.services.messages import Officer, PermissionDeniedError
-from node.services.officers import lookup, spki_sha256
+from node.services.officers import ActiveOfficer, active_officer, pin_of
 from node.storage.db import Database
-from node.storage.models import OfficerRow
 
 log = structlog.get_logger("mlax.node")
 
@@ -144,14 +143,14 @@ class OfficerAuth:
     def __init__(
         self,
         roles: Mapping[str, frozenset[Role]],
-        officer_of: Callable[[bytes], OfficerRow | None],
+        officer_of: Callable[[bytes], ActiveOfficer | None],
     ) -> None:
         self.roles = roles
         self._officer_of = officer_of
 
     @classmethod
     def for_db(cls, roles: Mapping[str, frozenset[Role]], db: Database) -> OfficerAuth:
-        return cls(roles, lambda cert: lookup(db, cert))
+        return cls(roles, lambda cert: active_officer(db, cert))
 
     def authorize(self, context: grpc.ServicerContext, call: str) -> Officer:
         """The calling officer, if their current role may make `call`; else a refusal."""
@@ -171,7 +170,7 @@ class OfficerAuth:
 def peer_agency(directory: Directory, context: grpc.ServicerContext) -> str:
     """The agency whose pinned TLS key the calling peer's certificate carries."""
     cert = client_certificate(context)
-    card = directory.agency_by_tls_pin(spki_sha256(cert)) if cert else None
+    card = directory.agency_by_tls_pin(pin_of(cert)) if cert else None
     if card is None:
         metrics.REJECTED.labels(reason="unknown_peer").inc()
         log.warning("peer_refused", reason="tls_key_not_in_directory", peer=context.peer())

@@ -1,7 +1,7 @@
 """The federation service (`mlax.v1.Federation`): calls from peer nodes.
 
 Every call first names the calling agency from its pinned TLS key (node.rpc.auth);
-`Deliver` takes raw bytes so the envelope is parsed strictly once.
+`Deliver` and `DeliverBatch` take raw bytes so each envelope is parsed strictly once.
 """
 
 from __future__ import annotations
@@ -18,9 +18,11 @@ from exchange._proto.mlax.v1 import envelope_pb2 as epb
 from exchange._proto.mlax.v1 import federation_pb2 as fpb
 from exchange._proto.mlax.v1 import ledger_pb2 as lpb
 from exchange._proto.mlax.v1 import matching_pb2 as mpb
-from exchange.encoding import format_uuid
-from exchange.errors import MlaxError
+from exchange.errors import InvalidFieldError, MlaxError, OversizedError, Status
+from exchange.receipt import Receipt
+from exchange.wire import parse
 from node import metrics
+from node.config import DELIVER_BATCH_FLOOR
 from node.rpc.auth import peer_agency
 from node.services.evidence import AttachmentDesk
 from node.services.ledger_view import LedgerView
@@ -32,6 +34,12 @@ from node.storage.ledger import LedgerStore
 log = structlog.get_logger("mlax.node")
 
 FEDERATION_SERVICE = "mlax.v1.Federation"
+# A refused envelope's status in a DeliverBatch result, as a gRPC code number.
+_CODES = {Status(code.name): code.value[0] for code in grpc.StatusCode}
+
+
+class BatchTooLargeError(OversizedError):
+    """A DeliverBatch call with more envelopes than limits.max_deliver_batch."""
 
 
 @contextmanager
@@ -54,8 +62,11 @@ class FederationService:
         store: LedgerStore,
         attachments: AttachmentDesk,
         matching: MatchDesk,
+        max_batch: int = DELIVER_BATCH_FLOOR,
     ) -> None:
         self.core = core
+        # Envelopes one DeliverBatch call may carry (limits.max_deliver_batch).
+        self.max_batch = max_batch
         self.store = store
         self.ledger = LedgerView(core, store)
         self.desk = WitnessDesk(core)
@@ -67,26 +78,61 @@ class FederationService:
 
     def deliver(self, request: bytes, context: grpc.ServicerContext) -> epb.Receipt:
         peer = self._peer(context)
+        [answer] = self._receive(peer, [request])
+        if isinstance(answer, MlaxError):
+            raise answer
+        return epb.Receipt(body=answer.body, signature=answer.signature)
+
+    def deliver_batch(
+        self, request: bytes, context: grpc.ServicerContext
+    ) -> fpb.DeliverBatchResponse:
+        """Deliver for each envelope of the request: one result each, in order."""
+        peer = self._peer(context)
         try:
-            receipt = self.core.receive(request, peer)
+            batch = parse(fpb.DeliverBatchRequest, request, "DeliverBatch request", len(request))
+            count = len(batch.envelopes)
+            if not count:
+                raise InvalidFieldError("A DeliverBatch request needs at least one envelope.")
+            if count > self.max_batch:
+                raise BatchTooLargeError(
+                    f"A DeliverBatch call carries at most {self.max_batch} envelopes; "
+                    f"this one has {count}."
+                )
         except MlaxError as e:
-            reason = type(e).__name__
-            metrics.REJECTED.labels(reason=reason).inc()
-            log.warning("envelope_refused", peer=peer, reason=reason, status=e.status)
-            try:
-                self.core.record_rejection(peer, reason, e)
-            except Exception:
-                log.exception("rejection_not_ledgered")
+            self._refused(peer, e)
             raise
-        metrics.RECEIVED.labels(peer=peer).inc()
-        body = receipt.parsed()
-        log.info(
-            "envelope_received",
-            peer=peer,
-            message_id=format_uuid(body.message_id),
-            ledger_index=body.ledger_index,
-        )
-        return epb.Receipt(body=receipt.body, signature=receipt.signature)
+        response = fpb.DeliverBatchResponse()
+        for answer in self._receive(peer, list(batch.envelopes)):
+            if isinstance(answer, MlaxError):
+                status = fpb.DeliverStatus(code=_CODES[answer.status], message=answer.message)
+                response.results.add(status=status)
+            else:
+                response.results.add(
+                    receipt=epb.Receipt(body=answer.body, signature=answer.signature)
+                )
+        return response
+
+    def _receive(self, peer: str, envelopes: list[bytes]) -> list[Receipt | MlaxError]:
+        answers = self.core.receive_many(envelopes, peer)
+        received = 0
+        for answer in answers:
+            if isinstance(answer, MlaxError):
+                self._refused(peer, answer)
+            else:
+                received += 1
+        if received:
+            metrics.RECEIVED.labels(peer=peer).inc(received)
+        return answers
+
+    def _refused(self, peer: str, e: MlaxError) -> None:
+        """Count, log and ledger (at the bounded rate) one refused envelope or call."""
+        reason = type(e).__name__
+        metrics.REJECTED.labels(reason=reason).inc()
+        log.warning("envelope_refused", peer=peer, reason=reason, status=e.status)
+        try:
+            self.core.record_rejection(peer, reason, e)
+        except Exception:
+            log.exception("rejection_not_ledgered")
 
     def get_directory(
         self, request: fpb.GetDirectoryRequest, context: grpc.ServicerContext
@@ -187,6 +233,11 @@ class FederationService:
                     self.deliver,
                     request_deserializer=None,
                     response_serializer=epb.Receipt.SerializeToString,
+                ),
+                "DeliverBatch": grpc.unary_unary_rpc_method_handler(
+                    self.deliver_batch,
+                    request_deserializer=None,
+                    response_serializer=fpb.DeliverBatchResponse.SerializeToString,
                 ),
                 "GetDirectory": unary(
                     self.get_directory, fpb.GetDirectoryRequest, fpb.GetDirectoryResponse

@@ -20,7 +20,6 @@ message within `send_seconds` (flow control blocks the sending thread until it d
 
 from __future__ import annotations
 
-import functools
 import threading
 import time
 from collections import Counter
@@ -36,7 +35,7 @@ from exchange.directory import Directory
 from exchange.errors import MlaxError
 from node import metrics
 from node.config import LimitsSection
-from node.services.officers import lookup, spki_sha256
+from node.services.officers import active_officer, pin_of
 from node.storage.db import Database
 from node.workers.periodic import Periodic
 
@@ -88,17 +87,12 @@ class Callers:
     name: Callable[[bytes | None], str]
 
 
-@functools.lru_cache(maxsize=1024)
-def _pin(cert_pem: bytes) -> bytes:
-    return spki_sha256(cert_pem)
-
-
 def peer_callers(directory: Callable[[], Directory]) -> Callers:
     """Federation callers: the agency whose pinned TLS key the certificate carries."""
 
     def key(cert: bytes | None) -> str:
         try:
-            card = directory().agency_by_tls_pin(_pin(cert)) if cert else None
+            card = directory().agency_by_tls_pin(pin_of(cert)) if cert else None
         except (MlaxError, ValueError):
             card = None
         return card.agency_id if card is not None else UNPINNED
@@ -110,10 +104,10 @@ def officer_callers(db: Database) -> Callers:
     """Officer callers: one per credential (the node's officer CA issues every one)."""
 
     def key(cert: bytes | None) -> str:
-        return _pin(cert).hex() if cert else UNPINNED
+        return pin_of(cert).hex() if cert else UNPINNED
 
     def name(cert: bytes | None) -> str:
-        row = lookup(db, cert) if cert else None
+        row = active_officer(db, cert) if cert else None
         return row.name if row is not None else "unknown-officer"
 
     return Callers(key, name)

@@ -75,7 +75,7 @@ class CaseSteps:
         for t in SUBMISSION_TYPES:
             core.receive_hooks[t] = self._on_submission
         core.receive_hooks[MessageType.CASE_TRANSITION] = self._on_transition
-        core.outcome_hooks.append(self._on_outcome)
+        core.on_outcome({*SUBMISSION_TYPES, MessageType.CASE_TRANSITION}, self._on_outcome)
         # A case step is never given up while its fate at the peer is unknown: delivery
         # keeps asking until the peer answers with its receipt or a refusal.
         core.settle_types.update(CASE_MESSAGE_TYPES)

@@ -6,16 +6,21 @@ one chunk in memory:
 1. An officer streams the file's plaintext to their own node (`upload`). The node seals
    each chunk as it arrives (exchange.attachment), appends the ciphertext to the blob
    store and, every few MiB, makes it durable and records how many chunks count.
-2. When the last chunk is in and the SHA-256 matches the client's, the node queues an
-   EVIDENCE envelope to the case's other party, in the same transaction: the header
-   names the file's digest and size (signed), the sealed body carries its key.
+2. The node queues an EVIDENCE envelope to the case's other party: the header names
+   the file's digest and size (signed), the sealed body carries its key. It does so as
+   soon as the client declares the file's SHA-256 (`UploadDigest`, sent by the SDK while
+   the chunks still stream), or else at the finish once the SHA-256 matches the client's.
 3. Once the peer receipts that envelope, the pusher (node/workers/evidence_push.py)
    streams the ciphertext chunks to the peer (`PushAttachment`), starting from the chunk
-   the peer last confirmed.
+   the peer last confirmed: while the upload goes on, every chunk that is durable here
+   but the last one; the last one only once the node has checked the whole file's
+   SHA-256 against the declared one (docs/adr/0012-evidence-pipeline.md).
 4. The peer authenticates every chunk before storing it, and marks the file available
    only when every chunk is in and the plaintext digest equals the signed one.
-5. An officer downloads the plaintext from their own node; the CLI checks the digest
-   again before the file gets its name.
+5. An officer downloads the plaintext from their own node, once the file is available or
+   (`follow`) while it is still arriving, marked as such; the SDK checks the digest
+   itself before the file gets its name, and a followed download also needs the node's
+   final word that the file is available.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -53,7 +59,14 @@ from exchange.envelope import (
     codes_text,
     handling_from_wire,
 )
-from exchange.errors import ConflictError, InvalidFieldError, MlaxError, OversizedError, Status
+from exchange.errors import (
+    ConflictError,
+    InvalidFieldError,
+    MlaxError,
+    OversizedError,
+    RetryLaterError,
+    Status,
+)
 from exchange.ledger_entry import LedgerEntry
 from exchange.wire import parse
 from node import metrics
@@ -67,7 +80,7 @@ from node.services.messages import (
     PermissionDeniedError,
 )
 from node.storage import ledger
-from node.storage.blobs import BlobStore
+from node.storage.blobs import BlobStore, BlobWriter
 from node.storage.models import AttachmentRow, MessageRow
 
 log = structlog.get_logger("mlax.attachments")
@@ -79,6 +92,13 @@ RECEIVING, AVAILABLE, REJECTED = "receiving", "available", "rejected"
 
 # Make progress durable (fsync, then record the count) at least this often.
 SYNC_EVERY_BYTES = 16 * 1024 * 1024
+# A followed download (or a push of a file still uploading) is woken at once by chunks
+# landing in this process, and also reads the database this often (doubling up to the
+# maximum while nothing lands), for chunks that land on another replica; it gives up
+# after FOLLOW_STALL_SECONDS without one (the client resumes).
+FOLLOW_POLL_SECONDS = 0.05
+FOLLOW_POLL_MAX_SECONDS = 0.4  # polls slow down to this while nothing lands
+FOLLOW_STALL_SECONDS = 30.0
 _UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 
 
@@ -138,11 +158,15 @@ class AttachmentDesk:
         # Running digests of streams cut off mid-way, so a resume need not re-read them.
         self._progress: dict[int, _Progress] = {}
         self._lock = threading.Lock()
+        # Notified whenever chunks become durable or a file changes state here, so that
+        # pushes and followed downloads in this process look at once; they also poll
+        # the database, which sees what other replicas do.
+        self._landed = threading.Condition()
         # Rung when an evidence envelope is receipted (or failed): `run` passes the
         # evidence pusher's wake-up (node/workers/evidence_push.py).
         self.on_push_due = on_push_due
         core.receive_hooks[MessageType.EVIDENCE] = self._on_evidence
-        core.outcome_hooks.append(self._on_outcome)
+        core.on_outcome({MessageType.EVIDENCE}, self._on_outcome)
 
     # -- shared ---------------------------------------------------------------------------
 
@@ -193,7 +217,8 @@ class AttachmentDesk:
         )
 
     def upload(self, officer: Officer, parts: Iterator[apb.UploadPart]) -> apb.UploadStatus:
-        """Store an upload's chunks; on its finish, queue the evidence to the peer."""
+        """Store an upload's chunks; queue the evidence to the peer once its SHA-256 is
+        declared (`UploadDigest`) or, failing that, at its finish."""
         first = next(parts, None)
         if first is None or first.WhichOneof("part") != "start":
             raise InvalidFieldError("An upload starts with an UploadStart message.")
@@ -203,7 +228,8 @@ class AttachmentDesk:
         verifier = self._verifier(row, key)
         cipher = ChunkCipher.of(key)
         blob = _blob_id(row)
-        handle = self.blobs.open_append(blob, key.resume_offset(row.confirmed_chunks))
+        writer = self.blobs.open_append(blob, key.resume_offset(row.confirmed_chunks))
+        declared = bytes(row.sha256) if row.message_id else None  # announced before
         unsynced = 0
         finished: bytes | None = None
         try:
@@ -227,21 +253,32 @@ class AttachmentDesk:
                             f"bytes, not {len(data)}."
                         )
                     sealed = cipher.seal(index, data, final=key.is_final(index))
-                    handle.write(sealed)
+                    writer.write(sealed)
                     verifier.feed_plain(index, data)
                     metrics.ATTACHMENT_BYTES.labels(direction="upload").inc(len(sealed))
                     unsynced += len(sealed)
                     if unsynced >= SYNC_EVERY_BYTES:
-                        self._confirm(row.id, handle, verifier.next_index)
+                        self._confirm(row.id, writer, verifier.next_index, declared is not None)
                         unsynced = 0
+                elif kind == "digest":
+                    sha = bytes(part.digest.sha256)
+                    if declared is None:
+                        self._confirm(row.id, writer, verifier.next_index, False)
+                        unsynced = 0
+                        declared = self._announce(officer, row.id, key, sha, first.start)
+                    elif sha != declared:
+                        raise AttachmentConflictError(
+                            f"Field digest: upload {first.start.upload_id} declared another "
+                            "SHA-256 before; it was sent to the peer and cannot change."
+                        )
                 elif kind == "finish":
                     finished = bytes(part.finish.sha256)
                     break
                 else:
                     raise InvalidFieldError("An upload has one UploadStart, at its beginning.")
-            self._confirm(row.id, handle, verifier.next_index)
+            self._confirm(row.id, writer, verifier.next_index, declared is not None)
         finally:
-            handle.close()
+            writer.close()
             self._park(row.id, verifier)
         if finished is None:
             # The client stopped early: what arrived is kept for a resume.
@@ -323,13 +360,100 @@ class AttachmentDesk:
             s.expunge(row)
         return row, key
 
-    def _confirm(self, row_id: int, handle: object, confirmed: int) -> None:
-        """fsync the blob, then record how many chunks of it count."""
-        self.blobs.sync(handle)  # type: ignore[arg-type]
+    def _confirm(self, row_id: int, writer: BlobWriter, confirmed: int, push: bool) -> None:
+        """Make the blob durable, then record how many chunks of it count; `push` rings
+        the pusher (an announced upload: the new chunks may go to the peer)."""
+        writer.sync()
         with self.core.db.write() as s:
             row = s.get(AttachmentRow, row_id)
             if row is not None and confirmed > row.confirmed_chunks:
                 row.confirmed_chunks = confirmed
+        self._notify()
+        if push:
+            self.on_push_due()
+
+    def _notify(self) -> None:
+        with self._landed:
+            self._landed.notify_all()
+
+    def wait_landed(self, seconds: float = FOLLOW_POLL_SECONDS) -> bool:
+        """Sleep until chunks land or a file changes state in this process (True), or
+        `seconds` pass (False: the caller polls the database, for other replicas)."""
+        with self._landed:
+            return self._landed.wait(seconds)
+
+    def _evidence(
+        self, officer: Officer, row_id: int, final: AttachmentKey, start: apb.UploadStart
+    ) -> tuple[MessageRow, LedgerEntry]:
+        """The EVIDENCE envelope that carries `final` (its key and SHA-256) to the peer."""
+        with self.core.db.read() as s:
+            row = s.get(AttachmentRow, row_id)
+            assert row is not None
+            case_ref, peer = row.case_ref, row.peer
+            codes, restricted = (
+                codes_of(row.handling_codes),
+                tuple(r for r in row.restricted_to.split("\n") if r),
+            )
+        body = apb.EvidenceBody(
+            case_ref=case_ref,
+            description=start.description,
+            attachments=[final.to_proto()],
+            media_types=[start.media_type] if start.media_type else [],
+        )
+        return self.core.outbound(
+            officer.name,
+            peer,
+            body.SerializeToString(deterministic=True),
+            MessageType.EVIDENCE,
+            case_ref=case_ref,
+            handling_codes=codes,
+            restricted_to=restricted,
+            attachments=(AttachmentDigest(name=final.name, sha256=final.sha256, size=final.size),),
+        )
+
+    @staticmethod
+    def _with_digest(key: AttachmentKey, sha: bytes) -> AttachmentKey:
+        if len(sha) != 32:
+            raise InvalidFieldError("Field sha256: 32 bytes.")
+        return AttachmentKey(
+            attachment_id=key.attachment_id,
+            key=key.key,
+            chunk_size=key.chunk_size,
+            size=key.size,
+            sha256=sha,
+            name=key.name,
+        )
+
+    def _announce(
+        self,
+        officer: Officer,
+        row_id: int,
+        key: AttachmentKey,
+        sha: bytes,
+        start: apb.UploadStart,
+    ) -> bytes:
+        """Queue the EVIDENCE envelope of an upload still in progress, naming the SHA-256
+        the client declared; the upload's finish must match it. The declared SHA-256."""
+        final = self._with_digest(key, sha)
+        msg, entry = self._evidence(officer, row_id, final, start)
+        with self.core.db.write() as s:
+            row = s.get(AttachmentRow, row_id)
+            assert row is not None
+            if row.message_id:  # a concurrent stream of the same upload announced it
+                if row.sha256 != sha:
+                    raise AttachmentConflictError(
+                        "Field digest: this upload declared another SHA-256 before."
+                    )
+                return sha
+            if row.state != UPLOADING:
+                raise AttachmentConflictError(f"Upload {start.upload_id} is {row.state}.")
+            row.sha256, row.message_id = sha, msg.message_id
+            row.key_sealed = self.core.seal_to_self(final.to_bytes())
+            s.add(msg)
+            ledger.append(s, entry)
+        self.core.on_submit()
+        log.info("attachment_announced", attachment_id=key.attachment_id.hex(), size=key.size)
+        return sha
 
     def _complete(
         self,
@@ -345,45 +469,30 @@ class AttachmentDesk:
                 f"Field finish: only {verifier.next_index} of {key.chunks} chunks were sent."
             )
         sha = verifier.digest()
+        with self.core.db.read() as s:
+            row = s.get(AttachmentRow, row_id)
+            assert row is not None
+            if row.state != UPLOADING:  # a concurrent finish of the same upload won
+                return self._status(row)
+            declared = bytes(row.sha256) if row.message_id else None
+        if declared is not None and not client_sha256 == declared == sha:
+            # Announced to the peer with a SHA-256 this file does not have: the file
+            # changed while it was read. Its last chunk never leaves this node, so the
+            # peer never completes it; a new upload is needed.
+            self._fail_upload(row_id, "the file changed after its SHA-256 was declared")
+            raise DigestMismatchError(
+                "Field finish.sha256: the file's SHA-256 differs from the one declared at "
+                "the start of the upload; it was not sent. Upload the file again."
+            )
         if client_sha256 != sha:
             raise DigestMismatchError(
                 "Field finish.sha256: the file's SHA-256 differs from what the node received; "
                 "the upload was corrupted in transit."
             )
-        final = AttachmentKey(
-            attachment_id=key.attachment_id,
-            key=key.key,
-            chunk_size=key.chunk_size,
-            size=key.size,
-            sha256=sha,
-            name=key.name,
-        )
-        with self.core.db.read() as s:
-            row = s.get(AttachmentRow, row_id)
-            assert row is not None
-            if row.state != UPLOADING:
-                return self._status(row)
-            case_ref, peer = row.case_ref, row.peer
-            codes, restricted = (
-                codes_of(row.handling_codes),
-                tuple(r for r in row.restricted_to.split("\n") if r),
-            )
-        body = apb.EvidenceBody(
-            case_ref=case_ref,
-            description=start.description,
-            attachments=[final.to_proto()],
-            media_types=[start.media_type] if start.media_type else [],
-        )
-        msg, entry = self.core.outbound(
-            officer.name,
-            peer,
-            body.SerializeToString(deterministic=True),
-            MessageType.EVIDENCE,
-            case_ref=case_ref,
-            handling_codes=codes,
-            restricted_to=restricted,
-            attachments=(AttachmentDigest(name=final.name, sha256=sha, size=final.size),),
-        )
+        final = self._with_digest(key, sha)
+        msg: MessageRow | None = None
+        if declared is None:
+            msg, entry = self._evidence(officer, row_id, final, start)
         now = now_ms()
         with self.core.db.write() as s:
             row = s.get(AttachmentRow, row_id)
@@ -391,29 +500,47 @@ class AttachmentDesk:
             if row.state != UPLOADING:  # a concurrent finish of the same upload won
                 return self._status(row)
             row.state, row.sha256, row.completed_at = SENDING, sha, now
-            row.key_sealed = self.core.seal_to_self(final.to_bytes())
-            row.message_id = msg.message_id
-            s.add(msg)
-            ledger.append(s, entry)
+            if msg is not None:
+                row.key_sealed = self.core.seal_to_self(final.to_bytes())
+                row.message_id = msg.message_id
+                s.add(msg)
+                ledger.append(s, entry)
+            else:
+                row.next_attempt_at = 0  # the last chunk may go now
             ledger.append(
                 s,
                 LedgerEntry.of(
                     "attachment.uploaded",
                     now,
                     attachment_id=final.attachment_id.hex(),
-                    case_ref=case_ref,
+                    case_ref=row.case_ref,
                     officer=officer.name,
                     sha256=sha.hex(),
                     size=final.size,
-                    message_id=format_uuid(msg.message_id),
+                    message_id=format_uuid(row.message_id),
                 ),
             )
             status = self._status(row)
         with self._lock:
             self._progress.pop(row_id, None)
-        self.core.on_submit()
+        self._notify()
+        if msg is not None:
+            self.core.on_submit()
+        else:
+            self.on_push_due()
         log.info("attachment_uploaded", attachment_id=final.attachment_id.hex(), size=final.size)
         return status
+
+    def _fail_upload(self, row_id: int, reason: str) -> None:
+        with self.core.db.write() as s:
+            row = s.get(AttachmentRow, row_id)
+            assert row is not None
+            if row.state == UPLOADING:
+                row.state, row.last_error, row.completed_at = SEND_FAILED, reason, now_ms()
+        with self._lock:
+            self._progress.pop(row_id, None)
+        self._notify()
+        log.warning("attachment_upload_failed", reason=reason)
 
     # -- node to node ---------------------------------------------------------------------
 
@@ -530,7 +657,7 @@ class AttachmentDesk:
         key = self._key(row)
         verifier = self._verifier(row, key)
         blob = _blob_id(row)
-        handle = self.blobs.open_append(blob, key.resume_offset(verifier.next_index))
+        writer = self.blobs.open_append(blob, key.resume_offset(verifier.next_index))
         unsynced = 0
         try:
             for chunk in _chain(first, stream):
@@ -542,15 +669,15 @@ class AttachmentDesk:
                 except TamperedChunkError:
                     self._ledger_refusal(row, chunk.index)
                     raise
-                handle.write(ciphertext)
+                writer.write(ciphertext)
                 metrics.ATTACHMENT_BYTES.labels(direction="in").inc(len(ciphertext))
                 unsynced += len(ciphertext)
                 if unsynced >= SYNC_EVERY_BYTES:
-                    self._confirm(row.id, handle, verifier.next_index)
+                    self._confirm(row.id, writer, verifier.next_index, False)
                     unsynced = 0
-            self._confirm(row.id, handle, verifier.next_index)
+            self._confirm(row.id, writer, verifier.next_index, False)
         finally:
-            handle.close()
+            writer.close()
             self._park(row.id, verifier)
         if verifier.complete:
             self._finish_inbound(row.id, verifier)
@@ -600,6 +727,7 @@ class AttachmentDesk:
             )
         with self._lock:
             self._progress.pop(row_id, None)
+        self._notify()
         log.info(
             "attachment_received", attachment_id=verifier.key.attachment_id.hex(), ok=not problem
         )
@@ -629,6 +757,19 @@ class AttachmentDesk:
             assert row is not None
             s.expunge(row)
         return row, self._key(row)
+
+    def sendable(self, row_id: int) -> int | None:
+        """How many chunks of an outbound file may go to the peer now: all of a verified
+        upload; of one still uploading (announced early), those durable here but the
+        last, which waits for the node's check of the whole file's SHA-256. None once
+        the file will not be sent."""
+        with self.core.db.read() as s:
+            row = s.get(AttachmentRow, row_id)
+            if row is None or row.state not in (UPLOADING, SENDING, SENT):
+                return None
+            if row.state == UPLOADING:
+                return min(row.confirmed_chunks, row.total_chunks - 1)
+            return int(row.total_chunks)
 
     def sealed_chunk(self, row: AttachmentRow, key: AttachmentKey, index: int) -> bytes:
         """Chunk `index` of an attachment's ciphertext, as stored."""
@@ -672,10 +813,12 @@ class AttachmentDesk:
             ).first()
             if row is None:
                 raise NotFoundError(f"No attachment {req.attachment_id} on this node.")
-            if row.state not in (AVAILABLE, SENDING, SENT):
+            following = req.follow and row.state == RECEIVING
+            if row.state not in (AVAILABLE, SENDING, SENT) and not following:
                 raise _NotReadyError(
                     f"Attachment {req.attachment_id} is {row.state}: it can be downloaded "
-                    "once every chunk is in and its digest verified."
+                    "once every chunk is in and its digest verified (or followed while it "
+                    "arrives)."
                 )
             case = self.cases.handling(s, row.case_ref)
             s.expunge(row)
@@ -707,6 +850,8 @@ class AttachmentDesk:
                     from_chunk=req.from_chunk,
                 ),
             )
+        if following:
+            return self._follow(row, key, req.from_chunk)
         return self._stream(row, key, req.from_chunk)
 
     def _handling(self, row: AttachmentRow) -> policy.Handling:
@@ -735,6 +880,50 @@ class AttachmentDesk:
         for i in range(start, key.chunks):
             data = self.blobs.read(blob, key.cipher_offset(i), key.cipher_length(i))
             yield apb.DownloadPart(index=i, data=cipher.open(i, data, final=key.is_final(i)))
+
+    def _landed_state(self, row_id: int) -> tuple[int, str, AttachmentRow]:
+        with self.core.db.read() as s:
+            row = s.get(AttachmentRow, row_id)
+            assert row is not None
+            s.expunge(row)
+            return row.confirmed_chunks, row.state, row
+
+    def _follow(
+        self, row: AttachmentRow, key: AttachmentKey, start: int
+    ) -> Iterator[apb.DownloadPart]:
+        """A file still arriving: each chunk once it is authenticated and durable here,
+        then, once the node has checked the whole file's SHA-256, its info again."""
+        head = info(row)
+        head.name = key.name
+        yield apb.DownloadPart(info=head, index=start)
+        cipher = ChunkCipher.of(key)
+        blob = _blob_id(row)
+        i, idle_since, delay = start, time.monotonic(), FOLLOW_POLL_SECONDS
+        while True:
+            landed, state, fresh = self._landed_state(row.id)
+            if state == REJECTED:
+                raise _NotReadyError(
+                    f"Attachment {head.attachment_id} failed its SHA-256 check here and was "
+                    "rejected: discard what was downloaded."
+                )
+            if i >= key.chunks and state == AVAILABLE:
+                break
+            if i >= landed:
+                if time.monotonic() - idle_since > FOLLOW_STALL_SECONDS:
+                    raise RetryLaterError(
+                        f"No chunk of attachment {head.attachment_id} arrived for "
+                        f"{FOLLOW_STALL_SECONDS:.0f} s; resume the download later."
+                    )
+                if not self.wait_landed(delay):
+                    delay = min(2 * delay, FOLLOW_POLL_MAX_SECONDS)  # quiet: poll less
+                continue
+            for j in range(i, landed):
+                data = self.blobs.read(blob, key.cipher_offset(j), key.cipher_length(j))
+                yield apb.DownloadPart(index=j, data=cipher.open(j, data, final=key.is_final(j)))
+            i, idle_since, delay = landed, time.monotonic(), FOLLOW_POLL_SECONDS
+        tail = info(fresh)
+        tail.name = key.name
+        yield apb.DownloadPart(info=tail, index=key.chunks)
 
 
 class _NotReadyError(ConflictError):

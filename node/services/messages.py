@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Any, NoReturn, Protocol, cast
 
-from sqlalchemy import select
+from sqlalchemy import Connection, Integer, Select, Table, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm import Session
 
 from exchange import policy
 from exchange._proto.mlax.v1 import officer_pb2 as opb
@@ -29,12 +29,10 @@ from exchange.envelope import (
     MessageType,
     Opened,
     Sender,
-    authenticate,
     codes_of,
     codes_text,
     decrypt,
     handling_from_wire,
-    open_authenticated,
     seal,
 )
 from exchange.errors import (
@@ -43,11 +41,10 @@ from exchange.errors import (
     MlaxError,
     OversizedError,
     PolicyError,
-    ReplayError,
     Status,
 )
 from exchange.ledger_entry import LedgerEntry
-from exchange.receipt import Receipt, ReceiptBody, issue_receipt, verify_receipt
+from exchange.receipt import Receipt, verify_receipt
 from keys.identity import AgencyIdentity
 from node.services.rejections import RejectionLedger
 from node.services.trust import TrustedDirectory
@@ -90,44 +87,82 @@ class PeerMismatchError(PolicyError):
     status = Status.PERMISSION_DENIED
 
 
+class FastLane(Protocol):
+    """The delivery worker's lane for new submissions (node.workers.delivery)."""
+
+    def reserve(self, peer: str, now: int) -> int: ...
+
+    def release(self, peer: str) -> None: ...
+
+    def hand_over(self, row_id: int, row: MessageRow) -> None: ...
+
+
 @dataclass(frozen=True)
 class Officer:
     name: str
     role: str
 
 
-class _NotSeen:
-    """For `open_authenticated`: replays are decided by `_prior_receipt` under the lock."""
-
-    def seen(self, sender: str, message_id: bytes) -> bool:
-        return False
-
-
-_NOT_SEEN = _NotSeen()
-
-
-def _find(session: Session, direction: str, peer: str, message_id: bytes) -> MessageRow | None:
-    return session.scalars(
-        select(MessageRow).where(
-            MessageRow.direction == direction,
-            MessageRow.peer == peer,
-            MessageRow.message_id == message_id,
-        )
-    ).first()
-
-
-def _prior_receipt(s: Session, header: Header, envelope: Envelope) -> Receipt | None:
-    """The receipt of an identical envelope stored before; a different one is a replay."""
-    prior = _find(s, IN, header.sender, header.message_id)
-    if prior is None:
-        return None
-    if prior.envelope_digest == envelope.digest and prior.receipt is not None:
-        return Receipt.from_bytes(prior.receipt)
-    raise ReplayError(f"Message id {header.message_id_text} was already used for another envelope.")
-
-
 def _codes(row: MessageRow) -> list[int]:
     return [c.value for c in codes_of(row.handling_codes)]
+
+
+# The hot path writes messages with prebuilt Core statements: an ORM flush, or a statement
+# built per call, cost several times the insert itself.
+_MESSAGES = cast(Table, MessageRow.__table__)
+_CONTENTS = cast(Table, MessageContentRow.__table__)
+_MESSAGE_INSERT = insert(_MESSAGES)
+_CONTENT_INSERT = insert(_CONTENTS)
+_MESSAGE_FIELDS = tuple(c.key for c in _MESSAGES.columns if c.key != "id")
+
+
+def insert_message(conn: Connection, row: MessageRow) -> int:
+    """Store a new message built as a `MessageRow` (with its `content`) in the caller's
+    transaction; returns its row id. The sealed bytes go to their write-once row."""
+    result = conn.execute(_MESSAGE_INSERT, {k: getattr(row, k) for k in _MESSAGE_FIELDS})
+    pk = int(result.inserted_primary_key[0])  # type: ignore[index]
+    content = row.content
+    conn.execute(
+        _CONTENT_INSERT,
+        {"message_pk": pk, "envelope": content.envelope, "self_copy": content.self_copy},
+    )
+    return pk
+
+
+# What a listing reads: every column `summary` shows, no receipt, no sealed bytes.
+_SUMMARY_COLUMNS = [
+    _MESSAGES.c[k]
+    for k in (
+        "message_id",
+        "direction",
+        "peer",
+        "message_type",
+        "case_ref",
+        "created_at",
+        "state",
+        "attempts",
+        "last_error",
+        "next_attempt_at",
+        "delivered_at",
+        "read_at",
+        "handling_codes",
+        "in_reply_to",
+        "submitted_by",
+    )
+]
+
+
+@functools.cache
+def _listing(direction: bool | str, peer: bool, case_ref: bool) -> Select[Any]:
+    """The listing statement for one combination of filters, newest first."""
+    q = select(*_SUMMARY_COLUMNS)
+    if direction:
+        q = q.where(_MESSAGES.c.direction == bindparam("b_direction"))
+    if peer:
+        q = q.where(_MESSAGES.c.peer == bindparam("b_peer"))
+    if case_ref:
+        q = q.where(_MESSAGES.c.case_ref == bindparam("b_case_ref"))
+    return q.order_by(_MESSAGES.c.id.desc()).limit(bindparam("b_limit", type_=Integer))
 
 
 def message_handling(row: MessageRow, header: Header) -> policy.Handling:
@@ -180,6 +215,8 @@ class NodeCore:
         # writes made by other replicas.
         self.inbound = threading.Condition()
         self.on_submit = on_submit
+        # Set by `run` to the delivery worker: submissions are sent without a claim.
+        self.fast_lane: FastLane | None = None
         self.commits = GroupCommit(db)
         # Refused deliveries, ledgered at a bounded rate (node.services.rejections;
         # `run` configures it).
@@ -188,11 +225,24 @@ class NodeCore:
         # the transaction that stores it (raising MlaxError refuses the envelope).
         self.receive_hooks: dict[MessageType, Callable[[Opened], Callable[[Session], None]]] = {}
         # Called in the transaction that records an outbound message delivered (True) or
-        # failed for good (False).
+        # failed for good (False): per message type (`on_outcome`), or for every type.
         self.outcome_hooks: list[Callable[[Session, MessageRow, bool], None]] = []
+        self._typed_hooks: dict[int, list[Callable[[Session, MessageRow, bool], None]]] = {}
         # Message types (values) whose delivery is never given up while only the transport
         # failed: their fate at the peer must be known (case steps; see DeliveryWorker).
         self.settle_types: set[int] = set()
+
+    def on_outcome(
+        self, types: set[MessageType], hook: Callable[[Session, MessageRow, bool], None]
+    ) -> None:
+        """Call `hook` when an outbound message of one of `types` is settled."""
+        for t in types:
+            self._typed_hooks.setdefault(t.value, []).append(hook)
+
+    def outcome_hooks_for(
+        self, message_type: int
+    ) -> list[Callable[[Session, MessageRow, bool], None]]:
+        return [*self._typed_hooks.get(message_type, ()), *self.outcome_hooks]
 
     def _sender(self, directory: Directory) -> Sender:
         # Sign with the newest key peers can already verify (see keys rotation).
@@ -218,16 +268,6 @@ class NodeCore:
             in_reply_to = bytes(req.in_reply_to)
         if len(req.idempotency_key) > 128:
             raise OversizedError("The idempotency key exceeds 128 characters.")
-        if req.idempotency_key:
-            with self.db.read() as s:
-                prior = s.scalars(
-                    select(MessageRow).where(
-                        MessageRow.submitted_by == officer.name,
-                        MessageRow.idempotency_key == req.idempotency_key,
-                    )
-                ).first()
-                if prior is not None:
-                    return summary(prior)
         if message_type not in (MessageType.NOTE, MessageType.REPLY):
             raise InvalidFieldError(
                 f"Message type {message_type.name} is sent through casework "
@@ -246,14 +286,47 @@ class NodeCore:
             idempotency_key=req.idempotency_key or None,
         )
 
-        def store(s: Session) -> None:
-            s.add(row)
+        # A place on the wire, if the peer's lane has one: the message is stored already
+        # leased to the delivery worker, which sends it without a claim of its own.
+        lane = self.fast_lane
+        lease = lane.reserve(row.peer, now_ms()) if lane is not None else 0
+        if lease:
+            row.lease_until, row.attempts = lease, 1
+
+        def store(s: Session) -> int:
+            pk = insert_message(s.connection(), row)
             ledger.append(s, entry)
+            return pk
 
         # Submissions arriving together share one commit; each returns once it is durable.
-        self.commits.run(store)
-        self.on_submit()
+        try:
+            pk = self.commits.run(store)
+        except BaseException as e:
+            if lane is not None and lease:
+                lane.release(row.peer)
+            if not isinstance(e, IntegrityError):
+                raise
+            # The officer's key names a message already submitted (a retried call): it
+            # is answered as before, and nothing new is stored or sent.
+            prior = self._submitted(officer.name, req.idempotency_key)
+            if prior is None:
+                raise
+            return summary(prior)
+        if lane is not None and lease:
+            lane.hand_over(pk, row)
+        else:
+            self.on_submit()
         return summary(row)
+
+    def _submitted(self, officer: str, key: str) -> MessageRow | None:
+        if not key:
+            return None
+        with self.db.read() as s:
+            return s.scalars(
+                select(MessageRow).where(
+                    MessageRow.submitted_by == officer, MessageRow.idempotency_key == key
+                )
+            ).first()
 
     def outbound(
         self,
@@ -474,24 +547,24 @@ class NodeCore:
         )
 
     def list_messages(self, req: opb.ListMessagesRequest) -> opb.ListMessagesResponse:
-        q = (
-            select(MessageRow)
-            # Listing needs metadata only (the sealed bytes are in message_contents).
-            .options(defer(MessageRow.receipt))
-            .order_by(MessageRow.id.desc())
-            .limit(min(req.limit or 50, 1000))
+        # Metadata rows through Core (an ORM object per row cost more than the query):
+        # one statement per combination of filters, built once.
+        q = _listing(
+            {opb.DIRECTION_OUTBOUND: OUT, opb.DIRECTION_INBOUND: IN}.get(req.direction, ""),
+            bool(req.peer),
+            bool(req.case_ref),
         )
-        if req.direction == opb.DIRECTION_OUTBOUND:
-            q = q.where(MessageRow.direction == OUT)
-        elif req.direction == opb.DIRECTION_INBOUND:
-            q = q.where(MessageRow.direction == IN)
-        if req.peer:
-            q = q.where(MessageRow.peer == req.peer)
-        if req.case_ref:
-            q = q.where(MessageRow.case_ref == req.case_ref)
-        with self.db.read() as s:
-            rows = s.scalars(q).all()
-        return opb.ListMessagesResponse(messages=[summary(r) for r in rows])
+        params = {
+            "b_direction": {opb.DIRECTION_OUTBOUND: OUT, opb.DIRECTION_INBOUND: IN}.get(
+                req.direction, ""
+            ),
+            "b_peer": req.peer,
+            "b_case_ref": req.case_ref,
+            "b_limit": min(req.limit or 50, 1000),
+        }
+        with self.db.engine.connect() as conn:
+            rows = conn.execute(q, params).all()
+        return opb.ListMessagesResponse(messages=[summary(r) for r in rows])  # type: ignore[arg-type]
 
     def inbound_after(self, cursor: int, limit: int = 100) -> list[MessageRow]:
         with self.db.read() as s:
@@ -524,109 +597,17 @@ class NodeCore:
 
         A re-delivery of the same envelope returns the original receipt and changes nothing.
         """
-        directory = self.directory.current()
-        envelope, header, card = authenticate(data, directory, self.limits)
-        if header.sender != peer_agency:
-            raise PeerMismatchError(
-                f"Message {header.message_id_text} names sender {header.sender}, but was "
-                f"delivered by {peer_agency}."
-            )
-        # Fast path without the write lock: a re-delivery gets the original receipt.
-        with self.db.read() as s:
-            prior = _prior_receipt(s, header, envelope)
-        if prior is not None:
-            return prior
-        now = now_ms()
-        # Decrypt and check the inner signature before taking the write lock: the crypto
-        # is the slow part, and other deliveries need not wait for it. The replay check
-        # is repeated under the lock below.
-        opened = open_authenticated(
-            envelope,
-            header,
-            card,
-            directory,
-            self.identity.recipient(),
-            # The replay check that counts is `_prior_receipt` under the write lock: a
-            # concurrent re-delivery must get the original receipt, not a refusal.
-            _NOT_SEEN,
-            now_ms=now,
-            limits=self.limits,
-        )
-        sender = self._sender(directory)
-        hook = self.receive_hooks.get(header.message_type)
-        # Case and evidence envelopes change state with their storage: the hook checks the
-        # plaintext now and applies it in the same transaction (or refuses the envelope).
-        apply = hook(opened) if hook is not None else None
-        del opened  # verified; the plaintext is not kept in memory or on disk
+        [result] = self.receive_many([data], peer_agency)
+        if isinstance(result, MlaxError):
+            raise result
+        return result
 
-        def store(s: Session) -> tuple[Receipt, bool]:
-            # Under the write lock: a concurrent delivery may have just stored it.
-            prior = _prior_receipt(s, header, envelope)
-            if prior is not None:
-                return prior, False
-            idx = ledger.append(
-                s,
-                LedgerEntry.of(
-                    "message.received",
-                    now,
-                    message_id=header.message_id_text,
-                    sender=header.sender,
-                    envelope_digest=envelope.digest.hex(),
-                    message_type=header.message_type.name,
-                ),
-            )
-            receipt = issue_receipt(
-                ReceiptBody(
-                    message_id=header.message_id,
-                    sender=header.sender,
-                    receiver=self.agency,
-                    envelope_digest=envelope.digest,
-                    received_at=now,
-                    receiver_key_id=sender.key_id,
-                    ledger_index=idx,
-                ),
-                sender.signing_key,
-            )
-            if apply is not None:
-                apply(s)
-            s.add(
-                MessageRow(
-                    message_id=header.message_id,
-                    direction=IN,
-                    peer=header.sender,
-                    message_type=header.message_type.value,
-                    case_ref=header.case_ref,
-                    created_at=header.created_at,
-                    expires_at=header.expires_at,
-                    envelope_digest=envelope.digest,
-                    content=MessageContentRow(envelope=envelope.to_bytes(), self_copy=None),
-                    state=RECEIVED,
-                    attempts=0,
-                    next_attempt_at=0,
-                    lease_until=0,
-                    last_error="",
-                    receipt=receipt.to_bytes(),
-                    delivered_at=now,
-                    read_at=0,
-                    in_reply_to=header.in_reply_to,
-                    handling_codes=codes_text(header.handling_codes),
-                )
-            )
-            return receipt, True
+    def receive_many(self, datas: Sequence[bytes], peer_agency: str) -> list[Receipt | MlaxError]:
+        """`receive` for several envelopes in one transaction: one answer per envelope, in
+        order, its receipt or the error that refused it (node.services.inbound)."""
+        from node.services.inbound import receive_many  # it builds on this module
 
-        try:
-            receipt, stored = self.commits.run(store)
-        except IntegrityError:
-            # Another replica or thread stored the same envelope first: answer as it did.
-            with self.db.read() as s:
-                prior = _prior_receipt(s, header, envelope)
-            if prior is None:
-                raise
-            return prior
-        if stored:
-            with self.inbound:
-                self.inbound.notify_all()
-        return receipt
+        return receive_many(self, datas, peer_agency)
 
     def record_rejection(self, peer: str, reason: str, error: MlaxError) -> None:
         """Ledger a refused delivery (reason is an error class name, never content): as a

@@ -9,17 +9,19 @@ reissuing anything.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, select
 
 from exchange.encoding import now_ms
 from exchange.errors import InvalidFieldError, KeystoreError, PassphraseError
@@ -213,6 +215,33 @@ def lookup(db: Database, cert_pem: bytes) -> OfficerRow | None:
         return s.scalars(
             select(OfficerRow).where(OfficerRow.cert_spki_sha256 == pin, OfficerRow.active)
         ).first()
+
+
+@functools.lru_cache(maxsize=4096)
+def pin_of(cert_pem: bytes) -> bytes:
+    """`spki_sha256`, remembered per certificate: a certificate's key never changes."""
+    return spki_sha256(cert_pem)
+
+
+_OFFICERS = cast(Table, OfficerRow.__table__)
+# Prebuilt: every officer call runs it, and building it per call cost more than running it.
+_ACTIVE_BY_PIN = select(_OFFICERS.c.name, _OFFICERS.c.role).where(
+    _OFFICERS.c.cert_spki_sha256 == bindparam("b_pin"), _OFFICERS.c.active
+)
+
+
+@dataclass(frozen=True)
+class ActiveOfficer:
+    name: str
+    role: str
+
+
+def active_officer(db: Database, cert_pem: bytes) -> ActiveOfficer | None:
+    """The active officer whose certificate this is, read afresh on every call (one
+    statement, no ORM session): a deactivation or demotion applies to the next call."""
+    with db.engine.connect() as conn:
+        row = conn.execute(_ACTIVE_BY_PIN, {"b_pin": pin_of(cert_pem)}).first()
+    return ActiveOfficer(row.name, row.role) if row is not None else None
 
 
 def write_bundle(path: Path, bundle: dict[str, str]) -> None:

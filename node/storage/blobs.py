@@ -1,36 +1,115 @@
-"""Where evidence bytes live: one storage interface, the local filesystem for now.
+"""Where evidence bytes live: one storage interface, two backends chosen in config.
 
 A blob is an attachment's ciphertext chunk stream, written strictly by appending and
-made durable with `sync` before the database records how much of it counts. Nothing
-here decides visibility: the attachment's row does, so a blob cut short by a crash is
-simply resumed (truncated back to its last confirmed chunk) or never shown.
-S3-compatible object storage fits the same interface (multipart uploads per run of
-chunks); only the local store exists today.
+made durable with `BlobWriter.sync` before the database records how much of it counts.
+Nothing here decides visibility: the attachment's row does, so a blob cut short by a
+crash is simply resumed (truncated back to its last confirmed chunk by `open_append`) or
+never shown. Every read and write is of one range, so a blob of any size is streamed in
+constant memory.
+
+- `LocalBlobStore`: files under a directory, for one process or a volume that every
+  replica mounts.
+- `PgBlobStore`: rows of `blob_chunks` in the node's PostgreSQL database, one row per
+  write; `sync` is a commit. Every replica of the node reaches every blob.
+
+An S3-compatible store fits the same interface (a multipart upload per run of chunks).
 """
 
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, cast
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    create_engine,
+    delete,
+    func,
+    insert,
+    select,
+)
+
+from exchange.errors import RetryLaterError
+from node.storage.models import BlobChunkRow
+
+FILESYSTEM, POSTGRESQL = "filesystem", "postgresql"
+BACKENDS = (FILESYSTEM, POSTGRESQL)
+# PostgreSQL rows hold at most this many bytes (a write of more becomes several rows),
+# so a range read needs only the rows that start less than this before it.
+MAX_ROW_BYTES = 4 << 20
+# A PostgreSQL writer queues at most this many writes (chunks) ahead of the server.
+WRITE_AHEAD = 4
+
+
+class BlobWriter(Protocol):
+    """Appends to one blob. Bytes written count only once `sync` returns."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def sync(self) -> None:
+        """Make everything written so far durable (survives a crash or power loss)."""
+        ...
+
+    def close(self) -> None:
+        """Release the writer; bytes written since the last `sync` may be lost."""
+        ...
 
 
 class BlobStore(Protocol):
-    """Append-only blobs named by a hex id."""
+    """Append-only blobs named by a lower-case hex id."""
 
-    def open_append(self, blob_id: str, keep: int) -> BinaryIO:
-        """Open for appending after truncating to `keep` bytes (creating it if absent)."""
+    def open_append(self, blob_id: str, keep: int) -> BlobWriter:
+        """Cut the blob back to its first `keep` bytes (creating it if absent) and append
+        after them. `keep` is at most what was last synced (ValueError otherwise)."""
         ...
 
-    def sync(self, handle: BinaryIO) -> None:
-        """Make everything written through `handle` durable."""
+    def read(self, blob_id: str, offset: int, length: int) -> bytes:
+        """Bytes [offset, offset + length) (fewer at the end of the blob)."""
         ...
 
-    def read(self, blob_id: str, offset: int, length: int) -> bytes: ...
-
-    def size(self, blob_id: str) -> int: ...
+    def size(self, blob_id: str) -> int:
+        """The blob's length as stored now (0 if absent); durable only up to the last sync."""
+        ...
 
     def delete(self, blob_id: str) -> None: ...
+
+
+class BlobBusyError(RetryLaterError):
+    """Another stream is appending to the same blob (on this or another replica)."""
+
+
+def _check_id(blob_id: str) -> str:
+    if not 3 <= len(blob_id) <= 64 or not all(c in "0123456789abcdef" for c in blob_id):
+        raise ValueError("A blob id is 3 to 64 lower-case hex digits.")
+    return blob_id
+
+
+def _check_keep(keep: int, size: int) -> None:
+    if not 0 <= keep <= size:
+        raise ValueError(f"Cannot keep {keep} bytes of a blob of {size}.")
+
+
+# -- the local filesystem -------------------------------------------------------------------
+
+
+class _FileWriter:
+    def __init__(self, handle: BinaryIO) -> None:
+        self._handle = handle
+
+    def write(self, data: bytes) -> None:
+        self._handle.write(data)
+
+    def sync(self) -> None:
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        self._handle.close()
 
 
 class LocalBlobStore:
@@ -41,11 +120,9 @@ class LocalBlobStore:
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def _path(self, blob_id: str) -> Path:
-        if len(blob_id) < 3 or not all(c in "0123456789abcdef" for c in blob_id):
-            raise ValueError("A blob id is lower-case hex.")
-        return self.root / blob_id[:2] / blob_id
+        return self.root / _check_id(blob_id)[:2] / blob_id
 
-    def open_append(self, blob_id: str, keep: int) -> BinaryIO:
+    def open_append(self, blob_id: str, keep: int) -> BlobWriter:
         path = self._path(blob_id)
         if not path.parent.exists():
             path.parent.mkdir(mode=0o700, exist_ok=True)
@@ -55,13 +132,14 @@ class LocalBlobStore:
         if created:
             _sync_dir(path.parent)
         handle = os.fdopen(fd, "r+b")
-        handle.truncate(keep)
-        handle.seek(keep)
-        return handle
-
-    def sync(self, handle: BinaryIO) -> None:
-        handle.flush()
-        os.fsync(handle.fileno())
+        try:
+            _check_keep(keep, os.fstat(fd).st_size)
+            handle.truncate(keep)
+            handle.seek(keep)
+        except BaseException:
+            handle.close()
+            raise
+        return _FileWriter(handle)
 
     def read(self, blob_id: str, offset: int, length: int) -> bytes:
         with self._path(blob_id).open("rb") as f:
@@ -82,3 +160,179 @@ def _sync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# -- PostgreSQL -----------------------------------------------------------------------------
+
+_T = cast(Table, BlobChunkRow.__table__)
+# One writer per blob across every replica: a session lock, released by close() or by
+# the connection's end (a crash included).
+_LOCK = "SELECT pg_try_advisory_lock(hashtext('mlax.blob'), hashtext(%(b)s))"
+# `pos > offset - MAX_ROW_BYTES` bounds the index range; `pos + length > offset` keeps
+# only the rows that reach into the range.
+_READ = (
+    "SELECT pos, data FROM blob_chunks WHERE blob_id = %s AND pos > %s AND pos < %s"
+    " AND pos + length > %s ORDER BY pos"
+)
+_UNLOCK = "SELECT pg_advisory_unlock(hashtext('mlax.blob'), hashtext(%(b)s))"
+
+
+class _PgWriter:
+    """One connection with an open transaction, used by a thread of its own: each write
+    is queued (at most WRITE_AHEAD chunks, so memory stays bounded) and sent as an INSERT
+    while the caller goes on receiving the next chunk; `sync` waits for the queue, then
+    COMMITs (durable: PostgreSQL flushes its WAL before COMMIT returns). A crash rolls
+    back what was not committed."""
+
+    def __init__(self, conn: Connection, blob_id: str, pos: int) -> None:
+        self._conn = conn
+        self._blob_id = blob_id
+        self._pos = pos
+        self._queue: queue.Queue[tuple[int, bytes] | threading.Event | None] = queue.Queue(
+            WRITE_AHEAD
+        )
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="mlax-blob-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is not None:
+                if isinstance(item, threading.Event):
+                    item.set()
+                continue  # drain: the caller sees the error at its next call
+            try:
+                if isinstance(item, threading.Event):
+                    self._conn.commit()
+                    item.set()
+                else:
+                    pos, data = item
+                    self._conn.execute(
+                        insert(_T),
+                        {"blob_id": self._blob_id, "pos": pos, "length": len(data), "data": data},
+                    )
+            except BaseException as e:
+                self._error = e
+                if isinstance(item, threading.Event):
+                    item.set()
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def write(self, data: bytes) -> None:
+        self._check()
+        view = memoryview(data)
+        for start in range(0, len(view), MAX_ROW_BYTES):
+            piece = (
+                bytes(view[start : start + MAX_ROW_BYTES]) if len(view) > MAX_ROW_BYTES else data
+            )
+            self._queue.put((self._pos, piece))
+            self._pos += len(piece)
+
+    def sync(self) -> None:
+        done = threading.Event()
+        self._queue.put(done)
+        done.wait()
+        self._check()
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        try:
+            self._conn.rollback()
+            self._conn.exec_driver_sql(_UNLOCK, {"b": self._blob_id})
+            self._conn.commit()
+        except Exception:
+            self._conn.invalidate()  # the lock goes with the connection
+        finally:
+            self._conn.close()
+
+
+class PgBlobStore:
+    """Blobs as rows of `blob_chunks` (blob id, byte position, length, bytes).
+
+    Its own engine on the node's PostgreSQL URL: a writer holds one connection for as
+    long as its stream lasts, so long uploads do not take the node's pool from short
+    calls. Column `data` is stored uncompressed (ciphertext does not compress).
+    """
+
+    def __init__(self, url: str, pool_size: int = 10) -> None:
+        if not url.startswith("postgresql"):
+            raise ValueError("The postgresql blob backend needs a PostgreSQL storage.url.")
+        self.engine: Engine = create_engine(
+            url, pool_size=pool_size, pool_pre_ping=True, hide_parameters=True
+        )
+
+    def _size(self, conn: Connection, blob_id: str) -> int:
+        end = conn.execute(
+            select(func.max(_T.c.pos + _T.c.length)).where(_T.c.blob_id == blob_id)
+        ).scalar()
+        return int(end or 0)
+
+    def open_append(self, blob_id: str, keep: int) -> BlobWriter:
+        _check_id(blob_id)
+        conn = self.engine.connect()
+        try:
+            if not conn.exec_driver_sql(_LOCK, {"b": blob_id}).scalar():
+                raise BlobBusyError("Another transfer is writing this file; try again shortly.")
+            _check_keep(keep, self._size(conn, blob_id))
+            straddling = conn.execute(
+                select(_T.c.pos, _T.c.data).where(
+                    _T.c.blob_id == blob_id, _T.c.pos < keep, _T.c.pos + _T.c.length > keep
+                )
+            ).first()
+            conn.execute(delete(_T).where(_T.c.blob_id == blob_id, _T.c.pos >= keep))
+            if straddling is not None:
+                pos, data = straddling
+                conn.execute(delete(_T).where(_T.c.blob_id == blob_id, _T.c.pos == pos))
+                cut = bytes(data)[: keep - pos]
+                conn.execute(
+                    insert(_T), {"blob_id": blob_id, "pos": pos, "length": len(cut), "data": cut}
+                )
+            conn.commit()
+        except BaseException:
+            # Dropping the connection releases the session lock whatever state it is in.
+            conn.invalidate()
+            conn.close()
+            raise
+        return _PgWriter(conn, blob_id, keep)
+
+    def read(self, blob_id: str, offset: int, length: int) -> bytes:
+        end = offset + length
+        with self.engine.connect() as conn:
+            # psycopg directly, with binary results: through SQLAlchemy a 1 MiB bytea
+            # comes back as hex text and costs about 30 times the CPU.
+            raw: Any = conn.connection.driver_connection
+            rows = raw.execute(
+                _READ, (_check_id(blob_id), offset - MAX_ROW_BYTES, end, offset), binary=True
+            ).fetchall()
+            conn.rollback()
+        if len(rows) == 1 and rows[0][0] == offset and len(rows[0][1]) <= length:
+            return bytes(rows[0][1])  # the common case: one chunk, one row
+        out = bytearray()
+        for pos, data in rows:
+            lo, hi = max(offset - pos, 0), min(end - pos, len(data))
+            if lo < hi:
+                out += memoryview(data)[lo:hi]
+        return bytes(out)
+
+    def size(self, blob_id: str) -> int:
+        with self.engine.connect() as conn:
+            return self._size(conn, _check_id(blob_id))
+
+    def delete(self, blob_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(_T).where(_T.c.blob_id == _check_id(blob_id)))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def open_blob_store(backend: str, root: Path, url: str, pool_size: int = 10) -> BlobStore:
+    """The store a node's config names: `root` for files, `url` for PostgreSQL."""
+    if backend == FILESYSTEM:
+        return LocalBlobStore(root)
+    if backend == POSTGRESQL:
+        return PgBlobStore(url, pool_size)
+    raise ValueError(f"Unknown blob backend {backend!r}: one of {', '.join(BACKENDS)}.")

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import queue
 import random
+import threading
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any, cast
 
 import grpc
 import structlog
-from sqlalchemy import and_, func, select
+from sqlalchemy import Integer, Table, Update, and_, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
-from exchange._proto.mlax.v1 import envelope_pb2 as epb
 from exchange.directory import Directory
 from exchange.encoding import format_uuid, now_ms
 from exchange.errors import MlaxError
@@ -30,7 +31,7 @@ from node.config import DeliverySection
 from node.peers.client import DeliverAnswer, PeerClient
 from node.services.messages import DELIVERED, FAILED, HELD, OUT, QUEUED, RETRYING, NodeCore
 from node.storage import ledger
-from node.storage.models import MessageRow
+from node.storage.models import MessageContentRow, MessageRow
 from node.workers.periodic import Periodic
 from node.workers.wakeup import Wakeup
 
@@ -71,6 +72,10 @@ class _Claim:
     envelope_digest: bytes
     created_at: int
     attempts: int
+    message_type: int = 0
+    expires_at: int = 0
+    # Stored already leased to this worker (`reserve`): its place on the wire is counted.
+    reserved: bool = False
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,76 @@ class _Outcome:
     code: grpc.StatusCode | None
     detail: str
     sent_at: float
+
+
+# The states a claim may be settled from: a row another worker (or replica) settled first
+# is left as it is, so an outcome is recorded, ledgered and hooked exactly once.
+_OPEN = (QUEUED, RETRYING)
+_M = cast(Table, MessageRow.__table__)
+_C = cast(Table, MessageContentRow.__table__)
+# Prebuilt statements (SQLAlchemy Core): the worker runs them for every message, and a
+# statement built per call cost several times its execution.
+_DUE = and_(
+    _M.c.direction == OUT,
+    _M.c.state.in_(_OPEN),
+    _M.c.next_attempt_at <= bindparam("b_now"),
+    _M.c.lease_until <= bindparam("b_now"),
+)
+# No GROUP BY/DISTINCT: either makes SQLite walk the (direction, peer, id) index over
+# every message ever sent; this filter uses ix_messages_due.
+_DUE_PEERS = select(_M.c.peer).where(_DUE)
+_CLAIMABLE = (
+    select(
+        _M.c.id,
+        _M.c.message_id,
+        _C.c.envelope,
+        _M.c.envelope_digest,
+        _M.c.created_at,
+        _M.c.attempts,
+        _M.c.message_type,
+        _M.c.expires_at,
+    )
+    .join(_C, _C.c.message_pk == _M.c.id)
+    .where(_DUE, _M.c.peer == bindparam("b_peer"))
+    .order_by(_M.c.id)
+    .limit(bindparam("b_room", type_=Integer))
+)
+# Two replicas never claim the same row; neither waits for the other.
+_CLAIMABLE_LOCKED = _CLAIMABLE.with_for_update(of=_M, skip_locked=True)
+# The lease and the attempt count live in the small messages row: a claim does not
+# rewrite the sealed bytes (message_contents).
+_LEASE = (
+    update(_M)
+    .where(_M.c.id.in_(bindparam("b_ids", expanding=True)))
+    .values(lease_until=bindparam("b_lease"), attempts=_M.c.attempts + 1)
+)
+_UNSETTLED_ROW = and_(_M.c.id == bindparam("b_id"), _M.c.state.in_(_OPEN))
+_SETTLE_DELIVERED = (
+    update(_M)
+    .where(_UNSETTLED_ROW)
+    .values(
+        state=DELIVERED,
+        receipt=bindparam("b_receipt"),
+        delivered_at=bindparam("b_now"),
+        last_error="",
+        lease_until=0,
+    )
+)
+_SETTLE_FAILED = (
+    update(_M)
+    .where(_UNSETTLED_ROW)
+    .values(state=FAILED, lease_until=0, last_error=bindparam("b_error"))
+)
+_SETTLE_RETRY = (
+    update(_M)
+    .where(_UNSETTLED_ROW)
+    .values(
+        state=RETRYING,
+        lease_until=0,
+        last_error=bindparam("b_error"),
+        next_attempt_at=bindparam("b_next"),
+    )
+)
 
 
 def _retry_reason(code: grpc.StatusCode | None, detail: str) -> str:
@@ -128,23 +203,86 @@ class DeliveryWorker(Periodic):
         self.peers = peers
         self.cfg = cfg
         self._done: queue.SimpleQueue[_Outcome] = queue.SimpleQueue()
+        self._fresh: queue.SimpleQueue[_Claim] = queue.SimpleQueue()
+        # Envelopes on the wire per peer; submissions reserve places from their threads.
         self._in_flight: dict[str, int] = defaultdict(int)
+        self._lock = threading.Lock()
+        self._closing = False
         self._rng = random.Random()  # noqa: S311 - jitter, not a secret
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop claiming; wait for envelopes on the wire, then record their outcomes."""
+        self._closing = True
         super().stop(timeout)
+
+    # -- the fast lane: a submission handed over without a claim ---------------------------
+
+    def reserve(self, peer: str, now: int) -> int:
+        """A place on the wire to `peer` for a message about to be stored: the lease to
+        store it with, already claimed for this worker, or 0 if the peer's lane is full
+        (the message is then claimed from the outbox as usual).
+
+        A reserved message is sent as soon as `hand_over` gives it to the worker, with no
+        claim transaction. If this process dies first, the lease runs out and any worker
+        claims it, as after a crash mid-send.
+        """
+        with self._lock:
+            if self._closing or self._in_flight[peer] >= self.cfg.max_in_flight_per_peer:
+                return 0
+            self._in_flight[peer] += 1
+        return now + int(self.cfg.lease_seconds * 1000)
+
+    def release(self, peer: str) -> None:
+        """Give back a place `reserve` took for a message that was not stored."""
+        with self._lock:
+            self._in_flight[peer] = max(0, self._in_flight[peer] - 1)
+
+    def hand_over(self, row_id: int, row: MessageRow) -> None:
+        """Send a stored message that `reserve` leased (it is committed, with its lease)."""
+        self._fresh.put(
+            _Claim(
+                row_id,
+                row.peer,
+                row.message_id,
+                row.content.envelope,
+                row.envelope_digest,
+                row.created_at,
+                row.attempts,
+                row.message_type,
+                row.expires_at,
+                reserved=True,
+            )
+        )
+        self._ring()
 
     # -- the loop -------------------------------------------------------------------------
 
     def tick(self) -> None:
-        self._record(self._drain())
-        self._dispatch()
+        # Submissions handed over go out first, with no transaction of their own.
+        self._send_all(self._drain_fresh())
+        # One transaction per wake: the answers that came back are recorded and the next
+        # envelopes claimed together, one commit (one fsync) for both.
+        outcomes = self._drain()
+        directory = self.core.directory.current()
+        now = now_ms()
+        with self.core.db.write() as s:
+            self._record_in(s, outcomes, directory, now)
+            claims = self._claim_due(s, now)
+        self._send_all(claims)
 
     def finish(self) -> None:
         deadline = now_ms() + int(self.cfg.rpc_timeout_seconds * 1000)
+        self._send_all(self._drain_fresh())  # handed over before the stop: settle them
         while sum(self._in_flight.values()) and now_ms() < deadline:
             self._record(self._drain(block=True))
+
+    def _drain_fresh(self) -> list[_Claim]:
+        out: list[_Claim] = []
+        while True:
+            try:
+                out.append(self._fresh.get_nowait())
+            except queue.Empty:
+                return out
 
     def _drain(self, block: bool = False) -> list[_Outcome]:
         out: list[_Outcome] = []
@@ -159,114 +297,146 @@ class DeliveryWorker(Periodic):
             except queue.Empty:
                 return out
 
-    def _due_peers(self) -> set[str]:
-        now = now_ms()
-        with self.core.db.read() as s:
-            # No GROUP BY/DISTINCT: either makes SQLite walk the (direction, peer, id)
-            # index over every message ever sent; this filter uses ix_messages_due.
-            return set(
-                s.scalars(
-                    select(MessageRow.peer).where(
-                        MessageRow.direction == OUT,
-                        MessageRow.state.in_((QUEUED, RETRYING)),
-                        MessageRow.next_attempt_at <= now,
-                        MessageRow.lease_until <= now,
-                    )
-                ).all()
-            )
+    # -- claims ---------------------------------------------------------------------------
+
+    def _claim_due(self, s: Session, now: int) -> list[_Claim]:
+        conn = s.connection()
+        peers = set(conn.execute(_DUE_PEERS, {"b_now": now}).scalars())
+        claims: list[_Claim] = []
+        for peer in sorted(peers):
+            with self._lock:
+                room = self.cfg.max_in_flight_per_peer - self._in_flight[peer]
+            if room > 0:
+                claims.extend(self._claim_in(s, peer, room, now))
+        return claims
 
     def _claim(self, peer: str, limit: int) -> list[_Claim]:
+        """Claim up to `limit` due envelopes to `peer` in a transaction of their own."""
         now = now_ms()
-        lease = now + int(self.cfg.lease_seconds * 1000)
         with self.core.db.write() as s:
-            q = (
-                select(MessageRow)
-                .where(
-                    MessageRow.direction == OUT,
-                    MessageRow.peer == peer,
-                    MessageRow.state.in_((QUEUED, RETRYING)),
-                    MessageRow.next_attempt_at <= now,
-                    MessageRow.lease_until <= now,
-                )
-                .order_by(MessageRow.id)
-                .limit(limit)
+            return self._claim_in(s, peer, limit, now)
+
+    def _claim_in(self, s: Session, peer: str, limit: int, now: int) -> list[_Claim]:
+        conn = s.connection()
+        q = _CLAIMABLE if self.core.db.is_sqlite else _CLAIMABLE_LOCKED
+        rows = conn.execute(q, {"b_now": now, "b_peer": peer, "b_room": limit}).all()
+        if not rows:
+            return []
+        lease = now + int(self.cfg.lease_seconds * 1000)
+        conn.execute(_LEASE, {"b_ids": [r.id for r in rows], "b_lease": lease})
+        return [
+            _Claim(
+                r.id,
+                peer,
+                r.message_id,
+                r.envelope,
+                r.envelope_digest,
+                r.created_at,
+                r.attempts + 1,
+                r.message_type,
+                r.expires_at,
             )
-            if not self.core.db.is_sqlite:
-                # Two replicas never claim the same row; neither waits for the other.
-                q = q.with_for_update(skip_locked=True)
-            rows = s.scalars(q).all()
-            for row in rows:
-                row.lease_until = lease
-                row.attempts += 1
-            return [
-                _Claim(
-                    r.id,
-                    r.peer,
-                    r.message_id,
-                    r.content.envelope,
-                    r.envelope_digest,
-                    r.created_at,
-                    r.attempts,
-                )
-                for r in rows
-            ]
+            for r in rows
+        ]
 
-    def _dispatch(self) -> None:
-        for peer in self._due_peers():
-            room = self.cfg.max_in_flight_per_peer - self._in_flight[peer]
-            if room <= 0:
-                continue
-            for claim in self._claim(peer, room):
-                try:
-                    self._send(claim)
-                except MlaxError as e:  # the peer left the directory: try again later
-                    self._done.put(
-                        _Outcome(claim, None, grpc.StatusCode.UNAVAILABLE, e.message, 0.0)
-                    )
+    # -- sending --------------------------------------------------------------------------
 
-    def _send(self, claim: _Claim) -> None:
+    def _send_all(self, claims: list[_Claim]) -> None:
+        if not claims:
+            return
+        by_peer: dict[str, list[_Claim]] = defaultdict(list)
+        for claim in claims:
+            by_peer[claim.peer].append(claim)
+        # A batch stays within the size one call may carry (the peer's limit is the same
+        # message size limit as ours); an envelope that fills a call alone goes alone.
+        cap = self.core.limits.max_envelope_bytes
+        for peer, mine in by_peer.items():
+            batch: list[_Claim] = []
+            size = 0
+            for claim in mine:
+                cost = len(claim.envelope) + 16
+                if batch and (size + cost > cap or len(batch) >= self.cfg.max_envelopes_per_batch):
+                    self._send(peer, batch)
+                    batch, size = [], 0
+                batch.append(claim)
+                size += cost
+            if batch:
+                self._send(peer, batch)
+
+    def _send(self, peer: str, batch: list[_Claim]) -> None:
         started = now_ms() / 1000
 
-        def done(answer: DeliverAnswer) -> None:
-            receipt = answer.receipt.SerializeToString() if answer.receipt is not None else None
-            self._done.put(_Outcome(claim, receipt, answer.code, answer.detail, started))
+        def done(answers: list[DeliverAnswer]) -> None:
+            for claim, answer in zip(batch, answers, strict=True):
+                receipt = answer.receipt.SerializeToString() if answer.receipt is not None else None
+                self._done.put(_Outcome(claim, receipt, answer.code, answer.detail, started))
             self._ring()
 
-        self.peers.deliver(
-            claim.peer,
-            epb.Envelope.FromString(claim.envelope),
-            self.cfg.rpc_timeout_seconds,
-            done,
-        )
-        # Only this thread counts (here) and records (in `tick`): an answer that came
-        # back already is recorded after this.
-        self._in_flight[claim.peer] += 1
+        # Only this thread counts (here) and records (in `tick`): answers that came back
+        # already are recorded after this.
+        with self._lock:
+            self._in_flight[peer] += sum(1 for c in batch if not c.reserved)
+        try:
+            self.peers.deliver_batch(
+                peer, [c.envelope for c in batch], self.cfg.rpc_timeout_seconds, done
+            )
+        except MlaxError as e:  # the peer left the directory: try again later
+            for claim in batch:
+                self._done.put(_Outcome(claim, None, grpc.StatusCode.UNAVAILABLE, e.message, 0.0))
+            self._ring()
 
     # -- outcomes -------------------------------------------------------------------------
 
     def _record(self, outcomes: list[_Outcome]) -> None:
+        """Record `outcomes` in a transaction of their own."""
         if not outcomes:
             return
         directory = self.core.directory.current()
         now = now_ms()
         with self.core.db.write() as s:
-            for o in outcomes:
-                self._in_flight[o.claim.peer] = max(0, self._in_flight[o.claim.peer] - 1)
-                # Each outcome in its own savepoint: one that cannot be recorded is retried
-                # after its lease, and never takes the other outcomes of the batch with it.
-                try:
-                    with s.begin_nested():
-                        self._record_one(s, o, directory, now)
-                except Exception:
-                    log.exception(
-                        "delivery_outcome_failed", message_id=format_uuid(o.claim.message_id)
-                    )
+            self._record_in(s, outcomes, directory, now)
 
-    def _record_one(self, s: Session, o: _Outcome, directory: Directory, now: int) -> None:
-        c = o.claim
-        row = s.get(MessageRow, c.row_id)
-        if row is None or row.state in (DELIVERED, FAILED):
+    def _record_in(
+        self, s: Session, outcomes: list[_Outcome], directory: Directory, now: int
+    ) -> None:
+        entries: list[LedgerEntry] = []
+        for o in outcomes:
+            self.release(o.claim.peer)
+            # An outcome with hooks (case steps, evidence) runs in its own savepoint: one
+            # that cannot be recorded is retried after its lease, and never takes the
+            # other outcomes of the batch with it. Without hooks an outcome is one UPDATE.
+            try:
+                if self.core.outcome_hooks_for(o.claim.message_type):
+                    with s.begin_nested():
+                        entry = self._record_one(s, o, directory, now)
+                else:
+                    entry = self._record_one(s, o, directory, now)
+            except Exception:
+                log.exception("delivery_outcome_failed", message_id=format_uuid(o.claim.message_id))
+                continue
+            if entry is not None:
+                entries.append(entry)
+        if entries:
+            ledger.append_many(s, entries)
+
+    def _settle(self, s: Session, claim: _Claim, statement: Update, **values: Any) -> bool:
+        """Move the claim's row to its outcome, unless it was settled already."""
+        done = s.connection().execute(statement, {"b_id": claim.row_id, **values})
+        return bool(done.rowcount)
+
+    def _hooks(self, s: Session, claim: _Claim, delivered: bool) -> None:
+        hooks = self.core.outcome_hooks_for(claim.message_type)
+        if not hooks:
             return
+        row = s.get(MessageRow, claim.row_id)
+        assert row is not None
+        for hook in hooks:
+            hook(s, row, delivered)
+
+    def _record_one(
+        self, s: Session, o: _Outcome, directory: Directory, now: int
+    ) -> LedgerEntry | None:
+        c = o.claim
         mid = format_uuid(c.message_id)
         if o.receipt is not None:
             try:
@@ -280,86 +450,76 @@ class DeliveryWorker(Periodic):
                     sender=self.core.agency,
                 )
             except MlaxError as e:
-                self._retry(s, row, f"invalid receipt: {e.message}", now, None)
-                return
-            row.state, row.receipt, row.delivered_at = DELIVERED, o.receipt, now
-            row.last_error, row.lease_until = "", 0
-            ledger.append(
-                s,
-                LedgerEntry.of(
-                    "receipt.stored",
-                    now,
-                    message_id=mid,
-                    receiver=c.peer,
-                    sender=self.core.agency,
-                    receiver_ledger_index=body.ledger_index,
-                    envelope_digest=c.envelope_digest.hex(),
-                ),
+                return self._retry(s, c, f"invalid receipt: {e.message}", now, None)
+            # Built before the row moves: nothing after the move can fail but the hooks,
+            # which run in the outcome's savepoint.
+            entry = LedgerEntry.of(
+                "receipt.stored",
+                now,
+                message_id=mid,
+                receiver=c.peer,
+                sender=self.core.agency,
+                receiver_ledger_index=body.ledger_index,
+                envelope_digest=c.envelope_digest.hex(),
             )
-            for hook in self.core.outcome_hooks:
-                hook(s, row, True)
+            if not self._settle(s, c, _SETTLE_DELIVERED, b_receipt=o.receipt, b_now=now):
+                return None
+            self._hooks(s, c, True)
             metrics.SENT.labels(peer=c.peer).inc()
             metrics.DELIVERY_LATENCY.observe(max(0.0, now / 1000 - c.created_at / 1000))
             log.info("delivered", message_id=mid, peer=c.peer, attempts=c.attempts)
-        elif o.code in _PERMANENT:
-            row.state, row.lease_until = FAILED, 0
-            row.last_error = f"refused by {c.peer}: {o.code.name}: {o.detail}"[:500]
-            ledger.append(
-                s,
-                LedgerEntry.of(
-                    "delivery.failed",
-                    now,
-                    message_id=mid,
-                    peer=c.peer,
-                    reason=o.code.name,
-                ),
+            return entry
+        if o.code in _PERMANENT:
+            error = f"refused by {c.peer}: {o.code.name}: {o.detail}"[:500]
+            entry = LedgerEntry.of(
+                "delivery.failed", now, message_id=mid, peer=c.peer, reason=o.code.name
             )
-            for hook in self.core.outcome_hooks:
-                hook(s, row, False)
+            if not self._settle(s, c, _SETTLE_FAILED, b_error=error):
+                return None
+            self._hooks(s, c, False)
             metrics.DELIVERY_FAILURES.labels(peer=c.peer, reason=o.code.name).inc()
             log.warning("delivery_refused", message_id=mid, peer=c.peer, code=o.code.name)
-        else:
-            code = o.code.name if o.code else "UNKNOWN"
-            self._retry(s, row, _retry_reason(o.code, o.detail), now, o.code)
-            metrics.DELIVERY_FAILURES.labels(peer=c.peer, reason=code).inc()
+            return entry
+        code = o.code.name if o.code else "UNKNOWN"
+        metrics.DELIVERY_FAILURES.labels(peer=c.peer, reason=code).inc()
+        return self._retry(s, c, _retry_reason(o.code, o.detail), now, o.code)
 
     def _retry(
         self,
-        session: Session,
-        row: MessageRow,
+        s: Session,
+        c: _Claim,
         reason: str,
         now: int,
         code: grpc.StatusCode | None,
-    ) -> None:
-        mid = format_uuid(row.message_id)
-        row.last_error = reason[:500]
-        row.lease_until = 0
+    ) -> LedgerEntry | None:
+        mid = format_uuid(c.message_id)
         out_of_time = (
-            now - row.created_at > self.cfg.give_up_after_seconds * 1000 or now >= row.expires_at
+            now - c.created_at > self.cfg.give_up_after_seconds * 1000 or now >= c.expires_at
         )
-        if out_of_time and row.message_type in self.core.settle_types and code in _UNSETTLED:
+        if out_of_time and c.message_type in self.core.settle_types and code in _UNSETTLED:
             # Giving up now could leave the peer holding what we think failed: keep asking
             # until it answers with its receipt or its refusal.
             out_of_time = False
         if out_of_time:
-            row.state = FAILED
-            row.last_error = f"given up after {row.attempts} attempts: {reason}"[:500]
-            ledger.append(
-                session,
-                LedgerEntry.of(
-                    "delivery.given_up", now, message_id=mid, peer=row.peer, attempts=row.attempts
-                ),
+            error = f"given up after {c.attempts} attempts: {reason}"[:500]
+            entry = LedgerEntry.of(
+                "delivery.given_up", now, message_id=mid, peer=c.peer, attempts=c.attempts
             )
-            for hook in self.core.outcome_hooks:
-                hook(session, row, False)
-            metrics.DELIVERY_GIVEN_UP.labels(peer=row.peer).inc()
-            log.warning("delivery_given_up", message_id=mid, peer=row.peer, attempts=row.attempts)
-            return
-        row.state = RETRYING
-        row.next_attempt_at = now + backoff_ms(row.attempts, self.cfg, self._rng)
-        log.info(
-            "delivery_retry", message_id=mid, peer=row.peer, attempts=row.attempts, reason=reason
+            if not self._settle(s, c, _SETTLE_FAILED, b_error=error):
+                return None
+            self._hooks(s, c, False)
+            metrics.DELIVERY_GIVEN_UP.labels(peer=c.peer).inc()
+            log.warning("delivery_given_up", message_id=mid, peer=c.peer, attempts=c.attempts)
+            return entry
+        self._settle(
+            s,
+            c,
+            _SETTLE_RETRY,
+            b_error=reason[:500],
+            b_next=now + backoff_ms(c.attempts, self.cfg, self._rng),
         )
+        log.info("delivery_retry", message_id=mid, peer=c.peer, attempts=c.attempts, reason=reason)
+        return None
 
 
 def outbox_depth(core: NodeCore) -> dict[str, int]:

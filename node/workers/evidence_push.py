@@ -1,9 +1,14 @@
 """The evidence pusher: streams an attachment's ciphertext to the case's other party once
 the peer has receipted its EVIDENCE envelope, resuming from the chunk the peer last
-confirmed (node/services/evidence.py keeps the upload, receiving and download side)."""
+confirmed (node/services/evidence.py keeps the upload, receiving and download side).
+
+An upload whose SHA-256 was declared early is announced while it still streams in; its
+push then follows the upload, sending each chunk once it is durable here and the last
+one only after the node checked the whole file (docs/adr/0012-evidence-pipeline.md)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -16,7 +21,15 @@ from exchange.errors import MlaxError
 from exchange.ledger_entry import LedgerEntry
 from node import metrics
 from node.peers.client import PeerClient
-from node.services.evidence import SENDING, SENT, AttachmentDesk
+from node.services.evidence import (
+    FOLLOW_POLL_MAX_SECONDS,
+    FOLLOW_POLL_SECONDS,
+    FOLLOW_STALL_SECONDS,
+    SENDING,
+    SENT,
+    UPLOADING,
+    AttachmentDesk,
+)
 from node.services.messages import DELIVERED, OUT
 from node.storage import ledger
 from node.storage.models import AttachmentRow, MessageRow
@@ -73,7 +86,7 @@ class AttachmentPusher(Periodic):
                 )
                 .where(
                     AttachmentRow.direction == OUT,
-                    AttachmentRow.state == SENDING,
+                    AttachmentRow.state.in_((UPLOADING, SENDING)),
                     AttachmentRow.next_attempt_at <= now,
                     AttachmentRow.lease_until <= now,
                     MessageRow.state == DELIVERED,
@@ -93,25 +106,49 @@ class AttachmentPusher(Periodic):
             status = self.peers.attachment_status(
                 row.peer, apb.AttachmentStatusRequest(attachment_id=row.attachment_id), timeout
             )
+            before = status.confirmed_chunks
             if not status.complete:
                 start = status.confirmed_chunks
 
                 def chunks() -> Iterator[apb.AttachmentChunk]:
-                    for i in range(start, key.chunks):
-                        data = self.desk.sealed_chunk(row, key, i)
-                        yield apb.AttachmentChunk(
-                            attachment_id=row.attachment_id, index=i, ciphertext=data
-                        )
+                    # Follows an upload still in progress: sends what is sendable, then
+                    # waits for more; ends when the file is sent, or after a stall.
+                    i, idle_since, delay = start, time.monotonic(), FOLLOW_POLL_SECONDS
+                    while i < key.chunks and not self.stopping:
+                        allowed = self.desk.sendable(row_id)
+                        if allowed is None:
+                            return
+                        if i >= allowed:
+                            if time.monotonic() - idle_since > FOLLOW_STALL_SECONDS / 3:
+                                return
+                            if not self.desk.wait_landed(delay):
+                                delay = min(2 * delay, FOLLOW_POLL_MAX_SECONDS)
+                            continue
+                        for j in range(i, allowed):
+                            data = self.desk.sealed_chunk(row, key, j)
+                            yield apb.AttachmentChunk(
+                                attachment_id=row.attachment_id, index=j, ciphertext=data
+                            )
+                        i, idle_since, delay = allowed, time.monotonic(), FOLLOW_POLL_SECONDS
 
-                # The deadline grows with what is left: about 1 s per 8 MiB on top.
+                # The deadline grows with what is left: about 1 s per 8 MiB on top, or
+                # 1 s per MiB while the upload is still arriving (a stall ends it sooner).
                 left = key.cipher_size - key.cipher_offset(start) if start < key.chunks else 0
-                status = self.peers.push_attachment(row.peer, chunks(), timeout + left / (8 << 20))
+                rate = (1 << 20) if row.state == UPLOADING else (8 << 20)
+                status = self.peers.push_attachment(row.peer, chunks(), timeout + left / rate)
         except (grpc.RpcError, MlaxError) as e:
             detail = e.details() if isinstance(e, grpc.RpcError) else e.message
             self._push_failed(row_id, str(detail or "unreachable"))
             return False
         if not status.complete:
-            self._push_failed(row_id, "the peer has not confirmed every chunk")
+            sendable = self.desk.sendable(row_id)
+            if sendable is not None and (
+                status.confirmed_chunks > before or status.confirmed_chunks >= sendable
+            ):
+                # Caught up with an upload still in progress (or stopping): go on soon.
+                self._push_later(row_id)
+            else:
+                self._push_failed(row_id, "the peer has not confirmed every chunk")
             return False
         now = now_ms()
         with self.desk.core.db.write() as s:
@@ -134,6 +171,13 @@ class AttachmentPusher(Periodic):
         metrics.ATTACHMENT_BYTES.labels(direction="out").inc(key.cipher_size)
         log.info("attachment_delivered", attachment_id=row.attachment_id.hex(), peer=row.peer)
         return True
+
+    def _push_later(self, row_id: int) -> None:
+        """Not a failure: the upload the push follows has paused; look again shortly."""
+        with self.desk.core.db.write() as s:
+            row = s.get(AttachmentRow, row_id)
+            assert row is not None
+            row.lease_until, row.next_attempt_at = 0, now_ms() + 500
 
     def _push_failed(self, row_id: int, reason: str) -> None:
         now = now_ms()

@@ -1,6 +1,7 @@
 """Evidence files between real nodes: tampered and truncated chunks are refused, an
-interrupted upload stays invisible until resumed, and a receiver killed mid-transfer
-resumes from its last confirmed chunk with the file intact."""
+interrupted upload stays invisible until resumed, a receiver killed mid-transfer
+resumes from its last confirmed chunk with the file intact (on either blob backend), and
+a file followed while it arrives gets its name only once verified."""
 
 from __future__ import annotations
 
@@ -150,6 +151,119 @@ def test_tampered_and_truncated_chunks_are_refused_and_change_nothing(
     assert "attachment.downloaded" in kinds
 
 
+def _announce_by_hand(
+    live: LiveFederation, ref: str, data: bytes, signed_sha256: bytes
+) -> tuple[bytes, list[bytes], fgrpc.FederationStub]:
+    """GB announces a file to NG by hand (its EVIDENCE envelope naming `signed_sha256`);
+    the attachment id, the sealed chunks, and GB's federation stub to push them with."""
+    key = new_attachment_key(
+        name="ledger.xlsx", size=len(data), sha256=signed_sha256, chunk_size=CHUNK
+    )
+    cipher = ChunkCipher.of(key)
+    chunks = [
+        cipher.seal(i, data[i * CHUNK : (i + 1) * CHUNK], final=key.is_final(i))
+        for i in range(key.chunks)
+    ]
+    body = apb.EvidenceBody(case_ref=ref, attachments=[key.to_proto()])
+    env = seal(
+        live.identity(GB).sender(published=live.card(GB)),
+        live.card(NG),
+        body.SerializeToString(deterministic=True),
+        MessageType.EVIDENCE,
+        now_ms=now_ms(),
+        case_ref=ref,
+        attachments=(AttachmentDigest(name=key.name, sha256=key.sha256, size=key.size),),
+    )
+    stub = fgrpc.FederationStub(live.peer_channel(GB, NG))
+    stub.Deliver(epb.Envelope.FromString(env.to_bytes()), timeout=10)
+    return key.attachment_id, chunks, stub
+
+
+def _push(
+    stub: fgrpc.FederationStub, attachment_id: bytes, first: int, chunks: list[bytes]
+) -> None:
+    stub.PushAttachment(
+        iter(
+            apb.AttachmentChunk(attachment_id=attachment_id, index=first + i, ciphertext=c)
+            for i, c in enumerate(chunks)
+        ),
+        timeout=10,
+    )
+
+
+class _Follow:
+    """NG's officer downloads a file with `follow`, in a thread."""
+
+    def __init__(self, live: LiveFederation, attachment_id: bytes, out: Path) -> None:
+        self.out = out
+        self.outcome: list[object] = []
+        cases = CaseClient(live.client(NG), retry_wait=0.1)
+
+        def run() -> None:
+            try:
+                self.outcome.append(cases.download(attachment_id.hex(), out, follow=True))
+            except Exception as e:
+                self.outcome.append(e)
+
+        self.thread = threading.Thread(target=run)
+        self.thread.start()
+
+    @property
+    def part(self) -> Path:
+        return self.out.with_name(self.out.name + ".part")
+
+
+@pytest.mark.integration
+@pytest.mark.xdist_group("federation")
+def test_a_followed_download_gets_chunks_as_they_land_and_its_name_once_verified(
+    live: LiveFederation, tmp_path: Path
+) -> None:
+    ref = _submitted(live, NG)
+    data = os.urandom(3 * CHUNK + 10)
+    attachment_id, chunks, stub = _announce_by_hand(live, ref, data, hashlib.sha256(data).digest())
+    follow = _Follow(live, attachment_id, tmp_path / "ledger.xlsx")
+    _push(stub, attachment_id, 0, chunks[:2])
+    # The first two chunks reach the officer while the file is still being received.
+    _wait(
+        lambda: follow.part.exists() and follow.part.stat().st_size == 2 * CHUNK,
+        20,
+        "the landed chunks did not reach the followed download",
+    )
+    assert not follow.out.exists()
+    assert follow.thread.is_alive()
+    _push(stub, attachment_id, 2, chunks[2:])
+    follow.thread.join(30)
+    info = follow.outcome[0]
+    assert not isinstance(info, Exception), info
+    assert follow.out.read_bytes() == data
+    assert not follow.part.exists()
+
+
+@pytest.mark.integration
+@pytest.mark.xdist_group("federation")
+def test_a_followed_file_that_fails_its_signed_digest_is_discarded(
+    live: LiveFederation, tmp_path: Path
+) -> None:
+    ref = _submitted(live, NG)
+    data = os.urandom(2 * CHUNK + 10)
+    # Every chunk authentic, but the signed SHA-256 is another file's.
+    attachment_id, chunks, stub = _announce_by_hand(
+        live, ref, data, hashlib.sha256(b"another file").digest()
+    )
+    follow = _Follow(live, attachment_id, tmp_path / "ledger.xlsx")
+    _push(stub, attachment_id, 0, chunks[:1])
+    _wait(lambda: follow.part.exists(), 20, "the followed download did not start")
+    _push(stub, attachment_id, 1, chunks[1:])
+    follow.thread.join(30)
+    refused = follow.outcome[0]
+    assert isinstance(refused, NodeCallError)
+    assert refused.status == "FAILED_PRECONDITION"
+    assert not follow.out.exists()
+    assert not follow.part.exists()
+    states = {a.attachment_id: a.state for a in CaseClient(live.client(NG)).get(ref).attachments}
+    assert states[attachment_id.hex()] == "rejected"
+
+
 @pytest.mark.integration
 @pytest.mark.xdist_group("federation")
 def test_an_interrupted_upload_stays_invisible_until_resumed(
@@ -216,6 +330,12 @@ def test_receiver_killed_mid_transfer_resumes_and_the_file_is_intact(
         delivery={"initial_backoff_seconds": 0.1, "max_backoff_seconds": 0.5},
     )
     sender_agency, receiver_agency = (a for a, _ in DEMO_AGENCIES[:2])
+    if storage:  # PostgreSQL: the evidence goes into rows of the nodes' databases too
+        for setup in fed.nodes.values():
+            text = setup.config.read_text()
+            setup.config.write_text(
+                text.replace("[storage]\n", '[storage]\nblob_backend = "postgresql"\n', 1)
+            )
     nodes = {a: NodeProcess(s, env) for a, s in fed.nodes.items()}
     for n in nodes.values():
         n.start()
@@ -289,6 +409,9 @@ def test_receiver_killed_mid_transfer_resumes_and_the_file_is_intact(
         assert digest.hexdigest() == hashlib.sha256(path.read_bytes()).hexdigest()
         log = (fed.nodes[receiver_agency].root / "node.log").read_text()
         assert log.count('"event": "attachment_received"') == 1
+        if storage:  # the evidence lives in the databases, not in files
+            for setup in fed.nodes.values():
+                assert not list((setup.root / "data" / "attachments").glob("*/*"))
     finally:
         for c in clients:
             c.close()

@@ -12,8 +12,10 @@ have sent (`node.rpc.errors.to_status_error`). So a refusal is the peer's real r
 
 The network is scripted: `fail(peer, code)` makes the next call(s) to a peer end with a
 status (a peer down, a timeout, a refusal), `down` holds agencies that answer
-UNAVAILABLE to everything, and `calls` records every call made. `Deliver` answers before
-`deliver` returns (the callback runs on the caller's thread).
+UNAVAILABLE to everything, and `calls` records every call made. `Deliver` and
+`DeliverBatch` answer before `deliver` and `deliver_batch` return (the callback runs on
+the caller's thread); a batch scripted to fail UNIMPLEMENTED (a peer of an earlier
+version) is sent as one `Deliver` per envelope, as `GrpcPeerClient` does.
 
     made = federation_template()
     gb, ng = (SimNode(made, agency, tmp_path) for agency in (GB, NG))
@@ -48,7 +50,7 @@ from exchange.ledger.names import log_origin
 from keys.identity import AgencyIdentity, load_identity
 from node.config import CasesSection, DeliverySection, MatchingSection, load_config
 from node.devtools.federation import build_federation
-from node.peers.client import DeliverAnswer, PeerClient
+from node.peers.client import DeliverAnswer, PeerClient, batch_answers
 from node.rpc.errors import to_status_error
 from node.rpc.federation import FederationService
 from node.services.cases import CaseDesk
@@ -204,6 +206,7 @@ class SimNode:
         self.worker = DeliveryWorker(
             self.core, self.peers, delivery or DeliverySection(), self.outbox
         )
+        self.core.fast_lane = self.worker  # as node.server wires it
         self.officer = Officer(name=f"{agency.lower()}-officer", role="officer")
         self._running = False
 
@@ -303,9 +306,21 @@ class SimPeer:
         timeout: float,
         done: Callable[[list[DeliverAnswer]], None],
     ) -> None:
-        answers: list[DeliverAnswer] = []
-        for data in envelopes:
-            self.deliver(peer, epb.Envelope.FromString(data), timeout, answers.append)
+        node = self._reach(peer, "DeliverBatch", timeout)
+        try:
+            service = self._admit(peer, "DeliverBatch", node)
+            request = fpb.DeliverBatchRequest(envelopes=list(envelopes)).SerializeToString()
+            response = _copy(service.deliver_batch(request, self._context()))
+            answers = batch_answers(response, len(envelopes))
+        except Exception as e:
+            error = status_error(e, "/mlax.v1.Federation/DeliverBatch")
+            if error.code() == grpc.StatusCode.UNIMPLEMENTED:
+                # A peer of an earlier version: one Deliver per envelope, as GrpcPeerClient.
+                answers = []
+                for data in envelopes:
+                    self.deliver(peer, epb.Envelope.FromString(data), timeout, answers.append)
+            else:
+                answers = [DeliverAnswer(None, error.code(), error.details())] * len(envelopes)
         done(answers)
 
     def get_directory(

@@ -102,24 +102,25 @@ def test_a_failing_periodic_task_backs_off_and_logs_once_per_change(tmp_path: Pa
 
 
 class _FailingDb:
-    """A database whose reads fail FAILURES times with `error`, then find nothing due."""
+    """A database whose transactions fail FAILURES times with `error`, then find nothing due."""
 
     def __init__(self, error: BaseException) -> None:
         self.error = error
         self.times: list[float] = []
 
     @contextmanager
-    def read(self) -> Iterator[Any]:
+    def write(self) -> Iterator[Any]:
         self.times.append(time.monotonic())
         if len(self.times) <= FAILURES:
             raise self.error
-        yield SimpleNamespace(scalars=lambda q: SimpleNamespace(all=list))
+        nothing_due = SimpleNamespace(execute=lambda q, p=None: SimpleNamespace(scalars=list))
+        yield SimpleNamespace(connection=lambda: nothing_due)
 
 
 def test_the_delivery_worker_backs_off_and_logs_once_per_change(tmp_path: Path) -> None:
     every = 0.01
     db = _FailingDb(_disk_full(tmp_path))
-    core = SimpleNamespace(db=db)
+    core = SimpleNamespace(db=db, directory=SimpleNamespace(current=lambda: None))
     cfg = DeliverySection(poll_interval_seconds=every)
     outbox = Wakeup()  # what the core rings on each submission
     worker = DeliveryWorker(core, None, cfg, outbox)  # type: ignore[arg-type]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from dataclasses import replace
+from unittest import mock
 
 import pytest
 from factories import DAY, FederationSimulator
@@ -40,7 +41,7 @@ from exchange.ledger.audit import (
     verify_export,
 )
 from exchange.ledger.audit_errors import MalformedExportError
-from exchange.ledger.export import encode_record, iter_records
+from exchange.ledger.export import encode_record, encode_varint, iter_records
 from exchange.ledger.merkle import leaf_hash
 from exchange.ledger.names import log_origin, log_verifiers, witness_name, witness_verifiers
 from exchange.ledger_entry import commitment
@@ -56,11 +57,34 @@ def ledger() -> LedgerSimulator:
     return LedgerSimulator(FEDERATION).grow(ENTRIES, every=EVERY)
 
 
+def verify_file(data: bytes, trusted: Directory | None = None) -> AuditReport:
+    """Verify an export file as `mlax audit verify FILE` reads it, and require the same
+    outcome (report, or error and its message) from its records read one at a time.
+
+    From a file the verifier takes runs of entry records at once, and a run of this
+    many: these ledgers are small, and the first run (it holds entry 0) is read one entry
+    at a time."""
+    outcomes: list[AuditReport | str] = []
+    for run in (3, None):
+        records = iter_records(io.BytesIO(data).read)
+        try:
+            with mock.patch.object(audit_module, "RUN", run or audit_module.RUN):
+                outcomes.append(
+                    verify_export(
+                        records if run else (record for record in records),
+                        trusted_directory=trusted,
+                    )
+                )
+        except MalformedExportError as err:
+            outcomes.append(f"MalformedExportError: {err}")
+    assert outcomes[0] == outcomes[1]
+    if isinstance(outcomes[0], str):
+        raise MalformedExportError(outcomes[0].partition(": ")[2])
+    return outcomes[0]
+
+
 def audit(ledger: LedgerSimulator, trusted: Directory | None = None) -> AuditReport:
-    # Through the file codec, as `mlax audit verify FILE` reads it.
-    return verify_export(
-        iter_records(io.BytesIO(ledger.export_bytes()).read), trusted_directory=trusted
-    )
+    return verify_file(ledger.export_bytes(), trusted)
 
 
 def only_problem(report: AuditReport) -> Problem:
@@ -536,7 +560,7 @@ def test_another_format_is_malformed(ledger: LedgerSimulator) -> None:
 def test_a_truncated_file_is_malformed(ledger: LedgerSimulator) -> None:
     data = ledger.export_bytes()[:-5]
     with pytest.raises(MalformedExportError, match="ends in the middle"):
-        verify_export(iter_records(io.BytesIO(data).read), trusted_directory=None)
+        verify_file(data)
 
 
 def test_the_inlined_commitment_is_the_ledger_commitment(ledger: LedgerSimulator) -> None:
@@ -631,8 +655,120 @@ def test_a_flipped_byte_is_malformed_or_reported(at: int, xor: int) -> None:
     data = bytearray(SMALL_BYTES)
     data[at] ^= xor
     try:
-        report = verify_export(iter_records(io.BytesIO(bytes(data)).read), trusted_directory=None)
+        report = verify_file(bytes(data))
     except MalformedExportError:
         return
     if at in ENTRY_BYTES:
         assert not report.ok
+
+
+# --- encodings a node never writes ---------------------------------------------------------
+#
+# From a file the verifier reads a run of entry records column by column (every index,
+# then every commitment, ...). Fields moved between records, missing, repeated or of
+# another wire type would line those columns up differently from the records; whatever
+# the bytes, the report must be the one reading each record alone gives (`verify_file`
+# checks it), which is what any other protobuf reader of the file sees.
+
+
+def _field(number: int, value: bytes | int) -> bytes:
+    if isinstance(value, int):
+        return encode_varint(number << 3) + encode_varint(value)
+    return encode_varint(number << 3 | 2) + encode_varint(len(value)) + value
+
+
+def _fields(entry: lpb.LedgerEntry) -> dict[str, bytes]:
+    return {
+        "index": _field(1, entry.index),
+        "commitment": _field(2, entry.commitment),
+        "salt": _field(3, entry.salt),
+        "entry": _field(4, entry.entry),
+        "tree_leaf": _field(5, entry.tree_leaf),
+    }
+
+
+CANONICAL = ("index", "commitment", "salt", "entry", "tree_leaf")
+
+
+def _recoded(
+    ledger: LedgerSimulator, contents: Callable[[list[dict[str, bytes]]], dict[int, bytes]]
+) -> bytes:
+    """The export with the given entries' contents (by index) encoded by hand."""
+    records = ledger.export()
+    fields = [_fields(r.entry) for r in records if r.WhichOneof("record") == "entry"]
+    recoded = contents(fields)
+    out = []
+    for record in records:
+        if record.WhichOneof("record") == "entry" and record.entry.index in recoded:
+            content = recoded[record.entry.index]
+            body = b"\x12" + encode_varint(len(content)) + content
+            out.append(encode_varint(len(body)) + body)
+        else:
+            out.append(encode_record(record))
+    return b"".join(out)
+
+
+def _join(fields: dict[str, bytes], names: tuple[str, ...]) -> bytes:
+    return b"".join(fields[name] for name in names)
+
+
+RECODINGS: dict[str, tuple[Callable[[list[dict[str, bytes]]], dict[int, bytes]], bool]] = {
+    "fields in another order": (
+        lambda f: {4: _join(f[4], ("salt", "index", "tree_leaf", "entry", "commitment"))},
+        True,
+    ),
+    "a field twice, with its value": (
+        lambda f: {4: _join(f[4], CANONICAL) + f[4]["salt"]},
+        True,
+    ),
+    "an unknown field": (lambda f: {4: _join(f[4], CANONICAL) + _field(9, b"x" * 40)}, True),
+    "the salt and the commitment traded between neighbours": (
+        lambda f: {
+            4: f[4]["index"]
+            + f[4]["commitment"]
+            + f[5]["commitment"]
+            + f[4]["entry"]
+            + f[4]["tree_leaf"],
+            5: f[5]["index"] + f[4]["salt"] + f[5]["salt"] + f[5]["entry"] + f[5]["tree_leaf"],
+        },
+        False,
+    ),
+    "an index moved into the next record": (
+        lambda f: {
+            4: _join(f[4], CANONICAL[1:]),
+            5: f[4]["index"] + _join(f[5], CANONICAL),
+        },
+        False,
+    ),
+    "an index in another wire type": (
+        lambda f: {
+            4: _join(f[4], CANONICAL[1:])
+            + _field(1, encode_varint(int.from_bytes(f[4]["index"][1:], "little")))
+        },
+        False,
+    ),
+    "a packed list of indexes after the fields": (
+        lambda f: {4: _join(f[4], CANONICAL) + _field(1, encode_varint(4) + encode_varint(5))},
+        True,  # a field of another wire type: unknown to the entry, so ignored
+    ),
+    "an index written out as zero": (
+        lambda f: {4: _field(1, 0) + _join(f[4], CANONICAL[1:])},
+        False,
+    ),
+    "stored leaves split across records differently": (
+        lambda f: {
+            4: _join(f[4], CANONICAL[:4]) + _field(5, f[4]["tree_leaf"][2:-1]),
+            5: _join(f[5], CANONICAL[:4])
+            + _field(5, f[4]["tree_leaf"][-1:] + f[5]["tree_leaf"][2:]),
+        },
+        True,  # the entries verify; only the node's stored tree is damaged (a warning)
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RECODINGS))
+def test_entries_encoded_otherwise_verify_as_each_record_reads(name: str) -> None:
+    ledger = LedgerSimulator(FEDERATION).grow(12, every=6)
+    recode, ok = RECODINGS[name]
+    report = verify_file(_recoded(ledger, recode))
+    assert report.ok is ok, report.problems

@@ -163,3 +163,51 @@ def test_random_bytes_decode_or_raise_malformed(data: bytes, chunk_size: int) ->
 def test_random_streams_never_crash_the_auditor(data: bytes) -> None:
     with contextlib.suppress(MlaxError):
         verify_export(iter_records(io.BytesIO(data).read), trusted_directory=None)
+
+
+def _read_in_runs(data: bytes, limit: int, chunk_size: int) -> list[lpb.LedgerExportRecord]:
+    """Every record, taking runs of entries wherever the reader offers them."""
+    reader = iter_records(io.BytesIO(data).read, chunk_size=chunk_size)
+    out: list[lpb.LedgerExportRecord] = []
+    while True:
+        run = reader.take_entries(limit)
+        if run is not None:
+            assert 0 < len(run.entries) <= limit
+            out.extend(lpb.LedgerExportRecord(entry=entry) for entry in run.entries)
+            continue
+        record = next(reader, None)
+        if record is None:
+            return out
+        out.append(record)
+
+
+@pytest.mark.parametrize(("limit", "chunk_size"), [(1, 1 << 20), (3, 1 << 20), (1000, 700)])
+def test_runs_of_entries_read_as_the_records_do(
+    ledger: LedgerSimulator, limit: int, chunk_size: int
+) -> None:
+    records = ledger.export()
+    assert _read_in_runs(ledger.export_bytes(), limit, chunk_size) == records
+    reader = iter_records(io.BytesIO(ledger.export_bytes()).read)
+    assert reader.take_entries(10) is None  # the header is not an entry
+    next(reader)
+    # Nor is entry 0 as runs take them: its index is the default, absent on the wire.
+    assert reader.take_entries(10) is None
+    next(reader)
+    run = reader.take_entries(10)
+    assert run is not None
+    assert list(run.entries) == [r.entry for r in records[2:12]]
+    assert run.whole()  # as encode_record writes them
+
+
+def test_a_run_stops_short_of_a_record_that_does_not_decode(ledger: LedgerSimulator) -> None:
+    """The bad record is left for iteration, which names it with its byte offset."""
+    records = ledger.export()
+    good = b"".join(encode_record(r) for r in records[:6])
+    body = b"\x12" + encode_varint(200) + b"\xff" * 200
+    data = good + encode_varint(len(body)) + body + encode_record(records[6])
+    with pytest.raises(MalformedExportError) as plain:
+        decode(data)
+    with pytest.raises(MalformedExportError) as in_runs:
+        _read_in_runs(data, 100, 1 << 20)
+    assert str(in_runs.value) == str(plain.value)
+    assert f"at byte {len(good)} " in str(plain.value)

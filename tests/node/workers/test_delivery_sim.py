@@ -88,14 +88,14 @@ def test_a_delivered_message_is_receipted_and_held_by_the_peer(sim_network: Make
     assert view.content.subject == "Shipment 4471"
     # One call, with the configured deadline.
     assert [(c.peer, c.method, c.timeout) for c in gb.peers.calls] == [
-        (NG, "Deliver", DELIVERY.rpc_timeout_seconds)
+        (NG, "DeliverBatch", DELIVERY.rpc_timeout_seconds)
     ]
 
 
 def test_a_peer_that_answers_unavailable_is_tried_again(sim_network: MakeNetwork) -> None:
     net = sim_network(DELIVERY)
     gb, ng = net[GB], net[NG]
-    gb.peers.fail(NG, grpc.StatusCode.UNAVAILABLE, times=2, method="Deliver")
+    gb.peers.fail(NG, grpc.StatusCode.UNAVAILABLE, times=2, method="DeliverBatch")
     message_id = submit_note(gb, NG, "Retry me")
     with structlog.testing.capture_logs() as logs:
         gb.start()
@@ -105,7 +105,7 @@ def test_a_peer_that_answers_unavailable_is_tried_again(sim_network: MakeNetwork
     assert sent is not None
     assert sent.state == DELIVERED, sent.last_error
     assert sent.attempts == 3
-    assert gb.peers.calls_to(NG, "Deliver") == 3
+    assert gb.peers.calls_to(NG, "DeliverBatch") == 3
     retries = [e for e in logs if e["event"] == "delivery_retry"]
     assert [e["reason"] for e in retries] == ["peer unreachable (UNAVAILABLE)"] * 2
     assert _row(ng, message_id, IN) is not None
@@ -118,7 +118,7 @@ def test_a_peer_that_is_not_running_is_tried_again(sim_network: MakeNetwork) -> 
     ng = net.pop(NG)  # NG's node is down: the call cannot reach it
     message_id = submit_note(gb, NG, "Anyone there?")
     gb.start()
-    wait_for(lambda: gb.peers.calls_to(NG, "Deliver") >= 2)
+    wait_for(lambda: gb.peers.calls_to(NG, "DeliverBatch") >= 2)
     assert _state(gb, message_id) not in (DELIVERED, FAILED)
     net[NG] = ng  # back up: the next attempt gets through
     wait_for(lambda: _state(gb, message_id) == DELIVERED)
@@ -128,7 +128,9 @@ def test_a_peer_that_is_not_running_is_tried_again(sim_network: MakeNetwork) -> 
 def test_a_permanent_refusal_fails_the_message(sim_network: MakeNetwork) -> None:
     net = sim_network(DELIVERY)
     gb, ng = net[GB], net[NG]
-    gb.peers.fail(NG, grpc.StatusCode.INVALID_ARGUMENT, method="Deliver", detail="bad envelope")
+    gb.peers.fail(
+        NG, grpc.StatusCode.INVALID_ARGUMENT, method="DeliverBatch", detail="bad envelope"
+    )
     message_id = submit_note(gb, NG, "Refused")
     gb.start()
     wait_for(lambda: _state(gb, message_id) in (DELIVERED, FAILED))
@@ -138,7 +140,7 @@ def test_a_permanent_refusal_fails_the_message(sim_network: MakeNetwork) -> None
     assert sent is not None
     assert sent.state == FAILED
     assert sent.last_error == f"refused by {NG}: INVALID_ARGUMENT: bad envelope"
-    assert gb.peers.calls_to(NG, "Deliver") == 1
+    assert gb.peers.calls_to(NG, "DeliverBatch") == 1
     assert "delivery.failed" in _kinds(gb)
     assert _row(ng, message_id, IN) is None
 
@@ -157,6 +159,38 @@ def test_the_peers_own_refusal_fails_the_message(sim_network: MakeNetwork) -> No
     assert sent is not None
     assert sent.state == FAILED
     assert sent.last_error.startswith(f"refused by {NG}: PERMISSION_DENIED: ")
-    assert gb.peers.calls_to(NG, "Deliver") == 1
+    assert gb.peers.calls_to(NG, "DeliverBatch") == 1
     assert _row(ng, message_id, IN) is None
     assert "message.rejected" in _kinds(ng)
+
+
+def test_submissions_beyond_the_lane_wait_their_turn_and_each_goes_once(
+    sim_network: MakeNetwork,
+) -> None:
+    """Two places on the wire to NG: the first two submissions are handed to the worker
+    as they are stored, the rest wait in the outbox and are claimed as answers free the
+    lane. Every note arrives once, at the first attempt, and the lane is empty after."""
+    cfg = DeliverySection(
+        poll_interval_seconds=0.05,
+        initial_backoff_seconds=0.01,
+        max_backoff_seconds=0.05,
+        rpc_timeout_seconds=3.0,
+        max_in_flight_per_peer=2,
+        max_envelopes_per_batch=1,
+    )
+    net = sim_network(cfg)
+    gb, ng = net[GB], net[NG]
+    ids = [submit_note(gb, NG, f"note {i}") for i in range(10)]
+    leased = [i for i in ids if (r := _row(gb, i, OUT)) is not None and r.lease_until]
+    assert len(leased) == 2  # stored already claimed: the lane had two places
+    gb.start()
+    wait_for(lambda: all(_state(gb, i) == DELIVERED for i in ids))
+    for i in ids:
+        sent = _row(gb, i, OUT)
+        assert sent is not None
+        assert sent.attempts == 1
+        assert _row(ng, i, IN) is not None
+    assert _kinds(gb).count("receipt.stored") == 10
+    assert _kinds(ng).count("message.received") == 10
+    assert gb.peers.calls_to(NG, "DeliverBatch") == 10  # one envelope per call, none twice
+    wait_for(lambda: sum(gb.worker._in_flight.values()) == 0)

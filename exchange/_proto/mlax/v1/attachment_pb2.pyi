@@ -245,6 +245,30 @@ class UploadData(_message.Message):
 Global___UploadData: _TypeAlias = UploadData  # noqa: Y015
 
 @_typing.final
+class UploadDigest(_message.Message):
+    """The client's SHA-256 of the whole file, before the last chunk (docs/adr/0012): the node
+    then announces the file to the peer at once and pushes chunks as they become durable,
+    instead of after the finish. At most once per call; a resumed call repeats the same.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHA256_FIELD_NUMBER: _builtins.int
+    sha256: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        sha256: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sha256", b"sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadDigest: _TypeAlias = UploadDigest  # noqa: Y015
+
+@_typing.final
 class UploadFinish(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -271,24 +295,28 @@ class UploadPart(_message.Message):
     START_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
     FINISH_FIELD_NUMBER: _builtins.int
+    DIGEST_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def start(self) -> Global___UploadStart: ...
     @_builtins.property
     def data(self) -> Global___UploadData: ...
     @_builtins.property
     def finish(self) -> Global___UploadFinish: ...
+    @_builtins.property
+    def digest(self) -> Global___UploadDigest: ...
     def __init__(
         self,
         *,
         start: Global___UploadStart | None = ...,
         data: Global___UploadData | None = ...,
         finish: Global___UploadFinish | None = ...,
+        digest: Global___UploadDigest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "finish", b"finish", "part", b"part", "start", b"start"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "digest", b"digest", "finish", b"finish", "part", b"part", "start", b"start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "finish", b"finish", "part", b"part", "start", b"start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "digest", b"digest", "finish", b"finish", "part", b"part", "start", b"start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["start", "data", "finish"]  # noqa: Y015
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["start", "data", "finish", "digest"]  # noqa: Y015
     _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
 
@@ -423,18 +451,26 @@ class DownloadRequest(_message.Message):
 
     ATTACHMENT_ID_FIELD_NUMBER: _builtins.int
     FROM_CHUNK_FIELD_NUMBER: _builtins.int
+    FOLLOW_FIELD_NUMBER: _builtins.int
     attachment_id: _builtins.str
     from_chunk: _builtins.int
     """Resume: the first chunk to send."""
+    follow: _builtins.bool
+    """Also a file still being received: the node streams each chunk once it is
+    authenticated and durable, and the first part's info says "receiving". Such a
+    download ends with a part carrying only info, state "available", once the node has
+    checked the whole file's SHA-256 (docs/adr/0012-evidence-pipeline.md).
+    """
     def __init__(
         self,
         *,
         attachment_id: _builtins.str = ...,
         from_chunk: _builtins.int = ...,
+        follow: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachment_id", b"attachment_id", "from_chunk", b"from_chunk"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachment_id", b"attachment_id", "follow", b"follow", "from_chunk", b"from_chunk"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -452,7 +488,7 @@ class DownloadPart(_message.Message):
     """Plaintext of chunk `index`."""
     @_builtins.property
     def info(self) -> Global___AttachmentInfo:
-        """First message only."""
+        """First message only; and, in a download that began "receiving", the last one too."""
 
     def __init__(
         self,

@@ -43,6 +43,11 @@ class FederationStub:
                 request_serializer=mlax_dot_v1_dot_envelope__pb2.Envelope.SerializeToString,
                 response_deserializer=mlax_dot_v1_dot_envelope__pb2.Receipt.FromString,
                 _registered_method=True)
+        self.DeliverBatch = channel.unary_unary(
+                '/mlax.v1.Federation/DeliverBatch',
+                request_serializer=mlax_dot_v1_dot_federation__pb2.DeliverBatchRequest.SerializeToString,
+                response_deserializer=mlax_dot_v1_dot_federation__pb2.DeliverBatchResponse.FromString,
+                _registered_method=True)
         self.GetDirectory = channel.unary_unary(
                 '/mlax.v1.Federation/GetDirectory',
                 request_serializer=mlax_dot_v1_dot_federation__pb2.GetDirectoryRequest.SerializeToString,
@@ -101,6 +106,14 @@ class FederationServicer:
     def Deliver(self, request, context):
         """Store an envelope durably and return the receiver's signed receipt. Idempotent:
         re-delivering the same envelope returns the original receipt.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeliverBatch(self, request, context):
+        """Deliver for several envelopes from the calling agency in one call: one result per
+        envelope, in order. A peer that answers UNIMPLEMENTED gets one Deliver per envelope.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -182,6 +195,11 @@ def add_FederationServicer_to_server(servicer, server):
                     request_deserializer=mlax_dot_v1_dot_envelope__pb2.Envelope.FromString,
                     response_serializer=mlax_dot_v1_dot_envelope__pb2.Receipt.SerializeToString,
             ),
+            'DeliverBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeliverBatch,
+                    request_deserializer=mlax_dot_v1_dot_federation__pb2.DeliverBatchRequest.FromString,
+                    response_serializer=mlax_dot_v1_dot_federation__pb2.DeliverBatchResponse.SerializeToString,
+            ),
             'GetDirectory': grpc.unary_unary_rpc_method_handler(
                     servicer.GetDirectory,
                     request_deserializer=mlax_dot_v1_dot_federation__pb2.GetDirectoryRequest.FromString,
@@ -260,6 +278,33 @@ class Federation:
             '/mlax.v1.Federation/Deliver',
             mlax_dot_v1_dot_envelope__pb2.Envelope.SerializeToString,
             mlax_dot_v1_dot_envelope__pb2.Receipt.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeliverBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlax.v1.Federation/DeliverBatch',
+            mlax_dot_v1_dot_federation__pb2.DeliverBatchRequest.SerializeToString,
+            mlax_dot_v1_dot_federation__pb2.DeliverBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,10 @@ class FederationStub:
     """Store an envelope durably and return the receiver's signed receipt. Idempotent:
     re-delivering the same envelope returns the original receipt.
     """
+    DeliverBatch: _grpc.UnaryUnaryMultiCallable[_federation_pb2.DeliverBatchRequest, _federation_pb2.DeliverBatchResponse]
+    """Deliver for several envelopes from the calling agency in one call: one result per
+    envelope, in order. A peer that answers UNIMPLEMENTED gets one Deliver per envelope.
+    """
     GetDirectory: _grpc.UnaryUnaryMultiCallable[_federation_pb2.GetDirectoryRequest, _federation_pb2.GetDirectoryResponse]
     """The directory this node trusts, so peers converge on the newest valid one."""
     GetCheckpoint: _grpc.UnaryUnaryMultiCallable[_ledger_pb2.GetCheckpointRequest, _ledger_pb2.CheckpointRecord]
@@ -68,6 +72,10 @@ class FederationAsyncStub(FederationStub):
     Deliver: _aio.UnaryUnaryMultiCallable[_envelope_pb2.Envelope, _envelope_pb2.Receipt]  # type: ignore[assignment]
     """Store an envelope durably and return the receiver's signed receipt. Idempotent:
     re-delivering the same envelope returns the original receipt.
+    """
+    DeliverBatch: _aio.UnaryUnaryMultiCallable[_federation_pb2.DeliverBatchRequest, _federation_pb2.DeliverBatchResponse]  # type: ignore[assignment]
+    """Deliver for several envelopes from the calling agency in one call: one result per
+    envelope, in order. A peer that answers UNIMPLEMENTED gets one Deliver per envelope.
     """
     GetDirectory: _aio.UnaryUnaryMultiCallable[_federation_pb2.GetDirectoryRequest, _federation_pb2.GetDirectoryResponse]  # type: ignore[assignment]
     """The directory this node trusts, so peers converge on the newest valid one."""
@@ -99,6 +107,16 @@ class FederationServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_envelope_pb2.Receipt, _abc.Awaitable[_envelope_pb2.Receipt]]:
         """Store an envelope durably and return the receiver's signed receipt. Idempotent:
         re-delivering the same envelope returns the original receipt.
+        """
+
+    @_abc_1.abstractmethod
+    def DeliverBatch(
+        self,
+        request: _federation_pb2.DeliverBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_federation_pb2.DeliverBatchResponse, _abc.Awaitable[_federation_pb2.DeliverBatchResponse]]:
+        """Deliver for several envelopes from the calling agency in one call: one result per
+        envelope, in order. A peer that answers UNIMPLEMENTED gets one Deliver per envelope.
         """
 
     @_abc_1.abstractmethod
