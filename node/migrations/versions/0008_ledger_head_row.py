@@ -5,7 +5,7 @@ first entries at once could both find no row to lock; now every append finds it 
 locks it.
 
 Revision ID: 0008
-Revises: 0009
+Revises: 0007
 Create Date: 2026-12-06 09:30:00
 """
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-down_revision = "0009"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
