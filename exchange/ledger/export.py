@@ -299,13 +299,13 @@ class RecordReader(Iterator[LedgerExportRecord]):
         add = parts.append
         try:
             for _ in itertools.repeat(None, limit):
-                stop = pos + _HEAD + heads[buf[pos : pos + _KEY]]
-                if stop > end:  # not all read yet
-                    break
-                add(buf[pos + 2 : stop])
-                pos = stop
+                start = pos
+                pos = start + _HEAD + heads[buf[start : start + _KEY]]
+                add(buf[start + 2 : pos])
         except KeyError:  # not an entry record of that form (or the buffer ends first)
             pass
+        if pos > end:  # the last one is not all read yet: its bytes stop at `end`
+            pos = end - len(parts.pop()) - 2
         if not parts:
             return None
         data = b"".join(parts)

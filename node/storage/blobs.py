@@ -10,7 +10,8 @@ constant memory.
 - `LocalBlobStore`: files under a directory, for one process or a volume that every
   replica mounts.
 - `PgBlobStore`: rows of `blob_chunks` in the node's PostgreSQL database, one row per
-  write; `sync` is a commit. Every replica of the node reaches every blob.
+  write, inserted by a writer thread at most a few chunks behind; `sync` is a commit.
+  Every replica of the node reaches every blob.
 
 An S3-compatible store fits the same interface (a multipart upload per run of chunks).
 """

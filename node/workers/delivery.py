@@ -74,8 +74,6 @@ class _Claim:
     attempts: int
     message_type: int = 0
     expires_at: int = 0
-    # Stored already leased to this worker (`reserve`): its place on the wire is counted.
-    reserved: bool = False
 
 
 @dataclass(frozen=True)
@@ -87,6 +85,9 @@ class _Outcome:
     sent_at: float
 
 
+# DeliverBatch calls one worker keeps on the wire to one peer. Two keep the link busy
+# while an answer travels back; envelopes due meanwhile wait for the next call.
+_CALLS_PER_PEER = 2
 # The states a claim may be settled from: a row another worker (or replica) settled first
 # is left as it is, so an outcome is recorded, ledgered and hooked exactly once.
 _OPEN = (QUEUED, RETRYING)
@@ -204,6 +205,12 @@ class DeliveryWorker(Periodic):
         self.cfg = cfg
         self._done: queue.SimpleQueue[_Outcome] = queue.SimpleQueue()
         self._fresh: queue.SimpleQueue[_Claim] = queue.SimpleQueue()
+        # DeliverBatch calls on the wire per peer, and the claims waiting for one to end:
+        # with a call out, what comes next waits and goes in the next call, so batches
+        # grow with the load and a lone message is never held back (this thread only).
+        self._calls: dict[str, int] = defaultdict(int)
+        self._calls_done: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._waiting: dict[str, list[_Claim]] = defaultdict(list)
         # Envelopes on the wire per peer; submissions reserve places from their threads.
         self._in_flight: dict[str, int] = defaultdict(int)
         self._lock = threading.Lock()
@@ -250,7 +257,6 @@ class DeliveryWorker(Periodic):
                 row.attempts,
                 row.message_type,
                 row.expires_at,
-                reserved=True,
             )
         )
         self._ring()
@@ -258,6 +264,7 @@ class DeliveryWorker(Periodic):
     # -- the loop -------------------------------------------------------------------------
 
     def tick(self) -> None:
+        self._calls_ended()
         # Submissions handed over go out first, with no transaction of their own.
         self._send_all(self._drain_fresh())
         # One transaction per wake: the answers that came back are recorded and the next
@@ -272,9 +279,18 @@ class DeliveryWorker(Periodic):
 
     def finish(self) -> None:
         deadline = now_ms() + int(self.cfg.rpc_timeout_seconds * 1000)
-        self._send_all(self._drain_fresh())  # handed over before the stop: settle them
+        # Handed over or claimed before the stop: send them all now, then settle them.
+        self._send_all(self._drain_fresh(), hold=False)
         while sum(self._in_flight.values()) and now_ms() < deadline:
             self._record(self._drain(block=True))
+
+    def _calls_ended(self) -> None:
+        while True:
+            try:
+                peer = self._calls_done.get_nowait()
+            except queue.Empty:
+                return
+            self._calls[peer] = max(0, self._calls[peer] - 1)
 
     def _drain_fresh(self) -> list[_Claim]:
         out: list[_Claim] = []
@@ -322,6 +338,8 @@ class DeliveryWorker(Periodic):
         rows = conn.execute(q, {"b_now": now, "b_peer": peer, "b_room": limit}).all()
         if not rows:
             return []
+        with self._lock:  # counted from the claim: a claim waiting for a call holds a place
+            self._in_flight[peer] += len(rows)
         lease = now + int(self.cfg.lease_seconds * 1000)
         conn.execute(_LEASE, {"b_ids": [r.id for r in rows], "b_lease": lease})
         return [
@@ -341,27 +359,28 @@ class DeliveryWorker(Periodic):
 
     # -- sending --------------------------------------------------------------------------
 
-    def _send_all(self, claims: list[_Claim]) -> None:
-        if not claims:
-            return
-        by_peer: dict[str, list[_Claim]] = defaultdict(list)
+    def _send_all(self, claims: list[_Claim], hold: bool = True) -> None:
         for claim in claims:
-            by_peer[claim.peer].append(claim)
-        # A batch stays within the size one call may carry (the peer's limit is the same
-        # message size limit as ours); an envelope that fills a call alone goes alone.
+            self._waiting[claim.peer].append(claim)
+        for peer, waiting in self._waiting.items():
+            while waiting and (not hold or self._calls[peer] < _CALLS_PER_PEER):
+                self._send(peer, self._next_batch(waiting))
+
+    def _next_batch(self, waiting: list[_Claim]) -> list[_Claim]:
+        """Take the next call's envelopes off `waiting`: at most `max_envelopes_per_batch`,
+        within the size one call may carry (the peer's limit is the same message size
+        limit as ours); an envelope that fills a call alone goes alone."""
         cap = self.core.limits.max_envelope_bytes
-        for peer, mine in by_peer.items():
-            batch: list[_Claim] = []
-            size = 0
-            for claim in mine:
-                cost = len(claim.envelope) + 16
-                if batch and (size + cost > cap or len(batch) >= self.cfg.max_envelopes_per_batch):
-                    self._send(peer, batch)
-                    batch, size = [], 0
-                batch.append(claim)
-                size += cost
-            if batch:
-                self._send(peer, batch)
+        size = count = 0
+        for claim in waiting:
+            cost = len(claim.envelope) + 16
+            if count and (size + cost > cap or count >= self.cfg.max_envelopes_per_batch):
+                break
+            size += cost
+            count += 1
+        batch = waiting[:count]
+        del waiting[:count]
+        return batch
 
     def _send(self, peer: str, batch: list[_Claim]) -> None:
         started = now_ms() / 1000
@@ -370,19 +389,19 @@ class DeliveryWorker(Periodic):
             for claim, answer in zip(batch, answers, strict=True):
                 receipt = answer.receipt.SerializeToString() if answer.receipt is not None else None
                 self._done.put(_Outcome(claim, receipt, answer.code, answer.detail, started))
+            self._calls_done.put(peer)
             self._ring()
 
-        # Only this thread counts (here) and records (in `tick`): answers that came back
-        # already are recorded after this.
-        with self._lock:
-            self._in_flight[peer] += sum(1 for c in batch if not c.reserved)
+        self._calls[peer] += 1
         try:
             self.peers.deliver_batch(
                 peer, [c.envelope for c in batch], self.cfg.rpc_timeout_seconds, done
             )
-        except MlaxError as e:  # the peer left the directory: try again later
+        except Exception as e:  # not sent (the peer left the directory...): try again later
+            reason = e.message if isinstance(e, MlaxError) else f"not sent: {type(e).__name__}"
             for claim in batch:
-                self._done.put(_Outcome(claim, None, grpc.StatusCode.UNAVAILABLE, e.message, 0.0))
+                self._done.put(_Outcome(claim, None, grpc.StatusCode.UNAVAILABLE, reason, 0.0))
+            self._calls_done.put(peer)
             self._ring()
 
     # -- outcomes -------------------------------------------------------------------------

@@ -46,3 +46,24 @@ def test_exchange_benchmark_quick_run_prints_json_lines() -> None:
         assert record["baseline_echo_rps"] > 0
         assert record["ratio_to_echo"] > 0
     assert "ratio" in result.stderr  # the human-readable table
+
+
+@pytest.mark.integration
+def test_delivery_state_benchmark_quick_run_prints_its_ratio() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_delivery_state.py"), "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    [record] = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    assert record["bench"] == "delivery_state"
+    assert record["sealed_bytes"] > record["body_bytes"]
+    assert record["retries_measured"] >= 3
+    assert record["bytes_written_per_retry"] > 0
+    assert record["ratio_per_retry"] == round(
+        record["bytes_written_per_retry"] / record["sealed_bytes"], 4
+    )

@@ -228,8 +228,7 @@ class CaseSteps(RuleBasedStateMachine):
     def dispatch(self, side: str) -> None:
         """The delivery worker claims what is due and puts it on the wire."""
         node = self.world.nodes[side]
-        for claim in node.worker._claim(_other(side), 16):
-            node.worker._in_flight[claim.peer] += 1
+        for claim in node.worker._claim(_other(side), 16):  # counts it in flight
             self.world.wire.append(Call(side, claim, self.world.generation[side]))
 
     @rule(data=st.data())
