@@ -436,9 +436,25 @@ def pg_session_figures(
         conn.pgconn.untrace()  # flushes the trace
         trace.seek(0)
         bare_trips = sum("\tReadyForQuery\t" in line for line in trace) / commits
+    # This process's CPU per commit, which the disk's flush time does not include.
+    cpu: dict[str, float] = {}
+
+    def bare(i: int) -> None:
+        _plain_pg(conn, 1, 1, 30_000_000 + i)
+
+    for what, write in (
+        ("append", one_append),
+        ("write_session_trivial_insert", lambda i: _trivial_write(db, i)),
+        ("bare_psycopg_insert", bare),
+    ):
+        started = time.process_time()
+        for i in range(commits, 5 * commits):
+            write(i)
+        cpu[what] = round((time.process_time() - started) / (4 * commits) * 1e6, 1)
     floor_rates: list[float] = []
     bare_rates: list[float] = []
-    i = commits
+    i = 5 * commits
+    bare_index = 20_000_000  # past the indexes of the plain table's earlier rows
     for _ in range(settings.rounds):
         done = 0
         t0 = time.perf_counter()
@@ -447,7 +463,8 @@ def pg_session_figures(
             done += 1
         floor_rates.append(done / (time.perf_counter() - t0))
         i += done
-        bare_rates.append(done / _plain_pg(conn, 1, done, 20_000_000 + i))
+        bare_rates.append(done / _plain_pg(conn, 1, done, bare_index))
+        bare_index += done
     return [
         {
             "bench": "ledger",
@@ -458,6 +475,7 @@ def pg_session_figures(
                 "write_session_trivial_insert": floor_trips,
                 "bare_psycopg_insert": bare_trips,
             },
+            "client_cpu_us_per_commit": cpu,
             "write_session_trivial_insert_per_s": round(statistics.median(floor_rates), 1),
             "bare_psycopg_insert_per_s": round(statistics.median(bare_rates), 1),
             "what": "one commit each; round trips are ReadyForQuery messages in libpq's "
@@ -1089,12 +1107,16 @@ def _table(results: list[dict[str, Any]]) -> None:
             )
         elif fig == "pg_commit":
             trips = r["round_trips_per_commit"]
+            cpu = r["client_cpu_us_per_commit"]
             lines.append(
                 f"pg commit: round trips append {trips['append']:g}, write() + INSERT "
                 f"{trips['write_session_trivial_insert']:g}, bare psycopg "
                 f"{trips['bare_psycopg_insert']:g};  write() + INSERT "
                 f"{r['write_session_trivial_insert_per_s']:,.0f}/s, bare "
-                f"{r['bare_psycopg_insert_per_s']:,.0f}/s"
+                f"{r['bare_psycopg_insert_per_s']:,.0f}/s;  client CPU per commit: append "
+                f"{cpu['append']:g} us, write() + INSERT "
+                f"{cpu['write_session_trivial_insert']:g} us, bare "
+                f"{cpu['bare_psycopg_insert']:g} us"
             )
         elif fig == "build":
             cached = " (cached)" if r["cached"] else ""

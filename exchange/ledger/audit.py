@@ -391,7 +391,7 @@ class _Scan:
         if salts[0::_FIELD_32] != _SALT_TAG * count or salts[1::_FIELD_32] != _LEN_32 * count:
             return False
         sha = hashlib.sha256
-        lengths = _LE64_BELOW_RUN_RECORD  # a record of a run is shorter than 16 KiB
+        lengths = _le64_lengths()
         prefix = _COMMITMENT_PREFIX_SALTED
         leaf_prefix = _LEAF
         digests = [
@@ -427,9 +427,12 @@ _SALT_TAG = b"\x1a"  # field 3
 _TREE_LEAF_TAG = b"\x2a" + _LEN_32  # field 5
 
 
-# Every 8-byte little-endian length an entry of a run can have, made once (a list index
-# is quicker than a call to pack, and a million entries make it count).
-_LE64_BELOW_RUN_RECORD = [_LE64(n) for n in range(1 << 14)]
+@functools.cache
+def _le64_lengths() -> list[bytes]:
+    """Every 8-byte little-endian length an entry of a run can have (its record is under
+    16 KiB), made on first use: a list index is quicker than a call to pack, and a million
+    entries make it count."""
+    return [_LE64(n) for n in range(1 << 14)]
 
 
 @functools.lru_cache(maxsize=8)

@@ -12,6 +12,7 @@ overlong varint, bytes that are not a record, or a stream that stops mid-record 
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, cast
@@ -140,6 +141,7 @@ _MergedEntriesMessage = message_factory.GetMessageClass(
 )
 
 
+@functools.cache
 def _entry_heads() -> dict[bytes, int]:
     """The first six bytes of every entry record of 131 to 16,383 bytes (its length
     prefix aside) that starts with its index field, as `iter_records` accepts them: a
@@ -153,7 +155,6 @@ def _entry_heads() -> dict[bytes, int]:
     return heads
 
 
-_ENTRY_HEADS = _entry_heads()
 _HEAD = 5  # bytes before the entry: length, field 2's tag, its length
 _KEY = _HEAD + 1
 _LARGEST_RUN_RECORD = (1 << 14) - 1
@@ -294,7 +295,7 @@ class RecordReader(Iterator[LedgerExportRecord]):
         if self._max_record_size < _LARGEST_RUN_RECORD:
             return None
         buf, pos, end = self._buf, self._pos, self._end
-        heads = _ENTRY_HEADS
+        heads = _entry_heads()  # made on first use: a CLI that never reads a file skips it
         parts: list[bytes] = []
         add = parts.append
         try:

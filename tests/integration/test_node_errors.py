@@ -260,7 +260,7 @@ def test_a_full_node_says_so_in_one_sentence_to_officers_and_peers(
         fr_officer.close()
 
     port = full_fr["metrics_port"]
-    for method in ("/mlax.v1.Federation/Deliver", "/mlax.v1.Officer/Submit"):
+    for method in ("/mlax.v1.Federation/DeliverBatch", "/mlax.v1.Officer/Submit"):
         labels = {"method": method, "code": "RESOURCE_EXHAUSTED"}
         assert _metric(port, "mlax_rpc_errors_total", labels) >= 1, method
     assert fr.running, fr.log_tail()
