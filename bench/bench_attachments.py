@@ -76,6 +76,7 @@ from keys.identity import load_identity
 from node.client import OfficerClient
 from node.client.cases import CaseClient
 from node.config import LimitsSection
+from node.devtools.databases import pg_databases
 from node.devtools.federation import Federation, NodeProcess, build_federation, free_port
 
 MIB = 1 << 20
@@ -737,21 +738,10 @@ def _use_postgresql_blobs(fed: Federation) -> None:
 @contextlib.contextmanager
 def _pg_databases(base_url: str) -> Iterator[dict[str, str]]:
     """A fresh database per node on the server of `base_url`, dropped afterwards."""
-    import psycopg
-
     tag = os.urandom(4).hex()
     names = {a: f"mlax_bench_att_{tag}_{a.split('-')[0].lower()}" for a, _ in AGENCIES}
-    plain = base_url.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(plain, autocommit=True) as conn:
-        for n in names.values():
-            conn.execute(f'CREATE DATABASE "{n}"')
-    head = base_url.rpartition("/")[0]
-    try:
-        yield {a: f"{head}/{n}" for a, n in names.items()}
-    finally:
-        with psycopg.connect(plain, autocommit=True) as conn:
-            for n in names.values():
-                conn.execute(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)')
+    with pg_databases(base_url, list(names.values())) as urls:
+        yield {a: urls[n] for a, n in names.items()}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -62,6 +62,7 @@ from cryptography.x509.oid import NameOID
 from node.client import OfficerClient
 from node.client.officer import Credential
 from node.devtools.balancer import TcpBalancer, replica_of
+from node.devtools.databases import pg_databases
 from node.devtools.federation import NodeProcess, build_federation, free_port
 
 KIB = 1024
@@ -516,25 +517,14 @@ def run_exchange(
 
 
 @contextlib.contextmanager
-def pg_databases(base_url: str | None) -> Iterator[dict[str, str]]:
+def agency_databases(base_url: str | None) -> Iterator[dict[str, str]]:
     """A fresh PostgreSQL database per agency (dropped afterwards); {} for SQLite."""
     if not base_url:
         yield {}
         return
-    import psycopg
-
-    plain = base_url.replace("postgresql+psycopg://", "postgresql://")
     names = {a: f"mlax_bench_{os.getpid()}_{a.split('-')[0].lower()}" for a, _ in AGENCIES}
-    with psycopg.connect(plain, autocommit=True) as conn:
-        for n in names.values():
-            conn.execute(f'DROP DATABASE IF EXISTS "{n}"')
-            conn.execute(f'CREATE DATABASE "{n}"')
-    try:
-        yield {a: f"{base_url.rpartition('/')[0]}/{n}" for a, n in names.items()}
-    finally:
-        with psycopg.connect(plain, autocommit=True) as conn:
-            for n in names.values():
-                conn.execute(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)')
+    with pg_databases(base_url, list(names.values())) as urls:
+        yield {a: urls[n] for a, n in names.items()}
 
 
 def measure_exchange(
@@ -680,7 +670,7 @@ def main(argv: list[str] | None = None) -> int:
             echo = measure_echo(server.port, cert_dir, plan)
         finally:
             server.stop()
-        with pg_databases(args.pg) as db_urls:
+        with agency_databases(args.pg) as db_urls:
             exchange, _pids = measure_exchange(
                 Path(tmp) / "federation", plan, db_urls, args.replicas
             )

@@ -263,8 +263,9 @@ class RecordReader(Iterator[LedgerExportRecord]):
                             ) from None
                         self._pos = stop
                         return record
-                    # Read at least what this record still lacks, so a big one costs one read.
-                    want = max(self._chunk_size, stop - end)
+                    # Read what this record still lacks, and nothing more: the next read
+                    # then starts a buffer of its own instead of being copied behind it.
+                    want = stop - end
             if self._done or not self._fill(want):
                 if pos < end:
                     raise MalformedExportError(

@@ -35,6 +35,7 @@ from keys.directory_file import read_signed_directory
 from keys.identity import AgencyIdentity, load_identity
 from node.client import NodeCallError, OfficerClient
 from node.config import load_config
+from node.devtools.databases import pg_databases
 from node.devtools.federation import (
     DEMO_AGENCIES,
     Federation,
@@ -342,23 +343,6 @@ def live(tmp_path_factory: pytest.TempPathFactory, cli: Cli) -> Iterator[LiveFed
 # -- storage for tests that run their own two-node federation ------------------------
 
 
-def _pg_databases(base_url: str, names: list[str]) -> Iterator[dict[str, str]]:
-    import psycopg
-
-    plain = base_url.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(plain, autocommit=True) as conn:
-        for n in names:
-            conn.execute(f'DROP DATABASE IF EXISTS "{n}"')
-            conn.execute(f'CREATE DATABASE "{n}"')
-    head, _, _ = base_url.rpartition("/")
-    try:
-        yield {n: f"{head}/{n}" for n in names}
-    finally:
-        with psycopg.connect(plain, autocommit=True) as conn:
-            for n in names:
-                conn.execute(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)')
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def storage(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     """Database URLs for the first two demo agencies: SQLite ({}), or fresh PostgreSQL
@@ -372,5 +356,5 @@ def storage(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     tag = uuid.uuid4().hex[:8]
     agencies = [a for a, _ in DEMO_AGENCIES[:2]]
     names = [f"mlax_crash_{tag}_{a.split('-')[0].lower()}" for a in agencies]
-    for urls in _pg_databases(url, names):
+    with pg_databases(url, names) as urls:
         yield {a: urls[n] for a, n in zip(agencies, names, strict=True)}

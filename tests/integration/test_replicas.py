@@ -25,6 +25,7 @@ import pytest
 
 from node.client import NodeCallError, OfficerClient
 from node.devtools.balancer import TcpBalancer, replica_of
+from node.devtools.databases import TEST_PG_ENV, pg_databases
 from node.devtools.federation import (
     DEMO_AGENCIES,
     NodeProcess,
@@ -44,24 +45,13 @@ RETRYABLE = {"UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED", "UNKNOWN"}
 
 @pytest.fixture
 def databases() -> Iterator[dict[str, str]]:
-    base = os.environ.get("MLAX_TEST_PG_URL")
+    base = os.environ.get(TEST_PG_ENV)
     if not base:
-        pytest.skip("MLAX_TEST_PG_URL is not set: replicas share one PostgreSQL")
-    import psycopg
-
-    plain = base.replace("postgresql+psycopg://", "postgresql://")
+        pytest.skip(f"{TEST_PG_ENV} is not set: replicas share one PostgreSQL")
     tag = uuid.uuid4().hex[:8]
     names = {GB: f"mlax_replicas_{tag}_gb", FR: f"mlax_replicas_{tag}_fr"}
-    with psycopg.connect(plain, autocommit=True) as conn:
-        for n in names.values():
-            conn.execute(f'CREATE DATABASE "{n}"')
-    head = base.rpartition("/")[0]
-    try:
-        yield {a: f"{head}/{n}" for a, n in names.items()}
-    finally:
-        with psycopg.connect(plain, autocommit=True) as conn:
-            for n in names.values():
-                conn.execute(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)')
+    with pg_databases(base, list(names.values())) as urls:
+        yield {a: urls[n] for a, n in names.items()}
 
 
 def _send_all(

@@ -4,7 +4,6 @@ and (when MLAX_TEST_PG_URL is set) PostgreSQL."""
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
+from node.devtools.databases import TEST_PG_ENV, pg_database
 from node.storage.db import Database
 from node.storage.models import Base
 
@@ -21,20 +21,11 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'node.db'}"
         return
-    base = os.environ.get("MLAX_TEST_PG_URL")
+    base = os.environ.get(TEST_PG_ENV)
     if not base:
-        pytest.skip("MLAX_TEST_PG_URL is not set")
-    import psycopg
-
-    name = f"mlax_migrations_{uuid.uuid4().hex[:8]}"
-    plain = base.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(plain, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{base.rpartition('/')[0]}/{name}"
-    finally:
-        with psycopg.connect(plain, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        pytest.skip(f"{TEST_PG_ENV} is not set")
+    with pg_database(base, "mlax_migrations") as url:
+        yield url
 
 
 def test_migrations_match_the_models(database_url: str) -> None:

@@ -9,10 +9,8 @@ peer of an earlier version that does not know DeliverBatch."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import threading
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -389,25 +387,6 @@ def test_over_the_wire_a_failed_call_answers_every_envelope(sim_network: MakeNet
 
 
 # -- replicas on one PostgreSQL ----------------------------------------------------------
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh PostgreSQL database (MLAX_TEST_PG_URL names the server), dropped after."""
-    base = os.environ.get("MLAX_TEST_PG_URL")
-    if not base:
-        pytest.skip("MLAX_TEST_PG_URL is not set")
-    import psycopg
-
-    name = f"mlax_deliver_batch_{uuid.uuid4().hex[:8]}"
-    plain = base.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(plain, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{base.rpartition('/')[0]}/{name}"
-    finally:
-        with psycopg.connect(plain, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_two_replicas_receiving_one_batch_answer_alike(

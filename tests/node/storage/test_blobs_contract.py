@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from exchange.errors import RetryLaterError
+from node.devtools.databases import TEST_PG_ENV, pg_database
 from node.storage.blobs import BlobStore, LocalBlobStore, PgBlobStore, open_blob_store
 from node.storage.db import Database
 
@@ -24,24 +25,14 @@ MakeStore = Callable[[], BlobStore]
 
 @pytest.fixture(scope="module")
 def pg_url() -> Iterator[str]:
-    base = os.environ.get("MLAX_TEST_PG_URL")
+    base = os.environ.get(TEST_PG_ENV)
     if not base:
-        pytest.skip("MLAX_TEST_PG_URL is not set")
-    import psycopg
-
-    name = f"mlax_blobs_{uuid.uuid4().hex[:8]}"
-    plain = base.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(plain, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = f"{base.rpartition('/')[0]}/{name}"
-    db = Database(url)
-    db.migrate()
-    db.close()
-    try:
+        pytest.skip(f"{TEST_PG_ENV} is not set")
+    with pg_database(base, "mlax_blobs") as url:
+        db = Database(url)
+        db.migrate()
+        db.close()
         yield url
-    finally:
-        with psycopg.connect(plain, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(params=["filesystem", "postgresql"])

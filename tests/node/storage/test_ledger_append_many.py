@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -18,6 +17,7 @@ from sqlalchemy import text
 import node.storage.ledger as node_ledger
 from exchange.ledger import CompactRange, consistency_proof, inclusion_proof, leaf_hash
 from exchange.ledger_entry import LedgerEntry, commitment
+from node.devtools.databases import TEST_PG_ENV, pg_database
 from node.storage.db import Database
 from node.storage.ledger import LedgerStore, append, append_many
 
@@ -29,20 +29,11 @@ def database_url(
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path_factory.mktemp('ledger') / 'node.db'}"
         return
-    base = os.environ.get("MLAX_TEST_PG_URL")
+    base = os.environ.get(TEST_PG_ENV)
     if not base:
-        pytest.skip("MLAX_TEST_PG_URL is not set")
-    import psycopg
-
-    name = f"mlax_append_many_{uuid.uuid4().hex[:8]}"
-    plain = base.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(plain, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{base.rpartition('/')[0]}/{name}"
-    finally:
-        with psycopg.connect(plain, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        pytest.skip(f"{TEST_PG_ENV} is not set")
+    with pg_database(base, "mlax_append_many") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
