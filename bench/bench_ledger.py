@@ -78,6 +78,7 @@ from exchange.ledger.audit import verify_export
 from exchange.ledger.export import EXPORT_FORMAT, encode_record, iter_records
 from exchange.ledger.names import log_origin
 from exchange.ledger_entry import LedgerEntry, commitment, new_salt
+from node.devtools.databases import TEST_PG_ENV, pg_databases
 from node.storage.db import MIGRATIONS, Database
 from node.storage.ledger import LedgerStore, append, append_many
 from node.storage.models import LedgerEntryRow, LedgerHeadRow, LedgerNodeRow
@@ -491,22 +492,15 @@ def pg_appends(settings: Settings, base_url: str) -> list[dict[str, Any]]:
     """The append figure on PostgreSQL, in databases of our own, dropped afterwards."""
     import psycopg
 
-    plain_url = base_url.replace("postgresql+psycopg://", "postgresql://")
     stem = f"mlax_bench_ledger_{uuid.uuid4().hex[:8]}"
     names = (stem, f"{stem}_orm")
-
-    def url(base: str, name: str) -> str:
-        return f"{base.rpartition('/')[0]}/{name}"
-
-    with psycopg.connect(plain_url, autocommit=True) as admin:
-        for name in names:
-            admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        db, orm_db = Database(url(base_url, names[0])), Database(url(base_url, names[1]))
+    with pg_databases(base_url, names) as urls:
+        db, orm_db = Database(urls[names[0]]), Database(urls[names[1]])
         try:
             db.migrate()
             orm_db.migrate()
-            with psycopg.connect(url(plain_url, names[0])) as conn:
+            plain = urls[names[0]].replace("postgresql+psycopg://", "postgresql://")
+            with psycopg.connect(plain) as conn:
                 conn.execute(PLAIN_DDL_PG)
                 conn.execute("CREATE TABLE floor (n bigint)")
                 conn.commit()
@@ -524,10 +518,6 @@ def pg_appends(settings: Settings, base_url: str) -> list[dict[str, Any]]:
         finally:
             db.close()
             orm_db.close()
-    finally:
-        with psycopg.connect(plain_url, autocommit=True) as admin:
-            for name in names:
-                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # --- 2. the bulk build -------------------------------------------------------------------
@@ -1149,7 +1139,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--pg",
         metavar="URL",
-        default=os.environ.get("MLAX_TEST_PG_URL"),
+        default=os.environ.get(TEST_PG_ENV),
         help="also measure appends on PostgreSQL (default: $MLAX_TEST_PG_URL)",
     )
     parser.add_argument(

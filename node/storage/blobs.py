@@ -28,7 +28,6 @@ from sqlalchemy import (
     Connection,
     Engine,
     Table,
-    create_engine,
     delete,
     func,
     insert,
@@ -36,6 +35,7 @@ from sqlalchemy import (
 )
 
 from exchange.errors import RetryLaterError
+from node.storage.db import postgres_engine
 from node.storage.models import BlobChunkRow
 
 FILESYSTEM, POSTGRESQL = "filesystem", "postgresql"
@@ -261,9 +261,8 @@ class PgBlobStore:
     def __init__(self, url: str, pool_size: int = 10) -> None:
         if not url.startswith("postgresql"):
             raise ValueError("The postgresql blob backend needs a PostgreSQL storage.url.")
-        self.engine: Engine = create_engine(
-            url, pool_size=pool_size, pool_pre_ping=True, hide_parameters=True
-        )
+        # The node's rule for live pooled connections (no round trip per checkout).
+        self.engine: Engine = postgres_engine(url, pool_size)
 
     def _size(self, conn: Connection, blob_id: str) -> int:
         end = conn.execute(

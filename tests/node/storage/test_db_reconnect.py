@@ -4,46 +4,20 @@ spending a round trip per checkout to find out."""
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Iterator
-
-import pytest
 from sqlalchemy import text
 
 from node.storage.db import Database
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    base = os.environ.get("MLAX_TEST_PG_URL")
-    if not base:
-        pytest.skip("MLAX_TEST_PG_URL is not set")
-    import psycopg
-
-    name = f"mlax_reconnect_{uuid.uuid4().hex[:8]}"
-    plain = base.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(plain, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{base.rpartition('/')[0]}/{name}"
-    finally:
-        with psycopg.connect(plain, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def _end_sessions(url: str) -> int:
-    """End every session on the test database, as a server restart does."""
+    """End every other session on the test database, as a server restart does."""
     import psycopg
 
     plain = url.replace("postgresql+psycopg://", "postgresql://")
-    name = plain.rpartition("/")[2]
-    admin = f"{plain.rpartition('/')[0]}/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
+    with psycopg.connect(plain, autocommit=True) as conn:
         rows = conn.execute(
             "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid()",
-            (name,),
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
         ).fetchall()
     return len(rows)
 

@@ -5,13 +5,9 @@ commits only once the second waits on a lock, so the race is run, not left to ch
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 
-import pytest
 from sqlalchemy import text
 
 import node.storage.ledger as node_ledger
@@ -23,24 +19,6 @@ from node.storage.ledger import LedgerStore, append, append_many
 # How long the first replica waits for the second to block before it commits anyway
 # (the test then fails on its own assertion, not by hanging).
 _WAIT_S = 30.0
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    base = os.environ.get("MLAX_TEST_PG_URL")
-    if not base:
-        pytest.skip("MLAX_TEST_PG_URL is not set")
-    import psycopg
-
-    name = f"mlax_first_append_{uuid.uuid4().hex[:8]}"
-    plain = base.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(plain, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{base.rpartition('/')[0]}/{name}"
-    finally:
-        with psycopg.connect(plain, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _entry(i: int) -> LedgerEntry:
