@@ -187,7 +187,13 @@ def run(cfg: NodeConfig, passphrase: bytes, stop: threading.Event | None = None)
         cases,
         on_push_due=pushes.notify,
     )
-    pusher = AttachmentPusher(attachments, peers, cfg.delivery.rpc_timeout_seconds, pushes)
+    pusher = AttachmentPusher(
+        attachments,
+        peers,
+        cfg.delivery.rpc_timeout_seconds,
+        pushes,
+        interval=cfg.delivery.poll_interval_seconds,
+    )
     clocks = ClockWatch(cases, cfg.cases.clock_check_seconds)
     matching = MatchDesk(core, cfg.matching, peers, cases)
     match_sync = MatchSync(

@@ -584,6 +584,14 @@ def register(app: typer.Typer) -> None:
         case_ref: str,
         attachment: Annotated[str, typer.Argument(help="Attachment id, or its file name.")],
         out: Annotated[Path, typer.Option("--out", help="Where to save it.")],
+        follow: Annotated[
+            bool,
+            typer.Option(
+                "--follow",
+                help="Start while the node is still receiving it, and follow it as it "
+                "arrives (the file still appears only once complete and verified).",
+            ),
+        ] = False,
         cred: CredOpt = None,
         json_out: JsonOpt = False,
     ) -> None:
@@ -602,7 +610,10 @@ def register(app: typer.Typer) -> None:
             with _bar() as bar:
                 task = bar.add_task(f"download {shown(a.name)}", total=a.size)
                 info = client.download(
-                    a.attachment_id, out, progress=lambda n: bar.update(task, completed=n)
+                    a.attachment_id,
+                    out,
+                    progress=lambda n: bar.update(task, completed=n),
+                    follow=follow,
                 )
         if json_out:
             print_json(info.to_json())

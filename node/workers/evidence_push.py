@@ -42,9 +42,10 @@ log = structlog.get_logger("mlax.attachments")
 class AttachmentPusher(Periodic):
     """Background thread: pushes delivered evidence's chunks to peers, with backoff.
 
-    It looks every 0.5 s, and at once when `wakeup` rings (`run()` gives the same
-    `Wakeup` to the attachment desk, which rings it when an evidence envelope is
-    receipted). `stop()` waits up to 10 s for a push in progress.
+    It looks every `interval` seconds (`[delivery] poll_interval_seconds`), and at once
+    when `wakeup` rings (`run()` gives the same `Wakeup` to the attachment desk, which
+    rings it when an evidence envelope is receipted or an upload declares its digest).
+    `stop()` waits up to 10 s for a push in progress.
     """
 
     def __init__(
@@ -53,10 +54,11 @@ class AttachmentPusher(Periodic):
         peers: PeerClient,
         timeout: float,
         wakeup: Wakeup | None = None,
+        interval: float = 0.5,
     ) -> None:
         super().__init__(
             "attachment-pusher",
-            0.5,
+            interval,
             "attachment_tick_failed",
             run_first=True,
             wakeup=wakeup or Wakeup(),

@@ -152,6 +152,14 @@ def test_mla_case_runs_its_whole_lifecycle_through_the_cli(
         == hashlib.sha256(evidence.read_bytes()).digest()
     )
     assert (out_file.stat().st_mode & 0o777) == 0o600
+    # --follow on a file already complete: the same bytes (the following itself, of a file
+    # still arriving, is tests/integration/test_evidence.py's).
+    followed = tmp_path / "followed.csv"
+    out = cli.run(
+        "download", ref, "bank-statements.csv", "--out", followed, "--follow", "--as", officer
+    )
+    assert out.returncode == 0, out.stderr
+    assert followed.read_bytes() == out_file.read_bytes()
 
     # The timeline with content shows the requested party's words.
     shown = cli.run("case", "show", ref, "--content", "--as", officer)
