@@ -60,8 +60,9 @@ from keys.identity import load_identity
 from node.client import OfficerClient
 from node.client.matching import MatchClient
 from node.devtools.federation import (
+    LARGE_FEDERATION,
+    LARGE_WITNESSES,
     SMALL_DELIVERY,
-    SMALL_FOOTPRINT,
     SMALL_LISTENER,
     Federation,
     NodeProcess,
@@ -74,19 +75,9 @@ from node.devtools.federation import (
 
 PASS, OFFICER_PASS = b"bench37-pass", b"bench37-officer"
 SENDER, HOLDER = "GB-NCA", "FR-OCRTEH"
-K = 3
+K = LARGE_WITNESSES  # witnesses per checkpoint, as the config says
 DIRECTORY_SYNC_SECONDS = 10.0
-CONFIG = (
-    SMALL_FOOTPRINT
-    + f"""
-[ledger]
-witness_interval_seconds = 5.0
-witnesses_per_checkpoint = {K}
-
-[matching]
-sync_interval_seconds = 3600
-"""
-)
+CONFIG = LARGE_FEDERATION
 RECORDS = """ref,given_name,family_name,sex,date_of_birth,nationality,place_of_birth
 V-0001,Blessing,Okonkwo,F,1999-04-12,NGA,Benin City
 V-0002,Mohammed,Al-Rashid,M,1995,SYR,Aleppo

@@ -51,6 +51,21 @@ max_streams = 8
 max_watchers = 4
 """
 SMALL_DELIVERY = {"poll_interval_seconds": 2.0, "max_in_flight_per_peer": 4}
+# Witnesses per checkpoint in the large federations of the 37-agency test and benchmark.
+LARGE_WITNESSES = 3
+# A large federation on one machine: the small footprint, witnessing every 5 s by the
+# default number of witnesses, and no periodic matching-index sync (queries sync first).
+LARGE_FEDERATION = (
+    SMALL_FOOTPRINT
+    + f"""
+[ledger]
+witness_interval_seconds = 5.0
+witnesses_per_checkpoint = {LARGE_WITNESSES}
+
+[matching]
+sync_interval_seconds = 3600
+"""
+)
 
 
 def member_agencies(n: int) -> tuple[tuple[str, str], ...]:

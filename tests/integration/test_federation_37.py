@@ -47,8 +47,9 @@ from node.client import NodeCallError, OfficerClient
 from node.client.cases import CaseClient
 from node.client.matching import MatchClient
 from node.devtools.federation import (
+    LARGE_FEDERATION,
+    LARGE_WITNESSES,
     SMALL_DELIVERY,
-    SMALL_FOOTPRINT,
     SMALL_LISTENER,
     Federation,
     NodeProcess,
@@ -67,19 +68,9 @@ PASS, OFFICER_PASS = b"pw37", b"opw37"
 AGENCIES = member_agencies(37)
 IDS = [a for a, _ in AGENCIES]
 GB, NG, KR = "GB-NCA", "NG-NAPTIP", "KR-MLA"
-K = 3  # witnesses per checkpoint (the default, written out in the config)
+K = LARGE_WITNESSES  # witnesses per checkpoint, as the config says
 FORMS = Path(__file__).resolve().parents[2] / "deploy" / "forms"
-CONFIG = (
-    SMALL_FOOTPRINT
-    + f"""
-[ledger]
-witness_interval_seconds = 5.0
-witnesses_per_checkpoint = {K}
-
-[matching]
-sync_interval_seconds = 3600
-"""
-)
+CONFIG = LARGE_FEDERATION
 # Each node asks every peer for a newer directory this often: 37 x 36 calls per period.
 DIRECTORY_SYNC_SECONDS = 10.0
 RECORDS = """ref,given_name,family_name,sex,date_of_birth,nationality,place_of_birth
