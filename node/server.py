@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Callable
 from concurrent import futures
 from typing import Any
@@ -120,6 +121,10 @@ def warn_expiry(identity: AgencyIdentity, trust: TrustedDirectory, days: int = 3
     for what, at in expiry_times(identity, trust).items():
         if at - now < days * 86_400_000:
             log.warning("expires_soon", what=what, days_left=round((at - now) / 86_400_000, 1))
+
+
+# How often the main thread looks for a stop signal or request.
+_STOP_POLL_SECONDS = 0.2
 
 
 def run(cfg: NodeConfig, passphrase: bytes, stop: threading.Event | None = None) -> None:
@@ -275,9 +280,15 @@ def run(cfg: NodeConfig, passphrase: bytes, stop: threading.Event | None = None)
     warn_expiry(identity, trust)
 
     stop = stop or threading.Event()
+    # The signal handler only flips a flag: it runs in the main thread between bytecodes,
+    # and an `Event.set()` there could wait on the lock its own thread holds. The main
+    # thread polls below instead of blocking in `stop.wait()`: a SIGTERM the kernel hands
+    # to another of the node's threads never interrupts a blocked wait, and a node of a
+    # 37-node test slept through one until it was killed.
+    signalled: list[int] = []
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
+            signal.signal(sig, lambda signum, _frame: signalled.append(signum))
 
     fed_limiter.start()
     off_limiter.start()
@@ -311,7 +322,8 @@ def run(cfg: NodeConfig, passphrase: bytes, stop: threading.Event | None = None)
         officer=cfg.officer.listen,
         directory_version=directory.version,
     )
-    stop.wait()
+    while not (signalled or stop.is_set()):
+        time.sleep(_STOP_POLL_SECONDS)
     log.info("node_stopping", agency=identity.agency_id)
     fed_health.enter_graceful_shutdown()
     off_health.enter_graceful_shutdown()

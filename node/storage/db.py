@@ -257,13 +257,14 @@ class GroupCommit:
         with self._lock:
             batch, self._queue = self._queue, []
         try:
-            self._all_or_nothing(batch)
-        except _JobFailedError as failed:
-            if len(batch) == 1:  # alone: the rollback was its own
-                batch[0].error = cast(Exception, failed.__cause__)
-            else:
-                self._one_by_one(batch)
-        except Exception as e:  # the commit itself failed: nothing in the batch happened
+            try:
+                self._all_or_nothing(batch)
+            except _JobFailedError as failed:
+                if len(batch) == 1:  # alone: the rollback was its own
+                    batch[0].error = cast(Exception, failed.__cause__)
+                else:
+                    self._one_by_one(batch)
+        except Exception as e:  # a commit itself failed: nothing in the batch happened
             for job in batch:
                 job.error = job.error or e
         with self._lock:
