@@ -49,6 +49,7 @@ from exchange.matching.tokens import MAX_TOKENS, Token, record_tokens
 from node import metrics
 from node.config import MatchingSection
 from node.peers.client import PeerClient
+from node.services.case_store import local_of
 from node.services.cases import CaseDesk, CaseStaleError
 from node.services.messages import NodeCore, NotFoundError, Officer, PermissionDeniedError
 from node.storage import ledger
@@ -689,9 +690,12 @@ class MatchDesk:
                 raise CaseStaleError(
                     f"Case {case_ref} is not a victim-identification request to this agency."
                 )
-            if row.state != CaseState.IN_EXECUTION.value:
+            # As the case stands with this node's queued steps (the step rule): the
+            # disclosure queues behind a start of execution still on its way to the peer.
+            local = local_of(s, row)[0]
+            if local.state != CaseState.IN_EXECUTION:
                 raise CaseStaleError(
-                    f"Case {case_ref} is {row.state}: accept it and start execution first."
+                    f"Case {case_ref} is {local.state.value}: accept it and start execution first."
                 )
             form = fpb.CaseForm.FromString(self.core.open_from_self(row.form_sealed))
         agency, handle = parse_reference(form.victim_id.match_reference)
