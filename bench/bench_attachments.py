@@ -57,17 +57,16 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import tomllib
 from collections.abc import Iterator
-from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
 import grpc
+from bare_grpc import cpu_seconds, serve_until_signalled  # bench/, first on sys.path
 
 from exchange import forms
 from exchange.attachment import DEFAULT_CHUNK_SIZE
@@ -143,15 +142,6 @@ def reset_peak(pid: int | str) -> None:
         Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
-def cpu_seconds(pid: int | str) -> float | None:
-    """User + system CPU time of a process so far (Linux /proc), or None elsewhere."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _mib(kib: int | None) -> float | None:
     return None if kib is None else round(kib / 1024, 1)
 
@@ -210,25 +200,7 @@ def serve_copy(port: int, cert_dir: Path, out: Path) -> int:
     handler = grpc.method_handlers_generic_handler(
         "bench.Copy", {"Copy": grpc.stream_unary_rpc_method_handler(copy)}
     )
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=COPY_WORKERS),
-        handlers=[handler],
-        options=[*BARE_OPTIONS, ("grpc.so_reuseport", 0)],
-    )
-    creds = grpc.ssl_server_credentials(
-        [((cert_dir / "server.key").read_bytes(), (cert_dir / "server.crt").read_bytes())],
-        root_certificates=(cert_dir / "client.crt").read_bytes(),
-        require_client_auth=True,
-    )
-    server.add_secure_port(f"127.0.0.1:{port}", creds)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    server.start()
-    print("ready", flush=True)
-    stop.wait()
-    server.stop(grace=1).wait()
-    return 0
+    return serve_until_signalled(handler, port, cert_dir, COPY_WORKERS, list(BARE_OPTIONS))
 
 
 def _copy_channel(port: int, cert_dir: Path) -> grpc.Channel:

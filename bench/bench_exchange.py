@@ -48,12 +48,12 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
 import grpc
+from bare_grpc import cpu_seconds, serve_until_signalled  # bench/, first on sys.path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -103,15 +103,6 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     rank = max(1, -(-len(ordered) * q // 100))
     return ordered[int(rank) - 1]
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a process so far (Linux /proc), or None elsewhere."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wall_ms() -> float:
@@ -172,25 +163,7 @@ def serve_echo(port: int, cert_dir: Path) -> int:
     handler = grpc.method_handlers_generic_handler(
         "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)}
     )
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=ECHO_WORKERS),
-        handlers=[handler],
-        options=[("grpc.so_reuseport", 0)],
-    )
-    creds = grpc.ssl_server_credentials(
-        [((cert_dir / "server.key").read_bytes(), (cert_dir / "server.crt").read_bytes())],
-        root_certificates=(cert_dir / "client.crt").read_bytes(),
-        require_client_auth=True,
-    )
-    server.add_secure_port(f"127.0.0.1:{port}", creds)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    server.start()
-    print("ready", flush=True)
-    stop.wait()
-    server.stop(grace=1).wait()
-    return 0
+    return serve_until_signalled(handler, port, cert_dir, ECHO_WORKERS)
 
 
 # -- the echo client ----------------------------------------------------------------------

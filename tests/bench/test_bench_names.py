@@ -33,7 +33,8 @@ def test_no_bench_module_shadows_another(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_benchmarks_are_named_bench_and_leave_sys_path_alone() -> None:
-    helpers = {"synthetic_people"}  # imported by the matching benchmarks, runs nothing
+    # Imported by benchmarks, run nothing: the matching benchmarks' people, the baselines' server.
+    helpers = {"synthetic_people", "bare_grpc"}
     for path in sorted(BENCH.glob("*.py")):
         assert path.stem.startswith("bench_") or path.stem in helpers, path.name
         assert not PATCH.search(path.read_text(encoding="utf-8")), path.name
