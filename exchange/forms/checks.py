@@ -129,7 +129,7 @@ def check_text(
         )
     bad = (BAD_TEXT_CHARS if multiline else BAD_LINE_CHARS).search(value)
     if bad is not None:
-        what = "control or text-direction character" if multiline else "line break or control"
+        what = "control or text-direction" if multiline else "line break or control"
         fail(field, f"contains a {what} character (U+{ord(bad.group()):04X}).")
     if required and not value.strip():
         fail(field, required)

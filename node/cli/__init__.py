@@ -17,6 +17,7 @@ from node.cli.audit_cmd import app as audit_app
 from node.cli.bundle_cmd import app as bundle_app
 from node.cli.cases_cmd import register as register_cases
 from node.cli.common import report
+from node.cli.console_cmd import register as register_console
 from node.cli.directory_cmd import app as directory_app
 from node.cli.keys_cmd import app as keys_app
 from node.cli.match_cmd import register as register_match
@@ -41,6 +42,7 @@ app.add_typer(bundle_app, name="bundle", help="Verify a sender's non-repudiation
 register_messages(app)
 register_cases(app)
 register_match(app)
+register_console(app)
 app.command("demo")(demo)
 
 

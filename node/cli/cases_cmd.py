@@ -499,14 +499,20 @@ def register(app: typer.Typer) -> None:
         if json_out:
             print_json([c.to_json() for c in found])
             return
+        now = now_ms()
         table = Table(title="Cases")
         for col in ("case", "type", "role", "peer", "urgency", "state", "due (UTC)", "flags"):
             table.add_column(col)
         for c in found:
             due = min((d for d in (c.ack_due, c.response_due) if d), default=0)
             flags = []
-            if c.overdue:
-                flags.append("[bold red]OVERDUE " + shown(",".join(c.overdue)) + "[/]")
+            clocks = c.clocks(now)
+            late = [k.name for k in clocks if k.status == "overdue"]
+            soon = [k.name for k in clocks if k.status == "due-soon"]
+            if late:
+                flags.append("[bold red]OVERDUE " + shown(",".join(late)) + "[/]")
+            if soon:
+                flags.append("[yellow]due soon " + shown(",".join(soon)) + "[/]")
             if c.awaiting_approval:
                 flags.append("awaiting approval")
             if c.pending_action:

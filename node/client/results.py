@@ -162,6 +162,21 @@ class UploadStatus(WireResult):
 
 # -- cases ------------------------------------------------------------------------------------
 
+# A running legal clock is "due soon" when at most this much of it is left (a day), or when
+# less than a quarter of it is left for clocks shorter than four days (emergencies).
+DUE_SOON_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class Clock:
+    """One running legal clock of a case, as every view of cases flags it."""
+
+    # "acknowledgement" or "response".
+    name: str
+    due: int
+    # "overdue", "due-soon" or "running".
+    status: str
+
 
 @dataclass(frozen=True)
 class CaseSummary(WireResult):
@@ -203,6 +218,27 @@ class CaseSummary(WireResult):
     # The step number and state once they have taken effect.
     local_seq: int
     local_state: str
+
+    def clocks(self, now_ms: int) -> tuple[Clock, ...]:
+        """The case's running clocks, each overdue, due soon or running: the one rule the
+        CLI's `mlax cases` and the console both show. The node's word on overdue wins; a
+        clock past its instant the node has not flagged yet counts as overdue too."""
+        out = []
+        for name, due, opened in (
+            ("acknowledgement", self.ack_due, self.opened_at),
+            ("response", self.response_due, self.opened_at),
+        ):
+            if not due:
+                continue
+            window = min(DUE_SOON_MS, max(due - opened, 0) // 4) if opened else DUE_SOON_MS
+            if name in self.overdue or now_ms > due:
+                status = "overdue"
+            elif due - now_ms <= window:
+                status = "due-soon"
+            else:
+                status = "running"
+            out.append(Clock(name, due, status))
+        return tuple(out)
 
     @classmethod
     def from_proto(cls, m: cpb.CaseSummary) -> CaseSummary:
@@ -389,7 +425,9 @@ def _copy(message: _M) -> _M:
 
 
 __all__ = [
+    "DUE_SOON_MS",
     "AttachmentInfo",
+    "Clock",
     "CaseEvent",
     "CaseSummary",
     "CaseView",
