@@ -151,6 +151,11 @@ def _size(n: int) -> str:
     return f"{n} bytes"
 
 
+def http_status(e: NodeCallError) -> int:
+    """The HTTP status a page answers with when the node refused a call."""
+    return _HTTP_STATUS.get(e.code, 502)
+
+
 class Refused(Exception):  # noqa: N818 - a page's answer, named as users read it
     """A page refuses the request with one sentence (and an HTTP status)."""
 
@@ -421,6 +426,7 @@ __all__ = [
     "Refused",
     "flash",
     "format_time",
+    "http_status",
     "json_response",
     "redirect",
 ]

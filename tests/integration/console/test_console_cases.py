@@ -53,7 +53,8 @@ def test_new_request_shows_the_field_error_beside_the_field_and_saves_nothing(
         re.S,
     )
     assert error, page.text
-    assert "Field" not in error.group(1) and error.group(1).strip()
+    assert "Field" not in error.group(1)
+    assert error.group(1).strip()
     # What was typed is kept.
     assert "Modern Slavery Act 2015, s. 2" in page.text
     assert len(CaseClient(live.client("GB-NCA")).cases(limit=1000)) == before
@@ -61,9 +62,7 @@ def test_new_request_shows_the_field_error_beside_the_field_and_saves_nothing(
 
 def test_list_fields_grow_with_add_another(console_for: Any, csrf: Any) -> None:
     client, _ = console_for("GB-NCA", "officer")
-    page = client.post(
-        "/cases/new", data={**MLA_FIELDS, "csrf": csrf(client), "_add": "offences"}
-    )
+    page = client.post("/cases/new", data={**MLA_FIELDS, "csrf": csrf(client), "_add": "offences"})
     assert page.status_code == 200
     assert 'name="offences[1].description"' in page.text
     assert "Save draft" in page.text
@@ -77,7 +76,8 @@ def test_mla_case_draft_approval_and_peer_steps(console_for: Any, csrf: Any, liv
     assert saved.status_code == 303, saved.text
     ref = _case_ref(saved.headers["location"])
     page = officer.get(f"/cases/{ref}")
-    assert "Draft" in page.text and 'id="case-state">draft<' in page.text
+    assert "Draft" in page.text
+    assert 'id="case-state">draft<' in page.text
     assert "Human trafficking for labour exploitation." in page.text
 
     submitted = officer.post(
@@ -95,7 +95,8 @@ def test_mla_case_draft_approval_and_peer_steps(console_for: Any, csrf: Any, liv
     approved = supervisor.post(
         f"/cases/{ref}/approve", data={"csrf": csrf(supervisor)}, follow_redirects=True
     )
-    assert approved.status_code == 200 and "Approved" in approved.text
+    assert approved.status_code == 200
+    assert "Approved" in approved.text
 
     peer, _ = console_for("NG-NAPTIP", "officer")
     ng = CaseClient(live.client("NG-NAPTIP"))
@@ -114,7 +115,8 @@ def test_mla_case_draft_approval_and_peer_steps(console_for: Any, csrf: Any, liv
         follow_redirects=True,
     )
     assert refused.status_code == 400
-    assert 'data-path="grounds"' in refused.text and "field-error" in refused.text
+    assert 'data-path="grounds"' in refused.text
+    assert "field-error" in refused.text
     assert ng.get(ref).summary.local_state == "acknowledged"
 
 
@@ -141,13 +143,15 @@ def test_unknown_case_and_action_are_refused_with_a_sentence(console_for: Any, c
     assert missing.status_code in (400, 404)
     assert 'id="problem"' in missing.text
     bad = client.post("/cases/whatever/act/explode", data={"csrf": csrf(client)})
-    assert bad.status_code == 400 and "no case action" in bad.text
+    assert bad.status_code == 400
+    assert "no case action" in bad.text
 
 
 def test_cases_list_filters_and_flags(console_for: Any) -> None:
     client, _ = console_for("GB-NCA", "officer")
     page = client.get("/cases?type=mla&open=on")
-    assert page.status_code == 200 and 'id="cases"' in page.text
+    assert page.status_code == 200
+    assert 'id="cases"' in page.text
     assert client.get("/cases?state=exploded").status_code == 400
 
 
