@@ -213,8 +213,15 @@ def officer_set(
 def demo(
     keep: Annotated[bool, typer.Option(help="Keep the demo's files afterwards.")] = False,
     directory: Annotated[Path | None, typer.Option("--dir", help="Build the demo here.")] = None,
+    consoles: Annotated[
+        bool,
+        typer.Option(
+            "--console",
+            help="Afterwards keep the federation up and start a web console per demo officer.",
+        ),
+    ] = False,
 ) -> None:
     """Start a local 3-agency federation and show the whole product working."""
     from node.devtools.demo import run_demo
 
-    run_demo(directory, keep)
+    run_demo(directory, keep, consoles)

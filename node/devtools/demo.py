@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Callable
@@ -232,7 +233,37 @@ def _client(fed: Federation, agency: str, role: str = "officer") -> OfficerClien
     )
 
 
-def run_demo(root: Path | None = None, keep: bool = False) -> None:
+def _serve_consoles(fed: Federation, env: dict[str, str]) -> None:
+    """Keep the federation up with a web console per demo officer until Ctrl-C/SIGTERM."""
+    from node.devtools.consoles import start_consoles
+
+    stop: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, _frame: stop.append(signum))
+    consoles = start_consoles(
+        fed, dict(env, MLAX_OFFICER_PASSPHRASE=DEMO_OFFICER_PASSPHRASE.decode())
+    )
+    try:
+        _step(12, "The web console: work the same federation in your browser")
+        console.print("  Open a link in your browser; each signs in once (a new one is printed")
+        console.print("  at sign-out by the console itself):")
+        for c in consoles:
+            url = c.sign_in_url(NODE_START_SECONDS)
+            console.print(f"  {c.agency} {c.role}: {url}", soft_wrap=True, highlight=False)
+        console.print(
+            "  Each console is `mlax console --credential <file>` for one officer (passphrase "
+            f"{DEMO_OFFICER_PASSPHRASE.decode()!r}). Press Ctrl-C to stop the federation."
+        )
+        while not stop:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for c in consoles:
+            c.stop()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_demo(root: Path | None = None, keep: bool = False, consoles: bool = False) -> None:
     workdir = root or Path(tempfile.mkdtemp(prefix="mlax-demo-"))
     env = dict(os.environ, MLAX_KEY_PASSPHRASE=DEMO_PASSPHRASE.decode())
     nodes: dict[str, NodeProcess] = {}
@@ -545,6 +576,13 @@ def run_demo(root: Path | None = None, keep: bool = False) -> None:
                 raise DemoError(f"The audit ledger of {agency} does not verify.")
         console.print(table)
 
+        if consoles:
+            _serve_consoles(fed, env)
+        else:
+            console.print(
+                "  To work this federation in your browser: [bold]mlax demo --console[/] "
+                "(the same demo, then a web console per officer)."
+            )
         _step(11, "Clean shutdown (SIGTERM: in-flight calls finish, then the worker and database)")
         finished = True
     finally:
