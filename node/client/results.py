@@ -427,10 +427,10 @@ def _copy(message: _M) -> _M:
 __all__ = [
     "DUE_SOON_MS",
     "AttachmentInfo",
-    "Clock",
     "CaseEvent",
     "CaseSummary",
     "CaseView",
+    "Clock",
     "MatchAnswer",
     "RecordsLoaded",
     "UploadStatus",

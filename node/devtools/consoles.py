@@ -57,8 +57,10 @@ class ConsoleProcess:
         self._reader.start()
 
     def _read(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        for line in self.proc.stdout:
+        stdout = self.proc.stdout if self.proc is not None else None
+        if stdout is None:
+            return
+        for line in stdout:
             self.lines.append(line.rstrip("\n"))
 
     def sign_in_url(self, timeout: float) -> str:
