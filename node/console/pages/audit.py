@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from exchange.directory import Directory
+from exchange.encoding import now_ms
 from exchange.errors import MlaxError
 from exchange.ledger.audit import AuditReport, Problem, verify_export
 from exchange.ledger.audit_errors import MalformedExportError
@@ -34,7 +35,7 @@ from exchange.ledger.export import encode_record, iter_records
 from exchange.policy import Role
 from keys.directory_file import MAX_DIRECTORY_FILE_BYTES, parse_signed_directory
 from node.client import OfficerClient
-from node.console.app import Console, Refused
+from node.console.app import Console, Refused, flash, redirect
 from node.console.security import Session
 
 log = structlog.get_logger("mlax.console.audit")
@@ -202,12 +203,28 @@ def _file_of(post: FormData, name: str) -> UploadFile | None:
 
 
 def register(console: Console) -> None:
-    @console.page("/audit")
-    async def audit(console: Console, request: Request, session: Session) -> Response:
-        _auditor_only(console)
+    async def check_node() -> tuple[AuditReport, float, int]:
         report, seconds = await console.call(_verify_node, console.client, _node_lock(console))
         log.info("console_audit_node", ok=report.ok, entries=report.entries)
-        return _page(console, request, session, report, seconds)
+        last = (report, seconds, now_ms())
+        console.state.setdefault(_STATE_KEY, {})["last"] = last
+        return last
+
+    @console.page("/audit")
+    async def audit(console: Console, request: Request, session: Session) -> Response:
+        # The last check is shown with its time; a new one (a whole export, which the node
+        # ledgers) runs on the first visit and when the auditor asks for it.
+        _auditor_only(console)
+        last = console.state.get(_STATE_KEY, {}).get("last") or await check_node()
+        report, seconds, at = last
+        return _page(console, request, session, report, seconds, checked_at=at)
+
+    @console.page("/audit/check", methods=("POST",))
+    async def check_again(console: Console, request: Request, session: Session) -> Response:
+        _auditor_only(console)
+        report, _, _ = await check_node()
+        flash(session, "Checked again: " + ("OK." if report.ok else "FAILED; see below."))
+        return redirect("/audit")
 
     @console.page("/audit/export", methods=("POST",))
     async def export(console: Console, request: Request, session: Session) -> Response:
@@ -256,6 +273,7 @@ def _page(
     *,
     file: bool = False,
     trusted: bool = False,
+    checked_at: int = 0,
 ) -> Response:
     return console.render(
         request,
@@ -266,6 +284,7 @@ def _page(
             "took": "under 0.1 s" if seconds < 0.1 else f"{seconds:.1f} s",
             "file": file,
             "trusted": trusted,
+            "checked_at": checked_at,
             "agency": console.me.agency,
             "max_export": console.settings.max_export_bytes,
         },

@@ -47,15 +47,19 @@ def _result(page: str) -> str:
 
 
 def _signed_ledger(client: TestClient) -> str:
-    """The audit page once a checkpoint signs some entries (one every 2 s on these nodes;
-    each visit is an export, itself ledgered, so the ledger is never empty)."""
+    """The audit page once a checkpoint signs some entries (one every 2 s on these nodes):
+    the page shows its last check, so the auditor asks for a new one until then (each is
+    an export, itself ledgered, so the ledger is never empty)."""
     deadline = time.monotonic() + 30
+    page = client.get("/audit")
     while True:
-        page = client.get("/audit")
         assert page.status_code == 200, page.text
         if _number(_LATEST, page.text) > 0 or time.monotonic() > deadline:
             return page.text
         time.sleep(0.5)
+        token = re.search(r'<meta name="csrf-token" content="([^"]+)">', page.text)
+        assert token
+        page = client.post("/audit/check", data={"csrf": token.group(1)}, follow_redirects=True)
 
 
 def _export(client: TestClient, token: str) -> bytes:
@@ -237,3 +241,23 @@ def test_who_am_i_warns_of_expiring_certificates(console_for: Any) -> None:
     text = client.get("/me").text
     assert re.search(r'class="notice"[^>]*>Your officer certificate expires in 5 days', text)
     assert re.search(r'class="notice"[^>]*>Your node&#39;s TLS certificate EXPIRED', text)
+
+
+def test_the_audit_page_shows_the_last_check_until_asked_again(
+    console_for: Any, csrf: Any, live: Any
+) -> None:
+    client, _ = console_for("GB-NCA", "auditor")
+    exports = lambda: sum(1 for kind, _ in live.ledger_kinds("GB-NCA") if kind == "ledger.exported")  # noqa: E731
+    first = client.get("/audit")
+    assert first.status_code == 200
+    after_first = exports()
+    again = client.get("/audit")
+    assert "Check the ledger again" in again.text
+    # Showing the page again exports nothing: the node's ledger did not grow.
+    assert exports() == after_first
+    checked = client.post(
+        "/audit/check", data={"csrf": csrf(client, "/audit")}, follow_redirects=True
+    )
+    assert checked.status_code == 200
+    assert "Checked again: OK." in checked.text
+    assert exports() == after_first + 1
