@@ -234,17 +234,8 @@ class CaseClient:
         checks it against the bytes it received; a file that changes meanwhile fails.
         """
         size = path.stat().st_size
-        first = 0
-        if upload_id:
-            # Resuming: start after what the node already holds of this upload.
-            try:
-                held = self._stub.GetUpload(
-                    apb.GetUploadRequest(upload_id=upload_id), timeout=self.client.timeout
-                )
-                first = 0 if held.complete else held.confirmed_chunks
-            except grpc.RpcError as e:
-                if e.code() != grpc.StatusCode.NOT_FOUND:
-                    raise self.client.call_error(e) from None
+        # Resuming: start after what the node already holds of this upload.
+        first = self._held_chunks(upload_id) if upload_id else 0
         upload_id = upload_id or secrets.token_hex(16)
         start = apb.UploadStart(
             case_ref=case_ref,
@@ -285,6 +276,25 @@ class CaseClient:
                     first = 0
                 elif e.code() not in _TRANSIENT or attempts >= self.retries:
                     raise self.client.call_error(e) from None
+
+    def _held_chunks(self, upload_id: str) -> int:
+        """How many chunks of `upload_id` the node holds (0 if none), asked with the same
+        patience as the upload itself: a resume usually follows a dropped connection, and
+        the channel may first wait out its reconnect backoff."""
+        attempts = 0
+        while True:
+            try:
+                held = self._stub.GetUpload(
+                    apb.GetUploadRequest(upload_id=upload_id), timeout=self.client.timeout
+                )
+                return 0 if held.complete else int(held.confirmed_chunks)
+            except grpc.RpcError as e:
+                if e.code() == grpc.StatusCode.NOT_FOUND:
+                    return 0
+                if e.code() not in _TRANSIENT or attempts >= self.retries:
+                    raise self.client.call_error(e) from None
+            attempts += 1
+            time.sleep(self.retry_wait * attempts)
 
     @staticmethod
     def _parts(
