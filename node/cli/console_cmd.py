@@ -38,6 +38,9 @@ def console_cmd(
     """
     from node.console.app import ConsoleSettings
     from node.console.server import bind, is_loopback, serve
+    from node.logs import configure
+
+    configure()
 
     if (tls_cert is None) != (tls_key is None):
         fail("Give both --tls-cert and --tls-key, or neither.", 2)

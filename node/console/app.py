@@ -214,9 +214,13 @@ class Console:
             names = {"*"}
         return sorted(names | set(self.settings.extra_hosts))
 
-    def origins(self) -> frozenset[str]:
+    def origins(self, request: Request) -> frozenset[str]:
+        """The origins this console's own pages have: its host names, and the Host the
+        request names (already checked against them; any, when listening everywhere)."""
         port = self.settings.port
-        return frozenset(f"{self.scheme}://{h}:{port}" for h in self.hosts if h != "*")
+        named = {f"{self.scheme}://{h}:{port}" for h in self.hosts if h != "*"}
+        host = request.headers.get("host")
+        return frozenset(named | ({f"{self.scheme}://{host}"} if host else set()))
 
     def login_url(self) -> str:
         host = self.settings.host
@@ -291,7 +295,7 @@ class Console:
                         form = await request.form(max_part_size=self.settings.max_form_bytes)
                         value = form.get(CSRF_FIELD)
                         presented = value if isinstance(value, str) else None
-                    if not same_origin(request.headers, self.origins()):
+                    if not same_origin(request.headers, self.origins(request)):
                         log.warning("console_cross_site_refused", route=path)
                         return _plain("This request came from another site; it was refused.", 403)
                     if not csrf_ok(session, presented):
@@ -378,7 +382,7 @@ class Console:
             return self.render(request, None, "signin.html", status=401)
         form = await request.form(max_part_size=self.settings.max_form_bytes)
         token = form.get(CSRF_FIELD)
-        if not same_origin(request.headers, self.origins()) or not csrf_ok(
+        if not same_origin(request.headers, self.origins(request)) or not csrf_ok(
             session, token if isinstance(token, str) else None
         ):
             return _plain("This form did not come from this console; it was refused.", 403)
