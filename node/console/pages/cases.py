@@ -86,7 +86,7 @@ def _action_forms(
 ) -> list[dict[str, Any]]:
     """The form of each action this officer may take now, in the order the node gives."""
     out = []
-    for name in dict.fromkeys(view.summary.allowed_actions):
+    for name in _open_actions(view):
         action = _ACTION_OF.get(name)
         if action is None:
             continue
@@ -113,6 +113,16 @@ def _action_forms(
             }
         )
     return out
+
+
+def _open_actions(view: CaseView) -> dict[str, None]:
+    """The actions to offer: the node's list, and withdrawing a draft that waits for
+    approval (the node lists nothing then; its author or the supervisor reading it may
+    still withdraw it, and the node decides)."""
+    names = dict.fromkeys(view.summary.allowed_actions)
+    if view.summary.awaiting_approval:
+        names.setdefault(Action.WITHDRAW.value)
+    return names
 
 
 def case_context(console: Console, view: CaseView) -> dict[str, Any]:

@@ -158,3 +158,45 @@ def test_cases_list_filters_and_flags(console_for: Any) -> None:
 def test_an_auditor_cannot_open_cases(console_for: Any) -> None:
     client, _ = console_for("GB-NCA", "auditor")
     assert client.get("/cases").status_code == 403
+
+
+def test_a_supervisor_may_withdraw_a_draft_from_the_queue(
+    console_for: Any, csrf: Any, live: Any
+) -> None:
+    officer, _ = console_for("GB-NCA", "officer")
+    saved = officer.post(
+        "/cases/new", data={**MLA_FIELDS, "csrf": csrf(officer)}, follow_redirects=False
+    )
+    ref = _case_ref(saved.headers["location"])
+    officer.post(f"/cases/{ref}/act/submit", data={"csrf": csrf(officer)})
+    supervisor, _ = console_for("GB-NCA", "supervisor")
+    page = supervisor.get(f"/cases/{ref}")
+    assert ">Approve</button>" in page.text
+    assert ">Withdraw</button>" in page.text
+    withdrawn = supervisor.post(
+        f"/cases/{ref}/act/withdraw",
+        data={"csrf": csrf(supervisor), "reason": "Not enough grounds yet."},
+        follow_redirects=True,
+    )
+    assert withdrawn.status_code == 200, withdrawn.text
+    assert 'id="case-state">withdrawn<' in withdrawn.text
+    assert ref not in supervisor.get("/approvals").text
+    # Nothing left the node: the peer never heard of it.
+    assert CaseClient(live.client("GB-NCA")).get(ref).summary.seq == 0
+
+
+@pytest.mark.parametrize("kind", ["mla", "extradition", "victim-id"])
+def test_each_request_type_has_its_form(console_for: Any, kind: str) -> None:
+    client, _ = console_for("GB-NCA", "officer")
+    page = client.get(f"/cases/new?type={kind}")
+    assert page.status_code == 200
+    assert 'name="_type" value="' + kind + '"' in page.text
+    assert "Save draft" in page.text
+    # Every visible input has a label.
+    for field_id in re.findall(r'<(?:input|select|textarea) id="([^"]+)"', page.text):
+        assert f'<label for="{field_id}">' in page.text, field_id
+
+
+def test_an_unknown_request_type_is_refused(console_for: Any) -> None:
+    client, _ = console_for("GB-NCA", "officer")
+    assert client.get("/cases/new?type=bogus").status_code == 400
