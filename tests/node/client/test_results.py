@@ -253,3 +253,31 @@ def test_a_message_shows_with_its_evidence_and_a_proof_with_its_checkpoint() -> 
     proof.proof.checkpoint.cosignatures.extend(["a", "b"])
     assert DeliveryProofInfo.from_proto(proof) == DeliveryProofInfo(7, True, "", 9, 2)
     assert isinstance(proof.proof, lpb.InclusionProofResponse)
+
+
+HOUR = 3600 * 1000
+
+
+@pytest.mark.parametrize(
+    ("opened", "due", "now", "overdue", "status"),
+    [
+        (0, 30 * 24 * HOUR, 10 * 24 * HOUR, (), "running"),
+        (0, 30 * 24 * HOUR, 29 * 24 * HOUR + 1, (), "due-soon"),  # a day left of 30
+        (0, 24 * HOUR, 17 * HOUR, (), "running"),  # an emergency clock: a quarter is 6 h
+        (0, 24 * HOUR, 19 * HOUR, (), "due-soon"),
+        (0, 24 * HOUR, 25 * HOUR, (), "overdue"),  # past its instant, not yet flagged
+        (0, 30 * 24 * HOUR, 1 * HOUR, ("acknowledgement",), "overdue"),  # the node's word
+    ],
+)
+def test_legal_clocks_are_flagged_by_one_rule(
+    opened: int, due: int, now: int, overdue: tuple[str, ...], status: str
+) -> None:
+    summary = CaseSummary.from_proto(
+        cpb.CaseSummary(opened_at=opened + 1, ack_due=due, overdue=list(overdue))
+    )
+    (clock,) = summary.clocks(now)
+    assert clock.name == "acknowledgement"
+    assert clock.due == due
+    assert clock.status == status
+    # A clock that is not running is not shown at all.
+    assert CaseSummary.from_proto(cpb.CaseSummary(opened_at=1)).clocks(now) == ()
