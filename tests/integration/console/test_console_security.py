@@ -202,3 +202,14 @@ def test_logs_carry_no_content_or_names(console_for: Any, csrf: Any) -> None:
         client.get("/cases/MLA-DOES-NOT-EXIST")
     assert logs, "the console logs its refusals"
     assert secret not in repr(logs)
+
+
+def test_forms_ask_the_browser_not_to_remember_what_is_typed(console_for: Any) -> None:
+    # Autofill would keep names of victims and suspects in the browser's own storage.
+    client, _ = console_for("GB-NCA", "officer")
+    for path in ("/cases/new", "/match", "/messages/new", "/cases"):
+        page = client.get(path).text
+        tags = re.findall(r"<form[^>]*>", page)
+        assert tags, path
+        for tag in tags:
+            assert 'autocomplete="off"' in tag, (path, tag)
