@@ -23,7 +23,7 @@ from typing import Any, ParamSpec, TypeVar
 import grpc
 import jinja2
 import structlog
-from markupsafe import Markup
+from markupsafe import Markup, escape
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
@@ -139,7 +139,16 @@ def _environment() -> jinja2.Environment:
     env.filters["short"] = lambda b: (bytes(b).hex()[:16] + "…") if b else "-"
     env.filters["slug"] = lambda s: str(s).replace("_", "-")
     env.filters["size"] = _size
+    env.filters["ticks"] = _ticks
     return env
+
+
+def _ticks(text: str) -> Markup:
+    """Help text of the form tables, whose `names` are in backticks, with those as code:
+    the text is escaped first, so only the code spans are markup."""
+    parts = str(escape(shown(text, markup=False))).split("`")
+    spans = (f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+    return Markup("".join(spans))  # noqa: S704 - every part was escaped above
 
 
 def _size(n: int) -> str:

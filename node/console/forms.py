@@ -14,7 +14,7 @@ and error paths always agree.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,12 +46,13 @@ class Widget:
     max_items: int = 0
     # For a list of choices: the slugs chosen. For a list of files: the ids chosen.
     chosen: list[str] = field(default_factory=list)
+    # Tells apart the ids of several forms on one page (a case's actions share fields).
+    scope: str = ""
 
     @property
     def dom_id(self) -> str:
         """An id safe for HTML attributes and CSS (paths hold dots and brackets)."""
-        out = "f-" + "".join(c if c.isalnum() else "-" for c in self.path)
-        return out
+        return "f-" + self.scope + "".join(c if c.isalnum() else "-" for c in self.path)
 
 
 def _value_at(values: Any, key: str | int) -> Any:
@@ -78,18 +79,30 @@ def widgets(
     add: str = "",
     files: Sequence[Mapping[str, str]] = (),
     prefix: str = "",
+    scope: str = "",
 ) -> list[Widget]:
     """The widgets of a message schema's fields, filled from `values`.
 
     `add` names a list that gets one more slot (its "add another" was pressed); `files`
-    are the case's attachments (`attachment_id`, `label`) for lists of file references.
+    are the case's attachments (`attachment_id`, `label`) for lists of file references;
+    `scope` prefixes the element ids of a form that shares a page with others.
     """
-    return [
+    out = [
         _widget(
             f, _value_at(values or {}, f["name"]), errors or {}, f"{prefix}{f['name']}", add, files
         )
         for f in schema["fields"]
     ]
+    if scope:
+        for w in _all(out):
+            w.scope = scope
+    return out
+
+
+def _all(ws: list[Widget]) -> Iterator[Widget]:
+    for w in ws:
+        yield w
+        yield from _all(w.children)
 
 
 def _widget(
@@ -114,7 +127,15 @@ def _widget(
     )
     if kind == "group":
         w.children = [
-            _widget(sub, _value_at(value, sub["name"]), errors, f"{path}.{sub['name']}", add, files)
+            _widget(
+                sub,
+                _value_at(value, sub["name"]),
+                errors,
+                f"{path}.{sub['name']}",
+                add,
+                files,
+                in_list,
+            )
             for sub in f["fields"]
         ]
     elif kind == "list":
@@ -133,16 +154,27 @@ def _widget(
             slots = max(len(entries), 1) + (1 if add == path else 0)
             if w.max_items:
                 slots = min(slots, w.max_items)
+            # Choices start empty in every slot but the first of a required list, so a
+            # slot left untouched reads as empty instead of as the defaults.
             w.children = [
-                _widget(item, _value_at(entries, i), errors, f"{path}[{i}]", add, files, True)
+                _widget(
+                    item,
+                    _value_at(entries, i),
+                    errors,
+                    f"{path}[{i}]",
+                    add,
+                    files,
+                    in_list or not (w.required and i == 0),
+                )
                 for i in range(slots)
             ]
             for i, child in enumerate(w.children):
                 child.label = f"{w.label} {i + 1}"
     elif kind == "choice":
+        # In a slot that may stay empty (`in_list`), a choice starts empty: an untouched
+        # optional person or identifier must read as empty, not as the defaults.
         w.choices = list(f["choices"])
-        default = "" if in_list or path.count("[") else (f.get("default") or "")
-        w.value = str(value) if value else default
+        w.value = str(value) if value else ("" if in_list else (f.get("default") or ""))
         w.required = w.required and not in_list
     elif kind == "flag":
         w.value = bool(value)

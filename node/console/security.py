@@ -44,7 +44,7 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"content-security-policy", CSP.encode()),
     (b"x-frame-options", b"DENY"),
     (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
+    (b"referrer-policy", b"same-origin"),
     # Pages show data about victims and suspects: nothing goes to the browser's disk cache.
     (b"cache-control", b"no-store"),
     (b"pragma", b"no-cache"),
@@ -137,10 +137,18 @@ def csrf_ok(session: Session, presented: str | None) -> bool:
 
 
 def same_origin(headers: Headers, allowed_origins: frozenset[str]) -> bool:
-    """False for a request a browser says comes from another site."""
-    if headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+    """False for a request a browser says comes from another site.
+
+    `Sec-Fetch-Site` is set by the browser and cannot be forged by a page. A form posted
+    under a strict referrer policy may carry `Origin: null`; it counts as ours only when
+    the browser also says the request is same-origin (a sandboxed frame elsewhere sends
+    `null` too, but as cross-site)."""
+    site = headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
         return False
     origin = headers.get("origin")
+    if origin == "null":
+        return site == "same-origin"
     return origin is None or origin in allowed_origins
 
 

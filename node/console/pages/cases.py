@@ -98,6 +98,7 @@ def _action_forms(
                 (errors or {}).get(name),
                 add=add[1] if add[0] == name else "",
                 files=_file_choices(view),
+                scope=name.replace("_", "-") + "-",
             )
             if schema
             else []

@@ -137,7 +137,7 @@ def test_security_headers_on_every_answer(console_for: Any) -> None:
         assert "unsafe-eval" not in csp
         assert answer.headers["x-frame-options"] == "DENY"
         assert answer.headers["cache-control"] == "no-store"
-        assert answer.headers["referrer-policy"] == "no-referrer"
+        assert answer.headers["referrer-policy"] == "same-origin"
     # No inline script anywhere: every <script> has a src on this origin.
     page = client.get("/cases/new").text
     assert re.findall(r"<script[^>]*>", page) == ['<script src="/static/console.js" defer>']

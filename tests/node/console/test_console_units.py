@@ -103,6 +103,9 @@ def test_each_session_has_its_own_csrf_token() -> None:
         ({"sec-fetch-site": "none"}, True),
         ({"sec-fetch-site": "same-site"}, False),
         ({"sec-fetch-site": "cross-site"}, False),
+        # A form under a strict referrer policy: Chromium sends Origin: null.
+        ({"origin": "null", "sec-fetch-site": "same-origin"}, True),
+        ({"origin": "null", "sec-fetch-site": "cross-site"}, False),  # a sandboxed frame
     ],
 )
 def test_requests_from_other_sites_are_told_apart(headers: dict[str, str], ok: bool) -> None:
@@ -221,3 +224,27 @@ def _walk(ws: list[webforms.Widget]) -> list[webforms.Widget]:
         out.append(w)
         out.extend(_walk(w.children))
     return out
+
+
+def test_an_untouched_optional_slot_reads_as_empty() -> None:
+    schema = form_schema(forms.CaseType.MLA)
+    shown = {w.path: w for w in _walk(webforms.widgets(schema, {}, {}, add="legal_basis"))}
+    # Choices of an optional list's slot start empty, so the browser posts nothing for it.
+    assert shown["persons[0].kind"].value == ""
+    assert shown["persons[0].identifiers[0].kind"].value == ""
+    # The first slot of a required list offers no empty choice; an added slot does.
+    assert shown["legal_basis[0].instrument"].required
+    assert not shown["legal_basis[1].instrument"].required
+    assert not shown["persons[0].kind"].required
+    post = FormData([*MLA_POST, ("persons#n", "1"), ("persons[0].kind", "")])
+    assert "persons" not in webforms.read(schema, post)
+
+
+def test_forms_sharing_a_page_have_ids_of_their_own() -> None:
+    partial = details_schema(Action.REPORT_PARTIAL)
+    final = details_schema(Action.REPORT_EXECUTED)
+    assert partial is not None
+    assert final is not None
+    a = {w.dom_id for w in _walk(webforms.widgets(partial, scope="report-partial-"))}
+    b = {w.dom_id for w in _walk(webforms.widgets(final, scope="report-executed-"))}
+    assert not a & b
