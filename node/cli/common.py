@@ -171,6 +171,11 @@ def format_time(ms: int) -> str:
     return moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
+def err_say(text: str) -> None:
+    """One plain line on stderr (a detail beside an error sentence), made safe as `say`."""
+    err_console.print(shown(text, markup=False), markup=False, highlight=False, soft_wrap=True)
+
+
 def say(text: str) -> None:
     """Print one line for people as plain text (no markup), never re-wrapped: ids stay whole.
 

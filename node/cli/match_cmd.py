@@ -9,8 +9,19 @@ from typing import Annotated
 
 import typer
 
-from node.cli.common import CredOpt, JsonOpt, cli_errors, fail, officer_client, print_json, say
-from node.client.matching import PERSON_FIELDS, MatchClient, read_rows
+from node.cli.common import (
+    CredOpt,
+    JsonOpt,
+    cli_errors,
+    err_say,
+    fail,
+    officer_client,
+    print_json,
+    say,
+    warn,
+)
+from node.client import MatchAnswer
+from node.client.matching import OUTCOMES, MatchClient, outcome_of, read_batch
 
 match_app = typer.Typer(no_args_is_help=True)
 
@@ -56,6 +67,20 @@ def remove(
         say(f"{resp.removed} removed; {resp.records} records held.")
 
 
+# Exit status of `mlax match query` when some agency did not answer for someone (over
+# quota, unavailable, an error): their "no hit" is unknown, and a script must not read it
+# as an answer.
+EXIT_NOT_ANSWERED = 4
+MAX_LISTED_PROBLEMS = 20
+_WORDS = {
+    "no-hit": "no hit",
+    "unmatchable": "unmatchable",
+    "over-quota": "NOT ANSWERED (over quota)",
+    "unavailable": "NOT ANSWERED (unavailable)",
+    "error": "NOT ANSWERED (error)",
+}
+
+
 @match_app.command("query")
 @cli_errors
 def query(
@@ -68,6 +93,12 @@ def query(
     batch: Annotated[
         Path | None, typer.Option("--batch", help="CSV of people to look for (same columns).")
     ] = None,
+    skip_invalid: Annotated[
+        bool,
+        typer.Option(
+            "--skip-invalid", help="Ask about the valid rows of --batch and list the others."
+        ),
+    ] = False,
     peer: Annotated[
         list[str] | None, typer.Option("--peer", help="Ask only this agency (repeat).")
     ] = None,
@@ -75,18 +106,33 @@ def query(
     cred: CredOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Ask every peer whether it holds this person: hit (strong/possible) or no hit."""
-    labels: list[str] = []
+    """Ask every peer whether it holds this person: hit (strong/possible) or no hit.
+
+    Each person's outcome is one of: hit (with its band and reference), no hit,
+    unmatchable (too little to match, with why), or not answered by some agency (over
+    quota, unavailable or an error, with why). Exit status 0 when every agency answered
+    for everyone, 4 when some did not.
+    """
+    skipped: list[tuple[int, str]] = []
     if batch is not None:
         if any((given_name, family_name, dob, sex, nationality, place_of_birth)):
             fail("Give either --batch or the person's fields, not both.", 2)
-        people = []
-        for line, row in read_rows(batch):
-            labels.append((row.get("ref") or "").strip() or f"line {line}")
-            people.append({f: row.get(f) for f in PERSON_FIELDS})
+        if not batch.is_file():
+            fail(f"No such file: {batch}.")
+        read = read_batch(batch)
+        if read.problems and not skip_invalid:
+            _list_problems(read.problems)
+            fail(
+                f"{batch} has {len(read.problems)} row(s) that cannot be asked about; nothing "
+                "was asked (--skip-invalid asks about the rest)."
+            )
+        skipped = read.problems
+        people, labels = read.people, read.labels
         if not people:
             fail(f"{batch} holds no one to look for.")
     else:
+        if skip_invalid:
+            fail("--skip-invalid goes with --batch.", 2)
         people = [
             {
                 "given_name": given_name,
@@ -97,43 +143,82 @@ def query(
                 "place_of_birth": place_of_birth,
             }
         ]
-        labels.append("query")
-    results: list[dict[str, object]] = [
-        {"query": i, "label": labels[i], "answers": {}} for i in range(len(people))
-    ]
+        labels = ["query"]
+    answers: list[list[MatchAnswer]] = [[] for _ in people]
     with officer_client(cred) as c:
         for a in MatchClient(c).query(people, tuple(peer or ()), int(timeout * 1000)):
-            entry = {"result": a.result}
-            if a.band:
-                entry["band"] = a.band
-            if a.reference:
-                entry["reference"] = a.reference
-            if a.detail:
-                entry["detail"] = a.detail
-            results[a.query]["answers"][a.peer] = entry  # type: ignore[index]
-            if not json_out and batch is None:
-                _print_answer(a.peer, entry)
+            answers[a.query].append(a)
+    outcomes = [outcome_of(found) for found in answers]
     if json_out:
-        for r in results:
-            sys.stdout.write(json.dumps(r, sort_keys=True) + "\n")
-    elif batch is not None:
-        for r in results:
-            answers = r["answers"]
-            assert isinstance(answers, dict)
-            hits = [
-                f"{p} ({a['band']})" for p, a in sorted(answers.items()) if a["result"] == "hit"
-            ]
-            say(f"{r['label']}: " + (", ".join(hits) if hits else "no hit"))
-
-
-def _print_answer(peer: str, entry: dict[str, str]) -> None:
-    result = entry["result"]
-    if result == "hit":
-        say(f"{peer}: HIT ({entry['band']}), reference {entry['reference']}")
-    elif result == "no-hit":
-        say(f"{peer}: no hit")
+        for i, found in enumerate(answers):
+            doc = {
+                "query": i,
+                "label": labels[i],
+                "outcome": outcomes[i],
+                "answers": {a.peer: _answer_json(a) for a in found},
+            }
+            sys.stdout.write(json.dumps(doc, sort_keys=True) + "\n")
+        for line, why in skipped:
+            sys.stdout.write(json.dumps({"line": line, "skipped": why}, sort_keys=True) + "\n")
     else:
-        say(f"{peer}: {result}: {entry.get('detail', '')}")
+        _print_outcomes(labels, answers, outcomes, single=batch is None)
+        for line, why in skipped:
+            say(f"skipped line {line}: {why}")
+    if "not-answered" in outcomes:
+        raise typer.Exit(EXIT_NOT_ANSWERED)
+
+
+def _answer_json(a: MatchAnswer) -> dict[str, str]:
+    entry = {"result": a.result}
+    for key in ("band", "reference", "detail"):
+        if value := getattr(a, key):
+            entry[key] = value
+    return entry
+
+
+def _word(a: MatchAnswer) -> str:
+    if a.result == "hit":
+        return f"HIT ({a.band}), reference {a.reference}"
+    word = _WORDS.get(a.result, f"NOT ANSWERED ({a.result})")
+    return f"{word}: {a.detail}" if a.detail and a.result != "no-hit" else word
+
+
+def _print_outcomes(
+    labels: list[str], answers: list[list[MatchAnswer]], outcomes: list[str], single: bool
+) -> None:
+    for label, found in zip(labels, answers, strict=True):
+        ordered = sorted(found, key=lambda a: a.peer)
+        if single:
+            for a in ordered:
+                say(f"{a.peer}: {_word(a)}")
+        else:
+            say(f"{label}: " + "; ".join(f"{a.peer} {_word(a)}" for a in ordered))
+    counts = {o: outcomes.count(o) for o in OUTCOMES}
+    if not single:
+        say(
+            f"{len(outcomes)} people: {counts['hit']} with a hit, {counts['no-hit']} no hit, "
+            f"{counts['unmatchable']} unmatchable, {counts['not-answered']} not answered by "
+            "every agency."
+        )
+    hit = next((a for found in answers for a in found if a.result == "hit"), None)
+    if hit is not None:
+        say(
+            "A hit names no one: to ask the holder for the identity, open a follow-up: "
+            f"mlax match follow-up {hit.reference} --purpose victim-assistance "
+            '--justification "..." --contact-email you@agency.example'
+        )
+    if counts["not-answered"]:
+        warn(
+            "Some agencies did not answer for everyone: their 'no hit' is unknown, not a no. "
+            "Ask again later for those people."
+        )
+
+
+def _list_problems(problems: list[tuple[int, str]]) -> None:
+    for _, why in problems[:MAX_LISTED_PROBLEMS]:
+        err_say(why)
+    if len(problems) > MAX_LISTED_PROBLEMS:
+        err_say(f"... and {len(problems) - MAX_LISTED_PROBLEMS} more.")
 
 
 @match_app.command("follow-up")

@@ -10,7 +10,9 @@ matching.follow_up(answer.reference, purpose="victim-assistance", justification=
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from exchange._proto.mlax.v1 import casework_pb2 as cpb
 from exchange._proto.mlax.v1 import matching_pb2 as mpb
 from exchange._proto.mlax.v1 import officer_pb2_grpc as ogrpc
 from exchange.encoding import now_ms
-from exchange.errors import InvalidFieldError
+from exchange.errors import InputError, InvalidFieldError
 from exchange.matching.records import (
     QUERY_COLUMNS,
     RECORD_COLUMNS,
@@ -33,6 +35,8 @@ from node.client.officer import OfficerClient
 from node.client.results import CaseView, MatchAnswer, RecordsLoaded
 
 PERSON_FIELDS = QUERY_COLUMNS
+# The columns of a batch query file: the person's, and an optional label of one's own.
+QUERY_FILE_COLUMNS = ("ref", *QUERY_COLUMNS)
 _BATCH = 1000
 
 
@@ -48,6 +52,85 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict[str, str | None]]]:
             raise InvalidFieldError(f"{path} is empty: it needs a header line.")
         for row in reader:
             yield reader.line_num, dict(row)
+
+
+@dataclass
+class Batch:
+    """A batch file read and checked whole: the people it can ask about, and the rows it
+    cannot, each with its line number (the header is line 1) and why."""
+
+    people: list[dict[str, str | None]] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+    problems: list[tuple[int, str]] = field(default_factory=list)
+
+
+MAX_LABEL_CHARS = 200
+
+
+def read_batch(path: Path) -> Batch:
+    """Every row of a batch query file, checked as the node will check it."""
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InvalidFieldError(f"{path} is not UTF-8 text.") from None
+    return read_batch_text(text, str(path))
+
+
+def read_batch_text(text: str, name: str = "The CSV file") -> Batch:
+    """A batch query file's text, checked whole: a header that is not the query columns
+    (plus an optional `ref`) refuses the file; a bad row is listed with its line number
+    (the header is line 1) and why, and the other rows can still be asked about."""
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    batch = Batch()
+    try:
+        header = reader.fieldnames
+        if not header:
+            raise InvalidFieldError(f"{name} is empty: its first line must name the columns.")
+        unknown = [c for c in header if c not in QUERY_FILE_COLUMNS]
+        missing = [c for c in QUERY_COLUMNS if c not in header]
+        if unknown or missing:
+            wrong = f"has no column {missing[0]}" if missing else f"has a column {unknown[0]!r}"
+            raise InvalidFieldError(
+                f"{name}, line 1 {wrong}: the columns are {','.join(QUERY_COLUMNS)}, "
+                "with an optional ref column for your own label."
+            )
+        for row in reader:
+            line = reader.line_num
+            if None in row:
+                batch.problems.append((line, f"Line {line}: more values than the header names."))
+                continue
+            person = {f: row.get(f) for f in PERSON_FIELDS}
+            try:
+                parse_query_row(person, line)
+            except InputError as e:
+                batch.problems.append((line, e.message))
+                continue
+            batch.people.append(person)
+            label = (row.get("ref") or "").strip() or f"line {line}"
+            batch.labels.append(label[:MAX_LABEL_CHARS])
+            batch.lines.append(line)
+    except csv.Error as e:
+        raise InvalidFieldError(f"{name}, line {reader.line_num}: not CSV ({e}).") from None
+    return batch
+
+
+# What became of one person asked about: every answer read as one of four outcomes.
+OUTCOMES = ("hit", "no-hit", "unmatchable", "not-answered")
+NOT_ANSWERED = frozenset({"over-quota", "unavailable", "error"})
+
+
+def outcome_of(answers: Sequence[MatchAnswer]) -> str:
+    """A person's outcome over every peer's answer: a hit anywhere; else not answered if
+    some peer did not answer (its no might have been a hit); else unmatchable or no hit."""
+    results = {a.result for a in answers}
+    if "hit" in results:
+        return "hit"
+    if results & NOT_ANSWERED:
+        return "not-answered"
+    if "unmatchable" in results:
+        return "unmatchable"
+    return "no-hit"
 
 
 class MatchClient:
@@ -156,4 +239,16 @@ class MatchClient:
         return CaseView.from_proto(view)
 
 
-__all__ = ["PERSON_FIELDS", "RECORD_COLUMNS", "MatchClient", "person", "read_rows"]
+__all__ = [
+    "NOT_ANSWERED",
+    "OUTCOMES",
+    "PERSON_FIELDS",
+    "RECORD_COLUMNS",
+    "Batch",
+    "MatchClient",
+    "outcome_of",
+    "person",
+    "read_batch",
+    "read_batch_text",
+    "read_rows",
+]

@@ -35,6 +35,7 @@ from exchange._proto.mlax.v1 import matching_pb2 as mpb
 from exchange.case import Action, CaseState, Party
 from exchange.encoding import now_ms
 from exchange.errors import InputError, InvalidFieldError, MlaxError, OversizedError, Status
+from exchange.forms.base import format_instant
 from exchange.ledger_entry import LedgerEntry
 from exchange.matching import oprf
 from exchange.matching.records import (
@@ -331,10 +332,13 @@ class MatchDesk:
         now = now_ms()
         window = now // HOUR_MS
         limit = self.cfg.evaluations_per_hour
+        # The whole query must fit, not only this call: a batch that cannot be answered
+        # whole is refused before any of it is evaluated (and charged).
+        needed = max(count, req.planned_elements)
         with self.core.db.write() as s:
             quota = s.get(MatchQuotaRow, (peer, window), with_for_update=True)
             used = quota.used if quota is not None else 0
-            if used + count > limit:
+            if used + needed > limit:
                 over = True
             else:
                 if quota is None:
@@ -370,9 +374,13 @@ class MatchDesk:
                     used=used,
                 ),
             )
+            more_at = format_instant((window + 1) * HOUR_MS)
+            fit = max(limit - used, 0) // MAX_TOKENS
             raise QuotaExceededError(
-                f"Agency {peer} has used {used} of its {limit} blind evaluations this hour; "
-                "try again in the next hour."
+                f"{self.core.agency} allows {peer} {limit:,} blind evaluations an hour: "
+                f"{used:,} are used this hour and this query needs {needed:,} "
+                f"({needed // MAX_TOKENS:,} people); {fit:,} people fit now, and the quota "
+                f"starts afresh at {more_at}."
             )
         key_id, key = self.key()
         evaluated = [oprf.blind_evaluate(key, bytes(e)) for e in req.blinded_elements]
@@ -521,13 +529,9 @@ class MatchDesk:
                 )
         raw = [record_tokens(person) for person in people]
         # A person with no birth year, or a single name part, yields no token and can
-        # match nothing: say so instead of spending every peer's quota on padding.
+        # match nothing: each peer's answer for them says so, and no peer's quota is
+        # spent on padding for them. A single query and a batch say the same.
         asked = [i for i, t in enumerate(raw) if t]
-        if not asked:
-            raise InvalidFieldError(
-                "Field date_of_birth: to be matched a person needs at least a birth year "
-                "and a name of two parts (given and family name)."
-            )
         tokens = [pad_tokens(raw[i]) for i in asked]
         query_id = os.urandom(16)
         timeout = (req.timeout_ms / 1000) if req.timeout_ms else self.cfg.query_timeout_seconds
@@ -549,7 +553,7 @@ class MatchDesk:
 
         def ask(peer: str) -> None:
             # A fresh wire id per peer: holders cannot link one search by its id.
-            answers = self._ask(peer, os.urandom(16), tokens, timeout)
+            answers = self._ask(peer, os.urandom(16), tokens, timeout) if tokens else []
             for a in answers:
                 a.query = asked[a.query]
             answers += [
@@ -624,7 +628,11 @@ class MatchDesk:
             part = blinds[start : start + self.cfg.max_elements_per_call]
             resp = self.peers.match_evaluate(
                 peer,
-                mpb.MatchEvaluateRequest(query_id=query_id, blinded_elements=[b for _, b in part]),
+                mpb.MatchEvaluateRequest(
+                    query_id=query_id,
+                    blinded_elements=[b for _, b in part],
+                    planned_elements=len(flat) - start,
+                ),
                 timeout,
             )
             if len(resp.evaluated_elements) != len(part):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -139,6 +140,16 @@ def test_quota_stops_enumeration_and_a_down_peer_is_reported(tmp_path: Path) -> 
         person = {"given_name": "Blessing", "family_name": "Okonkwo", "date_of_birth": "1999-04-12"}
         first = {a.peer: a for a in querier.query([person])}
         assert first[ng].result == "hit", first[ng].detail
+        # A batch that cannot fit the quota whole (48 used, 6 x 48 more > 300) is refused
+        # at once, saying how many fit, and costs nothing: the next single query still hits.
+        evaluated = _evaluated(fed, ng)
+        batch = [{**person, "given_name": f"Batch{i}"} for i in range(6)]
+        refused = [a for a in querier.query(batch) if a.peer == ng]
+        assert {a.result for a in refused} == {"over-quota"}
+        assert "this query needs 288 (6 people); 5 people fit now" in refused[0].detail
+        assert _evaluated(fed, ng) == evaluated
+        again = {a.peer: a for a in querier.query([person])}
+        assert again[ng].result == "hit", again[ng].detail
         # Enumeration: one guess after another until NG's quota for GB runs out.
         results = []
         for i in range(40):
@@ -146,7 +157,9 @@ def test_quota_stops_enumeration_and_a_down_peer_is_reported(tmp_path: Path) -> 
             answers = {a.peer: a for a in querier.query([guess])}
             results.append(answers[ng].result)
             if answers[ng].result == "over-quota":
-                assert "blind evaluations this hour" in answers[ng].detail
+                # The holder names itself, the querier, and when the quota starts afresh.
+                assert f"{ng} allows {gb} 300 blind evaluations an hour" in answers[ng].detail
+                assert "starts afresh at" in answers[ng].detail
                 # Every peer counts the same guesses: each refuses, and says so at once.
                 assert answers[fr].result == "over-quota"
                 break
@@ -175,6 +188,19 @@ def test_quota_stops_enumeration_and_a_down_peer_is_reported(tmp_path: Path) -> 
             n.stop()
 
 
+def _evaluated(fed: object, agency: str) -> int:
+    """How many `match.evaluated` entries the agency's ledger holds (read-only)."""
+    db = fed.nodes[agency].root / "data" / "node.db"  # type: ignore[attr-defined]
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        (n,) = conn.execute(
+            "SELECT count(*) FROM ledger_entries WHERE kind = 'match.evaluated'"
+        ).fetchone()
+    finally:
+        conn.close()
+    return int(n)
+
+
 def _peer_channel(fed: object, as_agency: str, target: str) -> grpc.Channel:
     from exchange.directory import Directory
     from keys.directory_file import read_signed_directory
@@ -195,3 +221,31 @@ def _peer_channel(fed: object, as_agency: str, target: str) -> grpc.Channel:
     return grpc.secure_channel(
         card.endpoint, creds, options=[("grpc.ssl_target_name_override", "127.0.0.1")]
     )
+
+
+@pytest.mark.integration
+@pytest.mark.xdist_group("federation")
+def test_a_single_query_too_thin_to_match_reads_like_a_batch_and_costs_no_quota(
+    live: LiveFederation, cli: Cli, tmp_path: Path
+) -> None:
+    gb_officer = live.credential(GB, "officer")
+    evaluated_before = sum(1 for k, _ in live.ledger_kinds(NG) if k == "match.evaluated")
+    single = cli.run(
+        "match", "query", "--given-name", "Madonna", "--dob", "1990", "--as", gb_officer,
+    )  # fmt: skip
+    assert single.returncode == 0, single.stderr
+    assert f"{NG}: unmatchable: Too little to match" in single.stdout
+    batch_file = _write(
+        tmp_path,
+        "thin.csv",
+        "ref,given_name,family_name,sex,date_of_birth,nationality,place_of_birth\nt1,Madonna,,,1990,,\n",
+    )
+    batch = cli.run("match", "query", "--batch", batch_file, "--as", gb_officer, "--json")
+    assert batch.returncode == 0, batch.stderr
+    (doc,) = [json.loads(line) for line in batch.stdout.splitlines()]
+    assert doc["outcome"] == "unmatchable"
+    assert {a["result"] for a in doc["answers"].values()} == {"unmatchable"}
+    # Nobody was asked to evaluate anything for them.
+    assert sum(1 for k, _ in live.ledger_kinds(NG) if k == "match.evaluated") == evaluated_before
+    queried = [f for k, f in live.ledger_kinds(GB) if k == "match.query"]
+    assert queried[-1]["unmatchable"] == queried[-1]["queries"] == 1

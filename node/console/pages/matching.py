@@ -30,9 +30,10 @@ from exchange.encoding import now_ms
 from exchange.errors import InvalidFieldError, MalformedError
 from exchange.forms.base import FormFieldError, FormFieldTooLargeError
 from exchange.forms.vocab import URGENCIES, VICTIM_ID_PURPOSES
-from exchange.matching.records import QUERY_COLUMNS, RECORD_COLUMNS, parse_query_row
+from exchange.matching.records import QUERY_COLUMNS, parse_query_row
 from exchange.policy import Role
 from node.client import NodeCallError
+from node.client.matching import read_batch_text
 from node.client.results import MatchAnswer
 from node.console.app import Console, Refused, flash, redirect
 from node.console.security import Session
@@ -44,6 +45,8 @@ STATE_KEY = "matching.results"
 MAX_RESULT_SETS = 20
 # A batch row's own label (its `ref` column, else its line) is cut to this many characters.
 MAX_LABEL_CHARS = 128
+# Bad rows of a batch listed at once (the rest are counted).
+MAX_LISTED_ROWS = 20
 _READERS = frozenset({Role.OFFICER, Role.SUPERVISOR})
 _COLUMN_ERROR = re.compile(r"Line \d+, column (\w+): (.*)", re.DOTALL)
 _FIELD_ERROR = re.compile(r"Field (\w+): (.*)", re.DOTALL)
@@ -279,44 +282,24 @@ async def _ask(
 
 
 def _read_batch(data: bytes) -> tuple[list[dict[str, str | None]], list[str]]:
-    """The people and row labels of an uploaded CSV; raises InvalidFieldError."""
+    """The people and row labels of an uploaded CSV, read by the SDK's batch reader (the
+    CLI's own); every bad row is named by its line, and then nothing is asked."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise InvalidFieldError("The CSV file is not UTF-8 text.") from None
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    people: list[dict[str, str | None]] = []
-    labels: list[str] = []
-    try:
-        header = reader.fieldnames
-        if not header:
-            raise InvalidFieldError(
-                f"The CSV file is empty: its first line must be {','.join(QUERY_COLUMNS)}."
-            )
-        unknown = [c for c in header if c not in RECORD_COLUMNS]
-        missing = [c for c in QUERY_COLUMNS if c not in header]
-        if unknown or missing:
-            wrong = f"has no column {missing[0]}" if missing else f"has a column {unknown[0]!r}"
-            raise InvalidFieldError(
-                f"The header line {wrong}: it must be {','.join(QUERY_COLUMNS)}, "
-                "with an optional ref column for your own label."
-            )
-        for row in reader:
-            line = reader.line_num
-            if None in row:
-                raise InvalidFieldError(f"Line {line} has more values than the header line.")
-            values = {str(k): v for k, v in row.items()}
-            parse_query_row(values, line)
-            people.append({c: values.get(c) for c in QUERY_COLUMNS})
-            label = (values.get("ref") or "").strip() or f"line {line}"
-            labels.append(label[:MAX_LABEL_CHARS])
-    except csv.Error as e:
+    batch = read_batch_text(text)
+    if batch.problems:
+        listed = [why for _, why in batch.problems[:MAX_LISTED_ROWS]]
+        more = len(batch.problems) - len(listed)
         raise InvalidFieldError(
-            f"Line {reader.line_num}: the CSV file cannot be read ({e})."
-        ) from None
-    if not people:
+            f"{len(batch.problems)} row(s) cannot be asked about: "
+            + " ".join(listed)
+            + (f" And {more} more." if more > 0 else "")
+        )
+    if not batch.people:
         raise InvalidFieldError("The CSV file holds no one to look for.")
-    return people, labels
+    return batch.people, batch.labels
 
 
 def _follow_up_page(

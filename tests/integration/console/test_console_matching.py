@@ -153,11 +153,16 @@ def test_a_bad_date_is_refused_beside_the_form_and_nothing_is_asked(
 
 
 def test_a_person_too_thin_to_match_is_said_so(console_for: Any, csrf: Any) -> None:
+    # As in a batch: each agency's answer is "unmatchable", with why.
     client, _ = console_for(GB, "officer")
     page = client.post("/match", data={**HELD, "date_of_birth": "", "csrf": csrf(client)})
-    assert page.status_code == 400
+    assert page.status_code == 200
+    assert "/match/results/" in str(page.url)
+    thin = re.findall(r'<tr class="(result-[a-z-]+)"', page.text)
+    assert thin
+    assert set(thin) == {"result-unmatchable"}
     assert "birth year" in page.text
-    assert 'value="Adaeze"' in page.text
+    assert "Adaeze" not in page.text
 
 
 def test_csv_batch_and_its_export(console_for: Any, csrf: Any, records: None) -> None:
@@ -206,14 +211,18 @@ def test_a_bad_csv_row_is_named_and_nothing_is_asked(
 ) -> None:
     client, _ = console_for(GB, "officer")
     before = _ledger_count(live, GB, "match.query")
-    batch = "given_name,family_name,sex,date_of_birth,nationality,place_of_birth\nA,B,Q,,,\n"
+    header = "given_name,family_name,sex,date_of_birth,nationality,place_of_birth\n"
+    batch = header + "A,B,Q,,,\nAda,Obi,F,1999,NGA,\nC,D,F,1999-13-01,,\n"
     page = client.post(
         "/match/batch",
         data={"csrf": csrf(client)},
         files={"file": ("people.csv", batch.encode(), "text/csv")},
     )
     assert page.status_code == 400
+    # Every bad row is named by its line; the good one between them is not asked about.
+    assert "2 row(s) cannot be asked about" in page.text
     assert "Line 2, column sex" in page.text
+    assert "Line 4, column date_of_birth" in page.text
     assert 'id="batch-problem"' in page.text
     bad_header = client.post(
         "/match/batch",
@@ -221,7 +230,7 @@ def test_a_bad_csv_row_is_named_and_nothing_is_asked(
         files={"file": ("people.csv", b"name,dob\nA,1990\n", "text/csv")},
     )
     assert bad_header.status_code == 400
-    assert "header line" in bad_header.text
+    assert "line 1 has no column" in bad_header.text
     assert _ledger_count(live, GB, "match.query") == before
 
 

@@ -33,8 +33,14 @@ class MatchEvaluateRequest(_message.Message):
 
     QUERY_ID_FIELD_NUMBER: _builtins.int
     BLINDED_ELEMENTS_FIELD_NUMBER: _builtins.int
+    PLANNED_ELEMENTS_FIELD_NUMBER: _builtins.int
     query_id: _builtins.bytes
     """Random, 16 bytes: names the query in both ledgers, nothing else."""
+    planned_elements: _builtins.int
+    """The elements this query still asks for, this call's included (0: only this call's).
+    A holder refuses at once a query that cannot fit the caller's quota whole, before
+    evaluating (and charging) any part of it.
+    """
     @_builtins.property
     def blinded_elements(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """Serialized ristretto255 elements, 32 bytes each."""
@@ -44,10 +50,11 @@ class MatchEvaluateRequest(_message.Message):
         *,
         query_id: _builtins.bytes = ...,
         blinded_elements: _abc.Iterable[_builtins.bytes] | None = ...,
+        planned_elements: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blinded_elements", b"blinded_elements", "query_id", b"query_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blinded_elements", b"blinded_elements", "planned_elements", b"planned_elements", "query_id", b"query_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
