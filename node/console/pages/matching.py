@@ -349,29 +349,11 @@ def register(console: Console) -> None:
         post = await request.form(max_part_size=console.settings.max_form_bytes)
         values = {c: str(post.get(c, "")) for c in QUERY_COLUMNS}
         peers = _chosen_peers(console, post)
-        try:
-            parse_query_row(values, 1)
-        except InvalidFieldError as e:
-            found = _COLUMN_ERROR.fullmatch(str(e))
-            column, sentence = found.groups() if found else ("", str(e))
-            return _form_page(
-                console,
-                request,
-                session,
-                values=values,
-                errors={column: sentence} if column else {},
-                problem=f"Nothing was searched: {sentence}",
-                peers=peers,
-                status=400,
-            )
-        try:
-            rid = await _ask(console, [dict(values)], peers, ["query"], batch=False)
-        except NodeCallError as e:
-            if e.code != grpc.StatusCode.INVALID_ARGUMENT:
-                raise
-            # The node's own word on what cannot be matched (a single name part, no year).
-            found = _FIELD_ERROR.fullmatch(str(e))
-            column, sentence = found.groups() if found else ("", str(e))
+
+        def refused(message: str, pattern: re.Pattern[str]) -> Response:
+            # The sentence beside its field when it names one, and above the form.
+            found = pattern.fullmatch(message)
+            column, sentence = found.groups() if found else ("", message)
             return _form_page(
                 console,
                 request,
@@ -382,6 +364,18 @@ def register(console: Console) -> None:
                 peers=peers,
                 status=400,
             )
+
+        try:
+            parse_query_row(values, 1)
+        except InvalidFieldError as e:
+            return refused(str(e), _COLUMN_ERROR)
+        try:
+            rid = await _ask(console, [dict(values)], peers, ["query"], batch=False)
+        except NodeCallError as e:
+            if e.code != grpc.StatusCode.INVALID_ARGUMENT:
+                raise
+            # The node's own word on a person it will not take.
+            return refused(str(e), _FIELD_ERROR)
         return redirect(f"/match/results/{rid}")
 
     @console.page("/match/batch", methods=("POST",))
@@ -402,17 +396,8 @@ def register(console: Console) -> None:
         try:
             people, labels = _read_batch(await upload.read())
             rid = await _ask(console, people, peers, labels, batch=True)
-        except (InvalidFieldError, MalformedError) as e:
-            return _form_page(
-                console,
-                request,
-                session,
-                batch_problem=f"Nothing was searched: {e}",
-                peers=peers,
-                status=400,
-            )
-        except NodeCallError as e:
-            if e.code != grpc.StatusCode.INVALID_ARGUMENT:
+        except (InvalidFieldError, MalformedError, NodeCallError) as e:
+            if isinstance(e, NodeCallError) and e.code != grpc.StatusCode.INVALID_ARGUMENT:
                 raise
             return _form_page(
                 console,
