@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint typecheck proto bench clean venv
+.PHONY: test demo demo-console lint typecheck proto bench clean venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/mlax demo
+
+# The demo, then its federation stays up with a web console per demo officer (Ctrl-C stops).
+demo-console: $(STAMP)
+	$(BIN)/mlax demo --console
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -580,8 +580,8 @@ def run_demo(root: Path | None = None, keep: bool = False, consoles: bool = Fals
             _serve_consoles(fed, env)
         else:
             console.print(
-                "  To work this federation in your browser: [bold]mlax demo --console[/] "
-                "(the same demo, then a web console per officer)."
+                "  To work this federation in your browser: [bold]make demo-console[/] "
+                "(or mlax demo --console: the same demo, then a web console per officer)."
             )
         _step(11, "Clean shutdown (SIGTERM: in-flight calls finish, then the worker and database)")
         finished = True
