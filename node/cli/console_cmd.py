@@ -30,6 +30,14 @@ def console_cmd(
     max_upload_mib: Annotated[
         int, typer.Option("--max-upload-mib", help="Largest evidence file accepted.")
     ] = 4096,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-host",
+            help="Another host name browsers reach this console by, e.g. a jump host's "
+            "name or a TLS proxy's (repeat).",
+        ),
+    ] = None,
 ) -> None:
     """Serve the web console for your credential; it prints a one-time sign-in link.
 
@@ -48,6 +56,11 @@ def console_cmd(
         fail("--port must be between 0 and 65535.", 2)
     if idle_minutes <= 0:
         fail("--idle-minutes must be more than 0.", 2)
+    if ":" in host:
+        fail("--host takes an IPv4 address or a host name (IPv6 is not served).", 2)
+    for name in allow_host or ():
+        if not name or any(c in name for c in ":/ *"):
+            fail(f"--allow-host takes a host name, not {name!r}.", 2)
     client = officer_client(credential)
     try:
         sock = bind(host, port)
@@ -60,12 +73,18 @@ def console_cmd(
             "to sign in"
             + ("." if tls_cert else ", and its pages travel unencrypted; use --tls-cert/--tls-key.")
         )
+        if host == "0.0.0.0" and not allow_host:  # noqa: S104 - what the operator typed
+            warn(
+                "Every Host name is answered: name the ones browsers use with --allow-host, "
+                "so that a rebound DNS name cannot reach the console."
+            )
     settings = ConsoleSettings(
         host=host,
         port=int(sock.getsockname()[1]),
         idle_seconds=idle_minutes * 60,
         tls=tls_cert is not None,
         max_upload_bytes=max_upload_mib * 1024 * 1024,
+        extra_hosts=tuple(allow_host or ()),
     )
     serve(client, settings, sock, tls_cert, tls_key)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import re
 import shutil
 import tempfile
 import threading
@@ -26,12 +27,14 @@ import structlog
 from markupsafe import Markup, escape
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.formparsers import MultiPartException
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from exchange.errors import MlaxError, OversizedError
 from exchange.policy import Role
@@ -58,6 +61,9 @@ T = TypeVar("T")
 Handler = Callable[["Console", Request, Session], Awaitable[Response]]
 
 MIB = 1024 * 1024
+_EVIDENCE_ROUTE = re.compile(r"/cases/[^/]+/evidence")
+# A case reference as nodes make them (AGENCY-YYYY-NNNNN): only such a value is a link.
+_CASE_REF = re.compile(r"[A-Z0-9][A-Z0-9-]{0,62}-\d{4}-\d{1,9}")
 # HTTP statuses of the node's refusals, as a browser and its user understand them.
 _HTTP_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
@@ -85,6 +91,9 @@ class ConsoleSettings:
     max_upload_bytes: int = 4096 * MIB
     max_export_bytes: int = 1024 * MIB
     max_csv_bytes: int = 5 * MIB
+    # A session ends after this long whatever its use; a login link after this long.
+    max_session_seconds: float = 12 * 3600
+    login_link_seconds: float = 24 * 3600
     # Host names the console answers to besides the one it listens on.
     extra_hosts: tuple[str, ...] = ()
     work_dir: Path | None = None
@@ -140,6 +149,7 @@ def _environment() -> jinja2.Environment:
     env.filters["slug"] = lambda s: str(s).replace("_", "-")
     env.filters["size"] = _size
     env.filters["ticks"] = _ticks
+    env.tests["case_ref"] = lambda v: bool(_CASE_REF.fullmatch(str(v)))
     return env
 
 
@@ -187,7 +197,11 @@ class Console:
     def __post_init__(self) -> None:
         self.cases = CaseClient(self.client)
         self.matching = MatchClient(self.client)
-        self.sessions = Sessions(self.settings.idle_seconds)
+        self.sessions = Sessions(
+            self.settings.idle_seconds,
+            max_age_seconds=self.settings.max_session_seconds,
+            token_seconds=self.settings.login_link_seconds,
+        )
         self.env = _environment()
         self.me: WhoAmI = self.client.whoami()
         self.officer = self.client.credential.officer
@@ -217,17 +231,24 @@ class Console:
 
     @property
     def hosts(self) -> list[str]:
+        """The Host names answered: the listening address (loopback names for loopback)
+        and the operator's `--allow-host` names. Listening on every interface with no
+        name given answers any Host (the warning at start-up says so)."""
         host = self.settings.host
-        names = {host, "127.0.0.1", "localhost"} if host in ("127.0.0.1", "localhost") else {host}
+        extra = set(self.settings.extra_hosts)
         if host in ("0.0.0.0", "::"):  # noqa: S104 - the operator chose every interface
-            names = {"*"}
-        return sorted(names | set(self.settings.extra_hosts))
+            return sorted({"127.0.0.1", "localhost", *extra}) if extra else ["*"]
+        names = {host, "127.0.0.1", "localhost"} if host in ("127.0.0.1", "localhost") else {host}
+        return sorted(names | extra)
 
     def origins(self, request: Request) -> frozenset[str]:
-        """The origins this console's own pages have: its host names, and the Host the
-        request names (already checked against them; any, when listening everywhere)."""
+        """The origins this console's own pages have: its host names (an `--allow-host`
+        name also as a TLS proxy in front of it shows it), and the Host the request names
+        (already checked against them; any, when listening everywhere)."""
         port = self.settings.port
         named = {f"{self.scheme}://{h}:{port}" for h in self.hosts if h != "*"}
+        for h in self.settings.extra_hosts:
+            named |= {f"https://{h}", f"http://{h}"}
         host = request.headers.get("host")
         return frozenset(named | ({f"{self.scheme}://{host}"} if host else set()))
 
@@ -277,7 +298,11 @@ class Console:
 
     def refusal(
         self, request: Request, session: Session | None, message: str, status: int
-    ) -> HTMLResponse:
+    ) -> Response:
+        """A refusal as the page's script or the officer reads it: one sentence as plain
+        text to a request that asked for JSON, else the error page."""
+        if "application/json" in request.headers.get("accept", ""):
+            return _plain(shown(message, markup=False), status)
         return self.render(request, session, "error.html", {"message": message}, status)
 
     # -- pages ----------------------------------------------------------------------------
@@ -299,14 +324,19 @@ class Console:
                         return self.render(request, None, "signin.html", status=401)
                     return _plain("Your console session has ended; sign in again.", 401)
                 if request.method not in SAFE_METHODS:
-                    presented = request.headers.get(CSRF_HEADER)
-                    if presented is None and "form" in request.headers.get("content-type", ""):
-                        form = await request.form(max_part_size=self.settings.max_form_bytes)
-                        value = form.get(CSRF_FIELD)
-                        presented = value if isinstance(value, str) else None
+                    # The origin first: nothing another site sends is even parsed.
                     if not same_origin(request.headers, self.origins(request)):
                         log.warning("console_cross_site_refused", route=path)
                         return _plain("This request came from another site; it was refused.", 403)
+                    presented = request.headers.get(CSRF_HEADER)
+                    if presented is None and "form" in request.headers.get("content-type", ""):
+                        try:
+                            # Parsed once, with the route's limits: handlers get this form.
+                            form = await request.form(**self.form_limits(request.url.path))
+                        except MultiPartException as e:
+                            return _plain(f"The form was refused: {e.message}.", 400)
+                        value = form.get(CSRF_FIELD)
+                        presented = value if isinstance(value, str) else None
                     if not csrf_ok(session, presented):
                         log.warning("console_csrf_refused", route=path)
                         return _plain(
@@ -316,6 +346,8 @@ class Console:
                         )
                 try:
                     return await handler(self, request, session)
+                except MultiPartException as e:
+                    return _plain(f"The form was refused: {e.message}.", 400)
                 except Refused as e:
                     return self.refusal(request, session, e.message, e.status)
                 except NodeCallError as e:
@@ -331,8 +363,9 @@ class Console:
 
         return register
 
-    def build(self) -> Starlette:
-        """The ASGI application (what uvicorn serves and tests drive)."""
+    def build(self) -> ASGIApp:
+        """The ASGI application (what uvicorn serves and tests drive). The security
+        headers wrap everything, Starlette's own 500 page included."""
         routes: list[BaseRoute] = [
             Route("/login", self._login, methods=["GET"]),
             Route("/logout", self._logout, methods=["POST"]),
@@ -343,23 +376,32 @@ class Console:
         app = Starlette(
             routes=routes,
             middleware=[
-                Middleware(SecurityHeaders),
                 Middleware(BodyLimits, limit_of=self.body_limit),
                 Middleware(TrustedHostMiddleware, allowed_hosts=self.hosts),
             ],
             exception_handlers={404: self._not_found, 405: self._not_allowed},
         )
-        return app
+        return SecurityHeaders(app)
 
     def body_limit(self, path: str) -> int:
+        """The largest body a route takes: only the routes that receive files take more
+        than a form's worth, matched by their whole path."""
         s = self.settings
-        if path.endswith("/evidence"):
+        if _EVIDENCE_ROUTE.fullmatch(path):
             return s.max_upload_bytes
         if path == "/audit/verify":
             return s.max_export_bytes
         if path == "/match/batch":
             return s.max_csv_bytes
         return s.max_form_bytes
+
+    def form_limits(self, path: str) -> dict[str, int]:
+        """How a route's form may be parsed: files only where a route takes them (at most
+        two), few fields beside a file, every non-file part within a form's size."""
+        takes_files = path == "/audit/verify" or path == "/match/batch"
+        if _EVIDENCE_ROUTE.fullmatch(path) or takes_files:
+            return {"max_files": 2, "max_fields": 20, "max_part_size": self.settings.max_form_bytes}
+        return {"max_files": 0, "max_fields": 5000, "max_part_size": self.settings.max_form_bytes}
 
     def close(self) -> None:
         if self._own_dir:
@@ -389,17 +431,26 @@ class Console:
         session = self.sessions.get(sid)
         if session is None:
             return self.render(request, None, "signin.html", status=401)
-        form = await request.form(max_part_size=self.settings.max_form_bytes)
+        if not same_origin(request.headers, self.origins(request)):
+            return _plain("This request came from another site; it was refused.", 403)
+        try:
+            form = await request.form(**self.form_limits(request.url.path))
+        except MultiPartException as e:
+            return _plain(f"The form was refused: {e.message}.", 400)
         token = form.get(CSRF_FIELD)
-        if not same_origin(request.headers, self.origins(request)) or not csrf_ok(
-            session, token if isinstance(token, str) else None
-        ):
+        if not csrf_ok(session, token if isinstance(token, str) else None):
             return _plain("This form did not come from this console; it was refused.", 403)
         self.sessions.logout(sid)
         log.info("console_logout", officer=self.officer)
         self.announce_login()
         response = self.render(request, None, "signin.html", {"signed_out": True})
-        response.delete_cookie(self.cookie_name, path="/")
+        response.delete_cookie(
+            self.cookie_name,
+            path="/",
+            secure=self.settings.tls,
+            httponly=True,
+            samesite="strict",
+        )
         return response
 
     async def _home(self, request: Request) -> Response:

@@ -4,10 +4,12 @@
   does). Opening it exchanges the token for a session cookie and the token is spent; a
   new one is printed after logout. The cookie is HttpOnly, SameSite=Strict, Secure (and
   `__Host-` prefixed) under TLS, and named after the port, because browsers share cookies
-  between the ports of one host: several officers' consoles on one host never see each
-  other's session.
+  between the ports of one host: several officers' consoles on one host do not overwrite
+  each other's cookie. (Browsers still send it to every port of the host: on a shared
+  host each console gets its own loopback address, docs/console.md.)
 - **Sessions** live in this process only and end after `idle_seconds` without a request,
-  at logout, or when the console stops. Only a hash of the session id is kept.
+  `max_age_seconds` after sign-in, at logout, or when the console stops. Only a hash of
+  the session id is kept. One login link is valid at a time, for `token_seconds`.
 - **CSRF.** Every state-changing request (any method but GET and HEAD) must carry the
   session's token, in the `csrf` form field or the `X-CSRF-Token` header, and must not
   come from another site (`Origin`, `Sec-Fetch-Site`).
@@ -36,6 +38,8 @@ SAFE_METHODS = frozenset({"GET", "HEAD"})
 CSRF_FIELD = "csrf"
 CSRF_HEADER = "x-csrf-token"
 DEFAULT_IDLE_SECONDS = 15 * 60
+DEFAULT_MAX_AGE_SECONDS = 12 * 3600
+DEFAULT_TOKEN_SECONDS = 24 * 3600
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -74,29 +78,38 @@ class Sessions:
         self,
         idle_seconds: float = DEFAULT_IDLE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        max_age_seconds: float = DEFAULT_MAX_AGE_SECONDS,
+        token_seconds: float = DEFAULT_TOKEN_SECONDS,
     ) -> None:
         self.idle_seconds = idle_seconds
+        self.max_age_seconds = max_age_seconds
+        self.token_seconds = token_seconds
         self._clock = clock
         self._lock = threading.Lock()
-        self._tokens: set[str] = set()
+        # The one login token not yet spent (its digest) and when it was printed.
+        self._token: tuple[str, float] | None = None
         self._sessions: dict[str, Session] = {}
 
     def new_login_token(self) -> str:
-        """A token for one login URL; it is spent by the login it opens."""
+        """A token for one login URL: spent by the login it opens, void once a newer one
+        is printed or after `token_seconds`."""
         token = secrets.token_urlsafe(32)
         with self._lock:
-            self._tokens.add(_digest(token))
+            self._token = (_digest(token), self._clock())
         return token
 
     def login(self, token: str) -> str | None:
         """Spend a login token for a new session id, or None if the token is not one."""
         key = _digest(token)
+        now = self._clock()
         with self._lock:
-            if key not in self._tokens:
+            held = self._token
+            if held is None or not hmac.compare_digest(held[0], key):
                 return None
-            self._tokens.discard(key)
+            self._token = None
+            if now - held[1] > self.token_seconds:
+                return None
             sid = secrets.token_urlsafe(32)
-            now = self._clock()
             self._sessions[_digest(sid)] = Session(secrets.token_urlsafe(32), now, now)
             return sid
 
@@ -110,7 +123,10 @@ class Sessions:
             session = self._sessions.get(key)
             if session is None:
                 return None
-            if now - session.last_seen > self.idle_seconds:
+            if (
+                now - session.last_seen > self.idle_seconds
+                or now - session.created > self.max_age_seconds
+            ):
                 del self._sessions[key]
                 return None
             session.last_seen = now

@@ -21,6 +21,7 @@ import secrets
 import shutil
 import threading
 import time
+import unicodedata
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,13 +34,21 @@ from starlette.responses import FileResponse, Response
 
 from exchange.errors import MlaxError
 from exchange.policy import Role
+from node.cli.safe_text import shown
 from node.client import NodeCallError
 from node.console.app import Console, Refused, flash, json_response, redirect
 from node.console.security import Session
 
 # Transfers a console keeps: finished ones go first when there are more.
 MAX_TRANSFERS = 64
-MAX_NAME_CHARS = 255
+MAX_NAME_BYTES = 255
+# Downloads are kept under this local name; the peer's name only labels the file.
+LOCAL_NAME = "file"
+# States a transfer rests in: nothing runs for it any more.
+_SETTLED = frozenset({"done", "failed", "saved", "interrupted"})
+# A settled transfer's file (a download not saved, an upload not resumed) is deleted
+# after this long: the console keeps no evidence it is not using.
+MAX_IDLE_SECONDS = 3600.0
 _TRANSIENT = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED", "INTERNAL", "UNKNOWN")
 _COPY_BLOCK = 1 << 20
 
@@ -71,20 +80,27 @@ class Transfer:
             "state": self.state,
             "done": self.done,
             "total": self.total,
-            "error": self.error,
+            # The page's script shows these: made safe here as every page shows text.
+            "error": shown(self.error, markup=False),
             "attachment_id": self.attachment_id,
             "sha256": self.sha256,
-            "name": self.name,
+            "name": shown(self.name, markup=False),
         }
 
 
 def file_name(raw: str) -> str:
-    """The last part of a name a browser sent, refused when it cannot be a file name."""
+    """The last part of a name a browser sent, refused when it cannot be a file name: at
+    most 255 bytes (what a file system takes), and no control or format character (a
+    right-to-left override would make `invoice\u202egpj.exe` read as a picture)."""
     name = raw.replace("\\", "/").rsplit("/", 1)[-1].strip()
     if not name or name in (".", ".."):
         raise Refused("The file needs a name.")
-    if len(name) > MAX_NAME_CHARS or any(ord(c) < 32 or c == "\x7f" for c in name):
-        raise Refused(f"The file name must be 1 to {MAX_NAME_CHARS} printable characters.")
+    if len(name.encode()) > MAX_NAME_BYTES or any(
+        unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") for c in name
+    ):
+        raise Refused(
+            f"The file name must be at most {MAX_NAME_BYTES} bytes of printable characters."
+        )
     return name
 
 
@@ -96,11 +112,13 @@ class Transfers:
         self._lock = threading.Lock()
         self._items: dict[str, Transfer] = {}
 
-    def new(self, kind: str, case_ref: str, name: str, total: int, state: str) -> Transfer:
+    def new(
+        self, kind: str, case_ref: str, name: str, total: int, state: str, local: str = ""
+    ) -> Transfer:
         job = secrets.token_urlsafe(16)
         folder = self.console.work_dir / job
         folder.mkdir(mode=0o700)
-        t = Transfer(job, kind, case_ref, name, total, folder / name, state)
+        t = Transfer(job, kind, case_ref, name, total, folder / (local or name), state)
         with self._lock:
             self._trim()
             self._items[job] = t
@@ -114,9 +132,16 @@ class Transfers:
         return t
 
     def _trim(self) -> None:
+        """Forget what is finished or left alone too long, oldest first; a transfer under
+        way is forgotten only when nothing else can be."""
+        now = time.monotonic()
+        for t in list(self._items.values()):
+            if t.state in _SETTLED and now - t.created > MAX_IDLE_SECONDS:
+                self._items.pop(t.job)
+                self.discard(t)
         while len(self._items) >= MAX_TRANSFERS:
-            finished = [t for t in self._items.values() if t.state in ("done", "failed")]
-            oldest = min(finished or self._items.values(), key=lambda t: t.created)
+            settled = [t for t in self._items.values() if t.state in _SETTLED]
+            oldest = min(settled or self._items.values(), key=lambda t: t.created)
             self._items.pop(oldest.job)
             self.discard(oldest)
 
@@ -245,6 +270,10 @@ def register(console: Console) -> None:
                 await _receive_part(part_file, t)
             else:
                 await _receive_raw(request, t)
+        except OSError as e:
+            t.state, t.error = "failed", "The console could not store the file."
+            transfers.discard(t)
+            raise Refused(f"The console could not store the file ({e.strerror}).", 507) from None
         except BaseException:
             t.state, t.error = "failed", "The file did not arrive whole from the browser."
             transfers.discard(t)
@@ -270,7 +299,8 @@ def register(console: Console) -> None:
         if not chosen:
             raise Refused(f"Case {ref} has no attachment {attachment_id}.", 404)
         a = chosen[0]
-        t = _transfers(console).new("download", ref, file_name(a.name), a.size, "fetching")
+        # The peer's name labels the file; it is kept under a local name of our own.
+        t = _transfers(console).new("download", ref, a.name, a.size, "fetching", LOCAL_NAME)
         _transfers(console).start_download(t, attachment_id)
         if _wants_json(request):
             return json_response(t.status(), 202)
@@ -310,7 +340,7 @@ def register(console: Console) -> None:
         t.state = "saved"
         return FileResponse(
             t.path,
-            filename=t.name,
+            filename=shown(t.name, markup=False),
             media_type="application/octet-stream",
             content_disposition_type="attachment",
             background=BackgroundTask(transfers.discard, t),

@@ -32,6 +32,7 @@ from exchange.forms.base import FormFieldError, FormFieldTooLargeError
 from exchange.forms.vocab import URGENCIES, VICTIM_ID_PURPOSES
 from exchange.matching.records import QUERY_COLUMNS, parse_query_row
 from exchange.policy import Role
+from node.cli.safe_text import shown
 from node.client import NodeCallError
 from node.client.matching import read_batch_text
 from node.client.results import MatchAnswer
@@ -207,7 +208,9 @@ def _chosen_peers(console: Console, post: FormData) -> tuple[str, ...]:
 
 
 def _cell(value: object) -> str:
-    text = str(value)
+    """A CSV cell: control and format characters shown as escapes (a peer's sentence may
+    carry them), and never a formula a spreadsheet would run."""
+    text = shown(value, markup=False)
     return "'" + text if text.startswith(_FORMULA_START) else text
 
 

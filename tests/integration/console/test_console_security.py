@@ -5,6 +5,7 @@ what it shows: peer and user text escaped, control and bidi characters made visi
 from __future__ import annotations
 
 import re
+import urllib.parse
 from typing import Any
 
 import pytest
@@ -213,3 +214,57 @@ def test_forms_ask_the_browser_not_to_remember_what_is_typed(console_for: Any) -
         assert tags, path
         for tag in tags:
             assert 'autocomplete="off"' in tag, (path, tag)
+
+
+def test_what_another_site_sends_is_refused_before_it_is_read(console_for: Any) -> None:
+    client, _ = console_for("GB-NCA", "officer")
+    files = [("file", (f"f{i}.bin", b"x" * 1000, "application/octet-stream")) for i in range(50)]
+    answer = client.post(
+        "/cases/GB-NCA-2026-00001/evidence",
+        files=files,
+        headers={"Origin": "http://127.0.0.1:9999"},
+    )
+    assert answer.status_code == 403
+    # Only the routes that take files take large bodies, matched by their whole path.
+    big = client.post("/cases/GB-NCA-2026-00001/act/evidence", content=b"x" * (3 * 1024 * 1024))
+    assert big.status_code == 413
+
+
+def test_a_form_with_more_files_than_its_route_takes_is_refused(
+    console_for: Any, csrf: Any
+) -> None:
+    client, _ = console_for("GB-NCA", "officer")
+    token = csrf(client)
+    files = [("file", (f"f{i}.bin", b"x", "application/octet-stream")) for i in range(5)]
+    many = client.post("/cases/GB-NCA-2026-00001/evidence", data={"csrf": token}, files=files)
+    assert many.status_code == 400
+    assert "files" in many.text.lower()
+    # A plain form takes no file at all.
+    stray = client.post(
+        "/cases/new", data={"csrf": token, **MLA}, files=[("x", ("a.bin", b"x", "text/plain"))]
+    )
+    assert stray.status_code == 400
+
+
+def test_upload_names_that_cannot_be_files_or_that_disguise_themselves_are_refused(
+    console_for: Any, csrf: Any
+) -> None:
+    client, _ = console_for("GB-NCA", "officer")
+    headers = {"X-CSRF-Token": csrf(client), "Accept": "application/json"}
+    for name in ("\u65e5" * 200 + ".jpg", "invoice\u202egpj.exe"):
+        answer = client.post(
+            "/cases/GB-NCA-2026-00001/evidence",
+            content=b"data",
+            headers={**headers, "X-File-Name": urllib.parse.quote(name)},
+        )
+        assert answer.status_code == 400, answer.text
+        # A script's request gets the sentence as text, not a page.
+        assert answer.headers["content-type"].startswith("text/plain")
+        assert "file name" in answer.text
+
+
+def test_names_given_with_allow_host_are_answered(console_for: Any) -> None:
+    client, _console = console_for("GB-NCA", "officer", extra_hosts=("jump.example",))
+    page = client.get("/cases", headers={"Host": "jump.example:8780"})
+    assert page.status_code == 200
+    assert client.get("/cases", headers={"Host": "other.example:8780"}).status_code == 400

@@ -248,3 +248,26 @@ def test_forms_sharing_a_page_have_ids_of_their_own() -> None:
     a = {w.dom_id for w in _walk(webforms.widgets(partial, scope="report-partial-"))}
     b = {w.dom_id for w in _walk(webforms.widgets(final, scope="report-executed-"))}
     assert not a & b
+
+
+def test_a_session_ends_at_its_maximum_age_even_in_use() -> None:
+    clock = Clock()
+    sessions = Sessions(idle_seconds=60, clock=clock, max_age_seconds=300)
+    sid = sessions.login(sessions.new_login_token())
+    for _ in range(5):
+        clock.now += 59
+        assert sessions.get(sid) is not None
+    clock.now += 59
+    assert sessions.get(sid) is None
+
+
+def test_one_login_link_at_a_time_and_not_forever() -> None:
+    clock = Clock()
+    sessions = Sessions(clock=clock, token_seconds=600)
+    old = sessions.new_login_token()
+    new = sessions.new_login_token()
+    assert sessions.login(old) is None  # a newer link voids it
+    assert sessions.login(new) is not None
+    late = sessions.new_login_token()
+    clock.now += 601
+    assert sessions.login(late) is None
