@@ -86,6 +86,10 @@ def test_refusals_are_one_sentence(cli: Any, live: Any, tmp_path: Path) -> None:
     assert "passphrase" in cli.refusal(wrong)
     bad_port = cli.run("console", "--as", live.credential("GB-NCA"), "--port", "70000")
     assert "--port" in cli.refusal(bad_port, code=2)
+    ipv6 = cli.run("console", "--as", live.credential("GB-NCA"), "--host", "::1")
+    assert "IPv6" in cli.refusal(ipv6, code=2)
+    bad_name = cli.run("console", "--as", live.credential("GB-NCA"), "--allow-host", "a/b")
+    assert "--allow-host" in cli.refusal(bad_name, code=2)
 
 
 def test_two_officers_consoles_on_one_host_are_kept_apart(cli: Any, live: Any) -> None:
