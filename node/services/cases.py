@@ -386,6 +386,7 @@ class CaseDesk:
         now = now_ms() if now is None else now
         counts = {"acknowledgement": 0, "response": 0}
         live = [s.value for s in CaseState if s not in TERMINAL_STATES]
+        raised: list[dict[str, str]] = []
         with self.core.db.write() as s:
             rows = s.scalars(
                 select(CaseRow).where(
@@ -402,14 +403,14 @@ class CaseDesk:
                     if clock in alerted:
                         continue
                     alerted.add(clock)
-                    log.warning(
-                        "case_overdue",
-                        alert=True,
-                        case_ref=row.case_ref,
-                        clock=clock,
-                        role=row.role,
-                        peer=row.peer,
-                        urgency=row.urgency,
+                    raised.append(
+                        {
+                            "case_ref": row.case_ref,
+                            "clock": clock,
+                            "role": row.role,
+                            "peer": row.peer,
+                            "urgency": row.urgency,
+                        }
                     )
                     ledger.append(
                         s,
@@ -422,6 +423,9 @@ class CaseDesk:
                         ),
                     )
                 row.alerted = ",".join(sorted(alerted))
+        # Alerts are logged once recorded: whoever sees one finds its ledger entry.
+        for alert in raised:
+            log.warning("case_overdue", alert=True, **alert)
         for clock, n in counts.items():
             metrics.CASES_OVERDUE.labels(clock=clock).set(n)
         return counts
