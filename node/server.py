@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 from prometheus_client import start_http_server
 
 from exchange._proto.mlax.v1 import officer_pb2_grpc as ogrpc
@@ -84,10 +84,33 @@ def _add_health_and_reflection(server: grpc.Server, service: str) -> health.Heal
     health_pb2_grpc.add_HealthServicer_to_server(status, server)
     status.set(service, health_pb2.HealthCheckResponse.SERVING)
     status.set("", health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection(
-        (service, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    _enable_reflection(server, (service, health.SERVICE_NAME))
     return status
+
+
+# Current grpcurl and grpc-js ask reflection under its stable name; grpcio-reflection
+# serves only v1alpha. The two protos are the same messages under another package, so one
+# servicer answers both, the v1 method decoding and encoding with the v1alpha classes.
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
+
+def _enable_reflection(server: grpc.Server, services: tuple[str, ...]) -> None:
+    servicer = reflection.ReflectionServicer((*services, reflection.SERVICE_NAME, REFLECTION_V1))
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                REFLECTION_V1,
+                {
+                    "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+                        servicer.ServerReflectionInfo,
+                        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+                        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+                    )
+                },
+            ),
+        )
+    )
 
 
 def _bind(server: grpc.Server, key: str, address: str, creds: grpc.ServerCredentials) -> None:
