@@ -10,7 +10,6 @@ on worker threads (`self.call`).
 
 from __future__ import annotations
 
-import datetime
 import functools
 import re
 import shutil
@@ -38,6 +37,7 @@ from starlette.types import ASGIApp
 
 from exchange.errors import MlaxError, OversizedError
 from exchange.policy import Role
+from node.cli.common import format_time as cli_time
 from node.cli.safe_text import shown
 from node.client import NodeCallError, OfficerClient, WhoAmI
 from node.client.cases import CaseClient
@@ -118,11 +118,8 @@ NAV = (
 
 
 def format_time(ms: int) -> str:
-    """A unix-millisecond instant as people read it: `2026-01-01 00:00 UTC` (as the CLI)."""
-    if not ms:
-        return "-"
-    moment = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC)
-    return moment.strftime("%Y-%m-%d %H:%M UTC")
+    """A unix-millisecond instant as the CLI shows it (`2026-01-01 00:00 UTC`); `-` for none."""
+    return cli_time(ms) if ms else "-"
 
 
 def _finalize(value: Any) -> Any:

@@ -94,15 +94,23 @@ def widgets(
         for f in schema["fields"]
     ]
     if scope:
-        for w in _all(out):
+        for w in walk(out):
             w.scope = scope
     return out
 
 
-def _all(ws: list[Widget]) -> Iterator[Widget]:
+def walk(ws: list[Widget]) -> Iterator[Widget]:
+    """Every widget of a form, nested ones included, in page order."""
     for w in ws:
         yield w
-        yield from _all(w.children)
+        yield from walk(w.children)
+
+
+def unplaced(ws: list[Widget], errors: Mapping[str, str]) -> str:
+    """The errors no input of the form shows (a path it has no field for), as one line
+    to show above the form."""
+    known = {w.path for w in walk(ws)}
+    return "; ".join(f"{p}: {m}" if p else m for p, m in errors.items() if p not in known)
 
 
 def _widget(
@@ -247,4 +255,4 @@ def _read(
     return raw
 
 
-__all__ = ["ADD_FIELD", "SLOTS_SUFFIX", "Widget", "read", "widgets"]
+__all__ = ["ADD_FIELD", "SLOTS_SUFFIX", "Widget", "read", "unplaced", "walk", "widgets"]

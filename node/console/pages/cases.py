@@ -318,20 +318,10 @@ def _case_again(
 ) -> Response:
     ctx = case_context(console, view)
     ctx["actions"] = _action_forms(view, {action: values}, {action: errors}, (action, add))
-    known = {w.path for a in ctx["actions"] for w in _walk(a["fields"])}
-    stray = [f"{path}: {msg}" if path else msg for path, msg in errors.items() if path not in known]
     for a in ctx["actions"]:
-        if a["action"] == action and stray:
-            a["problem"] = "; ".join(stray)
+        if a["action"] == action:
+            a["problem"] = webforms.unplaced(a["fields"], errors) or a["problem"]
     return console.render(request, session, "case.html", ctx, status=400 if errors else 200)
-
-
-def _walk(ws: list[webforms.Widget]) -> list[webforms.Widget]:
-    out = []
-    for w in ws:
-        out.append(w)
-        out.extend(_walk(w.children))
-    return out
 
 
 def _defaults(console: Console, kind: str, reference: str) -> dict[str, Any]:
@@ -372,8 +362,6 @@ def _new_page(
 ) -> Response:
     schema = form_schema(CASE_TYPES[kind])
     fields = webforms.widgets(schema, values, errors, add=add)
-    known = {w.path for w in _walk(fields)}
-    stray = [f"{p}: {m}" if p else m for p, m in errors.items() if p not in known]
     recipient = extra.get("recipient") or (values.get("requested_authority") or {}).get(
         "agency_id", ""
     )
@@ -386,7 +374,7 @@ def _new_page(
             "kinds": NEW_TYPES,
             "title": CASE_TYPES[kind].title,
             "fields": fields,
-            "problem": "; ".join(stray),
+            "problem": webforms.unplaced(fields, errors),
             "errors": errors,
             "recipient": recipient,
             "peers": console.me.peers,
