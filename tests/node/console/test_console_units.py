@@ -218,5 +218,52 @@ def test_action_details_with_files_quote_the_case_s_own_attachments() -> None:
     assert evidence.chosen == ["a" * 32]
 
 
+def test_an_untouched_optional_slot_reads_as_empty() -> None:
+    schema = form_schema(forms.CaseType.MLA)
+    shown = {w.path: w for w in _all_widgets(webforms.widgets(schema, {}, {}, add="legal_basis"))}
+    # Choices of an optional list's slot start empty, so the browser posts nothing for it.
+    assert shown["persons[0].kind"].value == ""
+    assert shown["persons[0].identifiers[0].kind"].value == ""
+    # The first slot of a required list offers no empty choice; an added slot does.
+    assert shown["legal_basis[0].instrument"].required
+    assert not shown["legal_basis[1].instrument"].required
+    assert not shown["persons[0].kind"].required
+    post = FormData([*MLA_POST, ("persons#n", "1"), ("persons[0].kind", "")])
+    assert "persons" not in webforms.read(schema, post)
+
+
+def test_forms_sharing_a_page_have_ids_of_their_own() -> None:
+    partial = details_schema(Action.REPORT_PARTIAL)
+    final = details_schema(Action.REPORT_EXECUTED)
+    assert partial is not None
+    assert final is not None
+    a = {w.dom_id for w in _all_widgets(webforms.widgets(partial, scope="report-partial-"))}
+    b = {w.dom_id for w in _all_widgets(webforms.widgets(final, scope="report-executed-"))}
+    assert not a & b
+
+
+def test_a_session_ends_at_its_maximum_age_even_in_use() -> None:
+    clock = Clock()
+    sessions = Sessions(idle_seconds=60, clock=clock, max_age_seconds=300)
+    sid = sessions.login(sessions.new_login_token())
+    for _ in range(5):
+        clock.now += 59
+        assert sessions.get(sid) is not None
+    clock.now += 59
+    assert sessions.get(sid) is None
+
+
+def test_one_login_link_at_a_time_and_not_forever() -> None:
+    clock = Clock()
+    sessions = Sessions(clock=clock, token_seconds=600)
+    old = sessions.new_login_token()
+    new = sessions.new_login_token()
+    assert sessions.login(old) is None  # a newer link voids it
+    assert sessions.login(new) is not None
+    late = sessions.new_login_token()
+    clock.now += 601
+    assert sessions.login(late) is None
+
+
 def _all_widgets(ws: list[webforms.Widget]) -> list[webforms.Widget]:
     return list(webforms.walk(ws))
