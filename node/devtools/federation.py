@@ -276,7 +276,12 @@ class NodeProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
 
-    def start(self, wait: float = 30.0) -> None:
+    # How long a start waits for `node_ready` by default: a deadline for a saturated
+    # 2-core machine (the demo-under-load test hogs every core beside the others), polled,
+    # so a quick start costs nothing.
+    READY_SECONDS = 120.0
+
+    def start(self, wait: float = READY_SECONDS) -> None:
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(

@@ -203,8 +203,8 @@ def full_fr(tmp_path: Path) -> Iterator[dict[str, Any]]:
     gb.start(wait=0)
     fr.start(wait=0)
     try:
-        gb.wait_ready(60)
-        fr.wait_ready(60)
+        gb.wait_ready(NodeProcess.READY_SECONDS)
+        fr.wait_ready(NodeProcess.READY_SECONDS)
         yield {"fed": fed, "gb": gb, "fr": fr, "metrics_port": metrics_port}
     finally:
         codes = {GB: gb.stop(), FR: fr.stop()}
@@ -299,7 +299,7 @@ def test_the_data_dir_and_database_are_private_and_loose_ones_are_tightened(
     data.chmod(0o755)
     db.chmod(0o644)
     node = NodeProcess(setup, ENV)
-    node.start(wait=60)
+    node.start(wait=NodeProcess.READY_SECONDS)
     try:
         assert _mode(data) == 0o700
         for name in ("node.db", "node.db-wal", "node.db-shm"):

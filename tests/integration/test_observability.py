@@ -63,7 +63,7 @@ def test_logs_metrics_health_and_directory_propagation(tmp_path: Path) -> None:
     for p in procs.values():
         p.start(wait=0)
     for p in procs.values():
-        p.wait_ready(60)
+        p.wait_ready(NodeProcess.READY_SECONDS)
     gb = OfficerClient.from_bundle(fed.nodes["GB-NCA"].credentials["officer"], OFFICER_PASS)
     fr = OfficerClient.from_bundle(fed.nodes["FR-OCRTEH"].credentials["officer"], OFFICER_PASS)
     try:

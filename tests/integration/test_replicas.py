@@ -134,7 +134,7 @@ def test_two_replicas_share_one_database_and_a_killed_one_loses_nothing(
         for r in (*replicas, fr):
             r.start(wait=0)
         for r in (*replicas, fr):
-            r.wait_ready(60)
+            r.wait_ready(NodeProcess.READY_SECONDS)
         gb_officer = OfficerClient.from_bundle(gb.credentials["officer"], OFFICER_PASS, 5)
         fr_officer = OfficerClient.from_bundle(
             fed.nodes[FR].credentials["officer"], OFFICER_PASS, 10
@@ -160,7 +160,7 @@ def test_two_replicas_share_one_database_and_a_killed_one_loses_nothing(
                 victim.kill()
                 kills[victim.setup.root.name] += 1
                 time.sleep(rng.uniform(0.2, 1.0))
-                victim.start(wait=60)
+                victim.start(wait=NodeProcess.READY_SECONDS)
             for t in senders:
                 t.join(timeout=240)
             assert not any(t.is_alive() for t in senders), "submissions did not complete"
