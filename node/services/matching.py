@@ -29,10 +29,7 @@ import structlog
 from sqlalchemy import delete, func, insert, select, tuple_
 from sqlalchemy.orm import Session
 
-from exchange import forms
-from exchange._proto.mlax.v1 import forms_pb2 as fpb
 from exchange._proto.mlax.v1 import matching_pb2 as mpb
-from exchange.case import Action, CaseState, Party
 from exchange.encoding import now_ms
 from exchange.errors import InputError, InvalidFieldError, MlaxError, OversizedError, Status
 from exchange.forms.base import format_instant
@@ -50,12 +47,12 @@ from exchange.matching.tokens import MAX_TOKENS, Token, record_tokens
 from node import metrics
 from node.config import MatchingSection
 from node.peers.client import PeerClient
-from node.services.case_store import local_of
-from node.services.cases import CaseDesk, CaseStaleError
-from node.services.messages import NodeCore, NotFoundError, Officer, PermissionDeniedError
+from node.services import match_disclosure
+from node.services.cases import CaseDesk
+from node.services.match_disclosure import parse_reference, record_text, reference_of
+from node.services.messages import NodeCore, Officer
 from node.storage import ledger
 from node.storage.models import (
-    CaseRow,
     MatchKeyRow,
     MatchPeerRow,
     MatchQuotaRow,
@@ -102,24 +99,6 @@ def _person_row(person: mpb.MatchPerson) -> dict[str, str]:
     return {f: getattr(person, f) for f in _FIELDS}
 
 
-def _record_text(record: VictimRecord) -> bytes:
-    dob = record.date_of_birth
-    fields = [
-        record.given_name,
-        record.family_name,
-        record.sex,
-        str(dob) if dob is not None else "",
-        record.nationality,
-        record.place_of_birth,
-    ]
-    return "\x1f".join(fields).encode()
-
-
-def _record_from_text(ref: str, data: bytes) -> dict[str, str]:
-    values = data.decode().split("\x1f")
-    return dict(zip(_FIELDS, values, strict=True)) | {"ref": ref}
-
-
 PAD_KIND = "pad"
 
 
@@ -137,24 +116,6 @@ def pad_values(values: Iterable[int]) -> list[int]:
     while len(out) < MAX_TOKENS:
         out.add(int.from_bytes(os.urandom(VALUE_BYTES), "big", signed=True))
     return sorted(out)
-
-
-def reference_of(peer: str, handle: bytes) -> str:
-    """The opaque reference a hit carries: the holder's agency id and the record's handle."""
-    return f"{peer}:{handle.hex()}"
-
-
-def parse_reference(reference: str) -> tuple[str, bytes]:
-    agency, sep, handle = reference.rpartition(":")
-    try:
-        raw = bytes.fromhex(handle)
-    except ValueError:
-        raw = b""
-    if not sep or not agency or len(raw) != 16:
-        raise InvalidFieldError(
-            f"{reference[:80]!r} is not a match reference (AGENCY:32 hex digits)."
-        )
-    return agency, raw
 
 
 @dataclass(frozen=True)
@@ -228,7 +189,7 @@ class MatchDesk:
         # The OPRF work happens before the write lock: it is the slow part.
         prepared: dict[str, tuple[bytes, bytes]] = {}
         for ref, record in records.items():
-            text = _record_text(record)
+            text = record_text(record)
             fingerprint = hashlib.sha256(text).digest()
             values = _pack(
                 pad_values(truncate(oprf.evaluate(key, t.value)) for t in record_tokens(record))
@@ -254,7 +215,7 @@ class MatchDesk:
                 if row is not None and not row.removed and row.fingerprint == fingerprint:
                     unchanged += 1
                     continue
-                sealed = self.core.seal_to_self(_record_text(records[ref]))
+                sealed = self.core.seal_to_self(record_text(records[ref]))
                 if row is None:
                     s.add(
                         MatchRecordRow(
@@ -690,52 +651,7 @@ class MatchDesk:
 
     def disclose(self, officer: Officer, case_ref: str) -> str:
         """Send the identity behind a victim-identification case's reference (ledgered)."""
-        with self.core.db.read() as s:
-            row = s.scalars(select(CaseRow).where(CaseRow.case_ref == case_ref)).first()
-            if row is None:
-                raise NotFoundError(f"No case {case_ref[:128]} on this node.")
-            if row.case_type != "victim-id" or row.role != Party.REQUESTED.value:
-                raise CaseStaleError(
-                    f"Case {case_ref} is not a victim-identification request to this agency."
-                )
-            # As the case stands with this node's queued steps (the step rule): the
-            # disclosure queues behind a start of execution still on its way to the peer.
-            local = local_of(s, row)[0]
-            if local.state != CaseState.IN_EXECUTION:
-                raise CaseStaleError(
-                    f"Case {case_ref} is {local.state.value}: accept it and start execution first."
-                )
-            form = fpb.CaseForm.FromString(self.core.open_from_self(row.form_sealed))
-        agency, handle = parse_reference(form.victim_id.match_reference)
-        if agency != self.core.agency:
-            raise PermissionDeniedError(
-                f"The reference in case {case_ref} names {agency}, not this agency."
-            )
-        with self.core.db.read() as s:
-            record = s.scalars(
-                select(MatchRecordRow).where(MatchRecordRow.handle == handle)
-            ).first()
-            if record is None or record.removed:
-                raise CaseStaleError(f"The record behind case {case_ref} is no longer held here.")
-            fields = _record_from_text(record.ref, self.core.open_from_self(record.record_sealed))
-        lines = [f"{k.replace('_', ' ')}: {v}" for k, v in fields.items() if k != "ref" and v]
-        details = forms.details_from_mapping(
-            Action.REPORT_EXECUTED,
-            {"summary": "Identity disclosed on supervisor approval.\n" + "\n".join(lines)},
-        )
-        self.cases.steps.send(officer, case_ref, Action.REPORT_EXECUTED, details)
-        with self.core.db.write() as s:
-            ledger.append(
-                s,
-                LedgerEntry.of(
-                    "match.disclosed",
-                    now_ms(),
-                    case_ref=case_ref,
-                    handle=handle.hex(),
-                    supervisor=officer.name,
-                ),
-            )
-        return case_ref
+        return match_disclosure.disclose(self.core, self.cases, officer, case_ref)
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
