@@ -8,14 +8,25 @@ of each record graded by `exchange.matching.score.band`.
 
 Figures are over (query, holder record) pairs: a hit is true when the record is the
 query's true identity. Precision = true hits / hits; recall = true hits / queries whose
-person the holder holds. Both for "any" hit (possible or strong) and for "strong"
-alone, in the "easy" setting (at most one mild corruption) and the "hard" one (several
-corruptions on every query). Diagnostics split recall by what the query and the
+person the holder holds. For "any" hit (possible or strong), for "strong" and for
+"possible" alone, in the "easy" setting (at most one mild corruption) and the "hard"
+one (several corruptions on every query). Diagnostics split recall by what the query and the
 record know of the date of birth, and count false hits whose record agrees with all
 the query says (a namesake in the same year when only the year is known): no
 threshold can tell those apart. "any_without_year_alone" is "any" without the hits
 made on the year alone (`score` grades the whole name spelled alike on the year as
-possible): the precision-first operating point, for comparison.
+possible): the precision-first operating point, for comparison. "exact_name_ceiling"
+is an oracle that knows each query's true names and hits every record of those names
+on a date the query's date could be: the best precision any matcher on these fields
+can have while finding everyone. Each line also gives the holder's cost: real tokens
+per record and the time `record_tokens` takes per record.
+
+The "febrl" setting is a FEBRL-like proxy of the issue's held-back benchmark (its own
+holder set of clean originals and duplicates with one to three modifications; see
+`synthetic_people.febrl_duplicate`). Beside ours, every line gives a plain non-private
+matcher on the same fields (`plain_p99`, `plain_best`: bigram Dice and a date score, at
+thresholds chosen on seed 101; `--tune-plain` prints the thresholds this seed would
+choose).
 
 The OPRF is a keyed bijection on tokens, so matching on the tokens themselves gives
 the same answers; `--with-oprf` shows it on a sample, through blind evaluation,
@@ -24,27 +35,29 @@ agreed.
 
 Prints one JSON object per line on stdout and a table on stderr.
 Run: .venv/bin/python bench/bench_matching_quality.py [--holder N] [--queries N] [--seed S]
-     [--with-oprf] [--quick]
+     [--settings easy hard febrl] [--with-oprf] [--tune-plain] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import synthetic_people as sp  # bench/, first on sys.path when run
 
 from exchange.matching import oprf
+from exchange.matching.normalise import words
 from exchange.matching.records import parse_csv_row, parse_query_row
 from exchange.matching.score import Band, band
 from exchange.matching.tokens import Token, record_tokens
 
-TARGET_RECALL = 0.95
+TARGET_RECALL = 0.90
 TARGET_PRECISION = 0.99
 PUBLISHED_BYTES = 8  # what node.services.matching publishes of each OPRF output
 YEAR_ALONE = frozenset({"S.y"})  # the token kinds that meet on the year alone
@@ -72,6 +85,8 @@ class Tally:
 
     any_hit: Counts = field(default_factory=Counts)
     strong: Counts = field(default_factory=Counts)
+    possible: Counts = field(default_factory=Counts)  # hits graded "possible" (not strong)
+    ceiling: Counts = field(default_factory=Counts)
     # Any hit, leaving out records met on the year alone (one side knows only the year):
     # the operating point a precision-first deployment would get by not answering those.
     no_year_alone: Counts = field(default_factory=Counts)
@@ -83,14 +98,68 @@ def _precision_of(date_text: str) -> str:
     return "full" if len(date_text) == 10 else "partial"
 
 
-def build_index(pop: sp.Population) -> dict[bytes, list[int]]:
+@dataclass
+class IndexCost:
+    """What publishing the holder set cost: real tokens per record and time per record."""
+
+    records: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+
+    def figures(self) -> dict[str, float]:
+        return {
+            "tokens_per_record": round(self.tokens / self.records, 2),
+            "token_ms_per_record": round(1000 * self.seconds / self.records, 3),
+        }
+
+
+def build_index(pop: sp.Population, cost: IndexCost | None = None) -> dict[bytes, list[int]]:
     """Token value -> holder pids: the published index, before the OPRF."""
+    cost = cost if cost is not None else IndexCost()
     index: dict[bytes, list[int]] = defaultdict(list)
     for pid, row in pop.holder.items():
         record = parse_csv_row(row.as_dict() | {"ref": f"R{pid}"}, pid)
-        for token in record_tokens(record):
+        start = time.perf_counter()
+        tokens = record_tokens(record)
+        cost.seconds += time.perf_counter() - start
+        cost.records += 1
+        cost.tokens += len(tokens)
+        for token in tokens:
             index[token.value].append(pid)
     return index
+
+
+def _canonical(person: sp.Person) -> tuple[str, ...]:
+    return tuple(sorted(v[0] for v in person.given + person.family))
+
+
+def _compatible(query_dob: str, record_dob: str) -> bool:
+    """Dates the query's date could be, given the corruptions the generator makes."""
+    if len(query_dob) < 10 or len(record_dob) < 10:
+        return query_dob[:4] == record_dob[:4]
+    year_gap = abs(int(query_dob[:4]) - int(record_dob[:4]))
+    return year_gap <= 1 and sorted(query_dob[5:].split("-")) == sorted(record_dob[5:].split("-"))
+
+
+def ceiling(pop: sp.Population, queries: Sequence[sp.Query]) -> Counts:
+    """An oracle that knows every query's true names: it finds every held person and also
+    hits every other record of the same names on a date the query's could be. No matcher
+    on these fields does better; its precision bounds every matcher's at full recall."""
+    by_name: dict[tuple[str, ...], list[int]] = defaultdict(list)
+    for pid, person in pop.people.items():
+        by_name[_canonical(person)].append(pid)
+    counts = Counts()
+    for query in queries:
+        counts.present += query.truth is not None
+        if query.person is None:
+            continue
+        for pid in by_name[_canonical(query.person)]:
+            if pid == query.truth or _compatible(
+                query.row.date_of_birth, pop.holder[pid].date_of_birth
+            ):
+                counts.true_hits += pid == query.truth
+                counts.false_hits += pid != query.truth
+    return counts
 
 
 def matched_kinds(tokens: Iterable[Token], index: dict[bytes, list[int]]) -> dict[int, set[str]]:
@@ -122,6 +191,7 @@ def evaluate(
         kinds = matched_kinds(record_tokens(person), index)
         bands = {pid: band(k) for pid, k in kinds.items()}
         _count(tally, pop, query, bands, {pid: band(k - YEAR_ALONE) for pid, k in kinds.items()})
+    tally.ceiling = ceiling(pop, queries)
     return tally
 
 
@@ -135,6 +205,7 @@ def _count(
     if query.truth is not None:
         tally.any_hit.present += 1
         tally.strong.present += 1
+        tally.possible.present += 1
         tally.no_year_alone.present += 1
         key = f"query_{_precision_of(query.row.date_of_birth)}/record_" + _precision_of(
             pop.holder[query.truth].date_of_birth
@@ -146,7 +217,11 @@ def _count(
         if grade is None:
             continue
         true = pid == query.truth
-        for counts, counted in ((tally.any_hit, True), (tally.strong, grade is Band.STRONG)):
+        for counts, counted in (
+            (tally.any_hit, True),
+            (tally.strong, grade is Band.STRONG),
+            (tally.possible, grade is Band.POSSIBLE),
+        ):
             if counted:
                 counts.true_hits += true
                 counts.false_hits += not true
@@ -156,6 +231,159 @@ def _count(
         if grade is not None:
             tally.no_year_alone.true_hits += pid == query.truth
             tally.no_year_alone.false_hits += pid != query.truth
+
+
+# --- a plain, non-private matcher on the same fields -------------------------------------
+#
+# What the issue compares against on the held-back benchmark: bigram Dice over each name
+# field (the two fields paired in whichever order agrees better) and over the whole name,
+# plus a date agreement score; a pair is a hit when the sum (0 to 4) reaches a threshold.
+# Names are only transliterated and case-folded (`normalise.words`): no phonetic folding,
+# no codes. Candidates are the records sharing enough whole-name bigrams (blocking).
+
+# Thresholds chosen on seed 101 per setting (`--tune-plain` prints them): "p99" the best F1
+# at precision >= 0.99, "best" the best F1 at any precision.
+PLAIN_THRESHOLDS = {
+    "easy": {"p99": 3.6667, "best": 3.6667},
+    "hard": {"p99": 3.6667, "best": 3.3364},
+    "febrl": {"p99": 3.6667, "best": 3.3391},
+}
+PLAIN_BLOCK_DICE = 0.45  # whole-name Dice a candidate needs (below it no threshold is met)
+PLAIN_FLOOR = 2.5  # pair scores kept for the threshold sweep
+
+
+@dataclass(frozen=True)
+class _Plain:
+    given: frozenset[str]
+    family: frozenset[str]
+    whole: frozenset[str]
+    date: tuple[int, int, int] | None  # year, month, day (0: unknown)
+
+
+def _plain_grams(text: str) -> frozenset[str]:
+    grams: set[str] = set()
+    for word in words(text):
+        padded = f"^{word}$"
+        grams.update(padded[i : i + 2] for i in range(len(padded) - 1))
+    return frozenset(grams)
+
+
+def _plain(row: sp.Row) -> _Plain:
+    given, family = _plain_grams(row.given_name), _plain_grams(row.family_name)
+    pieces = [int(p) for p in row.date_of_birth.split("-") if p]
+    date = None
+    if pieces:
+        year, month, day = [*pieces, 0, 0][:3]
+        date = (year, month, day)
+    return _Plain(given, family, given | family, date)
+
+
+def _dice(a: frozenset[str], b: frozenset[str]) -> float:
+    return 2 * len(a & b) / (len(a) + len(b)) if a and b else 0.0
+
+
+def _date_agreement(a: tuple[int, int, int] | None, b: tuple[int, int, int] | None) -> float:
+    """Agreeing parts of the date, each a third: a year one off counts half, and day and
+    month are compared in the order that agrees better; a part one side lacks counts 0."""
+    if a is None or b is None:
+        return 0.0
+    year = 1.0 if a[0] == b[0] else 0.5 if abs(a[0] - b[0]) == 1 else 0.0
+
+    def md(x: tuple[int, int], y: tuple[int, int]) -> int:
+        return sum(1 for p, q in zip(x, y, strict=True) if p and p == q)
+
+    days = max(md((a[1], a[2]), (b[1], b[2])), md((a[1], a[2]), (b[2], b[1])))
+    return (year + days) / 3
+
+
+def plain_name_score(q: _Plain, r: _Plain) -> float:
+    """Dice of each field (paired in the better order) and of the whole name: 0 to 3."""
+    fields = max(
+        _dice(q.given, r.given) + _dice(q.family, r.family),
+        _dice(q.given, r.family) + _dice(q.family, r.given),
+    )
+    return fields + _dice(q.whole, r.whole)
+
+
+@dataclass
+class PlainScores:
+    """Pair scores at or above `PLAIN_FLOOR` (score, true) and the queries with truth."""
+
+    pairs: list[tuple[float, bool]] = field(default_factory=list)
+    present: int = 0
+
+    def at(self, threshold: float) -> Counts:
+        counts = Counts(present=self.present)
+        for score, true in self.pairs:
+            if score >= threshold:
+                counts.true_hits += true
+                counts.false_hits += not true
+        return counts
+
+    def sweep(self) -> dict[str, float]:
+        """The thresholds of the best F1 at precision >= 0.99 and of the best F1."""
+        best = {"p99": (0.0, 4.0), "best": (0.0, 4.0)}  # (f1, threshold)
+        true = false = 0
+        ordered = sorted(self.pairs, reverse=True)
+        for i, (score, is_true) in enumerate(ordered):
+            true += is_true
+            false += not is_true
+            if i + 1 < len(ordered) and ordered[i + 1][0] == score:
+                continue  # a threshold takes every pair of its score
+            f = Counts(true, false, self.present).figures()
+            if f["f1"] > best["best"][0]:
+                best["best"] = (f["f1"], score)
+            if f["precision"] >= TARGET_PRECISION and f["f1"] > best["p99"][0]:
+                best["p99"] = (f["f1"], score)
+        return {k: round(v[1], 4) for k, v in best.items()}
+
+
+def plain_scores(pop: sp.Population, queries: Sequence[sp.Query]) -> PlainScores:
+    """Score every candidate pair of every query; records of one spelled name are blocked,
+    and their name similarity computed, once."""
+    names: dict[tuple[str, str], int] = {}
+    plains: list[_Plain] = []
+    holders: list[list[tuple[int, _Plain]]] = []
+    for pid, row in pop.holder.items():
+        rec = _plain(row)
+        at = names.setdefault((row.given_name, row.family_name), len(plains))
+        if at == len(plains):
+            plains.append(rec)
+            holders.append([])
+        holders[at].append((pid, rec))
+    postings: dict[str, list[int]] = defaultdict(list)
+    for at, rec in enumerate(plains):
+        for gram in rec.whole:
+            postings[gram].append(at)
+    sizes = [len(rec.whole) for rec in plains]
+    out = PlainScores()
+    for query in queries:
+        out.present += query.truth is not None
+        q = _plain(query.row)
+        if not q.whole:
+            continue
+        shared = Counter(itertools.chain.from_iterable(postings.get(g, ()) for g in q.whole))
+        need = len(q.whole)
+        for at, common in shared.items():
+            if 2 * common < PLAIN_BLOCK_DICE * (need + sizes[at]):
+                continue
+            name = plain_name_score(q, plains[at])
+            if name + 1 < PLAIN_FLOOR:
+                continue
+            for pid, rec in holders[at]:
+                score = name + _date_agreement(q.date, rec.date)
+                if score >= PLAIN_FLOOR:
+                    out.pairs.append((score, pid == query.truth))
+    return out
+
+
+def plain_report(setting: str, scores: PlainScores, tune: bool) -> dict[str, object]:
+    line: dict[str, object] = {}
+    for name, threshold in PLAIN_THRESHOLDS[setting].items():
+        line[f"plain_{name}"] = scores.at(threshold).figures() | {"threshold": threshold}
+    if tune:
+        line["plain_tuned_here"] = scores.sweep()
+    return line
 
 
 def oprf_check(pop: sp.Population, queries: Sequence[sp.Query], sample: int) -> dict[str, object]:
@@ -217,7 +445,7 @@ def oprf_check(pop: sp.Population, queries: Sequence[sp.Query], sample: int) -> 
 def report(
     setting: str, tally: Tally, holder: int, queries: int, seconds: float
 ) -> dict[str, object]:
-    any_hit, strong = tally.any_hit.figures(), tally.strong.figures()
+    any_hit = tally.any_hit.figures()
     return {
         "bench": "matching_quality",
         "setting": setting,
@@ -225,7 +453,8 @@ def report(
         "queries": queries,
         "queries_with_truth": tally.any_hit.present,
         "any": any_hit | {"false_hits": tally.any_hit.false_hits},
-        "strong": strong | {"false_hits": tally.strong.false_hits},
+        "strong": tally.strong.figures() | {"false_hits": tally.strong.false_hits},
+        "possible": tally.possible.figures() | {"false_hits": tally.possible.false_hits},
         "any_without_year_alone": tally.no_year_alone.figures()
         | {"false_hits": tally.no_year_alone.false_hits},
         "recall_by_dates": {
@@ -233,6 +462,7 @@ def report(
             for k, (found, total) in sorted(tally.recall_by_dates.items())
         },
         "indistinguishable_false_hits": tally.indistinguishable_false_hits,
+        "exact_name_ceiling": tally.ceiling.figures() | {"false_hits": tally.ceiling.false_hits},
         "target": {"recall": TARGET_RECALL, "precision": TARGET_PRECISION},
         "meets_target": any_hit["recall"] >= TARGET_RECALL
         and any_hit["precision"] >= TARGET_PRECISION,
@@ -248,20 +478,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--with-oprf", action="store_true", help="also match a sample via OPRF")
     parser.add_argument("--oprf-sample", type=int, default=60)
     parser.add_argument("--quick", action="store_true", help="a small run for smoke tests")
+    parser.add_argument(
+        "--settings",
+        nargs="+",
+        choices=("easy", "hard", sp.FEBRL),
+        default=["easy", "hard", sp.FEBRL],
+    )
+    parser.add_argument(
+        "--tune-plain", action="store_true", help="also print the plain matcher's best thresholds"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.holder, args.queries, args.oprf_sample = 2_000, 300, 15
-    start = time.perf_counter()
-    generator = sp.Generator(args.seed)
-    pop = generator.population(args.holder)
-    index = build_index(pop)
-    built = time.perf_counter() - start
     lines = []
-    for setting in ("easy", "hard"):
-        t0 = time.perf_counter()
+    # The planted settings share one holder set; the FEBRL-like one has its own, from its
+    # own generator, so that each setting's figures do not depend on which others ran.
+    built: dict[bool, tuple[sp.Generator, sp.Population, dict[bytes, list[int]], IndexCost]] = {}
+    for setting in args.settings:
+        start = time.perf_counter()
+        febrl = setting == sp.FEBRL
+        if febrl not in built:
+            generator = sp.Generator(args.seed)
+            pop = (
+                generator.febrl_population(args.holder)
+                if febrl
+                else generator.population(args.holder)
+            )
+            cost = IndexCost()
+            built[febrl] = (generator, pop, build_index(pop, cost), cost)
+        generator, pop, index, cost = built[febrl]
         queries = generator.queries(pop, args.queries, setting)
         line = report(setting, evaluate(pop, index, queries), len(pop.holder), len(queries),
-                      built + time.perf_counter() - t0)  # fmt: skip
+                      time.perf_counter() - start)  # fmt: skip
+        line |= {"seed": args.seed} | cost.figures()
+        line |= plain_report(setting, plain_scores(pop, queries), args.tune_plain)
         if args.with_oprf:
             line |= oprf_check(pop, queries, args.oprf_sample)
         lines.append(line)
@@ -271,16 +521,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _table(lines: Sequence[dict[str, object]]) -> None:
-    print(f"{'setting':8} {'band':7} {'precision':>9} {'recall':>7} {'f1':>7}", file=sys.stderr)
+    print(f"{'setting':8} {'band':10} {'precision':>9} {'recall':>7} {'f1':>7}", file=sys.stderr)
     for line in lines:
-        for level in ("any", "strong"):
+        for level in ("any", "strong", "possible", "exact_name_ceiling", "plain_p99", "plain_best"):
             f = line[level]
             assert isinstance(f, dict)
             print(
-                f"{line['setting']!s:8} {level:7} {f['precision']:9.4f} {f['recall']:7.4f} "
+                f"{line['setting']!s:8} {level[:10]:10} {f['precision']:9.4f} {f['recall']:7.4f} "
                 f"{f['f1']:7.4f}",
                 file=sys.stderr,
             )
+        print(
+            f"{line['setting']!s:8} tokens per record {line['tokens_per_record']}, "
+            f"{line['token_ms_per_record']} ms per record",
+            file=sys.stderr,
+        )
 
 
 if __name__ == "__main__":

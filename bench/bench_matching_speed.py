@@ -16,15 +16,18 @@ cost grows linearly with the holder's records per query. Figures:
 3. `index` (one line per size: 1 %, 10 % and 100 % of `--records`): a holder and a
    querier in this process, each a `MatchDesk` over its own SQLite database with the
    node's schema (`Database.migrate`); the querier's federation stub calls the holder's
-   desk directly instead of going over gRPC. The holder's `match_records` and the
-   querier's copy of its index (`match_replica`) are filled in bulk with N records: the
+   desk directly instead of going over gRPC. The holder's tables are filled in bulk
+   with N records and the querier's copy of its index through its own store
+   (`node.services.match_replica.ReplicaStore`, the chunks of 2,000 records a sync
+   applies, then the compaction that ends a first copy; `copy_store_seconds`): the
    records of interest (synthetic people, encoded through the OPRF under the holder's
    key) and N - H records of MAX_TOKENS random 8-byte values each, which is what
    truncated OPRF outputs are (encoding a million records through the OPRF would take
-   about an hour here, figure 2). Timed at every size:
-   - `lookup`: the querier's lookup as `_ask_peer` does it (its SELECT on (peer, value)
-     in chunks of `_LOOKUP_CHUNK` values, then `score.band` per handle), on query values
-     computed beforehand: one query (median, p95) and a batch of `--batch` queries.
+   about an hour here, figure 2). The copy's size: its tables and indexes in pages
+   (SQLite's dbstat), per record. Timed at every size:
+   - `lookup`: the querier's lookup as `_ask_peer` does it (`ReplicaStore.lookup`, then
+     `score.band` per handle), on query values computed beforehand: one query (median,
+     p95) and a batch of `--batch` queries.
    - `sync_noop`: the holder's `MatchDesk.index` for a querier already up to date, as
      the querier asks before every query (`_ask_peer` calls `sync`), with the node's
      SELECT alone and a SELECT walking the version index beside it (diagnostic).
@@ -32,9 +35,12 @@ cost grows linearly with the holder's records per query. Figures:
      `evaluate` with its quota and ledger, Finalize, lookup, band), one query (median,
      p95) and a batch, against one holder.
    `index_growth`: each figure at the largest size over the smallest (100x the records).
-4. `full_sync`: a fresh querier copying the smallest holder's whole index with
-   `MatchDesk.sync` (its first contact), records per second, and the projection to
-   `--records`.
+4. `full_sync`: a fresh querier copying a holder's whole index of `--sync-records`
+   records (100,000) with `MatchDesk.sync` (its first contact), records per second, the
+   projection to `--records`, and the same copy cut off after half its chunks, then
+   resumed by the next sync. With `--pg`, `pg_copy`: the querier's store on PostgreSQL
+   (`$MLAX_TEST_PG_URL`) at 10 % and 100 % of `--records`: bytes a record on disk
+   (tables, indexes, TOAST), copy rate and one query's lookup.
 5. `federation_load`, `federation_query`, `federation_batch`: `--peers` + 1 real node
    processes (`node.devtools.federation.build_federation`, `mlax node serve`, SQLite) on
    loopback. Each of the `--peers` holders loads `--holder-records` synthetic records
@@ -46,12 +52,14 @@ cost grows linearly with the holder's records per query. Figures:
 Prints one JSON object per line on stdout and a table on stderr.
 Run: .venv/bin/python bench/bench_matching_speed.py [--quick] [--records N] [--peers N]
      [--holder-records N] [--queries N] [--batch N] [--no-cache] [--parts LIST]
+     [--sync-records N] [--pg]
 """
 
 from __future__ import annotations
 
 import argparse
 import array
+import contextlib
 import dataclasses
 import datetime
 import hashlib
@@ -59,6 +67,7 @@ import json
 import math
 import os
 import platform
+import resource
 import shutil
 import signal
 import sqlite3
@@ -82,21 +91,23 @@ from exchange._proto.mlax.v1 import matching_pb2 as mpb
 from exchange.matching import oprf
 from exchange.matching.records import parse_csv_row, parse_query_row
 from exchange.matching.score import Band, band
-from exchange.matching.tokens import MAX_TOKENS, Token, record_tokens
+from exchange.matching.tokens import MAX_TOKENS, TOKEN_DOMAIN, Token, record_tokens
 from node.client import OfficerClient
 from node.client.matching import MatchClient
 from node.config import MatchingSection
+from node.devtools.databases import TEST_PG_ENV, pg_database
 from node.devtools.federation import NodeProcess, build_federation
 from node.peers.client import PeerClient
 from node.services.cases import CaseDesk
+from node.services.match_replica import Entry, ReplicaStore
 from node.services.matching import MatchDesk, truncate
 from node.services.messages import NodeCore, Officer
 from node.storage.db import MIGRATIONS, Database
-from node.storage.models import MatchRecordRow, MatchReplicaRow
+from node.storage.models import MatchCopyBlockRow, MatchRecordRow, MatchValuesRow
 
 # Bump when the bulk builder or what it writes changes: cached indexes of other versions
 # are ignored (the schema's Alembic head is part of the cache key too).
-BUILD_VERSION = "v1"
+BUILD_VERSION = "v3"
 SEED = 20261201
 NOW = 1_767_225_600_000
 HOLDER, QUERIER = "NG-NAPTIP", "GB-NCA"
@@ -131,17 +142,18 @@ PARTS = ("oprf", "encoding", "index", "full_sync", "federation")
 
 # The raw statements name the models' tables and every column of them.
 assert MatchRecordRow.__tablename__ == "match_records"
-assert [c.name for c in MatchRecordRow.__table__.columns] == [
-    "id", "ref", "handle", "record_sealed", "fingerprint", "values", "version", "removed",
-    "updated_at",
+assert [c.name for c in MatchRecordRow.__table__.columns][:8] == [
+    "id", "ref", "handle", "record_sealed", "fingerprint", "version", "removed", "updated_at",
 ]  # fmt: skip
-assert MatchReplicaRow.__tablename__ == "match_replica"
-assert [c.name for c in MatchReplicaRow.__table__.columns] == ["id", "peer", "handle", "value"]
+assert MatchValuesRow.__tablename__ == "match_values"
+assert [c.name for c in MatchValuesRow.__table__.columns] == ["key_id", "record_id", "values"]
 INSERT_RECORD = (
-    'INSERT INTO match_records (ref, handle, record_sealed, fingerprint, "values", version, '
+    "INSERT INTO match_records (id, ref, handle, record_sealed, fingerprint, version, "
     "removed, updated_at) VALUES (?, ?, ?, ?, ?, 1, 0, ?)"
 )
-INSERT_REPLICA = "INSERT INTO match_replica (peer, handle, value) VALUES (?, ?, ?)"
+INSERT_VALUES = 'INSERT INTO match_values (key_id, record_id, "values") VALUES (?, ?, ?)'
+# Records per chunk the querier's copy is filled with, as a holder's stream sends them.
+COPY_CHUNK = node_matching._INDEX_CHUNK
 
 
 @dataclass(frozen=True)
@@ -155,6 +167,7 @@ class Settings:
     sync_repeats: int
     oprf_elements: int
     encode_records: int
+    encode_large: int  # records of the large pool-only load (0: none)
     full_sync_records: int
     peers: int
     holder_records: int
@@ -275,10 +288,10 @@ def _matching_config() -> MatchingSection:
     return MatchingSection(evaluations_per_hour=10**12, query_timeout_seconds=600.0)
 
 
-def holder_desk(db: Database, agency: str = HOLDER) -> MatchDesk:
+def holder_desk(db: Database, agency: str = HOLDER, processes: int = 1) -> MatchDesk:
     return MatchDesk(
         cast(NodeCore, _Core(db, agency)),
-        _matching_config(),
+        dataclasses.replace(_matching_config(), encode_processes=processes),
         cast(PeerClient, None),
         cast(CaseDesk, None),
     )
@@ -384,41 +397,33 @@ def encoding_figure(settings: Settings, workdir: Path, evaluate_us: float) -> di
     packed = [_pack(_pad_values(truncate(o) for o in outs)) for outs in outputs]
     t4 = time.perf_counter()
     token_count = sum(map(len, tokens))
-    # The node's own load: MatchDesk.load on a fresh database.
-    db = fresh_db(workdir / "encoding.db")
-    try:
-        desk = holder_desk(db)
-        desk.key()  # created once, before the clock starts, as on a node already running
-        items = [
-            mpb.MatchRecordRow(ref=f"R{i}", person=mpb.MatchPerson(**row.as_dict()), line=i + 2)
-            for i, row in enumerate(rows)
-        ]
-
-        def requests() -> Iterator[mpb.LoadRecordsRequest]:
-            for lo in range(0, len(items), 1000):
-                yield mpb.LoadRecordsRequest(rows=items[lo : lo + 1000])
-
-        t5 = time.perf_counter()
-        resp = desk.load(Officer("bench-officer", "officer"), requests())
-        node_seconds = time.perf_counter() - t5
-        if resp.added != n:
-            raise RuntimeError(f"MatchDesk.load added {resp.added} of {n} records")
-        with db.read() as s:
-            stored = s.execute(text('SELECT avg(length("values")) FROM match_records')).scalar()
-    finally:
-        db.close()
-    rate = n / node_seconds
+    # The node's own load, MatchDesk.load on a fresh database: the single-process baseline
+    # and the worker pool (one process per CPU) on the same records, one after the other.
+    base = _timed_load(workdir, rows, n, processes=1)
+    pooled = _timed_load(workdir, rows, n, processes=0)
+    large = _timed_load(workdir, rows, settings.encode_large, 0) if settings.encode_large else None
+    rate = n / pooled["seconds"]
     floor_ms = token_count / n * evaluate_us / 1000
-    return {
+    out: dict[str, Any] = {
         "bench": "matching_speed",
         "figure": "encoding",
         "records": n,
         "tokens_per_record": round(token_count / n, 2),
-        "published_bytes_per_record": round(float(stored or 0), 1),
+        "published_bytes_per_record": pooled["published_bytes_per_record"],
         "padded": PADDED,
-        "seconds": round(node_seconds, 2),
+        "processes": pooled["processes"],
+        "pool_start_seconds": pooled["pool_start_seconds"],
+        "seconds": pooled["seconds"],
         "records_per_s": round(rate, 1),
         "ms_per_record": round(1000 / rate, 3),
+        "cores_used": pooled["cores_used"],
+        "cpu_ms_per_record": pooled["cpu_ms_per_record"],
+        "main_cpu_ms_per_record": pooled["main_cpu_ms_per_record"],
+        "baseline_cpu_ms_per_record": base["cpu_ms_per_record"],
+        "baseline_seconds": base["seconds"],
+        "baseline_records_per_s": round(n / base["seconds"], 1),
+        "baseline_cores_used": base["cores_used"],
+        "ratio_pool_to_baseline": round(base["seconds"] / pooled["seconds"], 2),
         "pure_ms_per_record": {
             "parse": round((t1 - t0) / n * 1000, 3),
             "tokens": round((t2 - t1) / n * 1000, 3),
@@ -431,7 +436,92 @@ def encoding_figure(settings: Settings, workdir: Path, evaluate_us: float) -> di
         "projected_1m_hours": round(1_000_000 / rate / 3600, 2),
         "sealing": "not included (stand-in core); see federation_load",
         "packed_check": len(packed) == n,
+        "load_average": round(os.getloadavg()[0], 2),
     }
+    if large is not None:
+        large_rate = settings.encode_large / large["seconds"]
+        out |= {
+            "large_records": settings.encode_large,
+            "large_seconds": large["seconds"],
+            "large_records_per_s": round(large_rate, 1),
+            "large_cores_used": large["cores_used"],
+            "large_cpu_ms_per_record": large["cpu_ms_per_record"],
+            "large_main_cpu_ms_per_record": large["main_cpu_ms_per_record"],
+            # What the same CPU work takes with both cores to itself (an idle machine).
+            "large_projected_1m_minutes_two_idle_cores": round(
+                large["cpu_ms_per_record"] * 1_000_000 / 1000 / 2 / 60, 1
+            ),
+            "large_peak_rss_mib": large["peak_rss_mib"],
+            # Linear: every record costs the same, and the load streams in bounded chunks.
+            "large_projected_1m_minutes": round(1_000_000 / large_rate / 60, 1),
+        }
+    return out
+
+
+def _timed_load(workdir: Path, rows: list[sp.Row], n: int, processes: int) -> dict[str, Any]:
+    """`n` records (the rows over and over, each under its own ref) streamed through
+    MatchDesk.load in parts of 1,000, as `mlax match load` sends them; the CPU time of this
+    process and of the worker processes (counted once they have ended) over the wall time
+    is the number of cores used."""
+    db = fresh_db(workdir / "encoding.db")
+    desk = holder_desk(db, processes=processes)
+    try:
+        desk.key()  # created once, before the clock starts, as on a node already running
+
+        def requests() -> Iterator[mpb.LoadRecordsRequest]:
+            for lo in range(0, n, 1000):
+                yield mpb.LoadRecordsRequest(
+                    rows=[
+                        mpb.MatchRecordRow(
+                            ref=f"R{i}",
+                            person=mpb.MatchPerson(**rows[i % len(rows)].as_dict()),
+                            line=i + 2,
+                        )
+                        for i in range(lo, min(n, lo + 1000))
+                    ]
+                )
+
+        # The workers too, as on a node that has loaded records since it started (they
+        # start with its first load and live as long as the node): timed apart.
+        t0 = time.perf_counter()
+        desk.pool.start()
+        pool_start = time.perf_counter() - t0
+        # The workers are the fork server's children, not ours: their CPU time is read
+        # from /proc.
+        pids = desk.pool.pids()
+
+        def workers_cpu() -> float:
+            return sum(cpu_seconds(pid) or 0.0 for pid in pids)
+
+        before, workers_before = _cpu_now(), workers_cpu()
+        t0 = time.perf_counter()
+        resp = desk.load(Officer("bench-officer", "officer"), requests())
+        seconds = time.perf_counter() - t0
+        main_cpu = _cpu_now() - before
+        processes = desk.pool.processes
+        cpu = main_cpu + workers_cpu() - workers_before
+        if resp.added != n:
+            raise RuntimeError(f"MatchDesk.load added {resp.added} of {n} records")
+        with db.read() as s:
+            stored = s.execute(text('SELECT avg(length("values")) FROM match_values')).scalar()
+    finally:
+        desk.close()
+        db.close()
+    return {
+        "seconds": round(seconds, 2),
+        "processes": processes,
+        "pool_start_seconds": round(pool_start, 2),
+        "cores_used": round(cpu / seconds, 2),
+        "cpu_ms_per_record": round(cpu / n * 1000, 3),
+        "main_cpu_ms_per_record": round(main_cpu / n * 1000, 3),
+        "published_bytes_per_record": round(float(stored or 0), 1),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+def _cpu_now() -> float:
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    return me.ru_utime + me.ru_stime
 
 
 # --- 3. the index at three sizes ---------------------------------------------------------
@@ -490,32 +580,21 @@ def index_paths(settings: Settings, workdir: Path, n: int, interest: Interest) -
 
 
 def build_index(holder_path: Path, replica_path: Path, n: int, interest: Interest) -> float:
-    """Fill a holder's match_records and a querier's match_replica with the same N records."""
-    t0 = time.perf_counter()
+    """Fill a holder's tables and a querier's copy of its index with the same N records:
+    the holder's rows in bulk, the copy through the querier's own store (`ReplicaStore`,
+    the chunks of 2,000 records a first sync applies, without the holder's stream).
+    Returns the seconds the copy took (its store's share of a first sync)."""
     for path in (holder_path, replica_path):
         fresh_db(path).close()
     hcon = sqlite3.connect(holder_path, isolation_level=None)
-    qcon = sqlite3.connect(replica_path, isolation_level=None)
+    qdb = Database(f"sqlite:///{replica_path}")
+    store = ReplicaStore(qdb)
+    copy = store.stage(HOLDER, interest.key_id, target=1)
+    copy_seconds = 0.0
     try:
-        for con in (hcon, qcon):
-            con.execute("PRAGMA journal_mode=DELETE")
-            con.execute("PRAGMA synchronous=OFF")
-            con.execute("PRAGMA cache_size=-1000000")
-        # The replica's two indexes are dropped and made again after the rows (the same
-        # DDL, so the schema is the node's): sorting once is much faster than inserting
-        # 48 random keys per record into them.
-        ddl = [
-            sql
-            for (sql,) in qcon.execute(
-                "SELECT sql FROM sqlite_master WHERE type = 'index' "
-                "AND tbl_name = 'match_replica' AND sql IS NOT NULL"
-            )
-        ]
-        for (name,) in qcon.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'match_replica' "
-            "AND sql IS NOT NULL"
-        ).fetchall():
-            qcon.execute(f"DROP INDEX {name}")
+        hcon.execute("PRAGMA journal_mode=DELETE")
+        hcon.execute("PRAGMA synchronous=OFF")
+        hcon.execute("PRAGMA cache_size=-1000000")
         held = interest.records
         spacing = max(1, n // max(1, len(held)))
         next_held = 0
@@ -523,8 +602,9 @@ def build_index(holder_path: Path, replica_path: Path, n: int, interest: Interes
         sealed = os.urandom(SEALED_BYTES)
         while filled < n:
             m = min(FILL_CHUNK, n - filled)
-            recs: list[tuple[str, bytes, bytes, bytes, bytes, int]] = []
-            reps: list[tuple[str, bytes, int]] = []
+            recs: list[tuple[int, str, bytes, bytes, bytes, int]] = []
+            published: list[tuple[str, int, bytes]] = []
+            entries: list[Entry] = []
             values = _random_values(m * MAX_TOKENS)
             for i in range(m):
                 pos = filled + i
@@ -536,34 +616,34 @@ def build_index(holder_path: Path, replica_path: Path, n: int, interest: Interes
                     ref, handle = f"F{pos}", os.urandom(16)
                     vals = sorted(values[i * MAX_TOKENS : (i + 1) * MAX_TOKENS])
                     packed = b"".join(v.to_bytes(VALUE_BYTES, "big", signed=True) for v in vals)
-                recs.append((ref, handle, sealed, os.urandom(32), packed, NOW))
-                reps.extend((HOLDER, handle, v) for v in vals)
+                recs.append((pos + 1, ref, handle, sealed, os.urandom(32), NOW))
+                published.append((interest.key_id, pos + 1, packed))
+                entries.append(Entry(handle, False, packed, 1))
             hcon.execute("BEGIN")
             hcon.executemany(INSERT_RECORD, recs)
+            hcon.executemany(INSERT_VALUES, published)
             hcon.execute("COMMIT")
-            qcon.execute("BEGIN")
-            qcon.executemany(INSERT_REPLICA, reps)
-            qcon.execute("COMMIT")
+            t0 = time.perf_counter()
+            for start in range(0, m, COPY_CHUNK):
+                store.apply(copy.copy_no, entries[start : start + COPY_CHUNK], 1)
+            copy_seconds += time.perf_counter() - t0
             filled += m
         if next_held != len(held):
             raise RuntimeError(f"placed {next_held} of {len(held)} records of interest")
-        for sql in ddl:
-            qcon.execute(sql)
+        t0 = time.perf_counter()
+        store.finish(copy.copy_no, 1)
+        copy_seconds += time.perf_counter() - t0
         hcon.execute(
-            "INSERT INTO match_keys (key_id, key_sealed, created_at, active) VALUES (?, ?, ?, 1)",
-            (interest.key_id, interest.key, NOW),
+            "INSERT INTO match_keys (key_id, key_sealed, created_at, active, token_domain, ready) "
+            "VALUES (?, ?, ?, 1, ?, 1)",
+            (interest.key_id, interest.key, NOW, TOKEN_DOMAIN),
         )
         hcon.execute("INSERT INTO match_state (id, version) VALUES (1, 1)")
-        qcon.execute(
-            "INSERT INTO match_peers (peer, key_id, version, synced_at) VALUES (?, ?, 1, ?)",
-            (HOLDER, interest.key_id, NOW),
-        )
-        for con in (hcon, qcon):
-            con.execute("PRAGMA journal_mode=WAL")
+        hcon.execute("PRAGMA journal_mode=WAL")
     finally:
         hcon.close()
-        qcon.close()
-    return time.perf_counter() - t0
+        qdb.close()
+    return copy_seconds
 
 
 @dataclass
@@ -575,17 +655,12 @@ class Answer:
 def lookup(
     db: Database, peer: str, values: Sequence[Sequence[int]], tokens: Sequence[Sequence[Token]]
 ) -> list[Answer | None]:
-    """The querier's lookup and grading, statement for statement as `_ask_peer` does it."""
-    flat = [v for vs in values for v in vs]
-    found: dict[int, list[bytes]] = {}
-    with db.read() as s:
-        for part in _chunks(sorted(set(flat)), node_matching._LOOKUP_CHUNK):
-            for handle, value in s.execute(
-                select(MatchReplicaRow.handle, MatchReplicaRow.value).where(
-                    MatchReplicaRow.peer == peer, MatchReplicaRow.value.in_(part)
-                )
-            ).all():
-                found.setdefault(value, []).append(bytes(handle))
+    """The querier's lookup and grading as `_ask_peer` does them (`ReplicaStore.lookup`)."""
+    store = ReplicaStore(db)
+    copy, _ = store.copies(peer)
+    if copy is None:
+        raise RuntimeError(f"no complete copy of {peer}'s index")
+    found = store.lookup(copy.copy_no, [v for vs in values for v in vs])
     answers: list[Answer | None] = []
     rank = {Band.STRONG: 2, Band.POSSIBLE: 1}
     for vs, ts in zip(values, tokens, strict=True):
@@ -602,6 +677,27 @@ def lookup(
                 best = (b, handle)
         answers.append(None if best is None else Answer(best[0].value, best[1]))
     return answers
+
+
+def copy_bytes(path: Path) -> dict[str, int]:
+    """Pages the querier's copy takes in an SQLite file: its four tables and their
+    indexes (dbstat), and the whole file without its free pages."""
+    con = sqlite3.connect(path)
+    try:
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        tables = dict(
+            con.execute(
+                "SELECT name, sum(pgsize) FROM dbstat WHERE name IN (SELECT name FROM "
+                "sqlite_master WHERE tbl_name LIKE 'match_cop%' OR tbl_name = 'match_peers') "
+                "GROUP BY name"
+            ).fetchall()
+        )
+        page = con.execute("PRAGMA page_size").fetchone()[0]
+        used = con.execute("PRAGMA page_count").fetchone()[0]
+        used -= con.execute("PRAGMA freelist_count").fetchone()[0]
+    finally:
+        con.close()
+    return {"copy": sum(tables.values()), "file_used": used * page, **tables}
 
 
 def _chunks(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:
@@ -626,7 +722,6 @@ def _node_index_select(since: int, version: int) -> Any:
             MatchRecordRow.id,
             MatchRecordRow.handle,
             MatchRecordRow.removed,
-            MatchRecordRow.values,
             MatchRecordRow.version,
         )
         .where(
@@ -646,7 +741,6 @@ def _by_version_select(since: int, version: int) -> Any:
             MatchRecordRow.id,
             MatchRecordRow.handle,
             MatchRecordRow.removed,
-            MatchRecordRow.values,
             MatchRecordRow.version,
         )
         .where(MatchRecordRow.version > since, MatchRecordRow.version <= version)
@@ -691,13 +785,20 @@ def index_figure(
     try:
         holder = holder_desk(hdb)
         querier = LoopbackDesk(qdb, QUERIER, {HOLDER: holder})
-        with qdb.read() as s:
-            rows = s.execute(
-                text("SELECT count(*) FROM match_replica WHERE peer = :p"), {"p": HOLDER}
-            ).scalar()
+        copy, _ = querier.replicas.copies(HOLDER)
+        if copy is None:
+            raise RuntimeError("the querier holds no complete copy")
+        rows = copy.records
         # Warm the caches the way a running node would have them warm.
         lookup(qdb, HOLDER, interest.values[:20], interest.tokens[:20])
-        list(holder.index(QUERIER, mpb.MatchIndexRequest(key_id=interest.key_id, since_version=1)))
+        list(
+            holder.index(
+                QUERIER,
+                mpb.MatchIndexRequest(
+                    key_id=interest.key_id, since_version=1, token_domain=TOKEN_DOMAIN
+                ),
+            )
+        )
 
         singles = min(settings.singles, len(interest.values))
         single_s = []
@@ -708,7 +809,9 @@ def index_figure(
         batch_s = _timed(lambda: lookup(qdb, HOLDER, interest.values, interest.tokens), 3)
         answers = lookup(qdb, HOLDER, interest.values, interest.tokens)
 
-        noop = mpb.MatchIndexRequest(key_id=interest.key_id, since_version=1)
+        noop = mpb.MatchIndexRequest(
+            key_id=interest.key_id, since_version=1, token_domain=TOKEN_DOMAIN
+        )
         chunks = list(holder.index(QUERIER, noop))
         if len(chunks) != 1 or chunks[0].entries or chunks[0].reset:
             raise RuntimeError("a no-op sync sent entries")
@@ -729,13 +832,16 @@ def index_figure(
         t0 = time.perf_counter()
         full = querier._ask_peer(HOLDER, os.urandom(16), interest.tokens, 600.0)
         q_batch = time.perf_counter() - t0
+        querier.stop_syncs()
         db_bytes = replica_path.stat().st_size
+        sizes = copy_bytes(replica_path)
         holder_bytes = holder_path.stat().st_size
         plans = {
             "lookup": _plan(
                 qdb,
-                select(MatchReplicaRow.handle, MatchReplicaRow.value).where(
-                    MatchReplicaRow.peer == HOLDER, MatchReplicaRow.value.in_([1, 2, 3])
+                select(MatchCopyBlockRow.data).where(
+                    MatchCopyBlockRow.copy_no == copy.copy_no,
+                    MatchCopyBlockRow.block.in_([65538, 131075]),
                 ),
             ),
             "index_node": _plan(hdb, _node_index_select(1, 1)),
@@ -762,11 +868,15 @@ def index_figure(
         "bench": "matching_speed",
         "figure": "index",
         "index_records": n,
-        "replica_rows": rows,
+        "copy_records": rows,
         "records_of_interest": len(interest.records),
         "replica_db_mib": round(db_bytes / 2**20, 1),
+        "copy_bytes_per_record": round(sizes["copy"] / n),
+        "copy_file_bytes_per_record": round(sizes["file_used"] / n),
+        "copy_tables_bytes": sizes,
         "holder_db_mib": round(holder_bytes / 2**20, 1),
-        "build_seconds": build_seconds,
+        "copy_store_seconds": build_seconds,
+        "copy_store_records_per_s": round(n / build_seconds) if build_seconds else None,
         "cached": cached,
         "padded": PADDED,
         "lookup_single_ms_median": _ms(statistics.median(single_s)),
@@ -827,33 +937,137 @@ def full_sync_figure(settings: Settings, workdir: Path, interest: Interest) -> d
     _remove_db(holder_path)
     shutil.copyfile(holder_cached, holder_path)
     hdb = Database(f"sqlite:///{holder_path}")
-    qdb = fresh_db(workdir / "sync-querier.db")
+    querier_path = workdir / "sync-querier.db"
+    qdb = fresh_db(querier_path)
     try:
         querier = LoopbackDesk(qdb, QUERIER, {HOLDER: holder_desk(hdb)})
         t0 = time.perf_counter()
-        state = querier.sync(HOLDER, 600.0)
+        copy = querier.sync(HOLDER, 600.0)
         seconds = time.perf_counter() - t0
-        with qdb.read() as s:
-            rows = s.execute(text("SELECT count(*) FROM match_replica")).scalar() or 0
+        querier.stop_syncs()
+        # The same copy again, cut off after half its chunks, then resumed.
+        resume = _resumed_copy(hdb, workdir, n)
     finally:
         hdb.close()
         qdb.close()
         _remove_db(holder_path)
-    if rows != n * MAX_TOKENS and PADDED:
-        raise RuntimeError(f"the first sync copied {rows} values, not {n * MAX_TOKENS}")
+    sizes = copy_bytes(querier_path)
+    if copy.records != n:
+        raise RuntimeError(f"the first sync copied {copy.records} records, not {n}")
     rate = n / seconds
     return {
         "bench": "matching_speed",
         "figure": "full_sync",
         "records": n,
-        "replica_rows": rows,
-        "version": state.version,
+        "copy_records": copy.records,
+        "version": copy.version,
         "seconds": round(seconds, 2),
         "records_per_s": round(rate, 1),
+        "copy_bytes_per_record": round(sizes["copy"] / n),
         "projected_records": settings.records,
         "projected_seconds": round(settings.records / rate),
+        **resume,
         "method": "MatchDesk.sync of an empty querier from a holder's MatchDesk.index, "
         "in process (no gRPC, no TLS)",
+    }
+
+
+def _resumed_copy(hdb: Database, workdir: Path, n: int) -> dict[str, Any]:
+    """A first copy whose stream breaks after half its chunks, then the next sync: what
+    the resumed stream sent again and what the copy holds in the end."""
+    qdb = fresh_db(workdir / "sync-resumed.db")
+    holder = holder_desk(hdb)
+    sent = [0]
+    calls = [0]
+
+    class _Breaking(_LoopbackPeers):
+        def get_match_index(
+            self, peer: str, request: mpb.MatchIndexRequest, timeout: float
+        ) -> Iterator[mpb.MatchIndexChunk]:
+            calls[0] += 1
+            for i, chunk in enumerate(holder.index(self.caller, request)):
+                if calls[0] == 1 and i >= max(1, n // COPY_CHUNK // 2):
+                    raise RuntimeError("the stream broke")
+                sent[0] += len(chunk.entries)
+                yield chunk
+
+    try:
+        querier = LoopbackDesk(qdb, QUERIER, {HOLDER: holder})
+        querier.peers = cast(PeerClient, _Breaking({HOLDER: holder}, QUERIER))
+        with contextlib.suppress(RuntimeError):
+            querier.sync(HOLDER, 600.0)
+        _, making = querier.replicas.copies(HOLDER)
+        before = making.records if making is not None else 0
+        sent[0] = 0
+        t0 = time.perf_counter()
+        copy = querier.sync(HOLDER, 600.0)
+        seconds = time.perf_counter() - t0
+        querier.stop_syncs()
+    finally:
+        qdb.close()
+    return {
+        "resume_records_before": before,
+        "resume_entries_sent_again": sent[0],
+        "resume_seconds": round(seconds, 2),
+        "resume_copy_records": copy.records,
+    }
+
+
+def pg_copy_figure(base_url: str, n: int) -> dict[str, Any]:
+    """The same store on PostgreSQL (a fresh database on the server of MLAX_TEST_PG_URL):
+    N records of 48 random values copied in chunks of 2,000, the tables' size on disk with
+    their indexes and TOAST, and a lookup of one query's 48 values (half of them held)."""
+    with pg_database(base_url, "mlax_bench_copy") as url:
+        db = Database(url)
+        try:
+            db.migrate()
+            store = ReplicaStore(db)
+            copy = store.stage(HOLDER, "bench", target=1)
+            probes: list[int] = []
+            t0 = time.perf_counter()
+            for start in range(0, n, COPY_CHUNK):
+                m = min(COPY_CHUNK, n - start)
+                raw = _random_values(m * MAX_TOKENS)
+                entries = []
+                for i in range(m):
+                    vals = sorted(raw[i * MAX_TOKENS : (i + 1) * MAX_TOKENS])
+                    entries.append(Entry(os.urandom(16), False, _pack(vals), 1))
+                    if len(probes) < 24 * 200 and i % 50 == 0:
+                        probes.append(vals[0])
+                store.apply(copy.copy_no, entries, 1)
+            copy = store.finish(copy.copy_no, 1)
+            seconds = time.perf_counter() - t0
+            sizes = "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c WHERE "
+            sizes += "c.relkind = 'r' AND c.relname LIKE 'match_cop%'"
+            with db.engine.connect() as conn:
+                size = conn.execute(text(sizes)).scalar()
+            # The deltas a compaction deleted stay as dead rows until (auto)vacuum makes
+            # their space reusable: the size a copy keeps is the one after it.
+            with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.execute(text("VACUUM match_copy_deltas, match_copy_blocks"))
+                vacuumed = conn.execute(text(sizes)).scalar()
+            rng = array.array("q", os.urandom(VALUE_BYTES * 24 * 200))
+            single = []
+            for q in range(200):
+                asked = probes[q * 24 % len(probes) :][:24] + list(rng[q * 24 : (q + 1) * 24])
+                t = time.perf_counter()
+                found = store.lookup(copy.copy_no, asked)
+                single.append(time.perf_counter() - t)
+                if not found:
+                    raise RuntimeError("a held value was not found")
+        finally:
+            db.close()
+    return {
+        "bench": "matching_speed",
+        "figure": "pg_copy",
+        "records": n,
+        "copy_records": copy.records,
+        "copy_bytes_per_record_before_vacuum": round(int(size or 0) / n),
+        "copy_bytes_per_record": round(int(vacuumed or 0) / n),
+        "copy_seconds": round(seconds, 1),
+        "copy_records_per_s": round(n / seconds),
+        "lookup_single_ms_median": _ms(statistics.median(single)),
+        "lookup_single_ms_p95": _ms(_p95(single)),
     }
 
 
@@ -1063,7 +1277,8 @@ def _stored_sizes(path: Path) -> dict[str, float]:
     con = sqlite3.connect(path)
     try:
         sealed, values = con.execute(
-            'SELECT avg(length(record_sealed)), avg(length("values")) FROM match_records'
+            "SELECT (SELECT avg(length(record_sealed)) FROM match_records), "
+            '(SELECT avg(length("values")) FROM match_values)'
         ).fetchone()
     finally:
         con.close()
@@ -1087,9 +1302,21 @@ def _table(records: list[dict[str, Any]]) -> None:
             _log(
                 f"encoding: {r['records_per_s']} records/s through MatchDesk.load "
                 f"({r['ms_per_record']} ms/record, {r['tokens_per_record']} tokens; floor "
-                f"{r['evaluate_floor_ms_per_record']} ms, ratio {r['ratio']}); 1,000,000 "
-                f"records: {r['projected_1m_hours']} h"
+                f"{r['evaluate_floor_ms_per_record']} ms, ratio {r['ratio']}) with "
+                f"{r['processes']} processes, {r['cores_used']} cores used; single process "
+                f"{r['baseline_records_per_s']} records/s: pool/baseline "
+                f"{r['ratio_pool_to_baseline']}; 1,000,000 records: {r['projected_1m_hours']} h"
             )
+            if "large_records" in r:
+                _log(
+                    f"encoding, large: {r['large_records']:,} records in {r['large_seconds']} s "
+                    f"({r['large_records_per_s']} records/s, {r['large_cores_used']} cores, peak "
+                    f"RSS {r['large_peak_rss_mib']} MiB, CPU {r['large_cpu_ms_per_record']} "
+                    f"ms/record, {r['large_main_cpu_ms_per_record']} of it in the node's "
+                    f"process); 1,000,000 records, extrapolated: "
+                    f"{r['large_projected_1m_minutes']} min here, "
+                    f"{r['large_projected_1m_minutes_two_idle_cores']} min on two idle cores"
+                )
         elif fig == "index":
             _log(
                 f"index {r['index_records']:>9,}: lookup 1 query {r['lookup_single_ms_median']} "
@@ -1097,7 +1324,8 @@ def _table(records: list[dict[str, Any]]) -> None:
                 f"{r['sync_noop_ms_median']} ms (node select {r['sync_noop_node_select_ms']}, "
                 f"by version {r['sync_noop_by_version_select_ms']}); _ask_peer 1 query "
                 f"{r['query_single_ms_median']} ms, batch {r['query_batch_seconds']} s; "
-                f"found {r['held_found']}/{r['held_queries']}"
+                f"found {r['held_found']}/{r['held_queries']}; copy "
+                f"{r['copy_bytes_per_record']} bytes/record"
             )
         elif fig == "index_growth":
             _log(f"growth x{r['records_ratio']} records: ratio {r['ratio']}, same answers "
@@ -1105,7 +1333,17 @@ def _table(records: list[dict[str, Any]]) -> None:
         elif fig == "full_sync":
             _log(
                 f"first sync: {r['records']:,} records in {r['seconds']} s "
-                f"({r['records_per_s']}/s; {r['projected_records']:,}: {r['projected_seconds']} s)"
+                f"({r['records_per_s']}/s; {r['projected_records']:,}: "
+                f"{r['projected_seconds']} s), "
+                f"{r['copy_bytes_per_record']} bytes/record; cut off at "
+                f"{r['resume_records_before']:,}, resumed in {r['resume_seconds']} s with "
+                f"{r['resume_entries_sent_again']:,} entries sent again"
+            )
+        elif fig == "pg_copy":
+            _log(
+                f"PostgreSQL copy of {r['records']:,} records: {r['copy_bytes_per_record']} "
+                f"bytes/record, {r['copy_records_per_s']} records/s, lookup 1 query "
+                f"{r['lookup_single_ms_median']} ms (p95 {r['lookup_single_ms_p95']})"
             )
         elif fig == "federation_load":
             _log(
@@ -1129,11 +1367,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="small sizes, for smoke tests")
     parser.add_argument("--records", type=int, help="largest index (default 1,000,000)")
+    parser.add_argument(
+        "--sync-records", type=int, help="records of the first-sync figure (default 100,000)"
+    )
     parser.add_argument("--peers", type=int, help="holders in the federation (default 10)")
     parser.add_argument("--holder-records", type=int, help="records per holder (default 300)")
     parser.add_argument("--queries", type=int, help="single federation queries (default 20)")
     parser.add_argument("--batch", type=int, help="queries in a batch (default 1000)")
     parser.add_argument("--no-cache", action="store_true", help="build the indexes afresh")
+    parser.add_argument(
+        "--encode-large", type=int, help="records of the large load (default 100,000; 0: none)"
+    )
     parser.add_argument(
         "--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "mlax-bench-matching"
     )
@@ -1141,6 +1385,11 @@ def main(argv: list[str] | None = None) -> int:
         "--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}"
     )
     parser.add_argument("--tmp", type=Path, help="where the run's files go (default: temp)")
+    parser.add_argument(
+        "--pg",
+        action="store_true",
+        help=f"with the index part, also the querier's copy on PostgreSQL (${TEST_PG_ENV})",
+    )
     args = parser.parse_args(argv)
     parts = tuple(p for p in args.parts.split(",") if p)
     if not set(parts) <= set(PARTS):
@@ -1157,7 +1406,8 @@ def main(argv: list[str] | None = None) -> int:
         sync_repeats=3 if q else 7,
         oprf_elements=200 if q else 2000,
         encode_records=60 if q else 2000,
-        full_sync_records=1000 if q else 10_000,
+        encode_large=0 if q else (args.encode_large if args.encode_large is not None else 100_000),
+        full_sync_records=args.sync_records or (10_000 if q else 100_000),
         peers=args.peers or (2 if q else 10),
         holder_records=args.holder_records or (20 if q else 300),
         fed_queries=args.queries or (5 if q else 20),
@@ -1212,6 +1462,11 @@ def main(argv: list[str] | None = None) -> int:
                 emit(growth_figure(index_records, same))
             if "full_sync" in parts:
                 emit(full_sync_figure(settings, workdir, interest))
+            if args.pg:
+                if not os.environ.get(TEST_PG_ENV):
+                    raise SystemExit(f"--pg needs {TEST_PG_ENV}")
+                for n in settings.sizes[1:]:
+                    emit(pg_copy_figure(os.environ[TEST_PG_ENV], n))
         if "federation" in parts:
             for record in federation_figures(settings, workdir):
                 emit(record)

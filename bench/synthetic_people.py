@@ -13,8 +13,15 @@ transpose), swapped given and family fields, a dropped name part (second surname
 middle name), joined or split syllables ("Xiao Ming"/"Xiaoming"), missing sex,
 nationality or place of birth, and date-of-birth errors (day/month swapped, year off
 by one, only the year). The "easy" setting applies at most one mild corruption; "hard"
-combines several on every query (`SETTINGS` has the probabilities). Holders, too, know
-only the year (4%) or year and month (2%) of some victims' birth.
+combines several on every query (`SETTINGS` has the probabilities) and adds one name
+field replaced by another name (a married name, an alias) or left empty, and queries
+exact but for one typo in one name part. Holders, too, know only the year (4%) or year
+and month (2%) of some victims' birth. Some people (`SINGLE_NAME`) have a single name,
+written in either field by holder and querier alike.
+
+The "febrl" setting (`FEBRL`, `febrl_population`, `febrl_duplicate`; see its section
+below) is a separate, FEBRL-like model: clean originals and duplicates with one to three
+modifications, names and date of birth only, nothing planted.
 
 Precision is tested by near misses planted in the holder set and among the queries
 that have no true record: relatives (same family name, close or equal date of birth,
@@ -30,6 +37,8 @@ from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 
 Variants = tuple[str, ...]
+
+SINGLE_NAME = 0.03  # share of people with a single name (no family name)
 
 
 def _pool(text: str) -> tuple[Variants, ...]:
@@ -433,6 +442,7 @@ class Query:
     row: Row
     truth: int | None
     kind: str  # "present", "absent", "near-miss"
+    person: Person | None = None  # who was asked for (held or not), for the ceiling
 
 
 @dataclass
@@ -463,11 +473,13 @@ class Generator:
         self._next_pid += 1
         return self._next_pid
 
-    def person(self) -> Person:
+    def person(self, single_name: float = SINGLE_NAME) -> Person:
         rng = self.rng
         loc = rng.choices(LOCALES, [loc.weight for loc in LOCALES])[0]
         sex = rng.choice("FM")
         family = self._family(loc, sex)
+        if not loc.syllabic and rng.random() < single_name:
+            family = ()  # a person with one name only
         return Person(
             pid=self._pid(),
             locale=loc.code,
@@ -553,6 +565,8 @@ class Generator:
             family_text = "".join(family) if native else " ".join(family)
         else:
             given_text, family_text = " ".join(given), " ".join(family)
+        if not family and self.rng.random() < 0.5:  # a single name: stored in either field
+            given_text, family_text = family_text, given_text
         # Holders often know no more than a year for a victim without documents.
         draw = self.rng.random()
         if draw < 0.04:
@@ -572,6 +586,8 @@ class Generator:
 
     def query_row(self, person: Person, setting: str) -> Row:
         """The person as another officer writes them, corrupted per `setting`."""
+        if setting == FEBRL:
+            return febrl_duplicate(self.rng, person, self._locale[person.locale])
         return corrupt(self.rng, person, self._locale[person.locale], setting)
 
     # --- data sets -----------------------------------------------------------------------
@@ -588,6 +604,16 @@ class Generator:
                 self._hold(pop, self.namesake(person))
         return pop
 
+    def febrl_population(self, size: int) -> Population:
+        """`size` originals for the FEBRL-like setting: no planted relatives or namesakes,
+        no single-name people, Latin spellings; a few held with a value missing."""
+        pop = Population()
+        for _ in range(size):
+            person = self.person(single_name=0.0)
+            pop.people[person.pid] = person
+            pop.holder[person.pid] = febrl_original(self.rng, person)
+        return pop
+
     def _hold(self, pop: Population, person: Person) -> None:
         pop.people[person.pid] = person
         pop.holder[person.pid] = self.holder_row(person)
@@ -602,12 +628,14 @@ class Generator:
             draw = self.rng.random()
             if draw < present:
                 person = self.rng.choice(people)
-                out.append(Query(self.query_row(person, setting), person.pid, "present"))
-            elif draw < present + (1 - present) / 2:
-                out.append(Query(self.query_row(self.person(), setting), None, "absent"))
+                row = self.query_row(person, setting)
+                out.append(Query(row, person.pid, "present", person))
+            elif setting == FEBRL or draw < present + (1 - present) / 2:
+                stranger = self.person(single_name=0.0 if setting == FEBRL else SINGLE_NAME)
+                out.append(Query(self.query_row(stranger, setting), None, "absent", stranger))
             else:
                 near = self._near_miss(self.rng.choice(people))
-                out.append(Query(self.query_row(near, setting), None, "near-miss"))
+                out.append(Query(self.query_row(near, setting), None, "near-miss", near))
         return out
 
     def _near_miss(self, person: Person) -> Person:
@@ -672,11 +700,28 @@ class Setting:
     dob_error: float
     missing: float  # per optional field (sex, nationality, place)
     max_mild: int  # at most this many of the structural corruptions (0: no limit)
+    replace: float = 0.0  # one name field replaced by another name (marriage, alias)
+    lone_typo: float = 0.0  # the whole query exact but for one typo in one name part
+    blank: float = 0.0  # one name field left empty (the officer knows the other only)
 
 
 SETTINGS = {
     "easy": Setting(0.25, 0.5, 0.15, 0.0, 0.1, 0.1, 0.1, 0.15, 0.15, max_mild=1),
-    "hard": Setting(1.0, 0.6, 0.5, 0.1, 0.35, 0.35, 0.4, 0.6, 0.35, max_mild=0),
+    "hard": Setting(
+        1.0,
+        0.6,
+        0.5,
+        0.1,
+        0.35,
+        0.35,
+        0.4,
+        0.6,
+        0.35,
+        max_mild=0,
+        replace=0.1,
+        lone_typo=0.05,
+        blank=0.05,
+    ),
 }
 
 _DOB_ERRORS = ("swap", "year_minus", "year_plus", "year_only")
@@ -685,7 +730,8 @@ _DOB_ERRORS = ("swap", "year_minus", "year_plus", "year_only")
 def corrupt(rng: random.Random, person: Person, loc: Locale, setting_name: str) -> Row:
     """Render `person` as a query with the corruptions of `setting_name`."""
     s = SETTINGS[setting_name]
-    plan = _plan(rng, s)
+    lone = rng.random() < s.lone_typo
+    plan = {"typo", "missing"} if lone else _plan(rng, s)
     p_variant = s.variant_part if "variant" in plan else 0.0
     # An officer writes a whole name in one script: the native one now and then.
     native = loc.native_share > 0 and rng.random() < p_variant * 0.25
@@ -695,10 +741,16 @@ def corrupt(rng: random.Random, person: Person, loc: Locale, setting_name: str) 
         given, family = _drop_part(rng, given, family, loc)
     if "typo" in plan:
         _typo_somewhere(rng, given, family)
-        if rng.random() < s.second_typo:
+        if not lone and rng.random() < s.second_typo:
             _typo_somewhere(rng, given, family)
+    if not lone and family and rng.random() < s.replace:
+        given, family = _replace_field(rng, person, loc, given, family)
+    elif not lone and family and rng.random() < s.blank:
+        given, family = ([], family) if rng.random() < 0.5 else (given, [])
     given_text = _join_given(rng, given, loc, "rejoin" in plan)
     family_text = " ".join(family)
+    if not family and rng.random() < 0.5:  # a single name: written in either field
+        given_text, family_text = family_text, given_text
     if "swap" in plan:
         given_text, family_text = family_text, given_text
     dob = _query_dob(rng, person.dob, "dob_error" in plan)
@@ -711,6 +763,19 @@ def corrupt(rng: random.Random, person: Person, loc: Locale, setting_name: str) 
         nationality="" if rng.random() < missing else person.nationality,
         place_of_birth="" if rng.random() < missing else person.place,
     )
+
+
+def _replace_field(
+    rng: random.Random, person: Person, loc: Locale, given: list[str], family: list[str]
+) -> tuple[list[str], list[str]]:
+    """One field replaced by another name of the locale: a married name, an alias."""
+    if rng.random() < 0.5:
+        pool = loc.family_f if person.sex == "F" and loc.family_f else loc.family
+        other = [v for v in pool if v not in person.family]
+        return given, [rng.choice(other)[0]]
+    pool = loc.given_f if person.sex == "F" else loc.given_m
+    other = [v for v in pool if v not in person.given]
+    return [rng.choice(other)[0]], family
 
 
 def _plan(rng: random.Random, s: Setting) -> set[str]:
@@ -803,3 +868,143 @@ def _query_dob(rng: random.Random, dob: date, error: bool) -> str:
     if kind == "year_plus":
         return _safe_date(dob.year + 1, dob.month, dob.day).isoformat()
     return f"{dob.year:04d}"
+
+
+# --- the FEBRL-like setting ----------------------------------------------------------------
+#
+# Modelled on the data generator of FEBRL, the Freely Extensible Biomedical Record Linkage
+# system (P. Christen, "Probabilistic data generation for deduplication and data linkage",
+# IDEAL 2005, LNCS 3578; and Christen & Pudjijono, "Accurate synthetic generation of
+# realistic personal information", PAKDD 2009): clean *originals* and *duplicates* of some
+# of them, each duplicate with one to `FEBRL_MAX_MODIFICATIONS` modifications drawn
+# independently, each on one field: character edits (insert, delete, substitute,
+# transpose), keyboard-neighbour and OCR substitutions, phonetic variants (another
+# spelling of the name), a value replaced from the look-up table (here: another name of the
+# locale's pool), a missing value, swapped fields (given and family name) and date errors
+# (digit slips that move the year by one or by many, a changed day or month, day and
+# month swapped, a wholly different date). Only the fields the held-back benchmark uses:
+# given name, family name and date of birth (sex and the other fields are left empty); a
+# modification FEBRL would make to another field ("other_field") leaves them unchanged.
+# Precision is tested by the natural namesakes of the name pools only: nothing is
+# planted, and queries that are not duplicates are other people drawn alike.
+
+FEBRL = "febrl"
+FEBRL_MAX_MODIFICATIONS = 3
+FEBRL_ORIGINAL_MISSING = 0.05  # originals held with one name field or the date missing
+# How many modifications a duplicate gets (1, 2, 3) and which kind each is.
+_FEBRL_COUNTS = (0.5, 0.3, 0.2)
+_FEBRL_KINDS = {
+    # FEBRL spreads a duplicate's modifications over all its fields (address, suburb,
+    # postcode, phone, identifiers...); one landing on a field not used here changes nothing.
+    "other_field": 0.35,
+    "typo": 0.24,  # one character edit in one name part
+    "keyboard": 0.06,  # a letter replaced by a keyboard neighbour
+    "ocr": 0.04,  # a letter or pair read as a look-alike
+    "phonetic": 0.10,  # another spelling of one name part
+    "replace": 0.16,  # a name field replaced by another name of the locale
+    "missing": 0.08,  # one name field or the date of birth left empty
+    "swap_fields": 0.06,  # given and family name swapped
+    "date_digit": 0.14,  # a digit slip in the date: year off by one or many, day or month
+    "date_swap": 0.05,  # day and month swapped
+    "date_other": 0.07,  # an entirely different date
+}
+_KEYBOARD = {
+    "a": "qwsz", "b": "vghn", "c": "xdfv", "d": "serfcx", "e": "wsdr", "f": "drtgvc",
+    "g": "ftyhbv", "h": "gyujnb", "i": "ujko", "j": "huikmn", "k": "jiolm", "l": "kop",
+    "m": "njk", "n": "bhjm", "o": "iklp", "p": "ol", "q": "wa", "r": "edft", "s": "awedxz",
+    "t": "rfgy", "u": "yhji", "v": "cfgb", "w": "qase", "x": "zsdc", "y": "tghu", "z": "asx",
+}  # fmt: skip
+_OCR = (("m", "rn"), ("rn", "m"), ("l", "i"), ("i", "l"), ("o", "a"), ("a", "o"), ("e", "c"),
+        ("c", "e"), ("h", "b"), ("b", "h"), ("u", "v"), ("v", "u"), ("n", "h"), ("cl", "d"),
+        ("d", "cl"), ("g", "q"), ("vv", "w"), ("w", "vv"))  # fmt: skip
+
+
+def febrl_original(rng: random.Random, person: Person) -> Row:
+    """An original: canonical Latin spellings and the full date; a few miss a value."""
+    given, family = " ".join(v[0] for v in person.given), " ".join(v[0] for v in person.family)
+    dob = person.dob.isoformat()
+    if rng.random() < FEBRL_ORIGINAL_MISSING:
+        which = rng.choice(("given", "family", "dob"))
+        given = "" if which == "given" else given
+        family = "" if which == "family" else family
+        dob = "" if which == "dob" else dob
+    return Row(given, family, "", dob, "", "")
+
+
+def febrl_duplicate(rng: random.Random, person: Person, loc: Locale) -> Row:
+    """A duplicate of `person`'s original with one to three FEBRL-like modifications."""
+    given = [v[0] for v in person.given]
+    family = [v[0] for v in person.family]
+    year, month, day = person.dob.year, person.dob.month, person.dob.day
+    dob: str | None = None  # set once the date is emptied or replaced wholesale
+    count = rng.choices((1, 2, 3), _FEBRL_COUNTS)[0]
+    kinds = rng.choices(list(_FEBRL_KINDS), list(_FEBRL_KINDS.values()), k=count)
+    for kind in kinds:
+        parts = [(given, i) for i in range(len(given))] + [(family, i) for i in range(len(family))]
+        if kind in ("typo", "keyboard", "ocr", "phonetic") and parts:
+            target, i = rng.choice(parts)
+            target[i] = _febrl_name_edit(rng, kind, target[i], person, target is given, i)
+        elif kind == "replace":
+            given, family = _replace_field(rng, person, loc, given, family)
+        elif kind == "missing":
+            which = rng.choice(("given", "family", "dob"))
+            if which == "dob":
+                dob = ""
+            elif which == "given" and family:
+                given = []
+            elif which == "family" and given:
+                family = []
+        elif kind == "swap_fields":
+            given, family = family, given
+        elif kind == "date_digit":
+            year, month, day = _date_digit_slip(rng, year, month, day)
+        elif kind == "date_swap" and day <= 12:
+            month, day = day, month
+        elif kind == "date_other":
+            other = date(1965, 1, 1) + timedelta(days=rng.randrange(17_500))
+            year, month, day = other.year, other.month, other.day
+    if dob is None:
+        dob = _safe_date(year, month, day).isoformat()
+    return Row(" ".join(given), " ".join(family), "", dob, "", "")
+
+
+def _febrl_name_edit(
+    rng: random.Random, kind: str, part: str, person: Person, in_given: bool, index: int
+) -> str:
+    word = part.lower()
+    if kind == "phonetic":
+        names = person.given if in_given else person.family
+        if index < len(names):
+            others = [v for v in names[index][1:] if not _is_native(v)]
+            if others:
+                return rng.choice(others)
+        kind = "typo"
+    if len(word) < 2:
+        return part
+    if kind == "keyboard":
+        pos = rng.randrange(1, len(word))
+        near = _KEYBOARD.get(word[pos])
+        if near:
+            return (word[:pos] + rng.choice(near) + word[pos + 1 :]).capitalize()
+    if kind == "ocr":
+        found = [(a, b) for a, b in _OCR if a in word[1:]]
+        if found:
+            a, b = rng.choice(found)
+            pos = word.index(a, 1)
+            return (word[:pos] + b + word[pos + len(a) :]).capitalize()
+    return typo(rng, word).capitalize() if len(word) >= 2 else part
+
+
+def _date_digit_slip(rng: random.Random, year: int, month: int, day: int) -> tuple[int, int, int]:
+    """One digit of the written date changed: in the year (off by 1-9 or by 10-90), the
+    month or the day, as a keyed-in date goes wrong."""
+    where = rng.choice(("year_unit", "year_ten", "month", "day"))
+    if where == "year_unit":
+        return year - year % 10 + rng.choice([d for d in range(10) if d != year % 10]), month, day
+    if where == "year_ten":
+        ten = year // 10 % 10
+        candidates = [d for d in range(10) if d != ten and 1920 <= year + (d - ten) * 10 <= 2025]
+        return year + (rng.choice(candidates) - ten) * 10, month, day
+    if where == "month":
+        return year, rng.choice([m for m in range(1, 13) if m != month]), day
+    return year, month, rng.choice([d for d in range(1, 29) if d != day])

@@ -28,12 +28,15 @@ CTX_KEY_ID = b"mlax/v1/key-id"
 CTX_LEDGER_ENTRY = b"mlax/v1/ledger/entry"  # salted commitment of a ledger entry
 CTX_CASE_TRANSITION = b"mlax/v1/case/transition"  # a case step's chain digest
 CTX_CASE_APPROVAL = b"mlax/v1/case/approval"  # a supervisor's four-eyes approval
+CTX_STATS_APPROVAL = b"mlax/v1/stats/approval"  # a supervisor's approval of a statistics release
 CTX_ATTACHMENT_CHUNK = b"mlax/v1/attachment/chunk"  # associated data of evidence chunks
 CTX_KEYFILE = b"mlax/v1/keyfile"  # associated data of a key file at rest (never sent)
 CTX_WITNESS_RANK = b"mlax/v1/ledger/witness-rank"  # which members witness a log
 
 # Domain tags that are not PAE contexts: a prefix joined to the rest by the user.
-TAG_MATCH_TOKEN = b"mlax/v1/match-token"  # joined with "|" to a match token's parts
+# The match-token tag names the token domain (tokens.TOKEN_DOMAIN) after the protocol's
+# version: any change of the token rules moves it, so old and new tokens never meet.
+TAG_MATCH_TOKEN = b"mlax/v1/match-token/2"  # joined with "|" to a match token's parts
 TAG_MINHASH = b"mlax/v1/minhash/"  # + the decimal index of a MinHash coefficient pair
 
 

@@ -46,8 +46,10 @@ class Kind(StrEnum):
     NODE_STARTED = "node.started", "agency signing_keys encryption_keys tls_spki_sha256"
     NODE_STOPPED = "node.stopped", "agency"
     DIRECTORY_INSTALLED = "directory.installed", "version federation source agencies"
-    OFFICER_ADDED = "officer.added", "officer role"
-    OFFICER_CHANGED = "officer.changed", "officer role active"
+    # `by`: the admin who made the change over the officer API (absent: the node's host).
+    OFFICER_ADDED = "officer.added", "officer role", "by"
+    OFFICER_CHANGED = "officer.changed", "officer role active", "by"
+    OFFICER_LISTED = "officer.listed", "by count"
     LEDGER_EXPORTED = "ledger.exported", "officer start end"
     WITNESS_SPLIT_VIEW = "witness.split_view", "peer origin conclusive"
 
@@ -99,6 +101,10 @@ class Kind(StrEnum):
     CASE_READ = "case.read", "case_ref officer role"
     CASE_READ_REFUSED = "case.read_refused", "case_ref officer reason"
     CASE_OVERDUE = "case.overdue", "case_ref clock peer"
+    CASE_HOLD_PLACED = "case.hold_placed", "case_ref officer reason_sha256"
+    CASE_HOLD_RELEASED = "case.hold_released", "case_ref officer"
+    # -- retention ---------------------------------------------------------------------------
+    RETENTION_PURGED = "retention.purged", "data count rule cutoff"
 
     # -- evidence ----------------------------------------------------------------------------
     ATTACHMENT_UPLOADED = (
@@ -120,13 +126,31 @@ class Kind(StrEnum):
 
     # -- victim matching ---------------------------------------------------------------------
     MATCH_KEY_CREATED = "match.key_created", "key_id"
+    MATCH_KEY_ROTATED = (
+        "match.key_rotated",
+        "old_key_id key_id token_domain records retire_at",
+        "officer",
+    )
+    MATCH_KEY_RETIRED = "match.key_retired", "key_id"
     MATCH_RECORDS_LOADED = "match.records_loaded", "officer added updated removed version"
     MATCH_INDEX_SERVED = "match.index_served", "peer since version"
     MATCH_EVALUATED = "match.evaluated", "peer query_id elements"
     MATCH_QUOTA_EXCEEDED = "match.quota_exceeded", "peer query_id elements used"
-    MATCH_DISCLOSED = "match.disclosed", "case_ref handle supervisor"
+    # `reason_*`: only for a disclosure on the supervisor's override of a mismatch.
+    MATCH_DISCLOSED = (
+        "match.disclosed",
+        "case_ref handle supervisor agreement overridden",
+        "reason_chars reason_sha256",
+    )
     MATCH_QUERY = "match.query", "query_id officer queries unmatchable peers"
     MATCH_ANSWER = "match.answer", "query_id peer query result band"
+
+    # -- statistics releases (epsilon as decimal text; never a cell's value) -----------------
+    STATS_RELEASE_DRAFTED = (
+        "stats.release_drafted",
+        "release_id officer period_start period_end epsilon digest",
+    )
+    STATS_RELEASE_APPROVED = "stats.release_approved", "release_id supervisor digest signature"
 
 
 def _check_schemas() -> None:

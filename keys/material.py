@@ -49,6 +49,8 @@ class Purpose(Enum):
     ENCRYPTION = "encryption"
     TLS = "tls"
     ADMIN = "admin"
+    # The key of a node's officer CA, which signs officer credentials (node.services.officers).
+    OFFICER_CA = "officer-ca"
 
     @property
     def noun(self) -> str:
@@ -58,6 +60,7 @@ class Purpose(Enum):
             Purpose.ENCRYPTION: "decryption key",
             Purpose.TLS: "TLS key",
             Purpose.ADMIN: "federation administrator key",
+            Purpose.OFFICER_CA: "officer CA key",
         }[self]
 
 

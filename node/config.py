@@ -30,6 +30,10 @@ class NodeSection:
     data_dir: Path
     # Read the key passphrase from this file instead of MLAX_KEY_PASSPHRASE.
     passphrase_file: Path | None = None
+    # On SIGTERM, how long calls in flight may take to finish on each listener (an
+    # envelope being stored completes and is receipted; officers' open streams are cut).
+    federation_shutdown_grace_seconds: float = 10.0
+    officer_shutdown_grace_seconds: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -168,11 +172,13 @@ class MatchingSection:
     # one full batch (max_queries_per_call) per hour per peer.
     evaluations_per_hour: int = 48000
     max_elements_per_call: int = 5000
-    # Largest batch an officer may ask in one call, and how long to wait for each peer.
+    # Largest batch an officer may ask in one call, and how long to wait for each peer:
+    # the deadline of each evaluation call; the sync before it waits at most half of it.
     max_queries_per_call: int = 1000
     query_timeout_seconds: float = 10.0
-    # How often the copies of the peers' published indexes are refreshed, and how long a
-    # background refresh may take (a first copy of a large index takes minutes).
+    # How often the copies of the peers' published indexes are refreshed, and how long one
+    # refresh may take. First copies run in the background, never under a query's
+    # deadline: 1,000,000 records (max_records_per_load) take about 2 minutes.
     sync_interval_seconds: float = 60.0
     sync_timeout_seconds: float = 1800.0
     max_records_per_load: int = 1_000_000
@@ -180,6 +186,58 @@ class MatchingSection:
     # node's queries. Off: precision about 0.985 instead of 0.95, recall about 0.72
     # instead of 0.78 on the hard benchmark (docs/matching.md).
     year_alone_hits: bool = True
+    # Worker processes that encode records for a load or a key rotation (tokens, OPRF):
+    # 0 is one per CPU, 1 does the work in the node's own process.
+    encode_processes: int = 0
+    # How long a holder keeps serving its old key generation after a rotation (mlax match
+    # rotate-key, or a new token domain at start): queriers copy the new index meanwhile.
+    key_overlap_hours: float = 72.0
+
+
+@dataclass(frozen=True)
+class RetentionSection:
+    """How long content is kept (docs/operators.md, "Retention and purge"): each period
+    counts from a stated event, and 0 (the default, meaning not set) keeps it for good.
+    Ledger entries, envelope digests and receipts are never purged."""
+
+    # Message content (notes and replies): from delivery (its receipt) or receipt here.
+    message_content_seconds: float = 0.0
+    # A case's form and its steps' details: from the case's closing.
+    case_content_seconds: float = 0.0
+    # Evidence files of a case (their bytes and keys): from the case's closing.
+    evidence_seconds: float = 0.0
+    # Victim records this agency holds for matching: from their load or last update.
+    victim_records_seconds: float = 0.0
+    # Uploads never completed: from the last chunk that reached the node.
+    abandoned_uploads_seconds: float = 7 * _DAY
+    # How often the purge job runs, and how many items one transaction purges.
+    purge_interval_seconds: float = _HOUR
+    purge_batch: int = 200
+
+
+@dataclass(frozen=True)
+class HealthSection:
+    # How often readiness is evaluated (node/health.py), and how long the database write
+    # probe may take before the database counts as not writable.
+    check_interval_seconds: float = 5.0
+    probe_timeout_seconds: float = 10.0
+    # Not ready when the disk holding the database or evidence files has less free space
+    # than either of these.
+    min_free_mib: int = 1024
+    min_free_percent: float = 2.0
+
+
+@dataclass(frozen=True)
+class StatisticsSection:
+    # Differentially private statistics releases (docs/statistics.md, ADR 0015).
+    # The epsilon one release spends, split evenly over its tables.
+    epsilon_per_release: float = 1.0
+    # What all releases together may spend on one calendar year's cases and queries.
+    yearly_budget: float = 4.0
+    # A cell whose noisy count is below this is left out (CTDC uses k = 11).
+    threshold: int = 11
+    # Durations are clamped to this many days before they are summed.
+    duration_clamp_days: int = 90
 
 
 @dataclass(frozen=True)
@@ -201,6 +259,9 @@ class NodeConfig:
     log: LogSection = field(default_factory=LogSection)
     cases: CasesSection = field(default_factory=CasesSection)
     matching: MatchingSection = field(default_factory=MatchingSection)
+    statistics: StatisticsSection = field(default_factory=StatisticsSection)
+    retention: RetentionSection = field(default_factory=RetentionSection)
+    health: HealthSection = field(default_factory=HealthSection)
 
     @property
     def database_url(self) -> str:
@@ -223,6 +284,9 @@ _KNOWN_SECTIONS = {
     "log": LogSection,
     "cases": CasesSection,
     "matching": MatchingSection,
+    "statistics": StatisticsSection,
+    "retention": RetentionSection,
+    "health": HealthSection,
 }
 _REQUIRED_SECTIONS = ("node", "federation", "officer")
 _LOG_LEVELS = {"debug", "info", "warning", "error"}
@@ -239,11 +303,22 @@ _RANGES: dict[str, tuple[float, float]] = {
     "federation.max_workers": (1, 4096),
     "officer.max_workers": (1, 4096),
     "storage.pool_size": (1, 1000),
+    "matching.encode_processes": (0, 256),  # 0: one per CPU
+    "matching.key_overlap_hours": (0.001, 24 * 366.0),
     "delivery.max_in_flight_per_peer": (1, 10_000),
     "delivery.max_envelopes_per_batch": (1, DELIVER_BATCH_FLOOR),
     "delivery.give_up_after_seconds": (1.0, _YEAR),
     "delivery.rpc_timeout_seconds": (0.001, _HOUR),  # below lease_seconds' ceiling
     "ledger.witnesses_per_checkpoint": (1, 10_000),
+    "statistics.epsilon_per_release": (0.01, 10.0),
+    "statistics.yearly_budget": (0.01, 100.0),
+    "statistics.threshold": (1, 1000),
+    "statistics.duration_clamp_days": (1, 3650),
+    "node.federation_shutdown_grace_seconds": (0.001, _HOUR),
+    "node.officer_shutdown_grace_seconds": (0.001, _HOUR),
+    "health.check_interval_seconds": (0.1, _HOUR),
+    "health.probe_timeout_seconds": (0.1, _HOUR),
+    "health.min_free_percent": (0.001, 50.0),
 }
 
 
@@ -252,6 +327,8 @@ def _bounds(key: str, kind: str) -> tuple[float, float]:
         return _RANGES[key]
     if kind == "int":
         return 1, _C_INT_MAX
+    if key.startswith("retention.") and key != "retention.purge_interval_seconds":
+        return (1, 100_000) if kind == "int" else (1.0, 100 * _YEAR)  # retention periods
     if key.endswith(("_ack_seconds", "_response_seconds")):
         return 0.001, 5 * _YEAR  # legal clocks
     return 0.001, _DAY  # intervals, timeouts, backoffs, leases
@@ -436,6 +513,10 @@ def load_config(path: Path) -> NodeConfig:
         raise ConfigError(
             f"cases.approval_required names {sorted(unknown)[0]!r}; use {', '.join(CASE_TYPES)} "
             "or none."
+        )
+    if cfg.statistics.epsilon_per_release > cfg.statistics.yearly_budget:
+        raise ConfigError(
+            "statistics.epsilon_per_release must not exceed statistics.yearly_budget."
         )
     if cfg.delivery.initial_backoff_seconds > cfg.delivery.max_backoff_seconds:
         raise ConfigError(

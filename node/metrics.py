@@ -76,6 +76,20 @@ RPC_IN_PROGRESS = Gauge(
     ["listener", "kind"],
 )
 
+READY = Gauge(
+    "mlax_ready",
+    "1 while the node is ready (no readiness cause holds), 0 while it is not.",
+)
+READINESS_CAUSE = Gauge(
+    "mlax_readiness_cause",
+    "1 while a cause of not being ready holds (database, disk, directory_expired, "
+    "signing_key_expired, encryption_key_expired, tls_certificate_expired), else 0.",
+    ["cause"],
+)
+READINESS_CHECKED = Gauge(
+    "mlax_readiness_checked_timestamp_seconds", "When readiness was last evaluated."
+)
+
 
 class _OutboxCollector(Collector):
     """Outbox depth per peer, read from the database at scrape time."""

@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_g
 from prometheus_client import start_http_server
 
 from exchange._proto.mlax.v1 import officer_pb2_grpc as ogrpc
+from exchange._proto.mlax.v1.statistics_pb2_grpc import add_StatisticsServicer_to_server
 from exchange.agency import PublicKey
 from exchange.encoding import now_ms
 from exchange.envelope import Limits
@@ -24,6 +25,7 @@ from exchange.ledger_entry import LedgerEntry
 from keys.identity import AgencyIdentity, load_identity
 from node import metrics
 from node.config import ConfigError, NodeConfig
+from node.health import READINESS_SERVICE
 from node.logs import error_fields
 from node.peers.channels import PeerChannels
 from node.peers.client import GrpcPeerClient
@@ -34,12 +36,15 @@ from node.rpc.errors import (
 from node.rpc.federation import FEDERATION_SERVICE, FederationService
 from node.rpc.limits import CallLimiter, ListenerLimits, officer_callers, peer_callers
 from node.rpc.officer import OFFICER_SERVICE, OfficerService
+from node.rpc.stats import StatsService
 from node.services.cases import CaseDesk
 from node.services.evidence import AttachmentDesk
 from node.services.matching import MatchDesk
 from node.services.messages import NodeCore
-from node.services.officers import OfficerCA
+from node.services.officers import OfficerCA, OfficerIssuer
 from node.services.rejections import RejectionLedger
+from node.services.retention import RetentionDesk, record_remover
+from node.services.stats import StatsDesk
 from node.services.trust import TrustedDirectory
 from node.storage import ledger
 from node.storage.blobs import open_blob_store
@@ -52,6 +57,8 @@ from node.workers.delivery import DeliveryWorker, outbox_depth
 from node.workers.directory_sync import DirectorySync
 from node.workers.evidence_push import AttachmentPusher
 from node.workers.matching_sync import MatchSync
+from node.workers.purge import PurgeJob
+from node.workers.readiness import ReadinessCheck
 from node.workers.wakeup import Wakeup
 
 log = structlog.get_logger("mlax.node")
@@ -82,8 +89,11 @@ def _server(
 def _add_health_and_reflection(server: grpc.Server, service: str) -> health.HealthServicer:
     status = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(status, server)
+    # Liveness: "" and the listener's own service answer SERVING while the process serves.
+    # Readiness: READINESS_SERVICE, set by the readiness check (node/workers/readiness.py).
     status.set(service, health_pb2.HealthCheckResponse.SERVING)
     status.set("", health_pb2.HealthCheckResponse.SERVING)
+    status.set(READINESS_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
     _enable_reflection(server, (service, health.SERVICE_NAME))
     return status
 
@@ -227,6 +237,8 @@ def run(cfg: NodeConfig, passphrase: bytes, stop: threading.Event | None = None)
     match_sync = MatchSync(
         matching, cfg.matching.sync_interval_seconds, cfg.matching.sync_timeout_seconds
     )
+    retention = RetentionDesk(db, attachments.blobs, cfg.retention, record_remover(matching))
+    purge = PurgeJob(retention, cfg.retention.purge_interval_seconds)
 
     own_pair = [(identity.tls_private_key_pem(), identity.tls_certificate_pem())]
 
@@ -278,9 +290,16 @@ def run(cfg: NodeConfig, passphrase: bytes, stop: threading.Event | None = None)
             cases,
             attachments,
             matching,
+            OfficerIssuer(
+                ca,
+                identity.agency_id,
+                cfg.officer.advertise or cfg.officer.listen,
+                identity.tls_certificate_pem(),
+            ),
         ),
         off,
     )
+    add_StatisticsServicer_to_server(StatsService(StatsDesk(core, cfg.statistics, cfg.cases)), off)
     off_health = _add_health_and_reflection(off, OFFICER_SERVICE)
     _bind(
         off,
@@ -315,6 +334,15 @@ def run(cfg: NodeConfig, passphrase: bytes, stop: threading.Event | None = None)
 
     fed_limiter.start()
     off_limiter.start()
+    readiness = ReadinessCheck(
+        cfg.health,
+        db,
+        trust,
+        identity,
+        [cfg.node.data_dir] + [cfg.attachments_dir] * (cfg.storage.blob_backend == "filesystem"),
+        (fed_health, off_health),
+    )
+    readiness.tick()  # ready or not from the first call on
     fed.start()
     off.start()
     worker.start()
@@ -323,6 +351,9 @@ def run(cfg: NodeConfig, passphrase: bytes, stop: threading.Event | None = None)
     pusher.start()
     clocks.start()
     match_sync.start()
+    matching.start()  # retires old key generations; rotates on a new token domain
+    purge.start()
+    readiness.start()
     core.rejections.start()
     with db.write() as s:
         # The key ids the node runs with: a rotation or revocation shows in the ledger here,
@@ -351,7 +382,8 @@ def run(cfg: NodeConfig, passphrase: bytes, stop: threading.Event | None = None)
     fed_health.enter_graceful_shutdown()
     off_health.enter_graceful_shutdown()
     # Finish calls in flight (a delivery being stored completes and is receipted).
-    fed_done, off_done = fed.stop(grace=10), off.stop(grace=2)
+    fed_done = fed.stop(grace=cfg.node.federation_shutdown_grace_seconds)
+    off_done = off.stop(grace=cfg.node.officer_shutdown_grace_seconds)
     fed_done.wait()
     off_done.wait()
     fed_limiter.stop()
@@ -363,6 +395,9 @@ def run(cfg: NodeConfig, passphrase: bytes, stop: threading.Event | None = None)
         checkpointer.stop,
         clocks.stop,
         match_sync.stop,
+        matching.close,  # a rotation under way is undone; the encoding workers end
+        purge.stop,
+        readiness.stop,
         pusher.stop,
         core.rejections.stop,  # ledgers the counts of open windows
     ]

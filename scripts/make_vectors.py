@@ -1201,6 +1201,52 @@ def case_error(check: Callable[[], object]) -> dict[str, str]:
     raise AssertionError("the check passed")
 
 
+def statistics_vectors() -> dict[str, Any]:
+    """A statistics release's canonical JSON and digest, and a supervisor's approval of it."""
+    from exchange.stats import release as rel
+    from exchange.stats.tables import TABLES_BY_NAME
+
+    table = TABLES_BY_NAME["cases_by_peer"]
+    plans = rel.plan((table,), 1.0, 90)
+    params = rel.Parameters(
+        SENDER_ID, rel.Period.parse("2026-01-01", "2026-06-30"), 1.0, 11, 90, "opendp 0.16.0"
+    )
+    released = {table.name: {("mla", "sent", HYBRID_ID): 14}}
+    release_id = "0192f0c4-7b7e-7cc0-9a39-2f1b5c3d4e5f"
+    doc = rel.document(release_id, params, plans, released, (HYBRID_ID,))
+    body = rel.canonical(doc)
+    digest = rel.digest(doc)
+    supervisor, approved_at = "cdt.roux", T0 + 3 * HOUR
+    scalar = int.from_bytes(seed("FR-OCRTEH/supervisor/cdt.roux"), "big") % (2**255) + 1
+    key = ec.derive_private_key(scalar, ec.SECP256R1())
+    message = rel.approval_message(release_id, digest, supervisor, approved_at)
+    signature = key.sign(message, ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
+    key.public_key().verify(signature, message, ec.ECDSA(hashes.SHA256()))
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return {
+        "description": (
+            "A statistics release (docs/statistics.md) as it travels in a STATISTICS_RELEASE "
+            "envelope: its canonical JSON (sorted keys, no spaces, UTF-8) and SHA-256 digest, "
+            "and the message a supervisor signs with ECDSA P-256/SHA-256 to approve it: "
+            'PAE("mlax/v1/stats/approval", release_id, digest, supervisor, at as 8 bytes '
+            "big-endian)."
+        ),
+        "context": "mlax/v1/stats/approval",
+        "release_json": body.decode(),
+        "release_sha256": digest.hex(),
+        "approval": {
+            "release_id": release_id,
+            "supervisor": supervisor,
+            "at": approved_at,
+            "message": message.hex(),
+            "public_key_pem": public.decode(),
+            "signature": signature.hex(),
+        },
+    }
+
+
 def case_transition_vectors() -> dict[str, Any]:
     form = vector_form()
     digest = casework.form_digest(form)
@@ -1478,6 +1524,7 @@ def build(encrypt: Encryptor) -> dict[str, dict[str, Any]]:
         "receipt.json": receipt_vectors(hybrid, trusted),
         "attachment.json": attachment_vectors(),
         "case_transition.json": case_transition_vectors(),
+        "statistics.json": statistics_vectors(),
     }
 
 

@@ -4,11 +4,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
 from exchange._proto.mlax.v1 import forms_pb2 as pb
+from exchange.errors import InvalidFieldError
 from exchange.forms.base import (
     LINE_CHARS,
     LONG_CHARS,
@@ -37,6 +39,7 @@ from exchange.forms.checks import (
     INTERPOL_RE,
     MATCH_REFERENCE,
 )
+from exchange.forms.reading import at
 from exchange.forms.spec import (
     CalendarDate,
     Choice,
@@ -54,6 +57,7 @@ from exchange.forms.vocab import (
     VICTIM_ID_PURPOSES,
     WARRANT_KINDS,
 )
+from exchange.matching.records import QUERY_COLUMNS, VictimQuery, parse_query_row
 
 # --- MlaRequest ----------------------------------------------------------------------------
 
@@ -335,6 +339,72 @@ EXTRADITION_REQUEST = request(
 
 # --- VictimIdRequest -----------------------------------------------------------------------
 
+_COLUMN_PROBLEM = re.compile(r"Line \d+, column (\w+): (.*)", re.DOTALL)
+
+
+def victim_sought(person: Any, prefix: str = "person") -> VictimQuery:
+    """The person a `VictimSought` describes, as a match query: the rules of a match query
+    (`exchange.matching.records`) and its normalisation (alpha-2 nationality to alpha-3,
+    sex upper-cased), in one place for the form and the holder's agreement check.
+
+    Raises `FormFieldError` naming the field (`person.<field>` of the request).
+    """
+    row = {column: getattr(person, column) for column in QUERY_COLUMNS}
+    try:
+        return parse_query_row(row, 1)
+    except InvalidFieldError as e:
+        found = _COLUMN_PROBLEM.fullmatch(e.message)
+        column, problem = found.groups() if found else ("given_name", e.message)
+        fail(at(prefix, column), problem)
+
+
+def _sought_is_a_match_query(person: Any, prefix: str, ctx: Ctx) -> None:
+    victim_sought(person, prefix)
+
+
+def _sought_text(p: Any) -> str:
+    return join(
+        [
+            join([p.given_name, p.family_name], " "),
+            p.sex,
+            f"born {p.date_of_birth}" if p.date_of_birth else "",
+            f"in {p.place_of_birth}" if p.place_of_birth else "",
+            p.nationality,
+        ]
+    )
+
+
+VICTIM_SOUGHT = MessageSpec(
+    pb.VictimSought,
+    (
+        Text("given_name", size=NAME_CHARS, label="Given name"),
+        Text("family_name", size=NAME_CHARS, label="Family name"),
+        Text("sex", size=NAME_CHARS, label="Sex", note="`F`, `M`, `X` or empty"),
+        Text(
+            "date_of_birth",
+            size=NAME_CHARS,
+            label="Date of birth",
+            note="`YYYY-MM-DD`, `YYYY-MM`, `YYYY` or empty",
+        ),
+        Text(
+            "nationality",
+            size=NAME_CHARS,
+            label="Nationality",
+            note="ISO 3166 alpha-3 (alpha-2 accepted) or empty",
+        ),
+        Text("place_of_birth", size=NAME_CHARS, label="Place of birth"),
+    ),
+    rules=(
+        Rule(
+            "place_of_birth",
+            _sought_is_a_match_query,
+            "The rules of a match query (docs/matching.md): a given or a family name, "
+            "at most 200 characters each.",
+        ),
+    ),
+    summary=_sought_text,
+)
+
 VICTIM_ID_REQUEST = request(
     pb.VictimIdRequest,
     (
@@ -348,6 +418,15 @@ VICTIM_ID_REQUEST = request(
             required="the reference from the holder's hit answer is required.",
             label="Match reference",
             note="8 to 256 of `A-Z a-z 0-9 . _ ~ : + / = -` (hex, base64, UUIDs)",
+        ),
+        Group(
+            "person",
+            spec=VICTIM_SOUGHT,
+            required="the person you are looking for is required, as in your match query: "
+            "the holder checks it against the record before disclosing anything.",
+            label="Person sought",
+            note="the person the querier is looking for, as it knows them; the holder "
+            "grades it against the record behind the reference (docs/matching.md)",
         ),
         Choice("purpose", vocab=VICTIM_ID_PURPOSES, label="Purpose", note="section 8.9"),
         Text(

@@ -24,6 +24,7 @@ Layers, each a pure function:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 import unicodedata
@@ -202,6 +203,7 @@ def name_parts(text: str) -> list[str]:
     return [p for p in parts if len(p) > 1]
 
 
+@functools.lru_cache(maxsize=65536)  # names repeat: a holder's million records share few parts
 def phonetic_fold(part: str) -> str:
     """Rewrite transliteration-variant letter groups of one lower-case part to one form.
 

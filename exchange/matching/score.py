@@ -13,11 +13,12 @@ the wrong person. "Sex" below means agreeing sex and initials (`X`) on the date 
 in question; "bands" are MinHash bands of the name fields, "low" those of the field
 with fewer:
 
-- STRONG: an exact date (both windows) and the full name, or a cross-field code pair
-  backed by an edge (prefix or suffix) or by three field bands.
+- STRONG: an exact date (both windows) and a cross-field code pair backed by an edge
+  (prefix or suffix) or by three field bands; or the whole given-name field spelled
+  alike on the exact date (`G`) backed by a pair or an edge on the exact date.
 - POSSIBLE, with a date at most a year off and the day and month agreeing in either
   order (each rule read on the exact date first, then on either window):
-  a full-name or cross-field code pair; or a code and a 4-letter prefix or suffix of
+  a cross-field code pair; or a code and a 4-letter prefix or suffix of
   the other field, on the exact date, or backed by a band on each field, by sex or by
   three bands of one field; or a code and a 2-letter prefix with a band on each field
   and three in all, or with sex and a band, or with a longer edge too; or field bands
@@ -26,6 +27,14 @@ with fewer:
 - POSSIBLE on the year alone (one side knows only the year): the whole name spelled
   alike after folding (`S`). A namesake born the same year looks exactly like this;
   nothing on the year level can tell them apart.
+- POSSIBLE on a slip of the year's tens digit (`N`: the whole name spelled alike, day
+  and month agreeing in either order, the year's century and unit digit agreeing). A
+  namesake born on the same day ten or twenty years apart looks exactly like this.
+- POSSIBLE on one whole field and the exact date (`tokens` rule 5): the given-name
+  field spelled alike (`G`: the family name replaced, mistyped or unknown), or within
+  one edit with the family field spelled alike (`D`), or the one name field of a
+  person known by one field only (`O`, `H`). The family name alone never: twins share
+  it and the date.
 """
 
 from __future__ import annotations
@@ -53,7 +62,6 @@ MIN_BANDS_STRONG_PAIR = 3
 class _Evidence:
     """Which name evidence matched at one date level."""
 
-    full: bool
     pair: bool
     edge: bool
     short_edge: bool
@@ -81,7 +89,6 @@ def _evidence(kinds: Collection[str], level: str) -> _Evidence:
     given = sum(1 for name in dates if name.startswith("La") and at(name))
     family = sum(1 for name in dates if name.startswith("Lb") and at(name))
     return _Evidence(
-        full=at("F"),
         pair=at("P"),
         edge=at("E") or at("ES"),  # a 4-letter prefix or a suffix
         short_edge=at("E2"),
@@ -91,7 +98,7 @@ def _evidence(kinds: Collection[str], level: str) -> _Evidence:
 
 
 def _possible_on_dates(ev: _Evidence, exact: bool, sex: bool) -> bool:
-    if ev.full or ev.pair:
+    if ev.pair:
         return True
     if ev.edge and (exact or ev.bands_low >= 1 or sex or ev.bands_high >= MIN_BANDS_ONE_FIELD):
         return True
@@ -107,6 +114,7 @@ def _possible_on_dates(ev: _Evidence, exact: bool, sex: bool) -> bool:
 
 
 YEAR_ALONE_KINDS = frozenset({"S.y"})
+ONE_FIELD_KINDS = frozenset({"G.d", "D.d", "O.d", "H.d"})
 
 
 def band(matched_kinds: Collection[str], *, year_alone: bool = True) -> Band | None:
@@ -121,12 +129,16 @@ def band(matched_kinds: Collection[str], *, year_alone: bool = True) -> Band | N
         kinds -= YEAR_ALONE_KINDS
     sex = kinds & {"X.w0", "X.w1"}
     exact = _evidence(kinds, "exact")
-    if exact.full or (exact.pair and (exact.edge or exact.bands >= MIN_BANDS_STRONG_PAIR)):
+    if exact.pair and (exact.edge or exact.bands >= MIN_BANDS_STRONG_PAIR):
+        return Band.STRONG
+    if "G.d" in kinds and (exact.pair or exact.edge or exact.short_edge):
         return Band.STRONG
     if _possible_on_dates(exact, exact=True, sex=len(sex) == 2):
         return Band.POSSIBLE
     if _possible_on_dates(_evidence(kinds, "window"), exact=False, sex=bool(sex)):
         return Band.POSSIBLE
-    if "S.y" in kinds:
+    if "S.y" in kinds or "N.t" in kinds:
+        return Band.POSSIBLE
+    if kinds & ONE_FIELD_KINDS:
         return Band.POSSIBLE
     return None

@@ -14,7 +14,9 @@ fuzziness lives here, in how a name and a date become tokens. The rules:
 2. **Order-insensitive, field-aware.** Officers swap given and family names, so no
    token says which field a part came from; but a token that needs both fields takes
    one part from each, so relatives who share a family name (and twins, who share a
-   date of birth too) do not share the token.
+   date of birth too) do not share the token. The one-field kinds of rule 5 are the
+   exception: they name the given-name field, because the family field alone on a date
+   is what twins share.
 3. **Transliteration and typos.** Names are first transliterated and folded
    (`exchange.matching.normalise`); each part then gets a *code*: first letter (any
    vowel as "a") and the remaining consonants with voicing merged (d/t, b/p, g/k/h,
@@ -32,7 +34,27 @@ fuzziness lives here, in how a name and a date become tokens. The rules:
    partial query seeks both. This is the one place where records and queries differ,
    so `record_tokens` takes either and knows which it was given. Only the whole
    name, spelled alike after folding, is tied to the year alone: anything weaker is
-   shared by namesakes born the same year.
+   shared by namesakes born the same year. A full date also yields a *slip key*: day and
+   month (unordered) and the year with its tens digit unknown ("19?7"), what a slip of
+   that digit (1987 written 1977 or 1997) leaves intact; only the whole name spelled
+   alike is tied to it (`N`). A namesake shares it far less often than a birth year
+   (about once in two thousand against once in fifty). The unit digit is not covered:
+   namesakes born on one day a few years apart are too common (docs/matching.md,
+   "Measured quality").
+5. **One whole field on the exact date.** A family name replaced (marriage, an
+   alias), mistyped or unknown leaves the given-name field: spelled alike after
+   folding, on the exact date (one key: year, day and month unordered), it is `G`; a
+   short given-name field (up to `MAX_DELETION_FIELD` letters) also yields its
+   one-letter deletions (a SymSpell neighbourhood), each tied to the whole family
+   field, so a one-edit typo in the given name with the rest exact still meets (`D`).
+   The family name alone is never tied to the date for a person with two fields:
+   twins share exactly that. A person known by one field only (a single name, or an
+   unknown field) publishes that field as `O`; a query with two fields seeks each of
+   its fields as `O`, a query with one field seeks it as `O`, `G` and `H` (the family
+   field of two-field records, published for such queries only). These tokens carry
+   the exact date, the rarest date key, so their frequencies stay as low as the
+   others'. The whole name on any other distant date is deliberately absent: it is
+   exactly what a namesake looks like (docs/matching.md, "Measured quality").
 
 Token kinds (the querier keeps the kind of each of its tokens and `score.band`
 grades a record by the set of kinds that matched it; kinds are never published):
@@ -40,25 +62,35 @@ grades a record by the set of kinds that matched it; kinds are never published):
 =========  =====================================================  =================
 kind       name evidence                                          dates
 =========  =====================================================  =================
-F          all part codes, sorted                                 w0, w1
 S          all folded parts (the spelling), sorted                y
+N          all folded parts (the spelling), sorted                t (tens slip)
 P          one part code from each field (up to 3 pairs)          w0, w1
 E          a code from one field + 4-letter prefix from the other w0, w1
 ES         a code from one field + 3- or 4-letter suffix of the   w0, w1
-           other (parts of five letters or more)
+           other (parts of five letters or more, up to 3)
 E2         a code from one field + 2-letter prefix from the other w0, w1
+           (up to 2)
 La<i>      MinHash band i of the given-name field                 w0, w1
 Lb<i>      MinHash band i of the family-name field                w0, w1
 X          sex + initial of each field                            w0, w1
+G          the whole given-name field, spelled                    d (exact date)
+D          the whole family field + a one-letter deletion of a    d
+           short given-name field (or the field itself)
+O          a person's only name field (sought by every query)     d
+H          the whole family field (sought by one-field queries)   d
 =========  =====================================================  =================
 
 w0/w1 are the two windows (named by the parity of their first year, so both sides
-name a shared window alike). At most 47 tokens per record or query (`MAX_TOKENS`):
-2 F, 1 S, 6 P, 8 E, 8 ES, 8 E2, 12 L, 2 X.
+name a shared window alike), d the exact date, t the slip key of rule 4. At most
+`MAX_TOKENS` (48) tokens per record or query; a long name that would yield more loses
+its weakest kinds first (`_PRIORITY`). On the synthetic population a record has about
+36 real tokens.
+The token domain (`TOKEN_DOMAIN`, in `TAG_MATCH_TOKEN`) changes with any rule here.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import re
@@ -76,9 +108,15 @@ from exchange.matching.normalise import (
 from exchange.matching.records import PartialDate, VictimQuery, VictimRecord
 
 MAX_TOKENS = 48
+# The token rules' version, carried in every token value (`TAG_MATCH_TOKEN`): bumped with
+# any change to the tokens, so old and new indexes never mix.
+TOKEN_DOMAIN: int = 2
 
+MAX_DELETION_FIELD = 7  # D tokens: given-name fields up to this many letters
 MAX_PAIRS = 3  # P tokens: cross-field code pairs kept
-MAX_EDGES = 4  # E and E2 tokens: (code, prefix) edges kept per kind
+MAX_EDGES = 4  # E tokens: (code, prefix) edges kept
+MAX_SUFFIX_EDGES = 3  # ES tokens: (code, suffix) edges kept
+MAX_SHORT_EDGES = 2  # E2 tokens: (code, 2-letter prefix) edges kept
 LONG_PREFIX = 4
 SHORT_PREFIX = 2
 SUFFIX_MIN_PART = 5  # suffix edges only for parts this long
@@ -89,6 +127,8 @@ _VOWELS = frozenset("aeiou")
 _VOICING = str.maketrans("zdbgh", "stpkk")
 _DOUBLE = re.compile(r"(.)\1+")
 _PRIME = (1 << 61) - 1
+# Which kinds stay when a long name would exceed MAX_TOKENS (the weakest go first).
+_PRIORITY = ("S", "N", "G", "O", "H", "P", "E", "ES", "D", "X", "La", "Lb", "E2")
 
 
 @dataclass(frozen=True)
@@ -108,6 +148,7 @@ class _Names:
     parts: tuple[str, ...]
 
 
+@functools.lru_cache(maxsize=65536)
 def code(part: str) -> str:
     """The comparison code of one name part (see the module docstring, rule 3).
 
@@ -165,6 +206,7 @@ def _dates(dob: PartialDate | None, seeking: bool) -> list[tuple[str, bytes]]:
         md = _month_day(dob.month, dob.day)
         for start in (dob.year - 1, dob.year):
             keys.append((f"w{start % 2}", b"%d-%d|" % (start, start + 1) + md))
+        keys.append(("t", _tens_slip(dob.year) + md))
     if not seeking:
         keys.append(("y", (b"f%d" if full else b"p%d") % dob.year))
     else:
@@ -172,6 +214,11 @@ def _dates(dob: PartialDate | None, seeking: bool) -> list[tuple[str, bytes]]:
         if not full:
             keys.append(("y", b"f%d" % dob.year))
     return keys
+
+
+def _tens_slip(year: int) -> bytes:
+    """The year with its tens digit unknown ("19?7"): what a slip of that digit keeps."""
+    return b"%d?%d|" % (year // 100, year % 10)
 
 
 def _month_day(month: int, day: int) -> bytes:
@@ -191,7 +238,7 @@ def _cross_pairs(names: _Names) -> list[bytes]:
 
 
 def _suffix_edges(names: _Names) -> list[bytes]:
-    """(code of a part, the last letters of a part of the other field), first `MAX_EDGES`.
+    """(code of a part, the last letters of a part of the other field), first `MAX_SUFFIX_EDGES`.
 
     What a typo near the start of the second part leaves intact, where the prefix
     edges break: three letters of a five-letter part, four of a longer one.
@@ -203,7 +250,7 @@ def _suffix_edges(names: _Names) -> list[bytes]:
             if len(folded) >= SUFFIX_MIN_PART:
                 tail = folded[-min(LONG_PREFIX, len(folded) - 2) :]
                 edges.add(f"{code(a)}<{tail}".encode())
-    return _by_hash(edges)[:MAX_EDGES]
+    return _by_hash(edges)[:MAX_SUFFIX_EDGES]
 
 
 def _edges(names: _Names, prefix: int) -> list[bytes]:
@@ -279,16 +326,16 @@ def _token(kind: str, name_key: bytes, date_kind: str, date_key: bytes) -> Token
 
 
 def _name_tokens(names: _Names, dates: list[tuple[str, bytes]]) -> list[Token]:
-    windows = [d for d in dates if d[0] != "y"]
+    windows = [d for d in dates if d[0] in ("w0", "w1")]
     years = [d for d in dates if d[0] == "y"]
-    full = " ".join(sorted(code(p) for p in names.parts)).encode()
+    slips = [d for d in dates if d[0] == "t"]
     spelled = " ".join(sorted(phonetic_fold(p) for p in names.parts)).encode()
-    keyed: list[tuple[str, bytes, list[tuple[str, bytes]]]] = [("F", full, windows)]
-    keyed += [("S", spelled, years)]
+    keyed: list[tuple[str, bytes, list[tuple[str, bytes]]]] = [("S", spelled, years)]
+    keyed += [("N", spelled, slips)]
     keyed += [("P", pair, windows) for pair in _cross_pairs(names)]
     keyed += [("E", edge, windows) for edge in _edges(names, LONG_PREFIX)]
     keyed += [("ES", edge, windows) for edge in _suffix_edges(names)]
-    keyed += [("E2", edge, windows) for edge in _edges(names, SHORT_PREFIX)]
+    keyed += [("E2", edge, windows) for edge in _edges(names, SHORT_PREFIX)[:MAX_SHORT_EDGES]]
     for side, field in (("a", names.given), ("b", names.family)):
         keyed += [(f"L{side}{i}", band, windows) for i, band in enumerate(minhash_bands(field))]
     return [
@@ -305,22 +352,71 @@ def _sex_token(person: VictimQuery | VictimRecord, names: _Names) -> list[Token]
         return []
     initials = "".join(sorted((code(names.given[0])[0], code(names.family[0])[0])))
     key = (person.sex + initials).encode()
-    windows = [d for d in _dates(dob, seeking=False) if d[0] != "y"]
+    windows = [d for d in _dates(dob, seeking=False) if d[0] in ("w0", "w1")]
     return [_token("X", key, date_kind, date_key) for date_kind, date_key in windows]
+
+
+def _exact_date(dob: PartialDate | None) -> bytes | None:
+    """The full date as one key (day and month unordered), or None for a partial date."""
+    if dob is None or dob.month is None or dob.day is None:
+        return None
+    return b"%d|" % dob.year + _month_day(dob.month, dob.day)
+
+
+def _whole(parts: Iterable[str]) -> bytes:
+    """A whole name field spelled alike after folding, its parts sorted."""
+    return " ".join(sorted(phonetic_fold(p) for p in parts)).encode()
+
+
+def _deletions(parts: Sequence[str]) -> list[bytes]:
+    """A short field, joined, and its one-letter deletions (a SymSpell neighbourhood).
+
+    Two spellings one edit apart (a letter inserted, deleted, changed, or two
+    neighbours swapped) share at least one member.
+    """
+    joined = "".join(sorted(phonetic_fold(p) for p in parts))
+    if len(joined) > MAX_DELETION_FIELD:
+        return []
+    variants = {joined} | {joined[:i] + joined[i + 1 :] for i in range(len(joined))}
+    return sorted(v.encode() for v in variants)
+
+
+def _one_field_tokens(person: VictimQuery | VictimRecord, seeking: bool) -> list[Token]:
+    """Evidence from one whole name field on the exact date (rule 5)."""
+    day = _exact_date(person.date_of_birth)
+    if day is None:
+        return []
+    given, family = name_parts(person.given_name), name_parts(person.family_name)
+    keyed: list[tuple[str, bytes]] = []
+    if given and family:
+        keyed.append(("G", _whole(given)))
+        keyed += [("D", _whole(family) + b"/" + v) for v in _deletions(given)]
+        if seeking:  # a record that holds one name field only
+            keyed += [("O", _whole(given)), ("O", _whole(family))]
+        else:  # what a query that knows one name field only seeks
+            keyed.append(("H", _whole(family)))
+    else:
+        single = _whole(given or family)
+        keyed.append(("O", single))
+        if seeking:  # the one field the query knows may be either of a record's fields
+            keyed += [("G", single), ("H", single)]
+    return [_token(kind, key, "d", day) for kind, key in keyed]
 
 
 def record_tokens(person: VictimQuery | VictimRecord) -> list[Token]:
     """The tokens of a record (what a holder publishes) or of a query (what a querier seeks).
 
     The same function serves both so that they meet; a `VictimRecord` publishes its
-    year with its precision and a `VictimQuery` seeks the years it can meet (rule 4).
-    A name without any usable part, or a person without a date of birth, yields no
-    tokens: every token needs a date (rule 1).
+    year with its precision and a `VictimQuery` seeks the years it can meet (rule 4),
+    and only the one-field kinds differ otherwise (rule 5). A name without any usable
+    part, or a person without a date of birth, yields no tokens: every token needs a
+    date (rule 1); a person with one name part only needs the full date.
     """
+    seeking = isinstance(person, VictimQuery)
     names = _names(person)
-    if not names.given or not names.family:
-        return []
-    dates = _dates(person.date_of_birth, seeking=isinstance(person, VictimQuery))
-    tokens = _name_tokens(names, dates) + _sex_token(person, names)
-    assert len(tokens) <= MAX_TOKENS, len(tokens)
-    return tokens
+    tokens = _one_field_tokens(person, seeking)
+    if names.given and names.family:
+        dates = _dates(person.date_of_birth, seeking=seeking)
+        tokens += _name_tokens(names, dates) + _sex_token(person, names)
+    tokens.sort(key=lambda token: _PRIORITY.index(token.kind.partition(".")[0][:2]))
+    return tokens[:MAX_TOKENS]

@@ -13,6 +13,7 @@ os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 import typer
 
+from node.cli.admin_cmd import register as register_admin
 from node.cli.audit_cmd import app as audit_app
 from node.cli.bundle_cmd import app as bundle_app
 from node.cli.cases_cmd import register as register_cases
@@ -23,6 +24,7 @@ from node.cli.keys_cmd import app as keys_app
 from node.cli.match_cmd import register as register_match
 from node.cli.messages_cmd import register as register_messages
 from node.cli.node_cmd import demo, node_app, officer_app
+from node.cli.stats_cmd import register as register_stats
 
 app = typer.Typer(
     name="mlax",
@@ -42,7 +44,9 @@ app.add_typer(bundle_app, name="bundle", help="Verify a sender's non-repudiation
 register_messages(app)
 register_cases(app)
 register_match(app)
+register_stats(app)
 register_console(app)
+register_admin(app)
 app.command("demo")(demo)
 
 

@@ -76,6 +76,8 @@ def _summary_line(s: CaseSummary) -> str:
     line = f"{s.case_ref}  {s.case_type}  {s.role} party with {s.peer}  state: {s.state}"
     if s.awaiting_approval:
         line += "  (awaiting a supervisor's approval)"
+    if s.held_at:
+        line += "  (on legal hold)"
     if s.pending_action:
         line += f"  (sending {s.pending_action}: {s.pending_delivery or 'queued'})"
     if len(s.queued_actions) > 1:
@@ -112,6 +114,10 @@ def _print_case(view: CaseView) -> None:
         say(f"  approved by {s.approved_by}")
     if s.last_error:
         say(f"  last problem: {s.last_error}")
+    if s.held_at:
+        say(f"  on legal hold since {format_time(s.held_at)} by {s.held_by}: {s.hold_reason}")
+    if s.purged:
+        say(f"  content (request and steps' details) {s.purged}")
     if s.allowed_actions:
         commands = dict.fromkeys(_COMMAND_OF.get(a, a) for a in s.allowed_actions)
         say(f"  you may: {', '.join(commands)}")
@@ -149,7 +155,7 @@ def _print_case(view: CaseView) -> None:
                 shown(a.name),
                 str(a.size),
                 shown(a.direction),
-                shown(a.state),
+                shown(a.purged or a.state),
                 a.sha256.hex()[:16] + "…" if a.sha256 else "-",
             )
         print_table(files)
@@ -449,6 +455,31 @@ def show(
         print_json(view.to_json())
     else:
         _print_case(view)
+
+
+@case_app.command("hold")
+@cli_errors
+def hold(
+    case_ref: str,
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept on the case).")],
+    cred: CredOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Supervisor: put a case on legal hold: none of its content is purged until released."""
+    cases = _cases_client(cred)
+    with cases.client:
+        view = cases.hold(case_ref, reason)
+    _done(view, json_out)
+
+
+@case_app.command("release-hold")
+@cli_errors
+def release_hold(case_ref: str, cred: CredOpt = None, json_out: JsonOpt = False) -> None:
+    """Supervisor: lift a case's legal hold; its retention periods apply again."""
+    cases = _cases_client(cred)
+    with cases.client:
+        view = cases.release_hold(case_ref)
+    _done(view, json_out)
 
 
 def _bar() -> Progress:

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from exchange._proto.mlax.v1 import matching_pb2 as mpb
 from node.cli.common import (
     CredOpt,
     JsonOpt,
     cli_errors,
     err_say,
     fail,
+    format_time,
     officer_client,
     print_json,
     say,
@@ -24,6 +27,10 @@ from node.client import MatchAnswer
 from node.client.matching import OUTCOMES, MatchClient, outcome_of, read_batch
 
 match_app = typer.Typer(no_args_is_help=True)
+# How often a long load or key rotation says how far it is (on stderr).
+PROGRESS_SECONDS = 5.0
+# A load this small finishes in seconds: no progress lines.
+PROGRESS_RECORDS = 10_000
 
 
 @match_app.command("load")
@@ -39,8 +46,23 @@ def load(
     """Load (add or update) this agency's victim records; they never leave the node."""
     if not file.is_file():
         fail(f"No such file: {file}.")
+    shown_at = [time.monotonic()]
+
+    def progress(sent: int, total: int) -> None:
+        # A load of many records takes minutes: say how far it is every few seconds.
+        now = time.monotonic()
+        if json_out or total < PROGRESS_RECORDS:
+            return
+        if sent == total:
+            # The node encodes as it reads: what is sent ahead of it is what the transport
+            # holds (a few MB), so the rest of the wait is short.
+            err_say(f"All {total:,} records sent; the node is encoding the last of them.")
+        elif now - shown_at[0] >= PROGRESS_SECONDS:
+            shown_at[0] = now
+            err_say(f"{sent:,} of {total:,} records sent to the node.")
+
     with officer_client(cred) as c:
-        resp = MatchClient(c).load(file, tuple(remove or ()))
+        resp = MatchClient(c).load(file, tuple(remove or ()), progress)
     if json_out:
         print_json(resp.to_json())
     else:
@@ -48,6 +70,52 @@ def load(
             f"{resp.added} added, {resp.updated} updated, {resp.unchanged} unchanged, "
             f"{resp.removed} removed; {resp.records} records held, index version "
             f"{resp.index_version}."
+        )
+
+
+@match_app.command("rotate-key")
+@cli_errors
+def rotate_key(
+    overlap_hours: Annotated[
+        float,
+        typer.Option(
+            "--overlap-hours",
+            help="Keep serving the old key this long (0: the node's key_overlap_hours).",
+        ),
+    ] = 0.0,
+    cred: CredOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Supervisor or admin: a new OPRF key for this agency's published index.
+
+    Every record is re-encoded under the new key; peers are served the old index for the
+    overlap while they copy the new one, then the old key and its values are deleted.
+    """
+    shown_at = [time.monotonic()]
+
+    def progress(p: mpb.RotateMatchKeyProgress) -> None:
+        now = time.monotonic()
+        if not json_out and not p.done and now - shown_at[0] >= PROGRESS_SECONDS:
+            shown_at[0] = now
+            err_say(f"{p.encoded:,} of {p.total:,} records re-encoded under the new key.")
+
+    with officer_client(cred) as c:
+        done = MatchClient(c).rotate_key(overlap_hours, progress)
+    if json_out:
+        print_json(
+            {
+                "old_key_id": done.old_key_id,
+                "key_id": done.new_key_id,
+                "token_domain": done.token_domain,
+                "records": done.encoded,
+                "retire_at_ms": done.retire_at_ms,
+            }
+        )
+    else:
+        say(
+            f"Key {done.new_key_id} is current ({done.encoded:,} records, token domain "
+            f"{done.token_domain}); key {done.old_key_id} is served until "
+            f"{format_time(done.retire_at_ms)}."
         )
 
 
@@ -86,7 +154,9 @@ _WORDS = {
 def query(
     given_name: Annotated[str, typer.Option("--given-name")] = "",
     family_name: Annotated[str, typer.Option("--family-name")] = "",
-    dob: Annotated[str, typer.Option("--dob", help="YYYY-MM-DD, YYYY-MM or YYYY.")] = "",
+    dob: Annotated[
+        str, typer.Option("--dob", "--date-of-birth", help="YYYY-MM-DD, YYYY-MM or YYYY.")
+    ] = "",
     sex: Annotated[str, typer.Option("--sex", help="F, M or X.")] = "",
     nationality: Annotated[str, typer.Option("--nationality", help="ISO 3166 code.")] = "",
     place_of_birth: Annotated[str, typer.Option("--place-of-birth")] = "",
@@ -203,9 +273,11 @@ def _print_outcomes(
     hit = next((a for found in answers for a in found if a.result == "hit"), None)
     if hit is not None:
         say(
-            "A hit names no one: to ask the holder for the identity, open a follow-up: "
-            f"mlax match follow-up {hit.reference} --purpose victim-assistance "
-            '--justification "..." --contact-email you@agency.example'
+            "A hit names no one: to ask the holder for the identity, open a follow-up "
+            "naming the person you looked for, as you asked: "
+            f"mlax match follow-up {hit.reference} --given-name ... --family-name ... "
+            "--date-of-birth ... [--sex ... --nationality ... --place-of-birth ...] "
+            '--purpose victim-assistance --justification "..." --contact-email you@agency.example'
         )
     if counts["not-answered"]:
         warn(
@@ -232,6 +304,16 @@ def follow_up(
         ),
     ],
     justification: Annotated[str, typer.Option(help="Why the identity is needed.")],
+    given_name: Annotated[
+        str, typer.Option("--given-name", help="The person you looked for, as you asked.")
+    ] = "",
+    family_name: Annotated[str, typer.Option("--family-name")] = "",
+    date_of_birth: Annotated[
+        str, typer.Option("--date-of-birth", "--dob", help="YYYY-MM-DD, YYYY-MM or YYYY.")
+    ] = "",
+    sex: Annotated[str, typer.Option("--sex", help="F, M or X.")] = "",
+    nationality: Annotated[str, typer.Option("--nationality", help="ISO 3166 code.")] = "",
+    place_of_birth: Annotated[str, typer.Option("--place-of-birth")] = "",
     legal_basis: Annotated[
         list[str] | None, typer.Option("--legal-basis", help="Legal basis slug (repeat).")
     ] = None,
@@ -244,7 +326,26 @@ def follow_up(
     cred: CredOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Ask the holder of a hit for the identity: a victim-identification case."""
+    """Ask the holder of a hit for the identity: a victim-identification case.
+
+    It names the person you are looking for (the fields of your query): the holder
+    checks that person against the record behind the reference before its supervisor
+    discloses anything.
+    """
+    person = {
+        "given_name": given_name,
+        "family_name": family_name,
+        "sex": sex,
+        "date_of_birth": date_of_birth,
+        "nationality": nationality,
+        "place_of_birth": place_of_birth,
+    }
+    if not any(person.values()):
+        fail(
+            "Give the person you are looking for, as in your query: --given-name, "
+            "--family-name, --date-of-birth (and --sex, --nationality, --place-of-birth).",
+            2,
+        )
     if not (contact_email or contact_phone):
         fail("Give --contact-email or --contact-phone: the holder must be able to reach you.", 2)
     with officer_client(cred) as c:
@@ -255,6 +356,7 @@ def follow_up(
             contact["phone"] = contact_phone
         view = MatchClient(c).follow_up(
             reference,
+            person=person,
             purpose=purpose,
             justification=justification,
             legal_basis=tuple(legal_basis or ("palermo-protocol",)),
@@ -270,16 +372,79 @@ def follow_up(
         say(f"Opened case {s.case_ref} to {s.peer}{waiting}.")
 
 
+# How each agreement reads in a sentence about the person sought and the record.
+_AGREEMENT = {
+    "matches": "matches the record",
+    "weak": "agrees only weakly with the record (a possible hit)",
+    "does-not-match": "does NOT match the record",
+}
+
+
+def _agreement(agreement: str) -> str:
+    return f"the person sought {_AGREEMENT.get(agreement, agreement)}"
+
+
+@match_app.command("check")
+@cli_errors
+def check(case_ref: str, cred: CredOpt = None, json_out: JsonOpt = False) -> None:
+    """Holder's supervisor: how the person a follow-up seeks agrees with the record behind
+    its reference, and whether `mlax match disclose` would go now. Changes nothing."""
+    with officer_client(cred) as c:
+        found = MatchClient(c).check(case_ref)
+    if json_out:
+        print_json(found.to_json())
+        return
+    say(f"Case {case_ref}: {_agreement(found.agreement)} ({found.agreement}).")
+    if found.allowed:
+        say("A disclosure would go now: mlax match disclose " + case_ref)
+    else:
+        say(f"A disclosure would be refused now: {found.problem}")
+
+
 @match_app.command("disclose")
 @cli_errors
-def disclose(case_ref: str, cred: CredOpt = None, json_out: JsonOpt = False) -> None:
-    """Holder's supervisor: disclose the identity a follow-up case asks for (ledgered)."""
+def disclose(
+    case_ref: str,
+    override_mismatch: Annotated[
+        bool,
+        typer.Option(
+            "--override-mismatch",
+            help="Disclose although the person sought does not match the record (ledgered).",
+        ),
+    ] = False,
+    reason: Annotated[
+        str,
+        typer.Option(
+            "--reason",
+            help="Why, with --override-mismatch; the ledger keeps its length and digest only.",
+        ),
+    ] = "",
+    cred: CredOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Holder's supervisor: disclose the identity a follow-up case asks for (ledgered).
+
+    The node first checks the person the follow-up seeks against the record (see `mlax
+    match check`): a person who does not match is refused unless you pass
+    --override-mismatch with a --reason.
+    """
+    if reason and not override_mismatch:
+        fail("--reason goes with --override-mismatch.", 2)
+    if override_mismatch and not reason.strip():
+        fail("--override-mismatch needs a --reason: say why the identity goes anyway.", 2)
     with officer_client(cred) as c:
-        view = MatchClient(c).disclose(case_ref)
+        done = MatchClient(c).disclose(
+            case_ref, override_reason=reason if override_mismatch else None
+        )
     if json_out:
-        print_json(view.to_json())
-    else:
-        say(f"Disclosed the identity in case {case_ref} to {view.summary.peer}.")
+        print_json(done.to_json())
+        return
+    peer = done.case.summary.peer if done.case is not None else "the requesting agency"
+    how = " on your override" if done.overridden else ""
+    say(
+        f"Disclosed the identity in case {case_ref} to {peer}{how}; "
+        f"{_agreement(done.agreement)} ({done.agreement})."
+    )
 
 
 def register(app: typer.Typer) -> None:

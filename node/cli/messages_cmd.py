@@ -252,6 +252,8 @@ def _print_detail(d: MessageDetail) -> None:
         console.print(Text(shown(d.subject, markup=False), style="bold"))
         console.print(Text(shown(d.text or "", multiline=True, markup=False)))
         console.print()
+    if d.purged:
+        console.print(f"  content {shown(d.purged)}")
     ev = d.evidence
     console.print(f"  envelope digest {shown(ev.envelope_digest)}")
     if ev.receipt:

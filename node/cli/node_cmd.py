@@ -74,6 +74,143 @@ def check_config(config: ConfigOpt) -> None:
     )
 
 
+@node_app.command("purge")
+@cli_errors
+def purge(
+    config: ConfigOpt,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count what is past retention; change nothing.")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Purge content past its retention period now ([retention]; ledgered as
+    retention.purged). Victim records are left to the running node's purge job: their
+    removal needs the node's matching key."""
+    from node.services.retention import RetentionDesk
+    from node.storage.blobs import open_blob_store
+
+    cfg = load_config(config)
+    os.umask(0o077)
+    db = _db(cfg)
+    try:
+        blobs = open_blob_store(
+            cfg.storage.blob_backend, cfg.attachments_dir, cfg.database_url, cfg.storage.pool_size
+        )
+        done = RetentionDesk(db, blobs, cfg.retention).purge(dry_run=dry_run)
+    finally:
+        db.close()
+    if json_out:
+        print_json(
+            [
+                {"data": p.data.value, "count": p.count, "rule": p.rule, "cutoff": p.cutoff}
+                for p in done
+            ]
+        )
+        return
+    verb = "would purge" if dry_run else "purged"
+    if not done:
+        console.print("No retention period is set: nothing is purged.")
+    for p in done:
+        console.print(f"{verb} {p.count} {p.data.value.replace('_', ' ')} under {shown(p.rule)}")
+
+
+def _metrics_url(listen: str) -> str:
+    host, _, port = listen.rpartition(":")
+    # A wildcard bind is reached on loopback.
+    host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]", "": "127.0.0.1"}.get(host, host)  # noqa: S104
+    return f"http://{host}:{port}/metrics"
+
+
+def _scrape_readiness(url: str) -> tuple[float | None, dict[str, float], float | None]:
+    """mlax_ready, mlax_readiness_cause by cause, and the last check's time, from `url`."""
+    import urllib.error
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - http from config
+            text = resp.read(8 * 1024 * 1024).decode("utf-8", errors="replace")
+    except (OSError, urllib.error.URLError) as e:
+        reason = getattr(e, "reason", None) or getattr(e, "strerror", None) or type(e).__name__
+        fail(f"The node's metrics at {url} cannot be read ({reason}): is the node running?", 3)
+    ready: float | None = None
+    checked: float | None = None
+    causes: dict[str, float] = {}
+    try:
+        families = list(text_string_to_metric_families(text))
+    except ValueError:
+        fail(f"{url} does not serve Prometheus metrics.", 3)
+    for family in families:
+        for sample in family.samples:
+            if sample.name == "mlax_ready":
+                ready = sample.value
+            elif sample.name == "mlax_readiness_checked_timestamp_seconds":
+                checked = sample.value
+            elif sample.name == "mlax_readiness_cause":
+                causes[sample.labels.get("cause", "")] = sample.value
+    return ready, causes, checked
+
+
+@node_app.command("health")
+@cli_errors
+def node_health(config: ConfigOpt, json_out: JsonOpt = False) -> None:
+    """Whether the running node is ready, and why not; exits 1 when it is not ready.
+
+    Reads the node's metrics endpoint ([metrics] listen), so it works with the database
+    locked or the disk full.
+    """
+    import time
+
+    from node.health import BY_NAME, Cause
+
+    cfg = load_config(config)
+    if not cfg.metrics.listen:
+        fail(
+            f"metrics.listen is not set in {config}: `mlax node health` reads the node's "
+            "metrics endpoint; set it to a loopback address such as 127.0.0.1:9401."
+        )
+    url = _metrics_url(cfg.metrics.listen)
+    ready, values, checked = _scrape_readiness(url)
+    if ready is None:
+        fail(f"{url} serves no readiness (mlax_ready): is it this node's metrics endpoint?", 3)
+    causes = [BY_NAME.get(n, Cause(n, "An unknown cause.", "")) for n, v in values.items() if v]
+    age = None if checked is None else max(0.0, time.time() - checked)
+    # The check runs every check_interval_seconds and waits at most probe_timeout_seconds.
+    if age is not None and age > 3 * cfg.health.check_interval_seconds + (
+        cfg.health.probe_timeout_seconds + 5
+    ):
+        causes.append(
+            Cause(
+                "stale",
+                f"The node's last readiness check was {age:.0f} s ago: the check is stuck.",
+                "Look at the node's log; restart it if the check does not resume.",
+            )
+        )
+    is_ready = not causes and ready == 1
+    if json_out:
+        print_json(
+            {
+                "ready": is_ready,
+                "checked_seconds_ago": None if age is None else round(age, 1),
+                "causes": [
+                    {"cause": c.name, "meaning": c.meaning, "action": c.action} for c in causes
+                ],
+            }
+        )
+    elif is_ready:
+        console.print(f"[green]ready[/] (checked {age or 0:.0f} s ago)")
+    else:
+        names = ", ".join(c.name for c in causes) or "mlax_ready is 0"
+        console.print(f"[red]not ready[/]: {shown(names)}")
+        for c in causes:
+            console.print(f"  {shown(c.name)}: {shown(c.meaning)}", soft_wrap=True)
+            if c.action:
+                console.print(f"    what to do: {shown(c.action)}", soft_wrap=True)
+    if not is_ready:
+        raise typer.Exit(1)
+
+
 @directory_app.command("update")
 @cli_errors
 def directory_update(

@@ -178,6 +178,14 @@ class CaseClient:
         """A case's summary, timeline and attachments; with `content` the form and details."""
         return self._view("GetCase", cpb.GetCaseRequest(case_ref=case_ref, include_content=content))
 
+    def hold(self, case_ref: str, reason: str) -> CaseView:
+        """Supervisor: put a case on legal hold: nothing of it is purged until released."""
+        return self._view("HoldCase", opb.HoldCaseRequest(case_ref=case_ref, reason=reason))
+
+    def release_hold(self, case_ref: str) -> CaseView:
+        """Supervisor: lift a case's legal hold (its retention periods apply again)."""
+        return self._view("ReleaseHold", opb.ReleaseHoldRequest(case_ref=case_ref))
+
     def cases(
         self,
         *,

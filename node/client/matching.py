@@ -4,14 +4,19 @@ matching = MatchClient(OfficerClient.from_bundle(Path("alice.json"), b"passphras
 matching.load(Path("victims.csv"))
 for answer in matching.query([{"given_name": "Ana", "family_name": "Popescu"}]):
     print(answer.peer, answer.result, answer.band)
-matching.follow_up(answer.reference, purpose="victim-assistance", justification="...")
+person = {"given_name": "Ana", "family_name": "Popescu", "date_of_birth": "1998"}
+matching.follow_up(answer.reference, person=person, purpose="victim-assistance",
+                   justification="...")
+matching.check(case_ref).agreement            # at the holder: "matches", "weak", ...
+matching.disclose(case_ref)                   # its supervisor
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator, Mapping, Sequence
+import itertools
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,11 +24,14 @@ from typing import Any
 import grpc
 
 from exchange import forms
-from exchange._proto.mlax.v1 import casework_pb2 as cpb
+from exchange._proto.mlax.v1 import forms_pb2 as fpb
 from exchange._proto.mlax.v1 import matching_pb2 as mpb
+from exchange._proto.mlax.v1 import officer_pb2 as opb
 from exchange._proto.mlax.v1 import officer_pb2_grpc as ogrpc
 from exchange.encoding import now_ms
-from exchange.errors import InputError, InvalidFieldError
+from exchange.errors import ConflictError, InputError, InvalidFieldError
+from exchange.forms.requests import VICTIM_SOUGHT, victim_sought
+from exchange.forms.spec import Ctx, check_message
 from exchange.matching.records import (
     QUERY_COLUMNS,
     RECORD_COLUMNS,
@@ -32,12 +40,14 @@ from exchange.matching.records import (
 )
 from node.client.cases import CaseClient
 from node.client.officer import OfficerClient
-from node.client.results import CaseView, MatchAnswer, RecordsLoaded
+from node.client.results import CaseView, Disclosure, MatchAnswer, RecordsLoaded
 
 PERSON_FIELDS = QUERY_COLUMNS
 # The columns of a batch query file: the person's, and an optional label of one's own.
 QUERY_FILE_COLUMNS = ("ref", *QUERY_COLUMNS)
 _BATCH = 1000
+# The slowest encoding rate a load's deadline allows for (records/s, a busy single core).
+LOAD_RATE_FLOOR = 50
 
 
 def person(fields: Mapping[str, str | None]) -> mpb.MatchPerson:
@@ -143,38 +153,82 @@ class MatchClient:
     def _stub(self) -> ogrpc.OfficerStub:
         return self.client._stub
 
-    def load(self, path: Path, remove: Sequence[str] = ()) -> RecordsLoaded:
+    def load(
+        self,
+        path: Path,
+        remove: Sequence[str] = (),
+        progress: Callable[[int, int], None] | None = None,
+    ) -> RecordsLoaded:
         """Add or update the records of a CSV file (and remove `remove`), in one version.
 
-        Every row is checked here first, so a bad file is refused before anything is sent.
+        Every row is checked here first, in a pass that keeps nothing, so a bad file is
+        refused before anything is sent; then the rows stream to the node in parts of
+        1,000 (the node encodes them as they arrive), calling `progress(sent, total)`
+        after each part. A million-row file never sits in memory.
         """
-        rows: list[mpb.MatchRecordRow] = []
+        total = 0
         for line, row in read_rows(path):
             parse_csv_row(row, line)  # the node checks again; this names the line early
-            rows.append(
-                mpb.MatchRecordRow(
+            total += 1
+
+        def rows() -> Iterator[mpb.MatchRecordRow]:
+            for line, row in read_rows(path):
+                yield mpb.MatchRecordRow(
                     ref=(row.get("ref") or "").strip(), person=person(row), line=line
                 )
-            )
-        return self._load(rows, remove)
+
+        return self._load(rows(), total, remove, progress)
 
     def remove(self, refs: Sequence[str]) -> RecordsLoaded:
-        return self._load([], refs)
+        return self._load(iter(()), 0, refs, None)
 
-    def _load(self, rows: list[mpb.MatchRecordRow], remove: Sequence[str]) -> RecordsLoaded:
+    def _load(
+        self,
+        rows: Iterator[mpb.MatchRecordRow],
+        total: int,
+        remove: Sequence[str],
+        progress: Callable[[int, int], None] | None,
+    ) -> RecordsLoaded:
         def parts() -> Iterator[mpb.LoadRecordsRequest]:
-            for i in range(0, max(len(rows), 1), _BATCH):
-                yield mpb.LoadRecordsRequest(
-                    rows=rows[i : i + _BATCH], remove=list(remove) if i == 0 else []
-                )
+            first, sent = True, 0
+            while True:
+                batch = list(itertools.islice(rows, _BATCH))
+                if not batch and not first:
+                    return
+                yield mpb.LoadRecordsRequest(rows=batch, remove=list(remove) if first else [])
+                first, sent = False, sent + len(batch)
+                if progress is not None and batch:
+                    progress(sent, total)
 
         try:
             resp: mpb.LoadRecordsResponse = self._stub.LoadRecords(
-                parts(), timeout=self.client.timeout + len(rows) / 50
+                parts(), timeout=self.client.timeout + total / LOAD_RATE_FLOOR
             )
         except grpc.RpcError as e:
             raise self.client.call_error(e) from None
         return RecordsLoaded.from_proto(resp)
+
+    def rotate_key(
+        self,
+        overlap_hours: float = 0.0,
+        progress: Callable[[mpb.RotateMatchKeyProgress], None] | None = None,
+    ) -> mpb.RotateMatchKeyProgress:
+        """Supervisor or admin: a new OPRF key generation for this agency's published index
+        (every record re-encoded), the old one served for `overlap_hours` (0: the node's
+        default). Returns the final progress (`done`); the rotation goes on in the node
+        if this call is cut off."""
+        try:
+            last: mpb.RotateMatchKeyProgress | None = None
+            for last in self._stub.RotateMatchKey(
+                mpb.RotateMatchKeyRequest(overlap_hours=overlap_hours), timeout=None
+            ):
+                if progress is not None:
+                    progress(last)
+        except grpc.RpcError as e:
+            raise self.client.call_error(e) from None
+        if last is None or not last.done:
+            raise ConflictError("The node ended the key rotation call before it finished.")
+        return last
 
     def query(
         self,
@@ -199,6 +253,7 @@ class MatchClient:
         self,
         reference: str,
         *,
+        person: Mapping[str, str | None],
         purpose: str,
         justification: str,
         legal_basis: Sequence[str] = ("palermo-protocol",),
@@ -207,13 +262,19 @@ class MatchClient:
         contact: Mapping[str, str] | None = None,
         language: str = "en",
     ) -> CaseView:
-        """Open a victim-identification case to the holder of a hit, and submit it."""
+        """Open a victim-identification case to the holder of a hit, and submit it.
+
+        `person` is the person you are looking for, with the fields of a query
+        (`PERSON_FIELDS`): the holder grades it against the record behind the reference
+        before its supervisor discloses anything, so give them as you asked.
+        """
         holder = reference.rpartition(":")[0]
         own = self.client.credential.agency
         data: dict[str, Any] = {
             "requesting_authority": {"agency_id": own, "name": own},
             "requested_authority": {"agency_id": holder, "name": holder},
             "match_reference": reference,
+            "person": sought(person),
             "purpose": purpose,
             "legal_basis": list(legal_basis),
             "justification": justification,
@@ -228,15 +289,48 @@ class MatchClient:
         ref = cases.create(form, recipient=holder).summary.case_ref
         return cases.act(ref, "submit")
 
-    def disclose(self, case_ref: str) -> CaseView:
-        """Holder's supervisor: send the identity behind a follow-up case (ledgered)."""
-        try:
-            view: cpb.CaseView = self._stub.Disclose(
-                mpb.DiscloseRequest(case_ref=case_ref), timeout=self.client.timeout
+    def check(self, case_ref: str) -> Disclosure:
+        """Holder's supervisor: how the person a follow-up seeks agrees with the record
+        behind its reference, and whether a disclosure would go now. Changes nothing."""
+        return self._disclose(mpb.DiscloseRequest(case_ref=case_ref, check_only=True))
+
+    def disclose(self, case_ref: str, *, override_reason: str | None = None) -> Disclosure:
+        """Holder's supervisor: send the identity behind a follow-up case (ledgered).
+
+        Refused (FAILED_PRECONDITION) when the person sought does not match the record,
+        unless `override_reason` says why it goes anyway: the ledger records the override.
+        """
+        return self._disclose(
+            mpb.DiscloseRequest(
+                case_ref=case_ref,
+                override_mismatch=override_reason is not None,
+                override_reason=override_reason or "",
             )
+        )
+
+    def _disclose(self, request: mpb.DiscloseRequest) -> Disclosure:
+        try:
+            resp: opb.DiscloseResponse = self._stub.Disclose(request, timeout=self.client.timeout)
         except grpc.RpcError as e:
             raise self.client.call_error(e) from None
-        return CaseView.from_proto(view)
+        return Disclosure.from_proto(resp)
+
+
+def sought(fields: Mapping[str, str | None]) -> dict[str, str]:
+    """The person a follow-up seeks, as a `VictimSought` table: checked by the rules of a
+    query and normalised like one (alpha-3 nationality, upper-case sex, a canonical date),
+    so what the holder grades is what a query would have asked. Empty fields left out;
+    a bad one raises `FormFieldError` naming it (`person.date_of_birth`)."""
+    unknown = sorted(k for k in fields if k not in PERSON_FIELDS)
+    if unknown:
+        raise InvalidFieldError(
+            f"{unknown[0]!r} is not a field of a person: {', '.join(PERSON_FIELDS)}."
+        )
+    given = fpb.VictimSought(**{f: (fields.get(f) or "") for f in PERSON_FIELDS})
+    check_message(VICTIM_SOUGHT, given, "person", Ctx(now_ms=None))
+    values = vars(victim_sought(given))
+    values["date_of_birth"] = str(values["date_of_birth"] or "")
+    return {f: values[f] for f in PERSON_FIELDS if values[f]}
 
 
 __all__ = [
@@ -251,4 +345,5 @@ __all__ = [
     "read_batch",
     "read_batch_text",
     "read_rows",
+    "sought",
 ]

@@ -8,7 +8,6 @@ for message in client.inbox(): ...
 from __future__ import annotations
 
 import dataclasses
-import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,10 +26,11 @@ from exchange.errors import (
     InvalidFieldError,
     KeystoreError,
     MlaxError,
-    PassphraseError,
     Status,
 )
 from exchange.receipt import Receipt
+from exchange.retention import purged_text
+from keys.officer_bundle import MAX_BUNDLE_BYTES, open_bundle
 from node.client.results import WhoAmI
 from node.transport import flow_control_options
 
@@ -149,6 +149,14 @@ class MessageDetail:
     recipient_key_id: str
     restricted_to: tuple[str, ...]
     non_repudiation_bundle: bytes = b""
+    # Set once the content was purged under a retention rule (then subject and text are None).
+    purged_at: int = 0
+    purge_rule: str = ""
+
+    @property
+    def purged(self) -> str:
+        """ "purged on DATE under retention rule RULE", or "" while the content is kept."""
+        return purged_text(self.purged_at, self.purge_rule) if self.purged_at else ""
 
     @classmethod
     def from_proto(cls, v: opb.MessageView) -> MessageDetail:
@@ -162,6 +170,8 @@ class MessageDetail:
             recipient_key_id=v.recipient_key_id,
             restricted_to=tuple(v.restricted_to),
             non_repudiation_bundle=bytes(v.non_repudiation_bundle),
+            purged_at=v.purged_at,
+            purge_rule=v.purge_rule,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -174,6 +184,7 @@ class MessageDetail:
             "sender_key_id": self.sender_key_id,
             "recipient_key_id": self.recipient_key_id,
             "restricted_to": list(self.restricted_to),
+            "purged": self.purged,
             "evidence": {
                 "receipt": ev.receipt.hex(),
                 "receipt_verified": ev.receipt_verified,
@@ -221,27 +232,27 @@ class Credential:
 
     @classmethod
     def load(cls, path: Path, passphrase: bytes) -> Credential:
-        """Read a credential bundle written by `mlax officer add`, decrypting its key."""
+        """Read a credential bundle (keys.officer_bundle: Argon2id, or the legacy PBKDF2
+        format) written by `mlax officer add` or `mlax admin officers issue`."""
         try:
-            doc = json.loads(path.read_text())
-            if doc.get("format") != "mlax-officer/v1":
-                raise KeystoreError(f"{path} is not an MLAX officer credential.")
-            encrypted = doc["private_key"].encode()
-            server_cert = doc["server_certificate"].encode()
-            cert = doc["certificate"].encode()
-        except (ValueError, KeyError, AttributeError):
+            with path.open("rb") as f:
+                data = f.read(MAX_BUNDLE_BYTES + 1)
+        except IsADirectoryError:
             raise KeystoreError(f"{path} is not an MLAX officer credential.") from None
-        try:
-            key = serialization.load_pem_private_key(encrypted, passphrase)
-        except (ValueError, TypeError):
-            raise PassphraseError(f"The passphrase does not decrypt {path}.") from None
+        info, key = open_bundle(data, passphrase, str(path))
         plain = key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
         return cls(
-            doc["officer"], doc["role"], doc["agency"], doc["endpoint"], server_cert, cert, plain
+            info.officer,
+            info.role,
+            info.agency,
+            info.endpoint,
+            info.server_certificate,
+            info.certificate,
+            plain,
         )
 
 

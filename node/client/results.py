@@ -28,6 +28,7 @@ from exchange._proto.mlax.v1 import casework_pb2 as cpb
 from exchange._proto.mlax.v1 import forms_pb2 as fpb
 from exchange._proto.mlax.v1 import matching_pb2 as mpb
 from exchange._proto.mlax.v1 import officer_pb2 as opb
+from exchange.retention import purged_text
 
 _INT64 = frozenset({FieldDescriptor.CPPTYPE_INT64, FieldDescriptor.CPPTYPE_UINT64})
 _FLOAT = frozenset({FieldDescriptor.CPPTYPE_FLOAT, FieldDescriptor.CPPTYPE_DOUBLE})
@@ -110,6 +111,13 @@ class AttachmentInfo(WireResult):
     description: str
     last_error: str
     chunk_size: int
+    # Set once the file was purged under a retention rule (`purged` says so in words).
+    purged_at: int
+    purge_rule: str
+
+    @property
+    def purged(self) -> str:
+        return purged_text(self.purged_at, self.purge_rule) if self.purged_at else ""
 
     @classmethod
     def from_proto(cls, m: apb.AttachmentInfo) -> AttachmentInfo:
@@ -130,6 +138,8 @@ class AttachmentInfo(WireResult):
             description=m.description,
             last_error=m.last_error,
             chunk_size=m.chunk_size,
+            purged_at=m.purged_at,
+            purge_rule=m.purge_rule,
         )
 
 
@@ -218,6 +228,17 @@ class CaseSummary(WireResult):
     # The step number and state once they have taken effect.
     local_seq: int
     local_state: str
+    # Legal hold (0 and empty: none), and the purge of the form and steps' details.
+    held_at: int
+    held_by: str
+    hold_reason: str
+    purged_at: int
+    purge_rule: str
+
+    @property
+    def purged(self) -> str:
+        """ "purged on DATE under retention rule RULE", or "" while the content is kept."""
+        return purged_text(self.purged_at, self.purge_rule) if self.purged_at else ""
 
     def clocks(self, now_ms: int) -> tuple[Clock, ...]:
         """The case's running clocks, each overdue, due soon or running: the one rule the
@@ -271,6 +292,11 @@ class CaseSummary(WireResult):
             queued_actions=tuple(m.queued_actions),
             local_seq=m.local_seq,
             local_state=m.local_state,
+            held_at=m.held_at,
+            held_by=m.held_by,
+            hold_reason=m.hold_reason,
+            purged_at=m.purged_at,
+            purge_rule=m.purge_rule,
         )
 
 
@@ -388,6 +414,34 @@ class MatchAnswer(WireResult):
             reference=m.reference,
             detail=m.detail,
             query_id=m.query_id,
+        )
+
+
+@dataclass(frozen=True)
+class Disclosure(WireResult):
+    """What the holder's supervisor learns from a disclosure or its check: how the person
+    the follow-up seeks agrees with the record, and what was (or would be) done."""
+
+    WIRE = opb.DiscloseResponse
+
+    # "matches", "weak" or "does-not-match".
+    agreement: str
+    disclosed: bool
+    overridden: bool
+    # For a check: whether a disclosure would go now, else one sentence why not.
+    allowed: bool
+    problem: str
+    case: CaseView | None
+
+    @classmethod
+    def from_proto(cls, m: opb.DiscloseResponse) -> Disclosure:
+        return cls(
+            agreement=m.agreement,
+            disclosed=m.disclosed,
+            overridden=m.overridden,
+            allowed=m.allowed,
+            problem=m.problem,
+            case=CaseView.from_proto(m.case) if m.HasField("case") else None,
         )
 
 

@@ -441,7 +441,7 @@ def run_demo(root: Path | None = None, keep: bool = False, consoles: bool = Fals
         records = workdir / "naptip-victims.csv"
         records.write_text(DEMO_VICTIMS, encoding="utf-8")
         ng_match, gb_match = MatchClient(ng), MatchClient(gb)
-        hit = ""
+        hit, sought = "", {}
         loaded = ng_match.load(records)
         console.print(
             f"  Nigeria loads {loaded.records} victim records: they stay on its node; peers "
@@ -461,11 +461,14 @@ def run_demo(root: Path | None = None, keep: bool = False, consoles: bool = Fals
                 )
                 console.print(f"    {a.peer}: {shown}")
                 if a.result == "hit":
-                    hit = a.reference
+                    hit, sought = a.reference, who
         if not hit:
             raise DemoError("The victim known to Nigeria was not found.")
+        # The follow-up names the person the UK looked for: Nigeria checks it against the
+        # record behind the reference before its supervisor discloses anything.
         follow = gb_match.follow_up(
             hit,
+            person=sought,
             purpose="victim-assistance",
             justification="A possible victim found in Manchester needs assistance and protection.",
             contact={"name": "DS Helen Marsh", "email": "helen.marsh@nca.example"},
@@ -482,6 +485,11 @@ def run_demo(root: Path | None = None, keep: bool = False, consoles: bool = Fals
             _wait_case(gb_cases, vref, state)
         ng_sup = _client(fed, "NG-NAPTIP", "supervisor")
         clients.append(ng_sup)
+        checked = MatchClient(ng_sup).check(vref)
+        console.print(
+            f"  Nigeria's supervisor checks the person the UK seeks against the record: "
+            f"{checked.agreement}"
+        )
         MatchClient(ng_sup).disclose(vref)
         _wait_case(gb_cases, vref, "executed")
         disclosed = next(

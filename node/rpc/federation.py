@@ -201,7 +201,9 @@ class FederationService:
         self, request: mpb.MatchIndexRequest, context: grpc.ServicerContext
     ) -> Iterator[mpb.MatchIndexChunk]:
         peer = self._peer(context)
-        yield from self.matching.index(peer, request)
+        # A key generation or token domain not served is refused, and logged like a quota.
+        with _refusal_logged("match_index_refused", peer):
+            yield from self.matching.index(peer, request)
 
     def handler(self) -> grpc.GenericRpcHandler:
         def unary(fn: Any, req: Any, resp: Any) -> grpc.RpcMethodHandler[Any, Any]:

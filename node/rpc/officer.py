@@ -22,11 +22,13 @@ from exchange._proto.mlax.v1 import matching_pb2 as mpb
 from exchange._proto.mlax.v1 import officer_pb2 as opb
 from exchange._proto.mlax.v1 import officer_pb2_grpc as ogrpc
 from exchange.encoding import format_uuid
+from exchange.errors import ConflictError, MlaxError
 from exchange.policy import Role
 from node.peers.client import PeerClient
 from node.rpc.auth import OfficerAuth, allow, declared_roles, enforce_roles
 from node.rpc.errors import BusyError
 from node.rpc.limits import client_certificate
+from node.services import match_disclosure
 from node.services.cases import CaseDesk
 from node.services.delivery_proof import delivery_proof
 from node.services.evidence import AttachmentDesk
@@ -34,6 +36,14 @@ from node.services.forwarding import forward
 from node.services.ledger_view import LedgerView
 from node.services.matching import MatchDesk
 from node.services.messages import NodeCore, Officer, summary
+from node.services.officers import (
+    OfficerAccount,
+    OfficerIssuer,
+    issue_from_csr,
+    list_accounts,
+    set_officer,
+)
+from node.services.retention import place_hold, release_hold
 from node.storage.ledger import LedgerStore
 
 log = structlog.get_logger("mlax.node")
@@ -60,8 +70,10 @@ class OfficerService(ogrpc.OfficerServicer):
         cases: CaseDesk,
         attachments: AttachmentDesk,
         matching: MatchDesk,
+        issuer: OfficerIssuer,
     ) -> None:
         self.auth = OfficerAuth.for_db(declared_roles(OfficerService), core.db)
+        self.issuer = issuer
         self.core = core
         self.store = store
         self.ledger = LedgerView(core, store)
@@ -141,6 +153,56 @@ class OfficerService(ogrpc.OfficerServicer):
             peers=[a.agency_id for a in directory.agencies if a.agency_id != self.core.agency],
         )
 
+    # -- officer administration (admins; the node host's `mlax officer` does the same) ----
+
+    @allow(Role.ADMIN)
+    def ListOfficers(
+        self, officer: Officer, request: opb.ListOfficersRequest, context: grpc.ServicerContext
+    ) -> opb.ListOfficersResponse:
+        accounts = list_accounts(self.core.db, by=officer.name)
+        return opb.ListOfficersResponse(officers=[_account(a) for a in accounts])
+
+    @allow(Role.ADMIN)
+    def IssueOfficer(
+        self, officer: Officer, request: opb.IssueOfficerRequest, context: grpc.ServicerContext
+    ) -> opb.IssueOfficerResponse:
+        account, cert_pem = issue_from_csr(
+            self.core.db,
+            self.issuer,
+            name=request.name,
+            role=request.role,
+            csr_der=request.csr,
+            days=request.days,
+            by=officer.name,
+        )
+        log.info("officer_issued", by=officer.name, officer=account.name, role=account.role)
+        return opb.IssueOfficerResponse(
+            officer=_account(account),
+            agency=self.issuer.agency,
+            endpoint=self.issuer.endpoint,
+            server_certificate=self.issuer.server_cert_pem,
+            certificate=cert_pem,
+        )
+
+    @allow(Role.ADMIN)
+    def SetOfficerRole(
+        self, officer: Officer, request: opb.SetOfficerRoleRequest, context: grpc.ServicerContext
+    ) -> opb.OfficerAccount:
+        account = set_officer(self.core.db, request.name, role=request.role, by=officer.name)
+        log.info("officer_changed", by=officer.name, officer=account.name, role=account.role)
+        return _account(account)
+
+    @allow(Role.ADMIN)
+    def SetOfficerActive(
+        self,
+        officer: Officer,
+        request: opb.SetOfficerActiveRequest,
+        context: grpc.ServicerContext,
+    ) -> opb.OfficerAccount:
+        account = set_officer(self.core.db, request.name, active=request.active, by=officer.name)
+        log.info("officer_changed", by=officer.name, officer=account.name, active=account.active)
+        return _account(account)
+
     # -- the audit ledger --------------------------------------------------------------
 
     @allow(Role.AUDITOR)
@@ -189,6 +251,22 @@ class OfficerService(ogrpc.OfficerServicer):
     ) -> cpb.CaseView:
         return self._case_view(officer, request.case_ref, request.include_content)
 
+    # -- legal hold: a held case is exempt from purge (node/services/retention.py) -----
+
+    @allow(Role.SUPERVISOR)
+    def HoldCase(
+        self, officer: Officer, request: opb.HoldCaseRequest, context: grpc.ServicerContext
+    ) -> cpb.CaseView:
+        place_hold(self.core.db, officer, request.case_ref, request.reason)
+        return self._case_view(officer, request.case_ref)
+
+    @allow(Role.SUPERVISOR)
+    def ReleaseHold(
+        self, officer: Officer, request: opb.ReleaseHoldRequest, context: grpc.ServicerContext
+    ) -> cpb.CaseView:
+        release_hold(self.core.db, officer, request.case_ref)
+        return self._case_view(officer, request.case_ref)
+
     # -- evidence ----------------------------------------------------------------------
 
     @allow(*CONTENT)
@@ -229,10 +307,51 @@ class OfficerService(ogrpc.OfficerServicer):
     ) -> Iterator[mpb.MatchAnswer]:
         yield from self.matching.query(officer, request)
 
+    # A new OPRF key generation for this agency's published index: a supervisor's or an
+    # administrator's decision. The rotation runs on in the node if the caller leaves.
+    @allow(Role.SUPERVISOR, Role.ADMIN)
+    def RotateMatchKey(
+        self,
+        officer: Officer,
+        request: mpb.RotateMatchKeyRequest,
+        context: grpc.ServicerContext,
+    ) -> Iterator[mpb.RotateMatchKeyProgress]:
+        rotation = self.matching.rotate(officer, request.overlap_hours)
+        while not rotation.finished.wait(1.0):
+            if not context.is_active():
+                return
+            yield rotation.progress()
+        if rotation.error is not None:
+            if isinstance(rotation.error, MlaxError):
+                raise rotation.error
+            raise ConflictError("The key rotation failed; the old key stays current.")
+        yield rotation.progress()
+
     # Disclosing a victim's identity is the holder supervisor's decision (four-eyes).
     @allow(Role.SUPERVISOR)
     def Disclose(
         self, officer: Officer, request: mpb.DiscloseRequest, context: grpc.ServicerContext
-    ) -> cpb.CaseView:
-        ref = self.matching.disclose(officer, request.case_ref)
-        return self._case_view(officer, ref)
+    ) -> opb.DiscloseResponse:
+        done = match_disclosure.disclose(
+            self.core,
+            self.cases,
+            officer,
+            request.case_ref,
+            check_only=request.check_only,
+            override=request.override_mismatch,
+            reason=request.override_reason,
+        )
+        return opb.DiscloseResponse(
+            agreement=done.agreement.value,
+            disclosed=done.disclosed,
+            overridden=done.overridden,
+            allowed=done.allowed,
+            problem=done.problem,
+            case=self._case_view(officer, request.case_ref),
+        )
+
+
+def _account(account: OfficerAccount) -> opb.OfficerAccount:
+    return opb.OfficerAccount(
+        name=account.name, role=account.role, active=account.active, created_at=account.created_at
+    )

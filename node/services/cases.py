@@ -176,6 +176,11 @@ class CaseDesk:
             queued_actions=[p.action for p in queued],
             local_seq=local_seq,
             local_state=local.state.value,
+            held_at=row.held_at,
+            held_by=row.held_by,
+            hold_reason=row.hold_reason,
+            purged_at=row.purged_at,
+            purge_rule=row.purge_rule,
         )
 
     def list_cases(self, req: cpb.ListCasesRequest) -> cpb.ListCasesResponse:
@@ -249,7 +254,8 @@ class CaseDesk:
         )
         if not decision.allowed:
             self._ledger_refusal(case_ref, officer, decision)
-        view.form.CopyFrom(fpb.CaseForm.FromString(self.core.open_from_self(form_sealed)))
+        if form_sealed:  # empty once purged (the summary says when and under which rule)
+            view.form.CopyFrom(fpb.CaseForm.FromString(self.core.open_from_self(form_sealed)))
         for event, e in zip(view.timeline, events, strict=True):
             data = sealed.get(e.message_id)
             if data is None:

@@ -68,6 +68,7 @@ from exchange.errors import (
     Status,
 )
 from exchange.ledger_entry import LedgerEntry
+from exchange.retention import PurgedError, purged_text
 from exchange.wire import parse
 from node import metrics
 from node.services.cases import CaseDesk
@@ -131,6 +132,8 @@ def info(row: AttachmentRow) -> apb.AttachmentInfo:
         completed_at=row.completed_at,
         last_error=row.last_error,
         chunk_size=row.chunk_size,
+        purged_at=row.purged_at,
+        purge_rule=row.purge_rule,
     )
 
 
@@ -367,7 +370,7 @@ class AttachmentDesk:
         with self.core.db.write() as s:
             row = s.get(AttachmentRow, row_id)
             if row is not None and confirmed > row.confirmed_chunks:
-                row.confirmed_chunks = confirmed
+                row.confirmed_chunks, row.touched_at = confirmed, now_ms()
         self._notify()
         if push:
             self.on_push_due()
@@ -788,7 +791,7 @@ class AttachmentDesk:
         out = []
         for row in rows:
             view = info(row)
-            if row.state != UPLOADING:
+            if row.state != UPLOADING and not row.purged_at:  # a purged file's key is gone
                 try:
                     view.name = self._key(row).name
                 except MlaxError:
@@ -813,6 +816,11 @@ class AttachmentDesk:
             ).first()
             if row is None:
                 raise NotFoundError(f"No attachment {req.attachment_id} on this node.")
+            if row.purged_at:
+                raise PurgedError(
+                    f"Attachment {req.attachment_id} was "
+                    f"{purged_text(row.purged_at, row.purge_rule)}."
+                )
             following = req.follow and row.state == RECEIVING
             if row.state not in (AVAILABLE, SENDING, SENT) and not following:
                 raise _NotReadyError(

@@ -14,6 +14,7 @@ from exchange.envelope import (
 )
 from exchange.errors import InvalidFieldError
 from exchange.ledger_entry import LedgerEntry
+from exchange.retention import PurgedError, purged_text
 from node import metrics
 from node.services.case_store import CaseStaleError
 from node.services.messages import (
@@ -48,6 +49,11 @@ def forward(core: NodeCore, officer: Officer, message_id: str, recipient: str, n
         ).first()
         if msg is None:
             raise NotFoundError(f"No inbound message {message_id} on this node.")
+        if msg.content is None:
+            raise PurgedError(
+                f"Message {message_id} was {purged_text(msg.purged_at, msg.purge_rule)}: "
+                "there is nothing left to forward."
+            )
         sealed = msg.content.envelope
         s.expunge(msg)
     if recipient == core.agency or core.directory.current().agency(recipient) is None:

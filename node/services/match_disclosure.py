@@ -2,12 +2,23 @@
 
 A hit carries an opaque reference (`reference_of`): the holder's agency id and the
 random handle of the record. The querier's follow-up is a formal victim-identification
-case naming that reference; once the holder has accepted it and started execution, its
-supervisor discloses the identity behind the handle (`disclose`), which is ledgered.
+case naming that reference and the person it is looking for; once the holder has
+accepted it and started execution, its supervisor discloses the identity behind the
+handle (`disclose`), which is ledgered.
+
+Handles are published, so a reference alone proves no hit: a querier could copy one
+from the index for a record it never queried. Before anything is disclosed the node
+grades the person sought against the record (`exchange.matching.compare`), the
+supervisor sees that grade, and `allows` is the one rule every path obeys: a person
+who does not match the record is disclosed only on the supervisor's explicit override
+with a reason, which the ledger records (the reason as its length and digest only).
 `record_text` / `record_fields` are the sealed form of a held record.
 """
 
 from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
 
 from sqlalchemy import select
 
@@ -16,8 +27,12 @@ from exchange._proto.mlax.v1 import forms_pb2 as fpb
 from exchange.case import Action, CaseState, Party
 from exchange.encoding import now_ms
 from exchange.errors import InvalidFieldError
+from exchange.forms.base import TEXT_CHARS, FormFieldError
+from exchange.forms.checks import check_text
+from exchange.forms.requests import victim_sought
 from exchange.ledger_entry import LedgerEntry
-from exchange.matching.records import QUERY_COLUMNS, VictimRecord
+from exchange.matching.compare import Agreement, agreement
+from exchange.matching.records import QUERY_COLUMNS, VictimRecord, parse_csv_row
 from node.services.case_store import local_of
 from node.services.cases import CaseDesk, CaseStaleError
 from node.services.messages import NodeCore, NotFoundError, Officer, PermissionDeniedError
@@ -63,8 +78,83 @@ def record_fields(ref: str, data: bytes) -> dict[str, str]:
     return dict(zip(_FIELDS, values, strict=True)) | {"ref": ref}
 
 
-def disclose(core: NodeCore, cases: CaseDesk, officer: Officer, case_ref: str) -> str:
-    """Send the identity behind a victim-identification case's reference (ledgered)."""
+@dataclass(frozen=True)
+class Disclosure:
+    """What a Disclose call found and did: the grade of the person sought against the
+    record, whether the identity was sent (on an override of a mismatch), and for a
+    check, whether a disclosure would go now or the one sentence why not."""
+
+    agreement: Agreement
+    disclosed: bool = False
+    overridden: bool = False
+    allowed: bool = False
+    problem: str = ""
+
+
+def allows(case_ref: str, found: Agreement, override: bool, reason: str) -> bool:
+    """The disclosure rule: raise unless the identity may go; True when it goes on the
+    supervisor's override of a mismatch (which needs a reason, `check_reason`)."""
+    if found is not Agreement.DOES_NOT_MATCH:
+        return False
+    if not override:
+        raise CaseStaleError(
+            f"The person case {case_ref} seeks does not match the record behind its "
+            "reference: disclose it only with an explicit override and a reason."
+        )
+    check_reason(override, reason)
+    return True
+
+
+def check_reason(override: bool, reason: str) -> None:
+    """A reason goes with an override, and an override needs one: 1 to 4,000 characters."""
+    if reason and not override:
+        raise InvalidFieldError("A reason goes only with an override of a mismatch.")
+    if override:
+        try:
+            check_text(
+                "override_reason",
+                reason,
+                TEXT_CHARS,
+                required="an override of a mismatch needs a reason.",
+                multiline=True,
+            )
+        except FormFieldError as e:
+            raise InvalidFieldError(e.message) from None
+
+
+def sought_agreement(form: fpb.CaseForm, record: VictimRecord) -> Agreement:
+    """The person a victim-identification form seeks against a held record; a form
+    without a usable person (a case from before the person was required) matches nothing."""
+    request = form.victim_id
+    if not request.HasField("person"):
+        return Agreement.DOES_NOT_MATCH
+    try:
+        sought = victim_sought(request.person)
+    except FormFieldError:
+        return Agreement.DOES_NOT_MATCH
+    return agreement(sought, record)
+
+
+_SAID = {
+    Agreement.MATCHES: "the person sought matches this record",
+    Agreement.WEAK: "the person sought agrees only weakly with this record",
+    Agreement.DOES_NOT_MATCH: "the person sought does not match this record",
+}
+
+
+def disclose(
+    core: NodeCore,
+    cases: CaseDesk,
+    officer: Officer,
+    case_ref: str,
+    *,
+    check_only: bool = False,
+    override: bool = False,
+    reason: str = "",
+) -> Disclosure:
+    """Grade the person a victim-identification case seeks against the record behind its
+    reference and, unless `check_only`, send the identity (ledgered) if `allows` it."""
+    check_reason(override, reason)
     with core.db.read() as s:
         row = s.scalars(select(CaseRow).where(CaseRow.case_ref == case_ref)).first()
         if row is None:
@@ -75,11 +165,7 @@ def disclose(core: NodeCore, cases: CaseDesk, officer: Officer, case_ref: str) -
             )
         # As the case stands with this node's queued steps (the step rule): the
         # disclosure queues behind a start of execution still on its way to the peer.
-        local = local_of(s, row)[0]
-        if local.state != CaseState.IN_EXECUTION:
-            raise CaseStaleError(
-                f"Case {case_ref} is {local.state.value}: accept it and start execution first."
-            )
+        state = local_of(s, row)[0].state
         form = fpb.CaseForm.FromString(core.open_from_self(row.form_sealed))
     agency, handle = parse_reference(form.victim_id.match_reference)
     if agency != core.agency:
@@ -87,16 +173,42 @@ def disclose(core: NodeCore, cases: CaseDesk, officer: Officer, case_ref: str) -
             f"The reference in case {case_ref} names {agency}, not this agency."
         )
     with core.db.read() as s:
-        record = s.scalars(select(MatchRecordRow).where(MatchRecordRow.handle == handle)).first()
-        if record is None or record.removed:
+        held = s.scalars(select(MatchRecordRow).where(MatchRecordRow.handle == handle)).first()
+        if held is None or held.removed:
             raise CaseStaleError(f"The record behind case {case_ref} is no longer held here.")
-        fields = record_fields(record.ref, core.open_from_self(record.record_sealed))
+        fields = record_fields(held.ref, core.open_from_self(held.record_sealed))
+    found = sought_agreement(form, parse_csv_row(fields, 0))
+    try:
+        if state != CaseState.IN_EXECUTION:
+            raise CaseStaleError(
+                f"Case {case_ref} is {state.value}: accept it and start execution first."
+            )
+        overridden = allows(case_ref, found, override, reason)
+    except CaseStaleError as e:
+        if check_only:
+            return Disclosure(found, problem=e.message)
+        raise
+    if check_only:
+        return Disclosure(found, allowed=True)
     lines = [f"{k.replace('_', ' ')}: {v}" for k, v in fields.items() if k != "ref" and v]
+    said = _SAID[found] + (" (disclosed on the supervisor's override)" if overridden else "")
     details = forms.details_from_mapping(
         Action.REPORT_EXECUTED,
-        {"summary": "Identity disclosed on supervisor approval.\n" + "\n".join(lines)},
+        {
+            "summary": "Identity disclosed on supervisor approval.\n"
+            + "\n".join(lines)
+            + f"\nAgreement: {said}."
+        },
     )
     cases.steps.send(officer, case_ref, Action.REPORT_EXECUTED, details)
+    because: dict[str, str | int | bool] = (
+        {
+            "reason_chars": len(reason),
+            "reason_sha256": hashlib.sha256(reason.encode()).hexdigest(),
+        }
+        if overridden
+        else {}
+    )
     with core.db.write() as s:
         ledger.append(
             s,
@@ -106,6 +218,9 @@ def disclose(core: NodeCore, cases: CaseDesk, officer: Officer, case_ref: str) -
                 case_ref=case_ref,
                 handle=handle.hex(),
                 supervisor=officer.name,
+                agreement=found.value,
+                overridden=overridden,
+                **because,
             ),
         )
-    return case_ref
+    return Disclosure(found, disclosed=True, overridden=overridden)

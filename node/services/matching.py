@@ -15,23 +15,33 @@ leave the querier; the holder sees blinded elements only (docs/matching.md).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import queue
 import threading
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeoutError
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import grpc
 import structlog
-from sqlalchemy import delete, func, insert, select, tuple_
+from sqlalchemy import delete, func, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from exchange._proto.mlax.v1 import matching_pb2 as mpb
 from exchange.encoding import now_ms
-from exchange.errors import InputError, InvalidFieldError, MlaxError, OversizedError, Status
+from exchange.errors import (
+    ConflictError,
+    InputError,
+    InvalidFieldError,
+    MlaxError,
+    OversizedError,
+    Status,
+)
 from exchange.forms.base import format_instant
 from exchange.ledger_entry import LedgerEntry
 from exchange.matching import oprf
@@ -43,31 +53,45 @@ from exchange.matching.records import (
     parse_query_row,
 )
 from exchange.matching.score import Band, band
-from exchange.matching.tokens import MAX_TOKENS, Token, record_tokens
+from exchange.matching.tokens import MAX_TOKENS, TOKEN_DOMAIN, Token, record_tokens
 from node import metrics
 from node.config import MatchingSection
 from node.peers.client import PeerClient
-from node.services import match_disclosure
 from node.services.cases import CaseDesk
-from node.services.match_disclosure import parse_reference, record_text, reference_of
+from node.services.match_disclosure import (
+    parse_reference,
+    record_fields,
+    record_text,
+    reference_of,
+)
+from node.services.match_pool import VALUE_BYTES, EncodePool, pad_values, truncate
+from node.services.match_replica import Copy, CopyPendingError, Entry, ReplicaStore
 from node.services.messages import NodeCore, Officer
 from node.storage import ledger
 from node.storage.models import (
     MatchKeyRow,
-    MatchPeerRow,
     MatchQuotaRow,
     MatchRecordRow,
-    MatchReplicaRow,
     MatchStateRow,
+    MatchValuesRow,
 )
 
 log = structlog.get_logger("mlax.matching")
 T = TypeVar("T")
 
-VALUE_BYTES = 8
 ELEMENT_BYTES = 32
 HOUR_MS = 3_600_000
+# A querier or holder that sends no token domain predates the field: its tokens are domain 1.
+DOMAIN_BEFORE_FIELD = 1
+# Records per unit of pool work and per write transaction of a load or rotation.
+_LOAD_CHUNK = 500
+# A load's or rotation's lease not renewed for this long is taken over (a crashed writer).
+LEASE_STALE_MS = 120_000
+MAX_OVERLAP_HOURS = 24 * 366
+AUTO_ROTATE_RETRY_SECONDS = 30.0
 _INDEX_CHUNK = 2000
+# How long a sync's hold on a peer's copies lasts unless renewed (a crashed process's).
+SYNC_LEASE_SECONDS = 120.0
 _LOOKUP_CHUNK = 500
 _RANK = {Band.STRONG: 2, Band.POSSIBLE: 1}
 _FIELDS = QUERY_COLUMNS
@@ -79,13 +103,61 @@ class QuotaExceededError(InputError):
     status = Status.RESOURCE_EXHAUSTED
 
 
-def truncate(output: bytes) -> int:
-    """The published form of an OPRF output: its first 8 bytes, as a signed 64-bit int."""
-    return int.from_bytes(output[:VALUE_BYTES], "big", signed=True)
+class KeyRetiredError(ConflictError):
+    """A peer asked for a key generation this holder no longer serves."""
 
 
-def _pack(values: Iterable[int]) -> bytes:
-    return b"".join(v.to_bytes(VALUE_BYTES, "big", signed=True) for v in sorted(set(values)))
+class DomainMismatchError(ConflictError):
+    """A peer's token domain is not one this holder publishes."""
+
+
+class HolderBusyError(ConflictError):
+    """Another load or key rotation holds the records."""
+
+
+@dataclass(frozen=True)
+class Generation:
+    """A key generation the holder serves: its key, the token domain of its values."""
+
+    key_id: str
+    secret: bytes
+    token_domain: int
+    current: bool
+    retire_at: int | None
+
+
+@dataclass
+class Rotation:
+    """A key rotation's progress (MatchDesk.rotate)."""
+
+    old_key_id: str
+    new_key_id: str
+    token_domain: int
+    total: int
+    encoded: int = 0
+    done: bool = False
+    retire_at: int = 0
+    error: BaseException | None = None
+    finished: threading.Event = field(default_factory=threading.Event)
+
+    def progress(self) -> mpb.RotateMatchKeyProgress:
+        return mpb.RotateMatchKeyProgress(
+            old_key_id=self.old_key_id,
+            new_key_id=self.new_key_id,
+            token_domain=self.token_domain,
+            encoded=self.encoded,
+            total=max(self.total, self.encoded),
+            done=self.done,
+            retire_at_ms=self.retire_at,
+        )
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    record: VictimRecord
+    text: bytes
+    fingerprint: bytes
+    row_id: int | None
 
 
 def _unpack(data: bytes) -> list[int]:
@@ -108,16 +180,6 @@ def pad_tokens(tokens: list[Token]) -> list[Token]:
     return tokens + [Token(PAD_KIND, os.urandom(32)) for _ in range(MAX_TOKENS - len(tokens))]
 
 
-def pad_values(values: Iterable[int]) -> list[int]:
-    """A record's published values plus random ones, MAX_TOKENS distinct in all: peers
-    cannot tell from the index how much a record says (a birth date or not, one name or
-    two). Random 8-byte values look exactly like truncated OPRF outputs."""
-    out = set(values)
-    while len(out) < MAX_TOKENS:
-        out.add(int.from_bytes(os.urandom(VALUE_BYTES), "big", signed=True))
-    return sorted(out)
-
-
 @dataclass(frozen=True)
 class _Hit:
     band: Band
@@ -136,117 +198,322 @@ class MatchDesk:
         self.peers = peers
         self.cases = cases
         self._key_lock = threading.Lock()
-        self._key: tuple[str, bytes] | None = None
+        self._secrets: dict[str, bytes] = {}
+        self._retiring = threading.Lock()
+        self._rotation_lock = threading.Lock()
+        self._rotation: Rotation | None = None
+        self._closing = threading.Event()
+        self.pool = EncodePool(cfg.encode_processes)
         self._sync_locks: dict[str, threading.Lock] = {}
+        # The querier's copies of the peers' indexes, and the threads that update them
+        # apart from any query's deadline (`sync_soon`).
+        self.replicas = ReplicaStore(core.db)
+        self._sync_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="match-sync")
+        self._sync_futures: dict[str, Future[Copy]] = {}
+        self._sync_guard = threading.Lock()
+        self._sync_stop = threading.Event()
 
-    # -- the holder's key -----------------------------------------------------------------
+    # -- the holder's key generations ----------------------------------------------------
 
     def key(self) -> tuple[str, bytes]:
-        """(key id, OPRF key): created on first use, kept sealed to the node's own key."""
-        with self._key_lock:
-            if self._key is not None:
-                return self._key
+        """(key id, OPRF key) of the current generation: the first is made on first use;
+        every key is kept sealed to the node's own key."""
+        gen = self._current()
+        return gen.key_id, gen.secret
+
+    def _current(self) -> Generation:
+        gens = self._generations()
+        if gens and gens[0].current:
+            return gens[0]
+        with self._key_lock, self.core.db.write() as s:
+            row = s.scalars(select(MatchKeyRow).where(MatchKeyRow.active.is_(True))).first()
+            if row is None:
+                row = MatchKeyRow(
+                    key_id=os.urandom(16).hex(),
+                    key_sealed=self.core.seal_to_self(oprf.generate_key()),
+                    created_at=now_ms(),
+                    active=True,
+                    token_domain=TOKEN_DOMAIN,
+                    ready=True,
+                    retire_at=None,
+                )
+                s.add(row)
+                ledger.append(s, LedgerEntry.of("match.key_created", now_ms(), key_id=row.key_id))
+        return self._generations()[0]
+
+    def _generations(self) -> list[Generation]:
+        """The key generations served now, the current one first: it, and the previous
+        one until the end of its overlap (`retire_at`)."""
+        now = now_ms()
+        with self.core.db.read() as s:
+            rows = s.scalars(select(MatchKeyRow).where(MatchKeyRow.ready.is_(True))).all()
+            found = [(r.key_id, r.key_sealed, r.token_domain, r.active, r.retire_at) for r in rows]
+        gens = []
+        for key_id, sealed, domain, active, retire_at in found:
+            if not active and (retire_at is None or retire_at <= now):
+                self._retire_due_later()
+                continue
+            secret = self._secrets.get(key_id)
+            if secret is None:
+                secret = self._secrets[key_id] = self.core.open_from_self(sealed)
+            gens.append(Generation(key_id, secret, domain, active, retire_at))
+        return sorted(gens, key=lambda g: not g.current)
+
+    def _pick(self, key_id: str, domain: int, strict: bool) -> tuple[Generation, bool]:
+        """The generation to serve a peer asking with `key_id` (empty: the current one) in
+        token `domain`, and whether it is the one it named. Not `strict` (an index sync), a
+        key that is not served gets the current generation of the peer's domain instead."""
+        gens = self._generations() or [self._current()]
+        current = gens[0]
+        if key_id:
+            named = next((g for g in gens if g.key_id == key_id), None)
+            if named is not None and named.token_domain == domain:
+                return named, True
+            if strict and named is None:
+                raise KeyRetiredError(
+                    f"{self.core.agency} no longer serves matching key {key_id[:64]}: its "
+                    f"current key is {current.key_id}, so sync its index again."
+                )
+        same = [g for g in gens if g.token_domain == domain]
+        if not same:
+            raise DomainMismatchError(
+                f"{self.core.agency} publishes token domain {current.token_domain}; this "
+                f"query uses domain {domain}: the two agencies run different versions of "
+                "the matching rules."
+            )
+        return same[0], False
+
+    def _retire_due_later(self) -> None:
+        if self._retiring.acquire(blocking=False):
+            threading.Thread(target=self._retire_locked, name="match-retire", daemon=True).start()
+
+    def _retire_locked(self) -> None:
+        try:
+            self._retire_due_now()
+        except Exception:
+            log.exception("match_key_retire_failed")
+        finally:
+            self._retiring.release()
+
+    def retire_due(self) -> int:
+        """Delete every old key generation whose overlap has ended, with its values."""
+        with self._retiring:
+            return self._retire_due_now()
+
+    def _retire_due_now(self) -> int:
+        now = now_ms()
+        with self.core.db.read() as s:
+            due = s.scalars(
+                select(MatchKeyRow.key_id).where(
+                    MatchKeyRow.active.is_(False),
+                    MatchKeyRow.ready.is_(True),
+                    MatchKeyRow.retire_at <= now,
+                )
+            ).all()
+        for key_id in due:
             with self.core.db.write() as s:
-                row = s.scalars(select(MatchKeyRow).where(MatchKeyRow.active.is_(True))).first()
+                row = s.get(MatchKeyRow, key_id, with_for_update=True)
                 if row is None:
-                    secret = oprf.generate_key()
-                    row = MatchKeyRow(
-                        key_id=os.urandom(16).hex(),
-                        key_sealed=self.core.seal_to_self(secret),
-                        created_at=now_ms(),
-                        active=True,
-                    )
-                    s.add(row)
-                    ledger.append(
-                        s, LedgerEntry.of("match.key_created", now_ms(), key_id=row.key_id)
-                    )
-                key_id, sealed = row.key_id, row.key_sealed
-            self._key = (key_id, self.core.open_from_self(sealed))
-            return self._key
+                    continue  # another replica retired it
+                s.execute(delete(MatchValuesRow).where(MatchValuesRow.key_id == key_id))
+                s.delete(row)
+                ledger.append(s, LedgerEntry.of("match.key_retired", now_ms(), key_id=key_id))
+            self._secrets.pop(key_id, None)
+            log.info("match_key_retired", key_id=key_id)
+        return len(due)
+
+    # -- one writer of records at a time (a load or a rotation, on any replica) ----------
+
+    def _take_lease(self, kind: str) -> str:
+        token = f"{kind}:{os.urandom(4).hex()}"
+        now = now_ms()
+        with self.core.db.write() as s:
+            state = self._state(s)
+            if state.lease and now - state.lease_at < LEASE_STALE_MS:
+                what = "A key rotation" if state.lease.startswith("rotate") else "A load"
+                raise HolderBusyError(
+                    f"{what} of victim records is under way at this node; try again when "
+                    "it has finished."
+                )
+            if state.lease:  # a load or rotation cut off (a crash): undo what it left
+                log.warning("match_lease_taken_over", lease=state.lease.partition(":")[0])
+                self._undo(s, state)
+            state.lease, state.lease_at = token, now
+        return token
+
+    @staticmethod
+    def _state(s: Session) -> MatchStateRow:
+        state = s.get(MatchStateRow, 1, with_for_update=True)
+        if state is None:
+            state = MatchStateRow(id=1, version=0, lease="", lease_at=0)
+            s.add(state)
+            s.flush()
+        return state
+
+    def _renew(self, s: Session, token: str) -> MatchStateRow:
+        state = self._state(s)
+        if state.lease != token:
+            raise HolderBusyError("This load or rotation was taken over after a long pause.")
+        state.lease_at = now_ms()
+        return state
+
+    def _abandon(self, token: str) -> None:
+        """Undo a load or rotation that failed, if it still holds the lease."""
+        with self.core.db.write() as s:
+            state = self._state(s)
+            if state.lease == token:
+                self._undo(s, state)
+                state.lease = ""
+
+    @staticmethod
+    def _undo(s: Session, state: MatchStateRow) -> None:
+        """Remove what an unfinished load or rotation wrote: records of a version not yet
+        published, and a key generation not yet ready, with their values."""
+        ahead = select(MatchRecordRow.id).where(MatchRecordRow.version > state.version)
+        s.execute(delete(MatchValuesRow).where(MatchValuesRow.record_id.in_(ahead)))
+        s.execute(delete(MatchRecordRow).where(MatchRecordRow.version > state.version))
+        building = select(MatchKeyRow.key_id).where(MatchKeyRow.ready.is_(False))
+        s.execute(delete(MatchValuesRow).where(MatchValuesRow.key_id.in_(building)))
+        s.execute(delete(MatchKeyRow).where(MatchKeyRow.ready.is_(False)))
 
     # -- holding records ------------------------------------------------------------------
 
     def load(
         self, officer: Officer, requests: Iterator[mpb.LoadRecordsRequest]
     ) -> mpb.LoadRecordsResponse:
-        """Add, update or remove records; all of one call is one new index version."""
-        records: dict[str, VictimRecord] = {}
+        """Add, update or remove records; all of one call is one new index version.
+
+        The call is streamed: records are checked, encoded by the worker pool and new ones
+        written as they arrive, under a version peers are not served until the call ends
+        (then all of it is published at once, or, if it fails, all of it is undone).
+        Updated records wait in memory until then (about 2 KB each).
+        """
+        self._current()
+        self._retire_due_later()
+        token = self._take_lease("load")
+        try:
+            return self._load(officer, requests, token)
+        except BaseException:
+            self._abandon(token)
+            raise
+
+    def _load(
+        self, officer: Officer, requests: Iterator[mpb.LoadRecordsRequest], token: str
+    ) -> mpb.LoadRecordsResponse:
+        # Values for every generation served in today's token domain (both during an
+        # overlap); an old domain's generation cannot be computed any more and only loses
+        # the values of records that change.
+        gens = [g for g in self._generations() if g.token_domain == TOKEN_DOMAIN]
+        keys = [g.secret for g in gens]
+        with self.core.db.read() as s:
+            state = s.get(MatchStateRow, 1)
+            pending = (state.version if state is not None else 0) + 1
+        seen: set[str] = set()
         removals: set[str] = set()
-        for req in requests:
-            for item in req.rows:
-                record = parse_csv_row(_person_row(item.person) | {"ref": item.ref}, item.line)
-                if record.ref in records:
-                    raise InvalidFieldError(
-                        f"Line {item.line}, column ref: {record.ref!r} appears twice in the load."
-                    )
-                records[record.ref] = record
-            removals.update(req.remove)
-            if len(records) + len(removals) > self.cfg.max_records_per_load:
-                raise OversizedError(
-                    f"One load takes at most {self.cfg.max_records_per_load} records."
-                )
-        _, key = self.key()
-        # The OPRF work happens before the write lock: it is the slow part.
-        prepared: dict[str, tuple[bytes, bytes]] = {}
-        for ref, record in records.items():
-            text = record_text(record)
-            fingerprint = hashlib.sha256(text).digest()
-            values = _pack(
-                pad_values(truncate(oprf.evaluate(key, t.value)) for t in record_tokens(record))
-            )
-            prepared[ref] = (fingerprint, values)
-        now = now_ms()
-        added = updated = unchanged = removed = 0
-        with self.core.db.write() as s:
-            state = s.get(MatchStateRow, 1, with_for_update=True)
-            if state is None:
-                state = MatchStateRow(id=1, version=0)
-                s.add(state)
-            version = state.version + 1
-            existing = {
-                r.ref: r
-                for ref_chunk in _chunks(list(prepared) + sorted(removals), 500)
-                for r in s.scalars(
-                    select(MatchRecordRow).where(MatchRecordRow.ref.in_(ref_chunk))
-                ).all()
-            }
-            for ref, (fingerprint, values) in prepared.items():
-                row = existing.get(ref)
-                if row is not None and not row.removed and row.fingerprint == fingerprint:
-                    unchanged += 1
-                    continue
-                sealed = self.core.seal_to_self(record_text(records[ref]))
-                if row is None:
-                    s.add(
-                        MatchRecordRow(
-                            ref=ref,
-                            handle=os.urandom(16),
-                            record_sealed=sealed,
-                            fingerprint=fingerprint,
-                            values=values,
-                            version=version,
-                            removed=False,
-                            updated_at=now,
+        counts = {"added": 0, "updated": 0, "unchanged": 0, "removed": 0}
+        updates: list[tuple[int, bytes, bytes, list[bytes]]] = []
+
+        def chunks() -> Iterator[tuple[list[_Prepared], list[VictimRecord]]]:
+            batch: list[VictimRecord] = []
+            for req in requests:
+                removals.update(req.remove)
+                for item in req.rows:
+                    record = parse_csv_row(_person_row(item.person) | {"ref": item.ref}, item.line)
+                    if record.ref in seen:
+                        raise InvalidFieldError(
+                            f"Line {item.line}, column ref: {record.ref!r} appears twice in "
+                            "the load."
                         )
+                    seen.add(record.ref)
+                    batch.append(record)
+                    if len(batch) >= _LOAD_CHUNK:
+                        yield self._prepare(batch, counts)
+                        batch = []
+                if len(seen) + len(removals) > self.cfg.max_records_per_load:
+                    raise OversizedError(
+                        f"One load takes at most {self.cfg.max_records_per_load} records."
                     )
-                    added += 1
+            if batch:
+                yield self._prepare(batch, counts)
+
+        now = now_ms()
+        for prepared, values in self.pool.map(keys, chunks()):
+            new_rows: list[dict[str, object]] = []
+            new_values: list[list[bytes]] = []
+            for item, vals in zip(prepared, values, strict=True):
+                sealed = self.core.seal_to_self(item.text)
+                if item.row_id is None:
+                    new_rows.append(
+                        {
+                            "ref": item.record.ref,
+                            "handle": os.urandom(16),
+                            "record_sealed": sealed,
+                            "fingerprint": item.fingerprint,
+                            "version": pending,
+                            "removed": False,
+                            "updated_at": now,
+                        }
+                    )
+                    new_values.append(vals)
                 else:
-                    # A re-added record keeps its handle: a peer that missed the tombstone
-                    # then still replaces, not duplicates, what it holds for it.
-                    row.record_sealed, row.fingerprint, row.values = sealed, fingerprint, values
-                    row.version, row.removed, row.updated_at = version, False, now
-                    updated += 1
-            for ref in removals:
-                row = existing.get(ref)
-                if row is None or row.removed:
+                    updates.append((item.row_id, sealed, item.fingerprint, vals))
+            # New records are written now, under the version not yet published.
+            with self.core.db.write() as s:
+                self._renew(s, token)
+                if new_rows:
+                    ids = s.scalars(
+                        insert(MatchRecordRow).returning(
+                            MatchRecordRow.id, sort_by_parameter_order=True
+                        ),
+                        new_rows,
+                    ).all()
+                    self._write_values(s, gens, ids, new_values)
+            counts["added"] += len(new_rows)
+        with self.core.db.write() as s:
+            state = self._renew(s, token)
+            for row_id, sealed, fingerprint, _ in updates:
+                # A re-added record keeps its handle: a peer that missed the tombstone
+                # then still replaces, not duplicates, what it holds for it.
+                s.execute(
+                    update(MatchRecordRow)
+                    .where(MatchRecordRow.id == row_id)
+                    .values(
+                        record_sealed=sealed,
+                        fingerprint=fingerprint,
+                        version=pending,
+                        removed=False,
+                        updated_at=now,
+                    )
+                )
+            for part in _chunks([u[0] for u in updates], 500):
+                s.execute(delete(MatchValuesRow).where(MatchValuesRow.record_id.in_(part)))
+            self._write_values(s, gens, [u[0] for u in updates], [u[3] for u in updates])
+            counts["updated"] = len(updates)
+            for ref_part in _chunks(sorted(removals), 500):
+                gone = s.scalars(
+                    select(MatchRecordRow.id).where(
+                        MatchRecordRow.ref.in_(ref_part), MatchRecordRow.removed.is_(False)
+                    )
+                ).all()
+                if not gone:
                     continue
                 # The personal data goes; the tombstone tells peers to drop the handle.
-                row.record_sealed, row.values, row.fingerprint = b"", b"", bytes(32)
-                row.version, row.removed, row.updated_at = version, True, now
-                removed += 1
-            changed = added + updated + removed
-            if changed:
-                state.version = version
+                s.execute(delete(MatchValuesRow).where(MatchValuesRow.record_id.in_(gone)))
+                s.execute(
+                    update(MatchRecordRow)
+                    .where(MatchRecordRow.id.in_(gone))
+                    .values(
+                        record_sealed=b"",
+                        fingerprint=bytes(32),
+                        version=pending,
+                        removed=True,
+                        updated_at=now,
+                    )
+                )
+                counts["removed"] += len(gone)
+            if counts["added"] + counts["updated"] + counts["removed"]:
+                state.version = pending
+            state.lease = ""
             total = s.scalar(
                 select(func.count())
                 .select_from(MatchRecordRow)
@@ -258,20 +525,235 @@ class MatchDesk:
                     "match.records_loaded",
                     now,
                     officer=officer.name,
-                    added=added,
-                    updated=updated,
-                    removed=removed,
+                    added=counts["added"],
+                    updated=counts["updated"],
+                    removed=counts["removed"],
                     version=state.version,
                 ),
             )
             return mpb.LoadRecordsResponse(
-                added=added,
-                updated=updated,
-                unchanged=unchanged,
-                removed=removed,
+                added=counts["added"],
+                updated=counts["updated"],
+                unchanged=counts["unchanged"],
+                removed=counts["removed"],
                 index_version=state.version,
                 records=total or 0,
             )
+
+    def _prepare(
+        self, batch: list[VictimRecord], counts: dict[str, int]
+    ) -> tuple[list[_Prepared], list[VictimRecord]]:
+        """The records of a chunk that changed (new, updated or re-added), with what is
+        stored of them; the unchanged ones are counted and left alone (no OPRF work)."""
+        with self.core.db.read() as s:
+            existing = {
+                r.ref: (r.id, r.fingerprint, r.removed)
+                for r in s.execute(
+                    select(
+                        MatchRecordRow.ref,
+                        MatchRecordRow.id,
+                        MatchRecordRow.fingerprint,
+                        MatchRecordRow.removed,
+                    ).where(MatchRecordRow.ref.in_([r.ref for r in batch]))
+                ).all()
+            }
+        out = []
+        for record in batch:
+            text = record_text(record)
+            fingerprint = hashlib.sha256(text).digest()
+            row = existing.get(record.ref)
+            if row is not None and not row[2] and row[1] == fingerprint:
+                counts["unchanged"] += 1
+                continue
+            out.append(_Prepared(record, text, fingerprint, row[0] if row else None))
+        return out, [p.record for p in out]
+
+    @staticmethod
+    def _write_values(
+        s: Session, gens: list[Generation], ids: Sequence[int], values: Sequence[list[bytes]]
+    ) -> None:
+        rows = [
+            {"key_id": g.key_id, "record_id": rid, "values": v[i]}
+            for rid, v in zip(ids, values, strict=True)
+            for i, g in enumerate(gens)
+        ]
+        if rows:
+            s.execute(insert(MatchValuesRow), rows)
+
+    # -- rotating the key -----------------------------------------------------------------
+
+    def rotate(self, officer: Officer | None, overlap_hours: float = 0.0) -> Rotation:
+        """Start a new key generation: every held record is re-encoded under a new key (in
+        the background), then it becomes current and the old one is served for the overlap.
+        Returns at once; `Rotation.finished` is set when it is published or has failed."""
+        if not 0 <= overlap_hours <= MAX_OVERLAP_HOURS:
+            raise InvalidFieldError(
+                f"Field overlap_hours: 0 (the node's default) to {MAX_OVERLAP_HOURS}."
+            )
+        hours = overlap_hours or self.cfg.key_overlap_hours
+        with self._rotation_lock:
+            if self._rotation is not None and not self._rotation.finished.is_set():
+                raise HolderBusyError("A key rotation is already under way at this node.")
+            self.retire_due()
+            old = self._current()
+            token = self._take_lease("rotate")
+            try:
+                secret = oprf.generate_key()
+                new_id = os.urandom(16).hex()
+                with self.core.db.write() as s:
+                    s.add(
+                        MatchKeyRow(
+                            key_id=new_id,
+                            key_sealed=self.core.seal_to_self(secret),
+                            created_at=now_ms(),
+                            active=False,
+                            token_domain=TOKEN_DOMAIN,
+                            ready=False,
+                            retire_at=None,
+                        )
+                    )
+                    total = s.scalar(
+                        select(func.count())
+                        .select_from(MatchRecordRow)
+                        .where(MatchRecordRow.removed.is_(False))
+                    )
+            except BaseException:
+                self._abandon(token)
+                raise
+            rotation = Rotation(old.key_id, new_id, TOKEN_DOMAIN, total or 0)
+            self._rotation = rotation
+        threading.Thread(
+            target=self._run_rotation,
+            args=(rotation, token, secret, hours, officer),
+            name="match-rotate",
+            daemon=True,
+        ).start()
+        return rotation
+
+    def _run_rotation(
+        self, rot: Rotation, token: str, secret: bytes, hours: float, officer: Officer | None
+    ) -> None:
+        try:
+            last = 0
+
+            def chunks() -> Iterator[tuple[list[int], list[VictimRecord]]]:
+                nonlocal last
+                while not self._closing.is_set():
+                    with self.core.db.read() as s:
+                        rows = s.execute(
+                            select(
+                                MatchRecordRow.id, MatchRecordRow.ref, MatchRecordRow.record_sealed
+                            )
+                            .where(MatchRecordRow.removed.is_(False), MatchRecordRow.id > last)
+                            .order_by(MatchRecordRow.id)
+                            .limit(_LOAD_CHUNK)
+                        ).all()
+                    if not rows:
+                        return
+                    last = rows[-1].id
+                    yield (
+                        [r.id for r in rows],
+                        [
+                            parse_csv_row(
+                                record_fields(r.ref, self.core.open_from_self(r.record_sealed)),
+                                0,
+                            )
+                            for r in rows
+                        ],
+                    )
+                raise HolderBusyError("The node stopped during the key rotation.")
+
+            new = Generation(rot.new_key_id, secret, rot.token_domain, False, None)
+            for ids, values in self.pool.map([secret], chunks()):
+                with self.core.db.write() as s:
+                    self._renew(s, token)
+                    self._write_values(s, [new], ids, values)
+                rot.encoded += len(ids)
+            now = now_ms()
+            retire_at = now + int(hours * HOUR_MS)
+            with self.core.db.write() as s:
+                state = self._renew(s, token)
+                # At most two generations: one still in an earlier overlap ends now.
+                for row in s.scalars(
+                    select(MatchKeyRow).where(
+                        MatchKeyRow.active.is_(False),
+                        MatchKeyRow.ready.is_(True),
+                        MatchKeyRow.key_id != rot.old_key_id,
+                    )
+                ):
+                    row.retire_at = now
+                old_row = s.get(MatchKeyRow, rot.old_key_id)
+                new_row = s.get(MatchKeyRow, rot.new_key_id)
+                if old_row is None or new_row is None:
+                    raise HolderBusyError("The key generations changed during the rotation.")
+                old_row.active, old_row.retire_at = False, retire_at
+                new_row.active, new_row.ready = True, True
+                state.lease = ""
+                fields: dict[str, str | int] = {
+                    "old_key_id": rot.old_key_id,
+                    "key_id": rot.new_key_id,
+                    "token_domain": rot.token_domain,
+                    "records": rot.encoded,
+                    "retire_at": retire_at,
+                }
+                if officer is not None:
+                    fields["officer"] = officer.name
+                ledger.append(s, LedgerEntry.of("match.key_rotated", now, **fields))
+            rot.retire_at = retire_at
+            rot.done = True
+            log.info(
+                "match_key_rotated",
+                key_id=rot.new_key_id,
+                records=rot.encoded,
+                token_domain=rot.token_domain,
+            )
+        except BaseException as e:
+            rot.error = e
+            try:
+                self._abandon(token)
+            except Exception:
+                log.exception("match_rotation_undo_failed")
+            if not isinstance(e, MlaxError):
+                log.exception("match_rotation_failed")
+        finally:
+            rot.finished.set()
+        self._retire_due_later()
+
+    def start(self) -> None:
+        """At node start: retire old generations whose overlap has ended, and rotate when
+        the current generation was made under another token domain (a new token rule)."""
+        self.retire_due()
+        with self.core.db.read() as s:
+            row = s.scalars(select(MatchKeyRow).where(MatchKeyRow.active.is_(True))).first()
+            domain = row.token_domain if row is not None else TOKEN_DOMAIN
+        if domain != TOKEN_DOMAIN:
+            threading.Thread(target=self._auto_rotate, name="match-domain", daemon=True).start()
+
+    def _auto_rotate(self) -> None:
+        while not self._closing.is_set():
+            with self.core.db.read() as s:
+                row = s.scalars(select(MatchKeyRow).where(MatchKeyRow.active.is_(True))).first()
+            if row is None or row.token_domain == TOKEN_DOMAIN:
+                return
+            try:
+                rot = self.rotate(None)
+                log.info("match_domain_rotation_started", token_domain=TOKEN_DOMAIN)
+                rot.finished.wait()
+                if rot.error is None:
+                    return
+            except HolderBusyError:
+                pass  # a load, or another replica's rotation: try again later
+            except Exception:
+                log.exception("match_domain_rotation_failed")
+            self._closing.wait(AUTO_ROTATE_RETRY_SECONDS)
+
+    def close(self) -> None:
+        """Stop a rotation at its next chunk (it is undone) and the worker processes."""
+        self._closing.set()
+        rot = self._rotation
+        if rot is not None:
+            rot.finished.wait(30)
+        self.pool.close()
 
     # -- answering peers ------------------------------------------------------------------
 
@@ -290,6 +772,8 @@ class MatchDesk:
         # no work (the evaluation itself comes only after the charge).
         for e in req.blinded_elements:
             oprf.check_element(bytes(e))
+        # So is the key generation: a retired key or another token domain costs nothing.
+        gen, _ = self._pick(req.key_id, req.token_domain or DOMAIN_BEFORE_FIELD, strict=True)
         now = now_ms()
         window = now // HOUR_MS
         limit = self.cfg.evaluations_per_hour
@@ -343,17 +827,22 @@ class MatchDesk:
                 f"({needed // MAX_TOKENS:,} people); {fit:,} people fit now, and the quota "
                 f"starts afresh at {more_at}."
             )
-        key_id, key = self.key()
-        evaluated = [oprf.blind_evaluate(key, bytes(e)) for e in req.blinded_elements]
+        evaluated = [oprf.blind_evaluate(gen.secret, bytes(e)) for e in req.blinded_elements]
         metrics.MATCH_EVALUATIONS.labels(peer=peer).inc(count)
         return mpb.MatchEvaluateResponse(
-            evaluated_elements=evaluated, key_id=key_id, index_version=version
+            evaluated_elements=evaluated,
+            key_id=gen.key_id,
+            index_version=version,
+            token_domain=gen.token_domain,
         )
 
     def index(self, peer: str, req: mpb.MatchIndexRequest) -> Iterator[mpb.MatchIndexChunk]:
         """The published index as changes since the peer's version (all of it on a reset)."""
-        key_id, _ = self.key()
-        reset = req.key_id != key_id
+        # The generation the peer's copy is of, if still served in its token domain;
+        # else a reset to the current one of its domain (or FAILED_PRECONDITION).
+        gen, same = self._pick(req.key_id, req.token_domain or DOMAIN_BEFORE_FIELD, strict=False)
+        key_id = gen.key_id
+        reset = not same
         since = 0 if reset else req.since_version
         with self.core.db.read() as s:
             state = s.get(MatchStateRow, 1)
@@ -369,7 +858,7 @@ class MatchDesk:
             )
         if since == version and not reset:
             # Nothing changed: answer without touching the records (a query syncs first).
-            yield mpb.MatchIndexChunk(key_id=key_id, version=version)
+            yield mpb.MatchIndexChunk(key_id=key_id, version=version, token_domain=gen.token_domain)
             return
         sent = False
         last = (since, 0)
@@ -382,18 +871,29 @@ class MatchDesk:
                         MatchRecordRow.id,
                         MatchRecordRow.handle,
                         MatchRecordRow.removed,
-                        MatchRecordRow.values,
+                        MatchValuesRow.values,
                         MatchRecordRow.version,
+                    )
+                    .outerjoin(
+                        MatchValuesRow,
+                        (MatchValuesRow.record_id == MatchRecordRow.id)
+                        & (MatchValuesRow.key_id == key_id),
                     )
                     .where(
                         tuple_(MatchRecordRow.version, MatchRecordRow.id) > tuple_(*last),
+                        # Changed since the peer's version (not those of that version).
+                        MatchRecordRow.version > since,
                         MatchRecordRow.version <= version,
                     )
                     .order_by(MatchRecordRow.version, MatchRecordRow.id)
                     .limit(_INDEX_CHUNK)
                 )
                 if reset:
-                    q = q.where(MatchRecordRow.removed.is_(False))
+                    # Live records with values in this generation (a generation of an old
+                    # token domain has none for records loaded since).
+                    q = q.where(
+                        MatchRecordRow.removed.is_(False), MatchValuesRow.values.is_not(None)
+                    )
                 rows = s.execute(q).all()
             if not rows and sent:
                 return
@@ -402,9 +902,14 @@ class MatchDesk:
                 key_id=key_id,
                 version=version,
                 reset=reset and not sent,
+                token_domain=gen.token_domain,
                 entries=[
+                    # A record with no values in this generation is dropped by the peer.
                     mpb.MatchIndexEntry(
-                        handle=r.handle, removed=r.removed, values=r.values, version=r.version
+                        handle=r.handle,
+                        removed=r.removed or r.values is None,
+                        values=b"" if r.removed or r.values is None else r.values,
+                        version=r.version,
                     )
                     for r in rows
                 ],
@@ -415,59 +920,110 @@ class MatchDesk:
 
     # -- asking peers ---------------------------------------------------------------------
 
-    def sync(self, peer: str, timeout: float) -> MatchPeerRow:
-        """Bring our copy of `peer`'s published index up to date."""
+    def sync(self, peer: str, timeout: float) -> Copy:
+        """Bring our copy of `peer`'s published index up to date (node/services/
+        match_replica.py); returns the complete copy queries read.
+
+        A first copy or a reset (another key generation) is staged and replaces the
+        complete copy only once its stream has ended; an interrupted one resumes from the
+        last version it holds whole. One process at a time syncs a peer (a lease)."""
         lock = self._sync_locks.setdefault(peer, threading.Lock())
         with lock:
-            with self.core.db.read() as s:
-                have = s.get(MatchPeerRow, peer)
-                key_id, since = (have.key_id, have.version) if have else ("", 0)
-            # A peer still connecting is waited for, within the timeout (PeerClient).
-            stream = self.peers.get_match_index(
-                peer, mpb.MatchIndexRequest(key_id=key_id, since_version=since), timeout
-            )
-            final: tuple[str, int] | None = None
-            for chunk in stream:
-                with self.core.db.write() as s:
-                    if chunk.reset:
-                        s.execute(delete(MatchReplicaRow).where(MatchReplicaRow.peer == peer))
-                        # Until this reset completes the copy is nobody's: an interrupted
-                        # one is redone from the start, never taken as up to date.
-                        self._set_state(s, peer, "", 0)
-                    handles = [bytes(e.handle) for e in chunk.entries]
-                    for part in _chunks(handles, 500):
-                        s.execute(
-                            delete(MatchReplicaRow).where(
-                                MatchReplicaRow.peer == peer, MatchReplicaRow.handle.in_(part)
-                            )
-                        )
-                    rows = [
-                        {"peer": peer, "handle": bytes(e.handle), "value": v}
-                        for e in chunk.entries
-                        if not e.removed
-                        for v in _unpack(bytes(e.values))
-                    ]
-                    if rows:
-                        s.execute(insert(MatchReplicaRow), rows)
-                final = (chunk.key_id, chunk.version)
-            if final is None:
-                raise MlaxError(f"Agency {peer} sent no index.")
-            # Only a complete stream moves the copy's version: a sync cut off half way is
-            # redone from the old version next time (re-applying entries is harmless).
-            with self.core.db.write() as s:
-                state = self._set_state(s, peer, *final)
-                s.flush()
-                s.expunge(state)
-            return state
+            if not self.replicas.lease(peer, SYNC_LEASE_SECONDS):
+                done, making = self.replicas.copies(peer)
+                if done is None:
+                    raise CopyPendingError(_pending(peer, making))
+                return done  # another process is bringing it up to date
+            synced = False
+            try:
+                copy = self._sync_locked(peer, timeout)
+                synced = True
+                return copy
+            finally:
+                self.replicas.release(peer, synced)
 
-    @staticmethod
-    def _set_state(s: Session, peer: str, key_id: str, version: int) -> MatchPeerRow:
-        state = s.get(MatchPeerRow, peer)
-        if state is None:
-            state = MatchPeerRow(peer=peer, key_id=key_id, version=version, synced_at=0)
-            s.add(state)
-        state.key_id, state.version, state.synced_at = key_id, version, now_ms()
-        return state
+    def _sync_locked(self, peer: str, timeout: float) -> Copy:
+        done, making = self.replicas.copies(peer)
+        ask = making or done
+        key_id, since = (ask.key_id, ask.version) if ask else ("", 0)
+        # A peer still connecting is waited for, within the timeout (PeerClient).
+        stream = self.peers.get_match_index(
+            peer,
+            mpb.MatchIndexRequest(key_id=key_id, since_version=since, token_domain=TOKEN_DOMAIN),
+            timeout,
+        )
+        target: Copy | None = None
+        version = 0
+        renewed = time.monotonic()
+        for chunk in stream:
+            if self._sync_stop.is_set():
+                raise MlaxError("The node is stopping: the copy resumes at its next start.")
+            domain = chunk.token_domain or DOMAIN_BEFORE_FIELD
+            if domain != TOKEN_DOMAIN:
+                raise MlaxError(
+                    f"{peer} publishes token domain {domain}; this node uses domain "
+                    f"{TOKEN_DOMAIN}: its index is not copied."
+                )
+            if target is None:
+                if chunk.reset or ask is None or chunk.key_id != ask.key_id:
+                    # Staged: queries keep reading the complete copy (if any) meanwhile.
+                    target = self.replicas.stage(peer, chunk.key_id, chunk.version)
+                else:
+                    target = ask
+            version = chunk.version
+            if not chunk.entries and target is ask:
+                continue  # nothing changed: no write (a query syncs first)
+            entries = [
+                Entry(bytes(e.handle), e.removed, bytes(e.values), e.version) for e in chunk.entries
+            ]
+            target = self.replicas.apply(target.copy_no, entries, chunk.version)
+            if time.monotonic() - renewed > SYNC_LEASE_SECONDS / 4:
+                self.replicas.lease(peer, SYNC_LEASE_SECONDS)
+                renewed = time.monotonic()
+        if target is None:
+            raise MlaxError(f"Agency {peer} sent no index.")
+        if target is done and version == done.version:
+            return done
+        self.replicas.lease(peer, SYNC_LEASE_SECONDS * 5)  # compacting a large copy takes long
+        # Only a complete stream brings the copy to the holder's version (and a staged
+        # copy into use); one cut off half way resumes from `target.version`.
+        return self.replicas.finish(target.copy_no, version)
+
+    def sync_soon(self, peer: str, timeout: float | None = None) -> Future[Copy]:
+        """A sync of `peer` on the desk's own threads, under `sync_timeout_seconds` (not a
+        query's deadline); one at a time per peer: a sync already running is returned."""
+        with self._sync_guard:
+            running = self._sync_futures.get(peer)
+            if running is not None and not running.done():
+                return running
+            if self._sync_stop.is_set():
+                stopped: Future[Copy] = Future()
+                stopped.set_exception(MlaxError("The node is stopping."))
+                return stopped
+            wait = self.cfg.sync_timeout_seconds if timeout is None else timeout
+            future = self._sync_pool.submit(self.sync, peer, wait)
+            self._sync_futures[peer] = future
+            return future
+
+    def stop_syncs(self) -> None:
+        """Stop the syncs at their next chunk (each resumes at the next start)."""
+        self._sync_stop.set()
+        self._sync_pool.shutdown(wait=False, cancel_futures=True)
+
+    def _copy_for_query(self, peer: str, timeout: float) -> Copy:
+        """The copy of `peer`'s index a query reads, brought up to date if that takes at
+        most half the query's timeout; the sync goes on in the background otherwise."""
+        future = self.sync_soon(peer)
+        with contextlib.suppress(FutureTimeoutError):
+            future.result(timeout=max(timeout / 2, 0.05))
+        done, making = self.replicas.copies(peer)
+        if done is not None:
+            return done
+        if future.done() and not future.cancelled():
+            error = future.exception()
+            if error is not None:
+                raise error  # the peer is down, or refused: said as for any call
+        raise CopyPendingError(_pending(peer, making))
 
     def query(self, officer: Officer, req: mpb.MatchQueryRequest) -> Iterator[mpb.MatchAnswer]:
         """Ask peers in parallel; yield each peer's answers as they arrive."""
@@ -572,6 +1128,8 @@ class MatchDesk:
             if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 return every("unavailable", f"{peer} did not answer ({code.name}: {detail}).")
             return every("error", detail)
+        except CopyPendingError as e:
+            return every("unavailable", e.message)
         except MlaxError as e:
             return every("error", e.message)
         except Exception as e:  # one peer's failure never sinks the others' answers
@@ -582,7 +1140,7 @@ class MatchDesk:
         self, peer: str, query_id: bytes, tokens: list[list[Token]], timeout: float
     ) -> list[mpb.MatchAnswer]:
         flat = [t for ts in tokens for t in ts]
-        state = self.sync(peer, timeout)
+        state = self._copy_for_query(peer, timeout)
         blinds = [oprf.blind(t.value) for t in flat]
         outputs: list[bytes] = []
         for start in range(0, len(flat), self.cfg.max_elements_per_call):
@@ -593,13 +1151,22 @@ class MatchDesk:
                     query_id=query_id,
                     blinded_elements=[b for _, b in part],
                     planned_elements=len(flat) - start,
+                    key_id=state.key_id,
+                    token_domain=TOKEN_DOMAIN,
                 ),
                 timeout,
             )
             if len(resp.evaluated_elements) != len(part):
                 raise MlaxError(f"Agency {peer} answered {len(resp.evaluated_elements)} elements.")
+            # A holder older than token domains sends none: its values are of domain 1.
+            if (resp.token_domain or DOMAIN_BEFORE_FIELD) != TOKEN_DOMAIN:
+                raise MlaxError(
+                    f"{peer} publishes token domain {resp.token_domain or DOMAIN_BEFORE_FIELD}; "
+                    f"this query uses domain {TOKEN_DOMAIN}: the two agencies run different "
+                    "versions of the matching rules."
+                )
             if resp.key_id != state.key_id or resp.index_version > state.version:
-                state = self.sync(peer, timeout)
+                state = self._copy_for_query(peer, timeout)
             if resp.key_id != state.key_id:
                 raise MlaxError(f"Agency {peer} changed its matching key during the query.")
             for (blind, _), t, ev in zip(
@@ -607,15 +1174,7 @@ class MatchDesk:
             ):
                 outputs.append(oprf.finalize(t.value, blind, bytes(ev)))
         value_of = [truncate(o) for o in outputs]
-        found: dict[int, list[bytes]] = {}
-        with self.core.db.read() as s:
-            for part_values in _chunks(sorted(set(value_of)), _LOOKUP_CHUNK):
-                for handle, value in s.execute(
-                    select(MatchReplicaRow.handle, MatchReplicaRow.value).where(
-                        MatchReplicaRow.peer == peer, MatchReplicaRow.value.in_(part_values)
-                    )
-                ).all():
-                    found.setdefault(value, []).append(bytes(handle))
+        found = self.replicas.lookup(state.copy_no, value_of)
         answers = []
         pos = 0
         for i, ts in enumerate(tokens):
@@ -647,11 +1206,10 @@ class MatchDesk:
                 )
         return answers
 
-    # -- the follow-up: disclosure by the holder's supervisor -----------------------------
 
-    def disclose(self, officer: Officer, case_ref: str) -> str:
-        """Send the identity behind a victim-identification case's reference (ledgered)."""
-        return match_disclosure.disclose(self.core, self.cases, officer, case_ref)
+def _pending(peer: str, making: Copy | None) -> str:
+    got = making.progress() if making is not None else "0 records so far"
+    return f"The copy of {peer}'s index is still being made: {got}."
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -659,4 +1217,17 @@ def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
         yield items[i : i + size]
 
 
-__all__ = ["MatchDesk", "QuotaExceededError", "VictimQuery", "parse_reference"]
+__all__ = [
+    "VALUE_BYTES",
+    "DomainMismatchError",
+    "Generation",
+    "HolderBusyError",
+    "KeyRetiredError",
+    "MatchDesk",
+    "QuotaExceededError",
+    "Rotation",
+    "VictimQuery",
+    "pad_values",
+    "parse_reference",
+    "truncate",
+]

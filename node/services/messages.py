@@ -393,6 +393,8 @@ class NodeCore:
             idempotency_key=idempotency_key,
             in_reply_to=in_reply_to,
             handling_codes=codes_text(handling_codes),
+            purged_at=0,
+            purge_rule="",
         )
         entry = LedgerEntry.of(
             "message.submitted",
@@ -442,6 +444,13 @@ class NodeCore:
         with self.db.read() as s:
             row = self._load(s, req.message_id)
             sealed = row.content
+        if sealed is None:  # purged (node/services/retention.py): metadata and evidence stay
+            return opb.MessageView(
+                summary=summary(row),
+                evidence=self._evidence(row),
+                purged_at=row.purged_at,
+                purge_rule=row.purge_rule,
+            )
         envelope = Envelope.from_bytes(sealed.envelope, self.limits)
         header = Header.from_bytes(envelope.header, self.limits)
         view = opb.MessageView(

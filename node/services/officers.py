@@ -4,35 +4,69 @@ An officer proves who they are with a client certificate signed by their own nod
 officer CA; the node then looks the certificate's public key up in its officers table
 for the role, so a role change or a removal takes effect on the next call without
 reissuing anything.
+
+The node host's `mlax officer ...` commands and the admin calls of the officer API
+(node.rpc.officer) share these functions: one rule for names, roles and duplicates, and
+one ledger entry per change, `by` naming the admin when the change came over the API.
+Keys at rest (the CA's key, the officer's bundle) use the Argon2id key file of
+keys.keystore (keys.officer_bundle); legacy PBKDF2 files are still read.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import hashlib
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from sqlalchemy import Table, bindparam, select
+from sqlalchemy.exc import IntegrityError
 
 from exchange.encoding import now_ms
-from exchange.errors import InvalidFieldError, KeystoreError, PassphraseError
+from exchange.errors import (
+    ConflictError,
+    InvalidFieldError,
+    KeystoreError,
+    MissingError,
+    Status,
+)
 from exchange.ledger_entry import LedgerEntry
 from exchange.policy import Role
+from keys import officer_bundle
+from keys.atomic import PRIVATE_FILE_MODE, write_atomic
+from keys.keystore import KdfParams
+from keys.officer_bundle import BundleInfo, key_matches_certificate, seal_bundle
 from node.storage import ledger
 from node.storage.db import Database
 from node.storage.models import OfficerRow
 
 ROLES = tuple(r.value for r in Role)
-BUNDLE_FORMAT = "mlax-officer/v1"
+BUNDLE_FORMAT = officer_bundle.BUNDLE_FORMAT
+DEFAULT_DAYS = 365
+MAX_DAYS = 3650
+MAX_CSR_BYTES = 4096
+MAX_NAME_BYTES = 64
+
+
+class OfficerExistsError(ConflictError):
+    """An account with that name, or a credential with that key, exists on this node."""
+
+    status = Status.ALREADY_EXISTS
+
+
+class NoSuchOfficerError(MissingError):
+    """No account with that name on this node."""
+
+
+class OwnAccountError(ConflictError):
+    """An admin tried to change their own account over the API."""
 
 
 def spki_sha256(cert_pem: bytes) -> bytes:
@@ -44,33 +78,39 @@ def spki_sha256(cert_pem: bytes) -> bytes:
     return hashlib.sha256(spki).digest()
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 @dataclass(frozen=True)
 class OfficerCA:
     key: ec.EllipticCurvePrivateKey
     cert_pem: bytes
 
     @classmethod
-    def load_or_create(cls, data_dir: Path, agency: str, passphrase: bytes) -> OfficerCA:
-        """The node's officer CA; created on first use, its key encrypted at rest (0600)."""
+    def load_or_create(
+        cls, data_dir: Path, agency: str, passphrase: bytes, kdf: KdfParams | None = None
+    ) -> OfficerCA:
+        """The node's officer CA; created on first use, its key an Argon2id key file (0600).
+
+        A key file of the earlier PBKDF2 format is read and rewritten in the new one (the
+        same key, so replicas reading either agree); a data directory that cannot be
+        written keeps the old file, which still reads.
+        """
         key_path, cert_path = data_dir / "officer-ca.key", data_dir / "officer-ca.crt"
         if key_path.exists():
-            try:
-                key = serialization.load_pem_private_key(key_path.read_bytes(), passphrase)
-            except ValueError:
-                raise PassphraseError(f"The passphrase does not decrypt {key_path}.") from None
-            if not isinstance(key, ec.EllipticCurvePrivateKey):
-                raise KeystoreError(f"{key_path} is not an officer CA key.")
-            return cls(key, cert_path.read_bytes())
+            key, legacy = officer_bundle.open_ca_key(
+                key_path.read_bytes(), passphrase, str(key_path)
+            )
+            cert_pem = cert_path.read_bytes()
+            if not key_matches_certificate(key, cert_pem):
+                raise KeystoreError(f"{key_path} is not the key of {cert_path}.")
+            if legacy:
+                # A read-only data directory keeps the legacy file, which still serves.
+                with contextlib.suppress(OSError, KeystoreError):
+                    write_atomic(
+                        key_path,
+                        officer_bundle.seal_ca_key(key, agency, passphrase, kdf),
+                        mode=PRIVATE_FILE_MODE,
+                        overwrite=True,
+                    )
+            return cls(key, cert_pem)
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{agency} officer CA")])
@@ -100,27 +140,25 @@ class OfficerCA:
             )
             .sign(key, hashes.SHA256())
         )
-        _write_private(
+        write_atomic(
             key_path,
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.BestAvailableEncryption(passphrase),
-            ),
+            officer_bundle.seal_ca_key(key, agency, passphrase, kdf),
+            mode=PRIVATE_FILE_MODE,
+            overwrite=False,
         )
         cert_pem = cert.public_bytes(serialization.Encoding.PEM)
         cert_path.write_bytes(cert_pem)
         return cls(key, cert_pem)
 
-    def issue(self, officer: str, days: int) -> tuple[ec.EllipticCurvePrivateKey, bytes]:
-        key = ec.generate_private_key(ec.SECP256R1())
+    def issue(self, officer: str, public_key: ec.EllipticCurvePublicKey, days: int) -> bytes:
+        """A client certificate (PEM) for `officer`'s public key, valid `days`."""
         issuer = x509.load_pem_x509_certificate(self.cert_pem).subject
         now = dt.datetime.now(dt.UTC)
         cert = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, officer)]))
             .issuer_name(issuer)
-            .public_key(key.public_key())
+            .public_key(public_key)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(now + dt.timedelta(days=days))
@@ -130,7 +168,130 @@ class OfficerCA:
             )
             .sign(self.key, hashes.SHA256())
         )
-        return key, cert.public_bytes(serialization.Encoding.PEM)
+        return cert.public_bytes(serialization.Encoding.PEM)
+
+
+@dataclass(frozen=True)
+class OfficerIssuer:
+    """What issuing a credential needs besides the database: the CA and what a bundle names."""
+
+    ca: OfficerCA
+    agency: str
+    endpoint: str
+    server_cert_pem: bytes
+
+
+@dataclass(frozen=True)
+class OfficerAccount:
+    """An officer account as the admin calls and `mlax officer list` show it."""
+
+    name: str
+    role: str
+    active: bool
+    created_at: int
+
+    @classmethod
+    def of(cls, row: OfficerRow) -> OfficerAccount:
+        return cls(row.name, row.role, bool(row.active), row.created_at)
+
+
+def _check_role(role: str) -> None:
+    if role not in ROLES:
+        raise InvalidFieldError(f"Role {role!r} is not one of {', '.join(ROLES)}.")
+
+
+def _check_name(name: str) -> None:
+    # The name is the certificate's common name, which X.509 bounds to 64 bytes.
+    if not name or len(name.encode()) > MAX_NAME_BYTES or not name.isprintable():
+        raise InvalidFieldError(
+            f"An officer name must be printable and 1 to {MAX_NAME_BYTES} bytes in UTF-8."
+        )
+
+
+def _public_key_of_csr(csr_der: bytes) -> ec.EllipticCurvePublicKey:
+    """The P-256 key of a certificate signing request that its own key signed."""
+    if not csr_der or len(csr_der) > MAX_CSR_BYTES:
+        raise InvalidFieldError(f"The csr must be 1 to {MAX_CSR_BYTES} bytes of DER.")
+    try:
+        csr = x509.load_der_x509_csr(csr_der)
+        public_key = csr.public_key()
+        signed = csr.is_signature_valid
+    except (ValueError, TypeError):
+        raise InvalidFieldError("The csr is not a PKCS#10 certificate signing request.") from None
+    if not isinstance(public_key, ec.EllipticCurvePublicKey) or public_key.curve.name != (
+        "secp256r1"
+    ):
+        raise InvalidFieldError("The csr must be for an ECDSA P-256 key.")
+    if not signed:
+        raise InvalidFieldError("The csr's signature does not verify with its own key.")
+    return public_key
+
+
+def register_officer(
+    db: Database,
+    issuer: OfficerIssuer,
+    *,
+    name: str,
+    role: str,
+    public_key: ec.EllipticCurvePublicKey,
+    days: int = DEFAULT_DAYS,
+    by: str | None = None,
+) -> tuple[OfficerAccount, bytes]:
+    """Register an officer with a certificate for `public_key`; ledgered as officer.added
+    (with `by`, the admin, when the call came over the API). Returns the certificate."""
+    _check_role(role)
+    _check_name(name)
+    if not 1 <= days <= MAX_DAYS:
+        raise InvalidFieldError(f"A credential is valid for 1 to {MAX_DAYS} days.")
+    cert_pem = issuer.ca.issue(name, public_key, days)
+    pin = spki_sha256(cert_pem)
+    try:
+        with db.write() as s:
+            taken = s.scalars(
+                select(OfficerRow).where(
+                    (OfficerRow.name == name) | (OfficerRow.cert_spki_sha256 == pin)
+                )
+            ).first()
+            if taken is not None:
+                if taken.name == name:
+                    raise OfficerExistsError(f"Officer {name!r} already exists on this node.")
+                raise OfficerExistsError("That key already belongs to an officer of this node.")
+            row = OfficerRow(
+                name=name, role=role, cert_spki_sha256=pin, active=True, created_at=now_ms()
+            )
+            s.add(row)
+            fields: dict[str, Any] = {"officer": name, "role": role}
+            if by is not None:
+                fields["by"] = by
+            ledger.append(s, LedgerEntry.of("officer.added", now_ms(), **fields))
+            account = OfficerAccount(name, role, True, row.created_at)
+    except IntegrityError:  # a concurrent issue of the same name won the race
+        raise OfficerExistsError(f"Officer {name!r} already exists on this node.") from None
+    return account, cert_pem
+
+
+def issue_from_csr(
+    db: Database,
+    issuer: OfficerIssuer,
+    *,
+    name: str,
+    role: str,
+    csr_der: bytes,
+    days: int,
+    by: str,
+) -> tuple[OfficerAccount, bytes]:
+    """The admin API's issue: the caller keeps the private key and sends a signed CSR."""
+    _check_role(role)
+    _check_name(name)
+    return register_officer(
+        db,
+        issuer,
+        name=name,
+        role=role,
+        public_key=_public_key_of_csr(csr_der),
+        days=days or DEFAULT_DAYS,
+        by=by,
+    )
 
 
 def add_officer(
@@ -143,69 +304,70 @@ def add_officer(
     endpoint: str,
     server_cert_pem: bytes,
     bundle_passphrase: bytes,
-    days: int = 365,
-) -> dict[str, str]:
-    """Register an officer and return their credential bundle (private key encrypted)."""
-    if role not in ROLES:
-        raise InvalidFieldError(f"Role {role!r} is not one of {', '.join(ROLES)}.")
-    if not name or len(name) > 128 or not name.isprintable():
-        raise InvalidFieldError("An officer name must be 1 to 128 printable characters.")
-    with db.read() as s:
-        if s.scalars(select(OfficerRow).where(OfficerRow.name == name)).first() is not None:
-            raise InvalidFieldError(f"Officer {name!r} already exists on this node.")
-    key, cert_pem = ca.issue(name, days)
-    with db.write() as s:
-        s.add(
-            OfficerRow(
-                name=name,
-                role=role,
-                cert_spki_sha256=spki_sha256(cert_pem),
-                active=True,
-                created_at=now_ms(),
-            )
-        )
-        ledger.append(s, LedgerEntry.of("officer.added", now_ms(), officer=name, role=role))
-    return {
-        "format": BUNDLE_FORMAT,
-        "officer": name,
-        "role": role,
-        "agency": agency,
-        "endpoint": endpoint,
-        "server_certificate": server_cert_pem.decode(),
-        "certificate": cert_pem.decode(),
-        "private_key": key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.BestAvailableEncryption(bundle_passphrase),
-        ).decode(),
-    }
+    days: int = DEFAULT_DAYS,
+    kdf: KdfParams | None = None,
+) -> dict[str, Any]:
+    """The node host's issue: register an officer with a fresh key and return their
+    credential bundle, the key sealed under `bundle_passphrase` (Argon2id)."""
+    _check_role(role)
+    _check_name(name)
+    key = ec.generate_private_key(ec.SECP256R1())
+    issuer = OfficerIssuer(ca, agency, endpoint, server_cert_pem)
+    _, cert_pem = register_officer(
+        db, issuer, name=name, role=role, public_key=key.public_key(), days=days
+    )
+    info = BundleInfo(name, role, agency, endpoint, server_cert_pem, cert_pem)
+    return seal_bundle(info, key, bundle_passphrase, kdf)
 
 
 def set_officer(
-    db: Database, name: str, *, role: str | None = None, active: bool | None = None
-) -> None:
-    """Change an officer's role or deactivate them; takes effect on their next call."""
-    if role is not None and role not in ROLES:
-        raise InvalidFieldError(f"Role {role!r} is not one of {', '.join(ROLES)}.")
+    db: Database,
+    name: str,
+    *,
+    role: str | None = None,
+    active: bool | None = None,
+    by: str | None = None,
+) -> OfficerAccount:
+    """Change an officer's role or deactivate them; takes effect on their next call.
+
+    Ledgered as officer.changed, with `by` (the admin) when the call came over the API;
+    an admin may not change their own account that way (another admin or the host can),
+    so the last admin cannot lock the API out by mistake.
+    """
+    if role is not None:
+        _check_role(role)
+    if by is not None and by == name:
+        raise OwnAccountError(
+            "An admin cannot change their own account over the API; another admin or the "
+            "node's host can."
+        )
     with db.write() as s:
         row = s.scalars(select(OfficerRow).where(OfficerRow.name == name)).first()
         if row is None:
-            raise InvalidFieldError(f"No officer {name!r} on this node.")
+            raise NoSuchOfficerError(f"No officer {name!r} on this node.")
         if role is not None:
             row.role = role
         if active is not None:
             row.active = active
-        ledger.append(
-            s,
-            LedgerEntry.of(
-                "officer.changed", now_ms(), officer=name, role=row.role, active=row.active
-            ),
-        )
+        fields: dict[str, Any] = {"officer": name, "role": row.role, "active": row.active}
+        if by is not None:
+            fields["by"] = by
+        ledger.append(s, LedgerEntry.of("officer.changed", now_ms(), **fields))
+        return OfficerAccount.of(row)
 
 
 def list_officers(db: Database) -> list[OfficerRow]:
     with db.read() as s:
         return list(s.scalars(select(OfficerRow).order_by(OfficerRow.name)).all())
+
+
+def list_accounts(db: Database, *, by: str) -> list[OfficerAccount]:
+    """The admin API's list: every account, ledgered as officer.listed (who and how many)."""
+    with db.write() as s:
+        rows = s.scalars(select(OfficerRow).order_by(OfficerRow.name)).all()
+        accounts = [OfficerAccount.of(r) for r in rows]
+        ledger.append(s, LedgerEntry.of("officer.listed", now_ms(), by=by, count=len(accounts)))
+    return accounts
 
 
 def lookup(db: Database, cert_pem: bytes) -> OfficerRow | None:
@@ -244,6 +406,6 @@ def active_officer(db: Database, cert_pem: bytes) -> ActiveOfficer | None:
     return ActiveOfficer(row.name, row.role) if row is not None else None
 
 
-def write_bundle(path: Path, bundle: dict[str, str]) -> None:
+def write_bundle(path: Path, bundle: dict[str, Any]) -> None:
     """Write a credential bundle, mode 0600: it holds the officer's (encrypted) key."""
-    _write_private(path, json.dumps(bundle, indent=2).encode())
+    officer_bundle.write_bundle(path, bundle, overwrite=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -70,6 +71,10 @@ class MessageRow(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
     in_reply_to: Mapped[bytes] = mapped_column(LargeBinary(16), default=b"")
     handling_codes: Mapped[str] = mapped_column(String(64), default="")
+    # Retention (node/services/retention.py): when the content row was deleted and under
+    # which rule; 0 and "" while it is kept.
+    purged_at: Mapped[int] = mapped_column(BigInteger, default=0)
+    purge_rule: Mapped[str] = mapped_column(String(64), default="")
 
 
 class MessageContentRow(Base):
@@ -236,6 +241,13 @@ class CaseRow(Base):
     last_error: Mapped[str] = mapped_column(Text, default="")
     # Clocks already raised as alerts, comma-separated, so each alerts once.
     alerted: Mapped[str] = mapped_column(String(64), default="")
+    # Retention: when the form and the steps' details were purged, under which rule.
+    purged_at: Mapped[int] = mapped_column(BigInteger, default=0)
+    purge_rule: Mapped[str] = mapped_column(String(64), default="")
+    # Legal hold: while `held_at` is set, nothing of the case is purged.
+    held_at: Mapped[int] = mapped_column(BigInteger, default=0)
+    held_by: Mapped[str] = mapped_column(String(128), default="")
+    hold_reason: Mapped[str] = mapped_column(Text, default="")
 
 
 class CaseEventRow(Base):
@@ -322,10 +334,19 @@ class AttachmentRow(Base):
     next_attempt_at: Mapped[int] = mapped_column(BigInteger, default=0)
     lease_until: Mapped[int] = mapped_column(BigInteger, default=0)
     last_error: Mapped[str] = mapped_column(Text, default="")
+    # When chunks last became durable here (an upload's "last touched").
+    touched_at: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Retention: key and bytes purged (the key at `purged_at`, the blob once
+    # `blob_purged`: a purge cut off between the two is finished by the next one).
+    purged_at: Mapped[int] = mapped_column(BigInteger, default=0)
+    purge_rule: Mapped[str] = mapped_column(String(64), default="")
+    blob_purged: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class MatchKeyRow(Base):
-    """The holder's OPRF key for victim matching, sealed to the node's own key."""
+    """One generation of the holder's OPRF key for victim matching, sealed to the node's
+    own key: the current one (`active`), one being built by a rotation (not `ready`), or
+    the previous one, served until `retire_at` (ms) and then deleted with its values."""
 
     __tablename__ = "match_keys"
 
@@ -333,13 +354,17 @@ class MatchKeyRow(Base):
     key_sealed: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[int] = mapped_column(BigInteger)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # The token rule (exchange/matching/tokens.py TOKEN_DOMAIN) its values were made under.
+    token_domain: Mapped[int] = mapped_column(Integer, default=1)
+    ready: Mapped[bool] = mapped_column(Boolean, default=True)
+    retire_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class MatchRecordRow(Base):
     """A victim record this agency holds (sealed) and what it publishes of it.
 
-    `values` are the record's truncated OPRF outputs under the active key, the only thing
-    peers ever receive; `handle` is the random name they know it by.
+    What peers receive of it are its values (`MatchValuesRow`, one row per key
+    generation) and `handle`, the random name they know it by.
     """
 
     __tablename__ = "match_records"
@@ -351,19 +376,37 @@ class MatchRecordRow(Base):
     record_sealed: Mapped[bytes] = mapped_column(LargeBinary)
     # SHA-256 of the record's canonical fields: a re-load of the same data changes nothing.
     fingerprint: Mapped[bytes] = mapped_column(LargeBinary(32))
-    values: Mapped[bytes] = mapped_column(LargeBinary)
     version: Mapped[int] = mapped_column(BigInteger)
     removed: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_at: Mapped[int] = mapped_column(BigInteger)
+    # Retention: marked when its period ran out, then removed through the load path.
+    purged_at: Mapped[int] = mapped_column(BigInteger, default=0)
+    purge_rule: Mapped[str] = mapped_column(String(64), default="")
+
+
+class MatchValuesRow(Base):
+    """A live record's published values under one key generation: its truncated OPRF
+    outputs, padded to MAX_TOKENS, 8 bytes each, concatenated in order."""
+
+    __tablename__ = "match_values"
+
+    key_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    record_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    values: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class MatchStateRow(Base):
-    """One row: the published index's version (bumped by every load or removal)."""
+    """One row: the published index's version (bumped by every load or removal), and the
+    lease of the one load or key rotation that may write records at a time (any replica)."""
 
     __tablename__ = "match_state"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     version: Mapped[int] = mapped_column(BigInteger)
+    # "" when free, else "load" or "rotate"; `lease_at` (ms) is renewed as it works, and a
+    # lease not renewed for long is taken over, its leftovers undone (node/services/matching.py).
+    lease: Mapped[str] = mapped_column(String(16), default="")
+    lease_at: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class MatchQuotaRow(Base):
@@ -377,29 +420,95 @@ class MatchQuotaRow(Base):
 
 
 class MatchPeerRow(Base):
-    """The querier's copy of one peer's published index: which key and version it is at."""
+    """Which process is updating the querier's copies of one peer's index (a lease, so that
+    node processes sharing the database do not copy the same index twice)."""
 
     __tablename__ = "match_peers"
 
     peer: Mapped[str] = mapped_column(String(64), primary_key=True)
-    key_id: Mapped[str] = mapped_column(String(64))
-    version: Mapped[int] = mapped_column(BigInteger)
+    lease_owner: Mapped[str] = mapped_column(String(32))
+    lease_until: Mapped[int] = mapped_column(BigInteger)
     synced_at: Mapped[int] = mapped_column(BigInteger)
 
 
-class MatchReplicaRow(Base):
-    """One truncated OPRF output a peer published, with the handle of its record."""
+class MatchCopyRow(Base):
+    """The querier's copy of one peer's published index under one key generation
+    (node/services/match_replica.py): `complete` (queries read it), `building` (a first
+    copy or a reset, staged until its stream ends) or `dropping` (being deleted)."""
 
-    __tablename__ = "match_replica"
+    __tablename__ = "match_copies"
+    __table_args__ = (Index("ix_match_copies_peer", "peer", "state"),)
+
+    copy_no: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    peer: Mapped[str] = mapped_column(String(64))
+    key_id: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))
+    # Complete: the holder's version the copy is at. Building: every entry up to this
+    # version is in, where an interrupted copy resumes.
+    version: Mapped[int] = mapped_column(BigInteger)
+    target: Mapped[int] = mapped_column(BigInteger)
+    records: Mapped[int] = mapped_column(BigInteger)
+    expected: Mapped[int] = mapped_column(BigInteger)
+    # The next record number, the last delta sequence number, and entries of replaced
+    # or removed records still in the blocks.
+    next_rec: Mapped[int] = mapped_column(BigInteger)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    dead: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    synced_at: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class MatchCopyRecordRow(Base):
+    """A record of a copy: its number in the blocks, its handle and the version that
+    last changed it."""
+
+    __tablename__ = "match_copy_records"
     __table_args__ = (
-        Index("ix_match_replica_value", "peer", "value"),
-        Index("ix_match_replica_handle", "peer", "handle"),
+        Index("ix_match_copy_records_handle", "copy_no", "handle", unique=True),
+        {"sqlite_with_rowid": False},
     )
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    peer: Mapped[str] = mapped_column(String(64))
+    copy_no: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    rec_no: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     handle: Mapped[bytes] = mapped_column(LargeBinary(16))
-    value: Mapped[int] = mapped_column(BigInteger)
+    version: Mapped[int] = mapped_column(BigInteger)
+
+
+class MatchCopyPartRow(Base):
+    """One of the 256 parts of a copy's value space (by the value's first byte): how its
+    base blocks are cut and how much waits in delta blobs."""
+
+    __tablename__ = "match_copy_parts"
+
+    copy_no: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    part: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    bits: Mapped[int] = mapped_column(Integer)
+    base_entries: Mapped[int] = mapped_column(BigInteger)
+    delta_entries: Mapped[int] = mapped_column(BigInteger)
+    delta_blobs: Mapped[int] = mapped_column(Integer)
+
+
+class MatchCopyBlockRow(Base):
+    """Sorted packed entries (8-byte value, 4-byte record number) of a copy: one base
+    block, numbered part * 65536 + its number within the part."""
+
+    __tablename__ = "match_copy_blocks"
+
+    copy_no: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    block: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class MatchCopyDeltaRow(Base):
+    """The sorted packed entries one applied chunk brought to one part of a copy, until
+    the part is compacted into base blocks."""
+
+    __tablename__ = "match_copy_deltas"
+
+    copy_no: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    part: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class BlobChunkRow(Base):
@@ -416,3 +525,58 @@ class BlobChunkRow(Base):
     pos: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     length: Mapped[int] = mapped_column(Integer)
     data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class StatsReleaseRow(Base):
+    """A statistics release (ADR 0015): drafted with its noise drawn, final once a
+    supervisor other than the drafter signed its digest. `document` is the canonical JSON
+    that is published; the true values are never stored."""
+
+    __tablename__ = "stats_releases"
+    __table_args__ = (Index("ix_stats_releases_drafted_at", "drafted_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    release_id: Mapped[str] = mapped_column(String(36), unique=True)
+    period_start: Mapped[str] = mapped_column(String(10))
+    period_end: Mapped[str] = mapped_column(String(10))
+    epsilon: Mapped[float] = mapped_column(Float)
+    state: Mapped[str] = mapped_column(String(16))  # "draft" | "final"
+    document: Mapped[bytes] = mapped_column(LargeBinary)
+    digest: Mapped[bytes] = mapped_column(LargeBinary(32))
+    cells_released: Mapped[int] = mapped_column(Integer)
+    cells_suppressed: Mapped[int] = mapped_column(Integer)
+    drafted_by: Mapped[str] = mapped_column(String(128))
+    drafted_at: Mapped[int] = mapped_column(BigInteger)
+    approved_by: Mapped[str] = mapped_column(String(128), default="")
+    approved_at: Mapped[int] = mapped_column(BigInteger, default=0)
+    approval_signature: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
+
+
+class StatsBudgetRow(Base):
+    """The epsilon statistics releases have spent on one calendar year's units."""
+
+    __tablename__ = "stats_budget"
+
+    year: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    spent: Mapped[float] = mapped_column(Float)
+
+
+class StatsReceivedRow(Base):
+    """A peer's approved statistics release, received as a STATISTICS_RELEASE envelope
+    and checked on arrival (`exchange.stats.release.validate`); the federation table
+    combines these with this node's own final releases."""
+
+    __tablename__ = "stats_received"
+    __table_args__ = (
+        UniqueConstraint("agency", "release_id", name="uq_stats_received_release"),
+        Index("ix_stats_received_period", "period_start", "period_end"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    agency: Mapped[str] = mapped_column(String(64))
+    release_id: Mapped[str] = mapped_column(String(36))
+    period_start: Mapped[str] = mapped_column(String(10))
+    period_end: Mapped[str] = mapped_column(String(10))
+    document: Mapped[bytes] = mapped_column(LargeBinary)
+    message_id: Mapped[bytes] = mapped_column(LargeBinary(16))
+    received_at: Mapped[int] = mapped_column(BigInteger)

@@ -1,7 +1,13 @@
 """Keeps this node's copies of the peers' published victim-matching indexes fresh, so a
-query finds little to fetch first (node/services/matching.py `MatchDesk.sync`)."""
+query finds little to fetch first (node/services/matching.py `MatchDesk.sync`).
+
+The syncs run on the desk's own threads (`MatchDesk.sync_soon`) under
+`sync_timeout_seconds`, never a query's deadline: a first copy of a large index takes
+minutes, and an interrupted one resumes where it stopped at the next round."""
 
 from __future__ import annotations
+
+from concurrent.futures import CancelledError, wait
 
 import grpc
 import structlog
@@ -22,12 +28,23 @@ class MatchSync(Periodic):
 
     def tick(self) -> None:
         directory = self.desk.core.directory.current()
-        for card in directory.agencies:
-            if card.agency_id == self.desk.core.agency or self.stopping:
+        running = [
+            (card.agency_id, self.desk.sync_soon(card.agency_id, self.timeout))
+            for card in directory.agencies
+            if card.agency_id != self.desk.core.agency
+        ]
+        pending = {f for _, f in running}
+        while pending and not self.stopping:
+            _, pending = wait(pending, timeout=1.0)
+        for peer, future in running:
+            if not future.done():
                 continue
             try:
-                self.desk.sync(card.agency_id, self.timeout)
-            except (grpc.RpcError, MlaxError):
+                future.result()
+            except (grpc.RpcError, MlaxError, CancelledError):
                 pass  # a peer that is down is tried again next round
             except Exception:
-                log.exception("match_sync_failed", peer=card.agency_id)
+                log.exception("match_sync_failed", peer=peer)
+
+    def finish(self) -> None:
+        self.desk.stop_syncs()

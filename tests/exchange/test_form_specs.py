@@ -180,6 +180,12 @@ def _victim_id() -> dict[str, Any]:
         "requesting_authority": {"agency_id": "FR-OCRTEH", "name": "OCRTEH"},
         "requested_authority": {"agency_id": "NG-NAPTIP", "name": "NAPTIP"},
         "match_reference": "mref_9f2c1e77a0b44d1c",
+        "person": {
+            "given_name": "Blessing",
+            "family_name": "Okonkwo",
+            "sex": "F",
+            "date_of_birth": "1999-04-12",
+        },
         "purpose": "repatriation",
         "legal_basis": ["palermo-protocol"],
         "justification": "We must verify her nationality.",
@@ -214,6 +220,7 @@ def test_form_file_keys_list_shared_fields_first() -> None:
         "purpose",
         "legal_basis",
         "justification",
+        "person",
     )
 
 

@@ -164,6 +164,12 @@ def victim_id_data() -> dict[str, Any]:
         "requesting_authority": {"agency_id": "FR-OCRTEH", "name": "OCRTEH"},
         "requested_authority": {"agency_id": "NG-NAPTIP", "name": "NAPTIP"},
         "match_reference": "mref_9f2c1e77a0b44d1c",
+        "person": {
+            "given_name": "Blessing",
+            "family_name": "Okonkwo",
+            "sex": "F",
+            "date_of_birth": "1999-04-12",
+        },
         "purpose": "repatriation",
         "legal_basis": ["palermo-protocol"],
         "justification": (
@@ -559,6 +565,12 @@ VICTIM_ID_BAD: list[tuple[str, Any, str]] = [
     ("legal_basis", DELETE, "legal_basis"),
     ("legal_basis", ["uncac-art44"], "legal_basis[0].instrument"),
     ("justification", "", "justification"),
+    # The person sought (issue 14): required, and held to the rules of a match query.
+    ("person", DELETE, "person"),
+    ("person", {"sex": "F", "date_of_birth": "1999"}, "person.family_name"),
+    ("person.date_of_birth", "12/04/1999", "person.date_of_birth"),
+    ("person.sex", "female", "person.sex"),
+    ("person.nationality", "Nigeria", "person.nationality"),
     ("contact_officer.email", "c.roux@", "contact_officer.email"),
     ("summary_of_facts", "x", "summary_of_facts"),
 ]
@@ -918,6 +930,7 @@ def test_describe_extradition_and_victim_id_forms() -> None:
     table = dict(describe_form(build(CaseType.VICTIM_ID, victim_id_data())))
     assert table["Case type"] == "Victim-identification request"
     assert table["Purpose"] == "Repatriation"
+    assert table["Person sought"] == "Blessing Okonkwo, F, born 1999-04-12"
 
 
 def test_describe_refusal() -> None:

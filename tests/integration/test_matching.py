@@ -16,6 +16,7 @@ import pytest
 from exchange._proto.mlax.v1 import federation_pb2_grpc as fgrpc
 from exchange._proto.mlax.v1 import matching_pb2 as mpb
 from exchange.matching import oprf
+from exchange.matching.tokens import TOKEN_DOMAIN
 from node.client import OfficerClient
 from node.client.cases import CaseClient
 from node.client.matching import MatchClient
@@ -85,7 +86,9 @@ def test_hit_no_hit_and_a_disclosure_on_follow_up(
 
     # The follow-up: a victim-identification case, approved on both sides.
     out = cli.run(
-        "match", "follow-up", ng["reference"], "--purpose", "victim-assistance",
+        "match", "follow-up", ng["reference"], "--given-name", "Olena",
+        "--family-name", "Shevchenko", "--date-of-birth", "2001-11-03",
+        "--purpose", "victim-assistance",
         "--justification", "A possible victim was found in Manchester; she needs assistance.",
         "--contact-email", "liaison@nca.example", "--as", gb_officer, "--json",
     )  # fmt: skip
@@ -169,7 +172,11 @@ def test_quota_stops_enumeration_and_a_down_peer_is_reported(tmp_path: Path) -> 
         _, blinded = oprf.blind(b"anything")
         with pytest.raises(grpc.RpcError) as e:
             stub.MatchEvaluate(
-                mpb.MatchEvaluateRequest(query_id=os.urandom(16), blinded_elements=[blinded] * 300),
+                mpb.MatchEvaluateRequest(
+                    query_id=os.urandom(16),
+                    blinded_elements=[blinded] * 300,
+                    token_domain=TOKEN_DOMAIN,
+                ),
                 timeout=10,
             )
         assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -3,11 +3,14 @@
 The officer types one person, or uploads a CSV batch with the columns of
 `exchange.matching.records.QUERY_COLUMNS`; both are checked here with the same
 `parse_query_row` the SDK and the node use, so a bad date is answered beside the form
-before any peer spends quota on it. Names and dates only ever arrive in a POST body and
-are never kept: a result set holds the query numbers, the batch's own row labels, and
-each peer's answer (result, band, the opaque reference, a sentence), in memory, under a
-random id, for the 20 latest searches of this console. A hit leads to a follow-up
-request (a victim-identification case) whose reference is POSTed, never put in a URL.
+before any peer spends quota on it. Names and dates only ever arrive in a POST body: a
+result set holds, in memory only, under a random id, for the 20 latest searches of this
+console, the people searched (to prefill a follow-up), the query numbers, the batch's
+own row labels, and each peer's answer (result, band, the opaque reference, a sentence).
+None of it goes into a URL, a log line or the browser's storage. A hit leads to a
+follow-up request (a victim-identification case) naming the person sought, prefilled
+from the search and editable; its reference, result set and query number are POSTed,
+never put in a URL.
 """
 
 from __future__ import annotations
@@ -135,6 +138,12 @@ class ResultSet:
     batch: bool
     peers: tuple[str, ...]
     rows: list[AnswerRow] = field(default_factory=list)
+    # The people searched, in query order (memory only): what a follow-up is prefilled with.
+    sought: tuple[Mapping[str, str], ...] = ()
+
+    def person(self, query: int) -> Mapping[str, str]:
+        """The person of query number `query` (1-based, as the table shows it), or none."""
+        return self.sought[query - 1] if 0 < query <= len(self.sought) else {}
 
     def count(self, result: str) -> int:
         return sum(1 for r in self.rows if r.result == result)
@@ -273,6 +282,7 @@ async def _ask(
         batch=batch,
         peers=peers or console.me.peers,
         rows=rows,
+        sought=tuple({c: (p.get(c) or "").strip() for c in QUERY_COLUMNS} for p in people),
     )
     _keep(console, result)
     log.info(
@@ -316,7 +326,15 @@ def _follow_up_page(
     reference = values.get("reference", "")
     rid = values.get("rid", "")
     known = {"purpose", "justification", "urgency", "urgency_reason", "email", "phone"}
-    stray = [m if not p else f"{p}: {m}" for p, m in errors.items() if p not in known]
+    stray = [
+        m if not p else f"{p}: {m}"
+        for p, m in errors.items()
+        if p not in known and p not in QUERY_COLUMNS
+    ]
+    person = [
+        {"f": f, "value": values.get(f.name, ""), "error": errors.get(f.name, "")}
+        for f in QUERY_FIELDS
+    ]
     return console.render(
         request,
         session,
@@ -326,8 +344,10 @@ def _follow_up_page(
             "holder": reference.rpartition(":")[0],
             # Only the id of results this console holds goes back into a link.
             "rid": rid if rid in _results(console) else "",
+            "query": values.get("query", ""),
+            "person": person,
             "values": {k: values.get(k, "") for k in known},
-            "errors": {k: errors.get(k, "") for k in known},
+            "errors": {k: errors.get(k, "") for k in (*known, *QUERY_COLUMNS)},
             "problem": "; ".join(stray),
             "purposes": [(t.slug, t.label) for t in VICTIM_ID_PURPOSES],
             "urgencies": [(t.slug, t.label) for t in URGENCIES],
@@ -340,6 +360,9 @@ _FOLLOW_UP_FIELDS = {
     "contact_officer.email": "email",
     "contact_officer.phone": "phone",
     "contact_officer": "email",
+    # The person sought: its fields are the query's; a missing person is a missing name.
+    "person": "family_name",
+    **{f"person.{c}": c for c in QUERY_COLUMNS},
 }
 
 
@@ -459,15 +482,21 @@ def register(console: Console) -> None:
         reference = str(post.get("reference", "")).strip()
         if not reference:
             raise Refused("A follow-up starts from the reference of a hit; none was given.")
-        values = {"reference": reference, "rid": str(post.get("rid", "")), "urgency": "ordinary"}
+        rid, query = str(post.get("rid", "")), str(post.get("query", ""))
+        values = {"reference": reference, "rid": rid, "query": query, "urgency": "ordinary"}
+        # Prefilled with the person searched for, while this console still holds the search.
+        found = _results(console).get(rid)
+        if found is not None and query.isdigit():
+            values |= found.person(int(query))
         return _follow_up_page(console, request, session, values, {})
 
     @console.page("/match/follow-up/open", methods=("POST",))
     async def follow_up_open(console: Console, request: Request, session: Session) -> Response:
         _readers_only(console)
         post = await request.form(max_part_size=console.settings.max_form_bytes)
-        keys = ("reference", "rid", "purpose", "justification", "urgency", "urgency_reason")
-        values = {k: str(post.get(k, "")) for k in (*keys, "email", "phone")}
+        keys = ("reference", "rid", "query", "purpose", "justification", "urgency")
+        fields = (*keys, "urgency_reason", "email", "phone", *QUERY_COLUMNS)
+        values = {k: str(post.get(k, "")) for k in fields}
         values["reference"] = values["reference"].strip()
         contact = {"name": console.officer}
         for k in ("email", "phone"):
@@ -477,6 +506,7 @@ def register(console: Console) -> None:
             view = await console.call(
                 console.matching.follow_up,
                 values["reference"],
+                person={c: values[c] for c in QUERY_COLUMNS},
                 purpose=values["purpose"],
                 justification=values["justification"],
                 urgency=values["urgency"] or "ordinary",

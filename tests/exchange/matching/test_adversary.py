@@ -30,7 +30,7 @@ from exchange._proto.mlax.v1 import matching_pb2 as mpb
 from exchange.matching import oprf
 from exchange.matching.records import PartialDate, VictimQuery, VictimRecord
 from exchange.matching.score import Band, band
-from exchange.matching.tokens import MAX_TOKENS, record_tokens
+from exchange.matching.tokens import MAX_TOKENS, TOKEN_DOMAIN, record_tokens
 from node.config import MatchingSection
 from node.peers.client import PeerClient
 from node.services.cases import CaseDesk
@@ -278,12 +278,12 @@ def dates(first: datetime.date, days: int) -> Iterator[datetime.date]:
 
 def full_name_window_tokens(given: str, family: str, years: int) -> set[bytes]:
     """The fewest tokens that test one full name against every birth date in `years`:
-    each date has exactly one full-name token in an even two-year window ("F.w0")."""
+    each date has exactly one code-pair token in an even two-year window ("P.w0")."""
     out = set()
     for day in dates(datetime.date(1990, 1, 1), 365 * years + years // 4):
         dob = PartialDate(day.year, day.month, day.day)
         out |= {t.value for t in record_tokens(VictimQuery(given, family, "", dob))
-                if t.kind == "F.w0"}  # fmt: skip
+                if t.kind == "P.w0"}  # fmt: skip
     return out
 
 
@@ -339,17 +339,20 @@ def test_the_holder_refuses_guesses_past_the_default_quota(tmp_path: Path) -> No
         while admitted < limit:
             size = min(per_call, limit - admitted)
             request = mpb.MatchEvaluateRequest(
-                query_id=os.urandom(16), blinded_elements=guess * size
+                query_id=os.urandom(16), blinded_elements=guess * size, token_domain=TOKEN_DOMAIN
             )
             assert len(desk.evaluate("GB-NCA", request).evaluated_elements) == len(guess) * size
             admitted += size
         with pytest.raises(QuotaExceededError) as refused:
             desk.evaluate(
-                "GB-NCA", mpb.MatchEvaluateRequest(query_id=os.urandom(16), blinded_elements=guess)
+                "GB-NCA",
+                mpb.MatchEvaluateRequest(
+                    query_id=os.urandom(16), blinded_elements=guess, token_domain=TOKEN_DOMAIN
+                ),
             )
         assert refused.value.status == "RESOURCE_EXHAUSTED"
         # Another peer has a quota of its own.
         desk.evaluate("FR-OCRTEH", mpb.MatchEvaluateRequest(query_id=os.urandom(16),
-                                                            blinded_elements=guess))  # fmt: skip
+                      blinded_elements=guess, token_domain=TOKEN_DOMAIN))  # fmt: skip
     finally:
         db.close()

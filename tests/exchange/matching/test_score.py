@@ -25,13 +25,12 @@ SEX = {"X.w0", "X.w1"}  # sex and initials agree on the exact date
 @pytest.mark.parametrize(
     ("matched", "expected"),
     [
-        (kinds("F", "P", *ALL_BANDS), Band.STRONG),
-        (kinds("F"), Band.STRONG),
+        (kinds("P", *ALL_BANDS), Band.STRONG),
         (kinds("P", "E"), Band.STRONG),
         (kinds("P", "ES"), Band.STRONG),  # a suffix edge backs a pair like a prefix edge
         (kinds("P", "La0", "Lb0", "Lb1"), Band.STRONG),
         (kinds("P"), Band.POSSIBLE),  # a code pair, nothing else
-        (kinds("F", dates=("w1",)), Band.POSSIBLE),  # a year off
+        (kinds("P", dates=("w1",)), Band.POSSIBLE),  # a year off
         (kinds("E"), Band.POSSIBLE),
         (kinds("ES"), Band.POSSIBLE),
         (kinds("E", dates=("w0",)), None),  # a year off needs support for an edge
@@ -52,7 +51,16 @@ SEX = {"X.w0", "X.w1"}  # sex and initials agree on the exact date
         (kinds("E2") | SEX, None),  # sex and a short prefix, no band
         (kinds("E2", "Lb2") | SEX, Band.POSSIBLE),
         ({"S.y"}, Band.POSSIBLE),  # the whole name spelled alike, one side knows the year
-        (kinds("F", "P", *ALL_BANDS, dates=("y",)), None),  # no such kinds on the year
+        ({"N.t"}, Band.POSSIBLE),  # ... or on the birthday, the year's tens digit slipped
+        ({"N.y", "N.w0", "S.t"}, None),  # the whole name counts on those date keys only
+        (kinds("P", *ALL_BANDS, dates=("y",)), None),  # no such kinds on the year
+        ({"G.d"}, Band.POSSIBLE),  # the given-name field spelled alike, the exact date
+        ({"G.d"} | kinds("E"), Band.STRONG),  # ... and the other field's beginning
+        ({"G.d"} | kinds("E", dates=("w0",)), Band.POSSIBLE),
+        ({"D.d"}, Band.POSSIBLE),  # one edit in a short given name, the rest exact
+        ({"O.d"}, Band.POSSIBLE),  # a person known by one name field
+        ({"H.d"}, Band.POSSIBLE),  # a one-field query meets a family field
+        ({"G.w0", "D.w1", "O.y"}, None),  # one-field kinds count on the exact date only
         (kinds("La0", dates=("y",)), None),
         (set(), None),
         (SEX, None),
@@ -64,17 +72,20 @@ def test_shipped_thresholds(matched: set[str], expected: Band | None) -> None:
 
 
 def test_a_strong_band_needs_the_exact_date() -> None:
-    assert band(kinds("F", "P", "E", *ALL_BANDS, dates=("w0",))) is Band.POSSIBLE
+    assert band(kinds("P", "E", *ALL_BANDS, dates=("w0",))) is Band.POSSIBLE
     assert band({"S.y"}) is Band.POSSIBLE
 
 
 def test_band_accepts_any_collection_and_ignores_unknown_kinds() -> None:
-    assert band(sorted(kinds("F"))) is Band.STRONG
+    assert band(sorted(kinds("P", "E"))) is Band.STRONG
     assert band(["Z.w0", "Z.w1"]) is None
 
 
 _RANK = {None: 0, Band.POSSIBLE: 1, Band.STRONG: 2}
-_ALL = sorted(kinds("F", "P", "E", "ES", "E2", "X", *ALL_BANDS, dates=("w0", "w1")) | {"S.y"})
+_ALL = sorted(
+    kinds("P", "E", "ES", "E2", "X", *ALL_BANDS, dates=("w0", "w1"))
+    | {"S.y", "N.t", "G.d", "D.d", "O.d", "H.d"}
+)
 
 
 @given(st.sets(st.sampled_from(_ALL)), st.sets(st.sampled_from(_ALL)))
@@ -88,5 +99,5 @@ def test_the_year_alone_rule_can_be_switched_off() -> None:
     assert band(YEAR_ALONE_KINDS) is Band.POSSIBLE
     assert band(YEAR_ALONE_KINDS, year_alone=False) is None
     # Evidence beyond the year still counts when the rule is off.
-    full = {"F.w0", "F.w1", *YEAR_ALONE_KINDS}
+    full = {"P.w0", "P.w1", *YEAR_ALONE_KINDS}
     assert band(full, year_alone=False) is band(full)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog.testing
 
 from node.client.cases import CaseClient
 from node.client.matching import MatchClient
@@ -119,7 +121,7 @@ def test_hit_and_no_hit(console_for: Any, csrf: Any, records: None) -> None:
     assert "Open follow-up" not in miss.text
 
     # Names only ever travel in POST bodies: no URL of either flow carries one, and the
-    # console does not even keep them for the results page.
+    # results page shows none (the console keeps them in memory, to prefill a follow-up).
     for response in (hit, miss):
         for url in _urls(response):
             assert not any(name in url for name in NAMES), url
@@ -243,21 +245,36 @@ def test_follow_up_opens_a_case(console_for: Any, csrf: Any, live: Any, records:
     assert reference.group(1).startswith(f"{NG}:")
     rid = results.url.path.rsplit("/", 1)[1]
 
-    form = client.post(
-        "/match/follow-up", data={"csrf": token, "reference": reference.group(1), "rid": rid}
-    )
+    query = re.search(r'name="query" value="(\d+)"', results.text)
+    assert query
+
+    with structlog.testing.capture_logs() as logs:
+        form = client.post(
+            "/match/follow-up",
+            data={
+                "csrf": token,
+                "reference": reference.group(1),
+                "rid": rid,
+                "query": query.group(1),
+            },
+        )
     assert form.status_code == 200, form.text
     assert reference.group(1) in form.text
     assert "Protection of and assistance to the victim" in form.text
     assert '<label for="f-justification">' in form.text
+    # The person searched for is filled in, from the search this console holds.
+    assert 'id="f-given-name" name="given_name" type="text" value="Adaeze"' in form.text
+    assert 'name="date_of_birth" type="text" value="2002-05-17"' in form.text
 
     fields = {
         "csrf": token,
         "reference": reference.group(1),
         "rid": rid,
+        "query": query.group(1),
         "purpose": "victim-assistance",
         "justification": "A possible victim was found in Manchester; she needs assistance.",
         "urgency": "ordinary",
+        **HELD,
     }
     before = len(CaseClient(live.client(GB)).cases(limit=1000))
     missing = client.post("/match/follow-up/open", data=fields)
@@ -266,9 +283,21 @@ def test_follow_up_opens_a_case(console_for: Any, csrf: Any, live: Any, records:
     assert error
     assert "email" in error.group(1)
     assert "found in Manchester" in missing.text  # what was typed is kept
+    assert 'value="Nwachukwu"' in missing.text
+    # A follow-up names the person sought: without a name it is refused beside the field.
+    nameless = {**fields, "email": "liaison@nca.example", "given_name": "", "family_name": ""}
+    unnamed = client.post("/match/follow-up/open", data=nameless)
+    assert unnamed.status_code == 400
+    assert 'id="f-family-name-error">a given name or a family name is required.' in unnamed.text
     assert len(CaseClient(live.client(GB)).cases(limit=1000)) == before
 
-    opened = client.post("/match/follow-up/open", data={**fields, "email": "liaison@nca.example"})
+    with structlog.testing.capture_logs() as more:
+        opened = client.post(
+            "/match/follow-up/open", data={**fields, "email": "liaison@nca.example"}
+        )
+    logged = json.dumps(logs + more, default=str)
+    assert "console_match_follow_up" in logged
+    assert not any(name in logged for name in NAMES)
     assert opened.status_code == 200, opened.text
     assert opened.history
     assert opened.history[0].status_code == 303
@@ -276,8 +305,10 @@ def test_follow_up_opens_a_case(console_for: Any, csrf: Any, live: Any, records:
     assert found, opened.url
     assert "Follow-up" in opened.text
     assert NG in opened.text
-    view = CaseClient(live.client(GB)).get(found.group(1))
+    view = CaseClient(live.client(GB)).get(found.group(1), content=True)
     assert view.summary.peer == NG
+    assert view.form is not None
+    assert view.form.victim_id.person.family_name == "Nwachukwu"
     for url in _urls(opened) + _urls(form):
         assert not any(name in url for name in NAMES), url
 

@@ -107,6 +107,8 @@ def test_each_outcome_reads_differently_and_not_answered_exits_4(
     assert lines[4] == "p5: FR-OCRTEH no hit; NG-NAPTIP no hit"
     assert "5 people: 1 with a hit, 1 no hit, 1 unmatchable, 2 not answered" in result.stdout
     assert "mlax match follow-up NG-NAPTIP:ab12" in result.stdout
+    # A follow-up names the person looked for (issue 14): the hint says how.
+    assert "--given-name ... --family-name ... --date-of-birth ..." in result.stdout
     assert "their 'no hit' is unknown" in result.stderr
 
 

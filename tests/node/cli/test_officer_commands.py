@@ -153,6 +153,7 @@ COMMANDS = [
     ["match", "remove", "r1"],
     ["match", "query", "--given-name", "Ana", "--family-name", "Popescu"],
     ["match", "disclose", "GB-NCA-2026-0001"],
+    ["match", "check", "GB-NCA-2026-0001"],
 ]
 
 

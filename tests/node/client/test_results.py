@@ -28,13 +28,14 @@ from node.client import (
     UploadStatus,
     WhoAmI,
 )
-from node.client.results import WireResult
+from node.client.results import Disclosure, WireResult
 
 RESULTS: list[type[WireResult]] = [
     AttachmentInfo,
     CaseEvent,
     CaseSummary,
     CaseView,
+    Disclosure,
     MatchAnswer,
     RecordsLoaded,
     UploadStatus,
@@ -162,6 +163,16 @@ SAMPLES: list[tuple[type[WireResult], Message]] = [
         WhoAmI,
         opb.WhoAmIResponse(officer="alice", role="officer", agency="GB-NCA", peers=["FR"]),
     ),
+    (
+        Disclosure,
+        opb.DiscloseResponse(
+            agreement="does-not-match",
+            disclosed=True,
+            overridden=True,
+            case=_view(content=False),
+        ),
+    ),
+    (Disclosure, opb.DiscloseResponse(agreement="weak", problem="Case X is accepted.")),
 ]
 
 

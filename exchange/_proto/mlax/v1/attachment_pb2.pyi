@@ -399,6 +399,8 @@ class AttachmentInfo(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     LAST_ERROR_FIELD_NUMBER: _builtins.int
     CHUNK_SIZE_FIELD_NUMBER: _builtins.int
+    PURGED_AT_FIELD_NUMBER: _builtins.int
+    PURGE_RULE_FIELD_NUMBER: _builtins.int
     attachment_id: _builtins.str
     case_ref: _builtins.str
     name: _builtins.str
@@ -417,6 +419,9 @@ class AttachmentInfo(_message.Message):
     description: _builtins.str
     last_error: _builtins.str
     chunk_size: _builtins.int
+    purged_at: _builtins.int
+    """Set once the file's bytes and key were purged under a retention rule."""
+    purge_rule: _builtins.str
     def __init__(
         self,
         *,
@@ -436,10 +441,12 @@ class AttachmentInfo(_message.Message):
         description: _builtins.str = ...,
         last_error: _builtins.str = ...,
         chunk_size: _builtins.int = ...,
+        purged_at: _builtins.int = ...,
+        purge_rule: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachment_id", b"attachment_id", "case_ref", b"case_ref", "chunk_size", b"chunk_size", "completed_at", b"completed_at", "confirmed_chunks", b"confirmed_chunks", "created_at", b"created_at", "description", b"description", "direction", b"direction", "last_error", b"last_error", "message_id", b"message_id", "name", b"name", "peer", b"peer", "sha256", b"sha256", "size", b"size", "state", b"state", "total_chunks", b"total_chunks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachment_id", b"attachment_id", "case_ref", b"case_ref", "chunk_size", b"chunk_size", "completed_at", b"completed_at", "confirmed_chunks", b"confirmed_chunks", "created_at", b"created_at", "description", b"description", "direction", b"direction", "last_error", b"last_error", "message_id", b"message_id", "name", b"name", "peer", b"peer", "purge_rule", b"purge_rule", "purged_at", b"purged_at", "sha256", b"sha256", "size", b"size", "state", b"state", "total_chunks", b"total_chunks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

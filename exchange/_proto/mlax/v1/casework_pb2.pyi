@@ -321,6 +321,11 @@ class CaseSummary(_message.Message):
     QUEUED_ACTIONS_FIELD_NUMBER: _builtins.int
     LOCAL_SEQ_FIELD_NUMBER: _builtins.int
     LOCAL_STATE_FIELD_NUMBER: _builtins.int
+    HELD_AT_FIELD_NUMBER: _builtins.int
+    HELD_BY_FIELD_NUMBER: _builtins.int
+    HOLD_REASON_FIELD_NUMBER: _builtins.int
+    PURGED_AT_FIELD_NUMBER: _builtins.int
+    PURGE_RULE_FIELD_NUMBER: _builtins.int
     case_ref: _builtins.str
     case_type: _builtins.str
     role: _builtins.str
@@ -349,6 +354,13 @@ class CaseSummary(_message.Message):
     seq and state when nothing is queued). expected_seq compares against local_seq.
     """
     local_state: _builtins.str
+    held_at: _builtins.int
+    """Legal hold: since when, placed by whom and why (0 and empty: no hold)."""
+    held_by: _builtins.str
+    hold_reason: _builtins.str
+    purged_at: _builtins.int
+    """Set once the form and the steps' details were purged under a retention rule."""
+    purge_rule: _builtins.str
     @_builtins.property
     def overdue(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Clock names that have run out: "acknowledgement", "response"."""
@@ -398,10 +410,15 @@ class CaseSummary(_message.Message):
         queued_actions: _abc.Iterable[_builtins.str] | None = ...,
         local_seq: _builtins.int = ...,
         local_state: _builtins.str = ...,
+        held_at: _builtins.int = ...,
+        held_by: _builtins.str = ...,
+        hold_reason: _builtins.str = ...,
+        purged_at: _builtins.int = ...,
+        purge_rule: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_due", b"ack_due", "allowed_actions", b"allowed_actions", "approved_by", b"approved_by", "awaiting_approval", b"awaiting_approval", "case_ref", b"case_ref", "case_type", b"case_type", "created_by", b"created_by", "form_digest", b"form_digest", "handling_codes", b"handling_codes", "head_digest", b"head_digest", "last_error", b"last_error", "local_seq", b"local_seq", "local_state", b"local_state", "opened_at", b"opened_at", "overdue", b"overdue", "peer", b"peer", "pending_action", b"pending_action", "pending_delivery", b"pending_delivery", "pending_error", b"pending_error", "queued_actions", b"queued_actions", "requested_deadline", b"requested_deadline", "response_due", b"response_due", "restricted_to", b"restricted_to", "role", b"role", "seq", b"seq", "state", b"state", "updated_at", b"updated_at", "urgency", b"urgency"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_due", b"ack_due", "allowed_actions", b"allowed_actions", "approved_by", b"approved_by", "awaiting_approval", b"awaiting_approval", "case_ref", b"case_ref", "case_type", b"case_type", "created_by", b"created_by", "form_digest", b"form_digest", "handling_codes", b"handling_codes", "head_digest", b"head_digest", "held_at", b"held_at", "held_by", b"held_by", "hold_reason", b"hold_reason", "last_error", b"last_error", "local_seq", b"local_seq", "local_state", b"local_state", "opened_at", b"opened_at", "overdue", b"overdue", "peer", b"peer", "pending_action", b"pending_action", "pending_delivery", b"pending_delivery", "pending_error", b"pending_error", "purge_rule", b"purge_rule", "purged_at", b"purged_at", "queued_actions", b"queued_actions", "requested_deadline", b"requested_deadline", "response_due", b"response_due", "restricted_to", b"restricted_to", "role", b"role", "seq", b"seq", "state", b"state", "updated_at", b"updated_at", "urgency", b"urgency"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -39,6 +39,10 @@ class _MessageTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MessageTy
     """Evidence files for a case: the body is an EvidenceBody with each file's key; the
     header's attachments name each file's SHA-256; the chunks follow by PushAttachment.
     """
+    MESSAGE_TYPE_STATISTICS_RELEASE: _MessageType.ValueType  # 8
+    """A statistics release a supervisor approved: the body is its canonical JSON
+    (docs/statistics.md), for the recipient's federation table.
+    """
 
 class MessageType(_MessageType, metaclass=_MessageTypeEnumTypeWrapper): ...
 
@@ -55,6 +59,10 @@ MESSAGE_TYPE_CASE_TRANSITION: MessageType.ValueType  # 6
 MESSAGE_TYPE_EVIDENCE: MessageType.ValueType  # 7
 """Evidence files for a case: the body is an EvidenceBody with each file's key; the
 header's attachments name each file's SHA-256; the chunks follow by PushAttachment.
+"""
+MESSAGE_TYPE_STATISTICS_RELEASE: MessageType.ValueType  # 8
+"""A statistics release a supervisor approved: the body is its canonical JSON
+(docs/statistics.md), for the recipient's federation table.
 """
 Global___MessageType: _TypeAlias = MessageType  # noqa: Y015
 

@@ -846,6 +846,7 @@ class VictimIdRequest(_message.Message):
     REQUESTED_DEADLINE_FIELD_NUMBER: _builtins.int
     CONTACT_OFFICER_FIELD_NUMBER: _builtins.int
     LANGUAGE_FIELD_NUMBER: _builtins.int
+    PERSON_FIELD_NUMBER: _builtins.int
     match_reference: _builtins.str
     """Opaque reference from the holder's hit answer."""
     purpose: Global___VictimIdPurpose.ValueType
@@ -865,6 +866,14 @@ class VictimIdRequest(_message.Message):
     def legal_basis(self) -> _containers.RepeatedCompositeFieldContainer[Global___LegalBasis]: ...
     @_builtins.property
     def contact_officer(self) -> Global___ContactOfficer: ...
+    @_builtins.property
+    def person(self) -> Global___VictimSought:
+        """The person the querier is looking for, as it knows them (issue 14): required. The
+        holder scores this person against the record behind the reference before its
+        supervisor discloses anything, so a reference taken from a published index for a
+        record never queried does not buy an identity.
+        """
+
     def __init__(
         self,
         *,
@@ -879,14 +888,55 @@ class VictimIdRequest(_message.Message):
         requested_deadline: _builtins.int = ...,
         contact_officer: Global___ContactOfficer | None = ...,
         language: _builtins.str = ...,
+        person: Global___VictimSought | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["contact_officer", b"contact_officer", "requested_authority", b"requested_authority", "requesting_authority", b"requesting_authority"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["contact_officer", b"contact_officer", "person", b"person", "requested_authority", b"requested_authority", "requesting_authority", b"requesting_authority"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_officer", b"contact_officer", "justification", b"justification", "language", b"language", "legal_basis", b"legal_basis", "match_reference", b"match_reference", "purpose", b"purpose", "requested_authority", b"requested_authority", "requested_deadline", b"requested_deadline", "requesting_authority", b"requesting_authority", "urgency", b"urgency", "urgency_reason", b"urgency_reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_officer", b"contact_officer", "justification", b"justification", "language", b"language", "legal_basis", b"legal_basis", "match_reference", b"match_reference", "person", b"person", "purpose", b"purpose", "requested_authority", b"requested_authority", "requested_deadline", b"requested_deadline", "requesting_authority", b"requesting_authority", "urgency", b"urgency", "urgency_reason", b"urgency_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___VictimIdRequest: _TypeAlias = VictimIdRequest  # noqa: Y015
+
+@_typing.final
+class VictimSought(_message.Message):
+    """The person a victim-identification request seeks: the fields and rules of a match query
+    (exchange.matching.records.VictimQuery): a given or a family name, at most 200
+    characters each, sex F, M, X or empty, a date of birth YYYY-MM-DD, YYYY-MM or YYYY
+    (or empty), an ISO 3166 alpha-3 nationality (alpha-2 accepted on input) or empty.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GIVEN_NAME_FIELD_NUMBER: _builtins.int
+    FAMILY_NAME_FIELD_NUMBER: _builtins.int
+    SEX_FIELD_NUMBER: _builtins.int
+    DATE_OF_BIRTH_FIELD_NUMBER: _builtins.int
+    NATIONALITY_FIELD_NUMBER: _builtins.int
+    PLACE_OF_BIRTH_FIELD_NUMBER: _builtins.int
+    given_name: _builtins.str
+    family_name: _builtins.str
+    sex: _builtins.str
+    date_of_birth: _builtins.str
+    nationality: _builtins.str
+    place_of_birth: _builtins.str
+    def __init__(
+        self,
+        *,
+        given_name: _builtins.str = ...,
+        family_name: _builtins.str = ...,
+        sex: _builtins.str = ...,
+        date_of_birth: _builtins.str = ...,
+        nationality: _builtins.str = ...,
+        place_of_birth: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["date_of_birth", b"date_of_birth", "family_name", b"family_name", "given_name", b"given_name", "nationality", b"nationality", "place_of_birth", b"place_of_birth", "sex", b"sex"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VictimSought: _TypeAlias = VictimSought  # noqa: Y015
 
 @_typing.final
 class CaseForm(_message.Message):

@@ -34,12 +34,23 @@ class MatchEvaluateRequest(_message.Message):
     QUERY_ID_FIELD_NUMBER: _builtins.int
     BLINDED_ELEMENTS_FIELD_NUMBER: _builtins.int
     PLANNED_ELEMENTS_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    TOKEN_DOMAIN_FIELD_NUMBER: _builtins.int
     query_id: _builtins.bytes
     """Random, 16 bytes: names the query in both ledgers, nothing else."""
     planned_elements: _builtins.int
     """The elements this query still asks for, this call's included (0: only this call's).
     A holder refuses at once a query that cannot fit the caller's quota whole, before
     evaluating (and charging) any part of it.
+    """
+    key_id: _builtins.str
+    """The key generation to evaluate under: the key id of the querier's copy of the index
+    (empty: the holder's current key). A retired key is refused (FAILED_PRECONDITION).
+    """
+    token_domain: _builtins.int
+    """The querier's token domain (exchange/matching/tokens.py TOKEN_DOMAIN); 0, as a querier
+    older than the field sends, means 1. A holder publishing no generation of this domain
+    refuses the call (FAILED_PRECONDITION) before charging anything.
     """
     @_builtins.property
     def blinded_elements(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
@@ -51,10 +62,12 @@ class MatchEvaluateRequest(_message.Message):
         query_id: _builtins.bytes = ...,
         blinded_elements: _abc.Iterable[_builtins.bytes] | None = ...,
         planned_elements: _builtins.int = ...,
+        key_id: _builtins.str = ...,
+        token_domain: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blinded_elements", b"blinded_elements", "planned_elements", b"planned_elements", "query_id", b"query_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blinded_elements", b"blinded_elements", "key_id", b"key_id", "planned_elements", b"planned_elements", "query_id", b"query_id", "token_domain", b"token_domain"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -67,10 +80,13 @@ class MatchEvaluateResponse(_message.Message):
     EVALUATED_ELEMENTS_FIELD_NUMBER: _builtins.int
     KEY_ID_FIELD_NUMBER: _builtins.int
     INDEX_VERSION_FIELD_NUMBER: _builtins.int
+    TOKEN_DOMAIN_FIELD_NUMBER: _builtins.int
     key_id: _builtins.str
     """The OPRF key the elements were evaluated under; the published index uses the same."""
     index_version: _builtins.int
     """The holder's index version now: a querier behind it syncs before comparing."""
+    token_domain: _builtins.int
+    """The token domain the key generation's values were computed under."""
     @_builtins.property
     def evaluated_elements(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
     def __init__(
@@ -79,10 +95,11 @@ class MatchEvaluateResponse(_message.Message):
         evaluated_elements: _abc.Iterable[_builtins.bytes] | None = ...,
         key_id: _builtins.str = ...,
         index_version: _builtins.int = ...,
+        token_domain: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["evaluated_elements", b"evaluated_elements", "index_version", b"index_version", "key_id", b"key_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["evaluated_elements", b"evaluated_elements", "index_version", b"index_version", "key_id", b"key_id", "token_domain", b"token_domain"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -94,18 +111,26 @@ class MatchIndexRequest(_message.Message):
 
     KEY_ID_FIELD_NUMBER: _builtins.int
     SINCE_VERSION_FIELD_NUMBER: _builtins.int
+    TOKEN_DOMAIN_FIELD_NUMBER: _builtins.int
     key_id: _builtins.str
-    """The key id and version the querier's copy is at; empty and 0 for a first copy."""
+    """The key id and version the querier's copy is at; empty and 0 for a first copy. A key
+    generation the holder still serves (the current one, or the previous one during a
+    rotation's overlap) is served from `since_version`; any other key id gets a reset to
+    the current generation of the querier's token domain.
+    """
     since_version: _builtins.int
+    token_domain: _builtins.int
+    """The querier's token domain, as in MatchEvaluateRequest (0 means 1)."""
     def __init__(
         self,
         *,
         key_id: _builtins.str = ...,
         since_version: _builtins.int = ...,
+        token_domain: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "since_version", b"since_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "since_version", b"since_version", "token_domain", b"token_domain"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -154,11 +179,14 @@ class MatchIndexChunk(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     RESET_FIELD_NUMBER: _builtins.int
     ENTRIES_FIELD_NUMBER: _builtins.int
+    TOKEN_DOMAIN_FIELD_NUMBER: _builtins.int
     key_id: _builtins.str
     version: _builtins.int
     """The holder's index version this stream brings the copy to."""
     reset: _builtins.bool
     """The key changed (or the copy's key id is unknown): drop the whole copy first."""
+    token_domain: _builtins.int
+    """The token domain of this key generation's values."""
     @_builtins.property
     def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___MatchIndexEntry]: ...
     def __init__(
@@ -168,10 +196,11 @@ class MatchIndexChunk(_message.Message):
         version: _builtins.int = ...,
         reset: _builtins.bool = ...,
         entries: _abc.Iterable[Global___MatchIndexEntry] | None = ...,
+        token_domain: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "key_id", b"key_id", "reset", b"reset", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "key_id", b"key_id", "reset", b"reset", "token_domain", b"token_domain", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -376,20 +405,99 @@ class MatchAnswer(_message.Message):
 Global___MatchAnswer: _TypeAlias = MatchAnswer  # noqa: Y015
 
 @_typing.final
+class RotateMatchKeyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OVERLAP_HOURS_FIELD_NUMBER: _builtins.int
+    overlap_hours: _builtins.float
+    """How long the holder keeps serving the old key generation after the new one is
+    published; 0 takes the node's `matching.key_overlap_hours`.
+    """
+    def __init__(
+        self,
+        *,
+        overlap_hours: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["overlap_hours", b"overlap_hours"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RotateMatchKeyRequest: _TypeAlias = RotateMatchKeyRequest  # noqa: Y015
+
+@_typing.final
+class RotateMatchKeyProgress(_message.Message):
+    """Progress of a key rotation, then its outcome (`done`)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OLD_KEY_ID_FIELD_NUMBER: _builtins.int
+    NEW_KEY_ID_FIELD_NUMBER: _builtins.int
+    TOKEN_DOMAIN_FIELD_NUMBER: _builtins.int
+    ENCODED_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    DONE_FIELD_NUMBER: _builtins.int
+    RETIRE_AT_MS_FIELD_NUMBER: _builtins.int
+    old_key_id: _builtins.str
+    new_key_id: _builtins.str
+    token_domain: _builtins.int
+    encoded: _builtins.int
+    """Records re-encoded under the new key so far, of `total`."""
+    total: _builtins.int
+    done: _builtins.bool
+    retire_at_ms: _builtins.int
+    """When the old generation is retired (ms since the epoch; set when done)."""
+    def __init__(
+        self,
+        *,
+        old_key_id: _builtins.str = ...,
+        new_key_id: _builtins.str = ...,
+        token_domain: _builtins.int = ...,
+        encoded: _builtins.int = ...,
+        total: _builtins.int = ...,
+        done: _builtins.bool = ...,
+        retire_at_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "encoded", b"encoded", "new_key_id", b"new_key_id", "old_key_id", b"old_key_id", "retire_at_ms", b"retire_at_ms", "token_domain", b"token_domain", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RotateMatchKeyProgress: _TypeAlias = RotateMatchKeyProgress  # noqa: Y015
+
+@_typing.final
 class DiscloseRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CASE_REF_FIELD_NUMBER: _builtins.int
+    CHECK_ONLY_FIELD_NUMBER: _builtins.int
+    OVERRIDE_MISMATCH_FIELD_NUMBER: _builtins.int
+    OVERRIDE_REASON_FIELD_NUMBER: _builtins.int
     case_ref: _builtins.str
     """A victim-identification case in execution at this (the holder's) node."""
+    check_only: _builtins.bool
+    """Only score the person sought against the record and say whether a disclosure would go:
+    nothing is sent or ledgered, and the case may be in any state.
+    """
+    override_mismatch: _builtins.bool
+    """Disclose although the person sought does not match the record; needs `override_reason`."""
+    override_reason: _builtins.str
+    """Why the supervisor discloses on a mismatch: 1 to 4,000 characters, one paragraph.
+    Ledgered only as its length and SHA-256, never as text (it may name people).
+    """
     def __init__(
         self,
         *,
         case_ref: _builtins.str = ...,
+        check_only: _builtins.bool = ...,
+        override_mismatch: _builtins.bool = ...,
+        override_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_ref", b"case_ref"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_ref", b"case_ref", "check_only", b"check_only", "override_mismatch", b"override_mismatch", "override_reason", b"override_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -10,6 +10,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from exchange._proto.mlax.v1 import casework_pb2 as _casework_pb2
 from exchange._proto.mlax.v1 import envelope_pb2 as _envelope_pb2
 from exchange._proto.mlax.v1 import ledger_pb2 as _ledger_pb2
 import builtins as _builtins
@@ -293,12 +294,20 @@ class MessageView(_message.Message):
     RECIPIENT_KEY_ID_FIELD_NUMBER: _builtins.int
     RESTRICTED_TO_FIELD_NUMBER: _builtins.int
     NON_REPUDIATION_BUNDLE_FIELD_NUMBER: _builtins.int
+    PURGED_AT_FIELD_NUMBER: _builtins.int
+    PURGE_RULE_FIELD_NUMBER: _builtins.int
     sender_key_id: _builtins.str
     recipient_key_id: _builtins.str
     non_repudiation_bundle: _builtins.bytes
     """Inbound messages read with content: the sender's signed statement of the plaintext
     (mlax.v1.NonRepudiationBundle), verifiable by a third party with the directory only.
     """
+    purged_at: _builtins.int
+    """Set once the content was purged under a retention rule (docs/operators.md,
+    "Retention and purge"): when, and the rule (`message_content:30d`). The metadata,
+    envelope digest and receipt above stay.
+    """
+    purge_rule: _builtins.str
     @_builtins.property
     def summary(self) -> Global___MessageSummary: ...
     @_builtins.property
@@ -317,10 +326,12 @@ class MessageView(_message.Message):
         recipient_key_id: _builtins.str = ...,
         restricted_to: _abc.Iterable[_builtins.str] | None = ...,
         non_repudiation_bundle: _builtins.bytes = ...,
+        purged_at: _builtins.int = ...,
+        purge_rule: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "evidence", b"evidence", "summary", b"summary"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "evidence", b"evidence", "non_repudiation_bundle", b"non_repudiation_bundle", "recipient_key_id", b"recipient_key_id", "restricted_to", b"restricted_to", "sender_key_id", b"sender_key_id", "summary", b"summary"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "evidence", b"evidence", "non_repudiation_bundle", b"non_repudiation_bundle", "purge_rule", b"purge_rule", "purged_at", b"purged_at", "recipient_key_id", b"recipient_key_id", "restricted_to", b"restricted_to", "sender_key_id", b"sender_key_id", "summary", b"summary"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -470,6 +481,51 @@ class DeliveryProof(_message.Message):
 Global___DeliveryProof: _TypeAlias = DeliveryProof  # noqa: Y015
 
 @_typing.final
+class DiscloseResponse(_message.Message):
+    """What the holder's supervisor learns from a Disclose call (docs/protocol-matching.md 8)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGREEMENT_FIELD_NUMBER: _builtins.int
+    DISCLOSED_FIELD_NUMBER: _builtins.int
+    OVERRIDDEN_FIELD_NUMBER: _builtins.int
+    ALLOWED_FIELD_NUMBER: _builtins.int
+    PROBLEM_FIELD_NUMBER: _builtins.int
+    CASE_FIELD_NUMBER: _builtins.int
+    agreement: _builtins.str
+    """The person sought against the record behind the reference: "matches" (a strong
+    band), "weak" (a possible band) or "does-not-match".
+    """
+    disclosed: _builtins.bool
+    """The identity was sent (never for `check_only`)."""
+    overridden: _builtins.bool
+    """It was sent on the supervisor's override of a mismatch."""
+    allowed: _builtins.bool
+    """For `check_only`: whether a disclosure would go now; if not, one sentence why."""
+    problem: _builtins.str
+    @_builtins.property
+    def case(self) -> _casework_pb2.CaseView:
+        """The case as it stands after the call."""
+
+    def __init__(
+        self,
+        *,
+        agreement: _builtins.str = ...,
+        disclosed: _builtins.bool = ...,
+        overridden: _builtins.bool = ...,
+        allowed: _builtins.bool = ...,
+        problem: _builtins.str = ...,
+        case: _casework_pb2.CaseView | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["case", b"case"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreement", b"agreement", "allowed", b"allowed", "case", b"case", "disclosed", b"disclosed", "overridden", b"overridden", "problem", b"problem"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DiscloseResponse: _TypeAlias = DiscloseResponse  # noqa: Y015
+
+@_typing.final
 class WhoAmIRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -515,3 +571,232 @@ class WhoAmIResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WhoAmIResponse: _TypeAlias = WhoAmIResponse  # noqa: Y015
+
+@_typing.final
+class OfficerAccount(_message.Message):
+    """Admin: one officer account of this node, as the officer API shows it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    role: _builtins.str
+    """officer, supervisor, auditor or admin."""
+    active: _builtins.bool
+    created_at: _builtins.int
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        role: _builtins.str = ...,
+        active: _builtins.bool = ...,
+        created_at: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "created_at", b"created_at", "name", b"name", "role", b"role"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OfficerAccount: _TypeAlias = OfficerAccount  # noqa: Y015
+
+@_typing.final
+class ListOfficersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOfficersRequest: _TypeAlias = ListOfficersRequest  # noqa: Y015
+
+@_typing.final
+class ListOfficersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OFFICERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def officers(self) -> _containers.RepeatedCompositeFieldContainer[Global___OfficerAccount]: ...
+    def __init__(
+        self,
+        *,
+        officers: _abc.Iterable[Global___OfficerAccount] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["officers", b"officers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOfficersResponse: _TypeAlias = ListOfficersResponse  # noqa: Y015
+
+@_typing.final
+class IssueOfficerRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    CSR_FIELD_NUMBER: _builtins.int
+    DAYS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The new account's name: printable, 1 to 64 bytes of UTF-8, unique on this node."""
+    role: _builtins.str
+    csr: _builtins.bytes
+    """PKCS#10 certificate signing request (DER, at most 4096 bytes) for the new officer's
+    ECDSA P-256 key, signed by that key. The private key never leaves the caller: the
+    node reads only the public key from it (its subject is ignored).
+    """
+    days: _builtins.int
+    """Days the credential is valid, 1 to 3650; 0 takes 365."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        role: _builtins.str = ...,
+        csr: _builtins.bytes = ...,
+        days: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["csr", b"csr", "days", b"days", "name", b"name", "role", b"role"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IssueOfficerRequest: _TypeAlias = IssueOfficerRequest  # noqa: Y015
+
+@_typing.final
+class IssueOfficerResponse(_message.Message):
+    """What a client needs besides its own private key to build the officer's credential
+    bundle (docs/protocol.md 11.7).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OFFICER_FIELD_NUMBER: _builtins.int
+    AGENCY_FIELD_NUMBER: _builtins.int
+    ENDPOINT_FIELD_NUMBER: _builtins.int
+    SERVER_CERTIFICATE_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_FIELD_NUMBER: _builtins.int
+    agency: _builtins.str
+    endpoint: _builtins.str
+    """The officer listener's address as the node advertises it."""
+    server_certificate: _builtins.bytes
+    """PEM: the node's TLS certificate (the bundle's trust anchor) and the new officer's
+    client certificate from the node's officer CA.
+    """
+    certificate: _builtins.bytes
+    @_builtins.property
+    def officer(self) -> Global___OfficerAccount: ...
+    def __init__(
+        self,
+        *,
+        officer: Global___OfficerAccount | None = ...,
+        agency: _builtins.str = ...,
+        endpoint: _builtins.str = ...,
+        server_certificate: _builtins.bytes = ...,
+        certificate: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["officer", b"officer"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency", "certificate", b"certificate", "endpoint", b"endpoint", "officer", b"officer", "server_certificate", b"server_certificate"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IssueOfficerResponse: _TypeAlias = IssueOfficerResponse  # noqa: Y015
+
+@_typing.final
+class SetOfficerRoleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    role: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        role: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "role", b"role"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetOfficerRoleRequest: _TypeAlias = SetOfficerRoleRequest  # noqa: Y015
+
+@_typing.final
+class SetOfficerActiveRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    active: _builtins.bool
+    """false deactivates the account (its next call is refused); true reactivates it."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        active: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetOfficerActiveRequest: _TypeAlias = SetOfficerActiveRequest  # noqa: Y015
+
+@_typing.final
+class HoldCaseRequest(_message.Message):
+    """--- legal hold (supervisors): a held case's content, evidence and messages are not purged."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_REF_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    case_ref: _builtins.str
+    reason: _builtins.str
+    """Why (at most 500 characters); kept on the case, ledgered as its SHA-256 only."""
+    def __init__(
+        self,
+        *,
+        case_ref: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_ref", b"case_ref", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HoldCaseRequest: _TypeAlias = HoldCaseRequest  # noqa: Y015
+
+@_typing.final
+class ReleaseHoldRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_REF_FIELD_NUMBER: _builtins.int
+    case_ref: _builtins.str
+    def __init__(
+        self,
+        *,
+        case_ref: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_ref", b"case_ref"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseHoldRequest: _TypeAlias = ReleaseHoldRequest  # noqa: Y015

@@ -131,7 +131,42 @@ class OfficerStub:
         self.Disclose = channel.unary_unary(
                 '/mlax.v1.Officer/Disclose',
                 request_serializer=mlax_dot_v1_dot_matching__pb2.DiscloseRequest.SerializeToString,
+                response_deserializer=mlax_dot_v1_dot_officer__pb2.DiscloseResponse.FromString,
+                _registered_method=True)
+        self.RotateMatchKey = channel.unary_stream(
+                '/mlax.v1.Officer/RotateMatchKey',
+                request_serializer=mlax_dot_v1_dot_matching__pb2.RotateMatchKeyRequest.SerializeToString,
+                response_deserializer=mlax_dot_v1_dot_matching__pb2.RotateMatchKeyProgress.FromString,
+                _registered_method=True)
+        self.HoldCase = channel.unary_unary(
+                '/mlax.v1.Officer/HoldCase',
+                request_serializer=mlax_dot_v1_dot_officer__pb2.HoldCaseRequest.SerializeToString,
                 response_deserializer=mlax_dot_v1_dot_casework__pb2.CaseView.FromString,
+                _registered_method=True)
+        self.ReleaseHold = channel.unary_unary(
+                '/mlax.v1.Officer/ReleaseHold',
+                request_serializer=mlax_dot_v1_dot_officer__pb2.ReleaseHoldRequest.SerializeToString,
+                response_deserializer=mlax_dot_v1_dot_casework__pb2.CaseView.FromString,
+                _registered_method=True)
+        self.ListOfficers = channel.unary_unary(
+                '/mlax.v1.Officer/ListOfficers',
+                request_serializer=mlax_dot_v1_dot_officer__pb2.ListOfficersRequest.SerializeToString,
+                response_deserializer=mlax_dot_v1_dot_officer__pb2.ListOfficersResponse.FromString,
+                _registered_method=True)
+        self.IssueOfficer = channel.unary_unary(
+                '/mlax.v1.Officer/IssueOfficer',
+                request_serializer=mlax_dot_v1_dot_officer__pb2.IssueOfficerRequest.SerializeToString,
+                response_deserializer=mlax_dot_v1_dot_officer__pb2.IssueOfficerResponse.FromString,
+                _registered_method=True)
+        self.SetOfficerRole = channel.unary_unary(
+                '/mlax.v1.Officer/SetOfficerRole',
+                request_serializer=mlax_dot_v1_dot_officer__pb2.SetOfficerRoleRequest.SerializeToString,
+                response_deserializer=mlax_dot_v1_dot_officer__pb2.OfficerAccount.FromString,
+                _registered_method=True)
+        self.SetOfficerActive = channel.unary_unary(
+                '/mlax.v1.Officer/SetOfficerActive',
+                request_serializer=mlax_dot_v1_dot_officer__pb2.SetOfficerActiveRequest.SerializeToString,
+                response_deserializer=mlax_dot_v1_dot_officer__pb2.OfficerAccount.FromString,
                 _registered_method=True)
 
 
@@ -264,6 +299,53 @@ class OfficerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RotateMatchKey(self, request, context):
+        """Holder: a new OPRF key generation for the published index, the old one served for
+        the overlap (supervisor or admin); progress streams until it is published.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HoldCase(self, request, context):
+        """Supervisor: put a case on legal hold (exempt from purge) and lift the hold; ledgered.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseHold(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListOfficers(self, request, context):
+        """Admin: this node's officer accounts, without a shell on the node host. Each call
+        is ledgered with the admin's name (`by`); an admin cannot change their own account.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IssueOfficer(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetOfficerRole(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetOfficerActive(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OfficerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -360,7 +442,42 @@ def add_OfficerServicer_to_server(servicer, server):
             'Disclose': grpc.unary_unary_rpc_method_handler(
                     servicer.Disclose,
                     request_deserializer=mlax_dot_v1_dot_matching__pb2.DiscloseRequest.FromString,
+                    response_serializer=mlax_dot_v1_dot_officer__pb2.DiscloseResponse.SerializeToString,
+            ),
+            'RotateMatchKey': grpc.unary_stream_rpc_method_handler(
+                    servicer.RotateMatchKey,
+                    request_deserializer=mlax_dot_v1_dot_matching__pb2.RotateMatchKeyRequest.FromString,
+                    response_serializer=mlax_dot_v1_dot_matching__pb2.RotateMatchKeyProgress.SerializeToString,
+            ),
+            'HoldCase': grpc.unary_unary_rpc_method_handler(
+                    servicer.HoldCase,
+                    request_deserializer=mlax_dot_v1_dot_officer__pb2.HoldCaseRequest.FromString,
                     response_serializer=mlax_dot_v1_dot_casework__pb2.CaseView.SerializeToString,
+            ),
+            'ReleaseHold': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseHold,
+                    request_deserializer=mlax_dot_v1_dot_officer__pb2.ReleaseHoldRequest.FromString,
+                    response_serializer=mlax_dot_v1_dot_casework__pb2.CaseView.SerializeToString,
+            ),
+            'ListOfficers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOfficers,
+                    request_deserializer=mlax_dot_v1_dot_officer__pb2.ListOfficersRequest.FromString,
+                    response_serializer=mlax_dot_v1_dot_officer__pb2.ListOfficersResponse.SerializeToString,
+            ),
+            'IssueOfficer': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueOfficer,
+                    request_deserializer=mlax_dot_v1_dot_officer__pb2.IssueOfficerRequest.FromString,
+                    response_serializer=mlax_dot_v1_dot_officer__pb2.IssueOfficerResponse.SerializeToString,
+            ),
+            'SetOfficerRole': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetOfficerRole,
+                    request_deserializer=mlax_dot_v1_dot_officer__pb2.SetOfficerRoleRequest.FromString,
+                    response_serializer=mlax_dot_v1_dot_officer__pb2.OfficerAccount.SerializeToString,
+            ),
+            'SetOfficerActive': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetOfficerActive,
+                    request_deserializer=mlax_dot_v1_dot_officer__pb2.SetOfficerActiveRequest.FromString,
+                    response_serializer=mlax_dot_v1_dot_officer__pb2.OfficerAccount.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -875,7 +992,196 @@ class Officer:
             target,
             '/mlax.v1.Officer/Disclose',
             mlax_dot_v1_dot_matching__pb2.DiscloseRequest.SerializeToString,
+            mlax_dot_v1_dot_officer__pb2.DiscloseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateMatchKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/mlax.v1.Officer/RotateMatchKey',
+            mlax_dot_v1_dot_matching__pb2.RotateMatchKeyRequest.SerializeToString,
+            mlax_dot_v1_dot_matching__pb2.RotateMatchKeyProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HoldCase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlax.v1.Officer/HoldCase',
+            mlax_dot_v1_dot_officer__pb2.HoldCaseRequest.SerializeToString,
             mlax_dot_v1_dot_casework__pb2.CaseView.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseHold(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlax.v1.Officer/ReleaseHold',
+            mlax_dot_v1_dot_officer__pb2.ReleaseHoldRequest.SerializeToString,
+            mlax_dot_v1_dot_casework__pb2.CaseView.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOfficers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlax.v1.Officer/ListOfficers',
+            mlax_dot_v1_dot_officer__pb2.ListOfficersRequest.SerializeToString,
+            mlax_dot_v1_dot_officer__pb2.ListOfficersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueOfficer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlax.v1.Officer/IssueOfficer',
+            mlax_dot_v1_dot_officer__pb2.IssueOfficerRequest.SerializeToString,
+            mlax_dot_v1_dot_officer__pb2.IssueOfficerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetOfficerRole(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlax.v1.Officer/SetOfficerRole',
+            mlax_dot_v1_dot_officer__pb2.SetOfficerRoleRequest.SerializeToString,
+            mlax_dot_v1_dot_officer__pb2.OfficerAccount.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetOfficerActive(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlax.v1.Officer/SetOfficerActive',
+            mlax_dot_v1_dot_officer__pb2.SetOfficerActiveRequest.SerializeToString,
+            mlax_dot_v1_dot_officer__pb2.OfficerAccount.FromString,
             options,
             channel_credentials,
             insecure,

@@ -70,7 +70,21 @@ class OfficerStub:
     (answers stream in as peers reply), and the holder supervisor's disclosure.
     """
     MatchQuery: _grpc.UnaryStreamMultiCallable[_matching_pb2.MatchQueryRequest, _matching_pb2.MatchAnswer]
-    Disclose: _grpc.UnaryUnaryMultiCallable[_matching_pb2.DiscloseRequest, _casework_pb2.CaseView]
+    Disclose: _grpc.UnaryUnaryMultiCallable[_matching_pb2.DiscloseRequest, _officer_pb2.DiscloseResponse]
+    RotateMatchKey: _grpc.UnaryStreamMultiCallable[_matching_pb2.RotateMatchKeyRequest, _matching_pb2.RotateMatchKeyProgress]
+    """Holder: a new OPRF key generation for the published index, the old one served for
+    the overlap (supervisor or admin); progress streams until it is published.
+    """
+    HoldCase: _grpc.UnaryUnaryMultiCallable[_officer_pb2.HoldCaseRequest, _casework_pb2.CaseView]
+    """Supervisor: put a case on legal hold (exempt from purge) and lift the hold; ledgered."""
+    ReleaseHold: _grpc.UnaryUnaryMultiCallable[_officer_pb2.ReleaseHoldRequest, _casework_pb2.CaseView]
+    ListOfficers: _grpc.UnaryUnaryMultiCallable[_officer_pb2.ListOfficersRequest, _officer_pb2.ListOfficersResponse]
+    """Admin: this node's officer accounts, without a shell on the node host. Each call
+    is ledgered with the admin's name (`by`); an admin cannot change their own account.
+    """
+    IssueOfficer: _grpc.UnaryUnaryMultiCallable[_officer_pb2.IssueOfficerRequest, _officer_pb2.IssueOfficerResponse]
+    SetOfficerRole: _grpc.UnaryUnaryMultiCallable[_officer_pb2.SetOfficerRoleRequest, _officer_pb2.OfficerAccount]
+    SetOfficerActive: _grpc.UnaryUnaryMultiCallable[_officer_pb2.SetOfficerActiveRequest, _officer_pb2.OfficerAccount]
 
 @_typing.type_check_only
 class OfficerAsyncStub(OfficerStub):
@@ -108,7 +122,21 @@ class OfficerAsyncStub(OfficerStub):
     (answers stream in as peers reply), and the holder supervisor's disclosure.
     """
     MatchQuery: _aio.UnaryStreamMultiCallable[_matching_pb2.MatchQueryRequest, _matching_pb2.MatchAnswer]  # type: ignore[assignment]
-    Disclose: _aio.UnaryUnaryMultiCallable[_matching_pb2.DiscloseRequest, _casework_pb2.CaseView]  # type: ignore[assignment]
+    Disclose: _aio.UnaryUnaryMultiCallable[_matching_pb2.DiscloseRequest, _officer_pb2.DiscloseResponse]  # type: ignore[assignment]
+    RotateMatchKey: _aio.UnaryStreamMultiCallable[_matching_pb2.RotateMatchKeyRequest, _matching_pb2.RotateMatchKeyProgress]  # type: ignore[assignment]
+    """Holder: a new OPRF key generation for the published index, the old one served for
+    the overlap (supervisor or admin); progress streams until it is published.
+    """
+    HoldCase: _aio.UnaryUnaryMultiCallable[_officer_pb2.HoldCaseRequest, _casework_pb2.CaseView]  # type: ignore[assignment]
+    """Supervisor: put a case on legal hold (exempt from purge) and lift the hold; ledgered."""
+    ReleaseHold: _aio.UnaryUnaryMultiCallable[_officer_pb2.ReleaseHoldRequest, _casework_pb2.CaseView]  # type: ignore[assignment]
+    ListOfficers: _aio.UnaryUnaryMultiCallable[_officer_pb2.ListOfficersRequest, _officer_pb2.ListOfficersResponse]  # type: ignore[assignment]
+    """Admin: this node's officer accounts, without a shell on the node host. Each call
+    is ledgered with the admin's name (`by`); an admin cannot change their own account.
+    """
+    IssueOfficer: _aio.UnaryUnaryMultiCallable[_officer_pb2.IssueOfficerRequest, _officer_pb2.IssueOfficerResponse]  # type: ignore[assignment]
+    SetOfficerRole: _aio.UnaryUnaryMultiCallable[_officer_pb2.SetOfficerRoleRequest, _officer_pb2.OfficerAccount]  # type: ignore[assignment]
+    SetOfficerActive: _aio.UnaryUnaryMultiCallable[_officer_pb2.SetOfficerActiveRequest, _officer_pb2.OfficerAccount]  # type: ignore[assignment]
 
 class OfficerServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -257,6 +285,62 @@ class OfficerServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _matching_pb2.DiscloseRequest,
         context: _ServicerContext,
+    ) -> _typing.Union[_officer_pb2.DiscloseResponse, _abc.Awaitable[_officer_pb2.DiscloseResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RotateMatchKey(
+        self,
+        request: _matching_pb2.RotateMatchKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_matching_pb2.RotateMatchKeyProgress], _abc.AsyncIterator[_matching_pb2.RotateMatchKeyProgress]]:
+        """Holder: a new OPRF key generation for the published index, the old one served for
+        the overlap (supervisor or admin); progress streams until it is published.
+        """
+
+    @_abc_1.abstractmethod
+    def HoldCase(
+        self,
+        request: _officer_pb2.HoldCaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_casework_pb2.CaseView, _abc.Awaitable[_casework_pb2.CaseView]]:
+        """Supervisor: put a case on legal hold (exempt from purge) and lift the hold; ledgered."""
+
+    @_abc_1.abstractmethod
+    def ReleaseHold(
+        self,
+        request: _officer_pb2.ReleaseHoldRequest,
+        context: _ServicerContext,
     ) -> _typing.Union[_casework_pb2.CaseView, _abc.Awaitable[_casework_pb2.CaseView]]: ...
+
+    @_abc_1.abstractmethod
+    def ListOfficers(
+        self,
+        request: _officer_pb2.ListOfficersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_officer_pb2.ListOfficersResponse, _abc.Awaitable[_officer_pb2.ListOfficersResponse]]:
+        """Admin: this node's officer accounts, without a shell on the node host. Each call
+        is ledgered with the admin's name (`by`); an admin cannot change their own account.
+        """
+
+    @_abc_1.abstractmethod
+    def IssueOfficer(
+        self,
+        request: _officer_pb2.IssueOfficerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_officer_pb2.IssueOfficerResponse, _abc.Awaitable[_officer_pb2.IssueOfficerResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SetOfficerRole(
+        self,
+        request: _officer_pb2.SetOfficerRoleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_officer_pb2.OfficerAccount, _abc.Awaitable[_officer_pb2.OfficerAccount]]: ...
+
+    @_abc_1.abstractmethod
+    def SetOfficerActive(
+        self,
+        request: _officer_pb2.SetOfficerActiveRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_officer_pb2.OfficerAccount, _abc.Awaitable[_officer_pb2.OfficerAccount]]: ...
 
 def add_OfficerServicer_to_server(servicer: OfficerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

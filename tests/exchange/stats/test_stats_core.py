@@ -1,0 +1,269 @@
+"""exchange.stats: tables over fixed cells, the plan, suppression on noisy values, the
+yearly budget, the published document, export columns and the federation table."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+
+import pytest
+
+from exchange.stats import release as rel
+from exchange.stats.export import combine, federation_csv, release_csv, release_rows
+from exchange.stats.facts import CaseFact, QueryFact
+from exchange.stats.tables import PROFILE_TABLE, TABLES, TABLES_BY_NAME, true_values
+
+PEERS = ("FR-OCRTEH", "NG-NAPTIP")
+BY_PEER = TABLES_BY_NAME["cases_by_peer"]
+ACKED = TABLES_BY_NAME["cases_acknowledged"]
+ACK_DAYS = TABLES_BY_NAME["days_to_acknowledgement"]
+
+
+def case(peer: str = "FR-OCRTEH", **kw: object) -> CaseFact:
+    fields: dict[str, object] = {
+        "case_type": "mla",
+        "direction": "sent",
+        "peer": peer,
+        "urgency": "ordinary",
+        "outcome": "open",
+    }
+    fields.update(kw)
+    return CaseFact(**fields)  # type: ignore[arg-type]
+
+
+def test_every_cell_of_the_domain_is_there_before_any_fact() -> None:
+    values = true_values(BY_PEER, [], PEERS, 90)
+    # 3 case types x 2 directions x (2 peers + "other"): all zero, none missing.
+    assert len(values) == 3 * 2 * 3
+    assert set(values.values()) == {0}
+
+
+def test_a_peer_no_longer_listed_counts_as_other_and_a_unit_falls_in_one_cell() -> None:
+    facts = [case(), case(), case("XX-GONE")]
+    values = true_values(BY_PEER, facts, PEERS, 90)
+    assert values[("mla", "sent", "FR-OCRTEH")] == 2
+    assert values[("mla", "sent", "other")] == 1
+    assert sum(values.values()) == len(facts)
+    for table in TABLES:
+        if table.measure == "count":
+            assert sum(true_values(table, facts, PEERS, 90).values()) <= len(facts)
+
+
+def test_durations_are_clamped_before_summing() -> None:
+    facts = [case(ack_days=3), case(ack_days=400), case()]
+    assert true_values(ACK_DAYS, facts, PEERS, 30)[("mla", "sent", "ordinary")] == 33
+    assert true_values(ACKED, facts, PEERS, 30)[("mla", "sent", "ordinary")] == 2
+    assert ACK_DAYS.sensitivity(30) == 30
+    assert ACKED.sensitivity(30) == 1
+
+
+def test_queries_count_in_query_tables_only() -> None:
+    facts = [QueryFact("hit_strong"), QueryFact("no_hit"), case()]
+    values = true_values(TABLES_BY_NAME["victim_id_queries"], facts, PEERS, 90)
+    assert values[("hit_strong",)] == 1
+    assert sum(values.values()) == 2
+    assert sum(true_values(BY_PEER, facts, PEERS, 90).values()) == 1
+
+
+def test_the_plan_splits_epsilon_evenly_and_scales_by_sensitivity() -> None:
+    plans = rel.plan(TABLES, 1.1, 90)
+    assert math.isclose(sum(p.epsilon for p in plans), 1.1)
+    for p in plans:
+        assert math.isclose(p.scale, p.sensitivity * len(TABLES) / 1.1)
+    with pytest.raises(rel.InvalidFieldError):
+        rel.plan(TABLES, 0.0, 90)
+
+
+def test_suppression_looks_at_noisy_values_only_and_sums_follow_their_counts() -> None:
+    plans = rel.plan((ACKED, ACK_DAYS), 1.0, 90)
+    noisy = {
+        # The true counts do not appear here at all: only what the noise made of them.
+        "cases_acknowledged": {("mla", "sent", "ordinary"): 10, ("mla", "sent", "urgent"): 11},
+        "days_to_acknowledgement": {
+            ("mla", "sent", "ordinary"): 500,
+            ("mla", "sent", "urgent"): -4,
+        },
+    }
+    out = rel.suppressed(plans, noisy, threshold=11)
+    assert out["cases_acknowledged"] == {("mla", "sent", "urgent"): 11}
+    # The sum whose count is suppressed is left out; a negative noisy sum shows as 0.
+    assert out["days_to_acknowledgement"] == {("mla", "sent", "urgent"): 0}
+
+
+def test_the_budget_refuses_saying_by_how_much_and_charges_every_year_touched() -> None:
+    assert rel.charge({}, (2026,), 1.0, 4.0) == {2026: 1.0}
+    assert rel.charge({2026: 3.0}, (2026,), 1.0, 4.0) == {2026: 4.0}  # exactly full is fine
+    with pytest.raises(rel.BudgetExceededError) as e:
+        rel.charge({2026: 3.5}, (2026,), 1.0, 4.0)
+    assert str(e.value) == (
+        "A release of epsilon 1 would bring 2026's spending to 4.5, over its budget of 4 by 0.5."
+    )
+    period = rel.Period.parse("2025-12-01", "2026-01-31")
+    assert period.years == (2025, 2026)
+    assert rel.charge({2025: 0.5}, period.years, 1.0, 4.0) == {2025: 1.5, 2026: 1.0}
+    with pytest.raises(rel.BudgetExceededError, match="2025's spending"):
+        rel.charge({2025: 3.5}, period.years, 1.0, 4.0)
+
+
+def test_a_period_is_two_dates_in_order() -> None:
+    p = rel.Period.parse("2026-01-01", "2026-01-01")
+    assert p.end_ms - p.start_ms == 86_400_000
+    assert p.contains(p.start_ms)
+    assert not p.contains(p.end_ms)
+    for start, end in (("2026-02-01", "2026-01-01"), ("yesterday", "2026-01-01")):
+        with pytest.raises(rel.InvalidFieldError):
+            rel.Period.parse(start, end)
+
+
+def _doc(agency: str, value: int, sd_scale: float = 1.0) -> dict[str, object]:
+    plans = rel.plan((BY_PEER,), sd_scale, 90)
+    params = rel.Parameters(
+        agency, rel.Period.parse("2026-01-01", "2026-06-30"), 1.0, 11, 90, "opendp 0.16.0"
+    )
+    released = {"cases_by_peer": {("mla", "sent", "FR-OCRTEH"): value}}
+    return rel.document(f"r-{agency}", params, plans, released, PEERS)
+
+
+def test_the_document_states_its_guarantee_and_omits_suppressed_cells() -> None:
+    doc = _doc("GB-NCA", 14)
+    privacy = doc["privacy"]
+    assert isinstance(privacy, dict)
+    assert privacy["epsilon"] == 1.0
+    assert privacy["mechanism"] == "discrete_laplace"
+    assert privacy["threshold"] == 11
+    assert privacy["clamp_days"] == 90
+    [table] = doc["tables"]  # type: ignore[misc]
+    assert table["sensitivity"] == 1
+    assert table["scale"] == 1.0
+    assert table["epsilon"] == 1.0
+    assert table["cells"] == [
+        {"case_type": "mla", "direction": "sent", "peer": "FR-OCRTEH", "value": 14}
+    ]
+    assert json.loads(rel.canonical(doc)) == doc
+    assert rel.digest(doc) == rel.digest(json.loads(rel.canonical(doc)))
+
+
+def test_csv_columns_follow_htcds_ctdc_names_where_they_exist() -> None:
+    plans = rel.plan((PROFILE_TABLE,), 1.0, 90)
+    params = rel.Parameters(
+        "GB-NCA", rel.Period.parse("2026-01-01", "2026-06-30"), 1.0, 11, 90, "opendp"
+    )
+    released = {PROFILE_TABLE.name: {("no_hit", "female", "18--20"): 12}}
+    doc = rel.document("r", params, plans, released, PEERS)
+    rows = list(csv.DictReader(io.StringIO(release_csv(doc))))
+    assert rows == [
+        {
+            "agency": "GB-NCA",
+            "period_start": "2026-01-01",
+            "period_end": "2026-06-30",
+            "table": "victim_id_queries_by_profile",
+            "measure": "count",
+            "result": "no_hit",
+            "gender": "female",
+            "ageBroad": "18--20",
+            "value": "12",
+            "epsilon": "1.0",
+            "noise_sd": str(doc["tables"][0]["noise_sd"]),  # type: ignore[index]
+        }
+    ]
+    assert release_rows(_doc("GB-NCA", 14))[0]["peer"] == "FR-OCRTEH"
+
+
+def test_noise_sd_is_the_discrete_laplace_standard_deviation() -> None:
+    scale = 2.0
+    t = math.exp(-1 / scale)
+    weights = {k: t ** abs(k) for k in range(-200, 201)}
+    var = sum(k * k * w for k, w in weights.items()) / sum(weights.values())
+    assert math.isclose(rel.noise_sd(scale), math.sqrt(var), rel_tol=1e-9)
+
+
+def test_combining_sums_released_cells_and_adds_the_noise_variances() -> None:
+    a, b, c = _doc("GB-NCA", 14), _doc("FR-OCRTEH", 20, 2.0), _doc("NG-NAPTIP", 0)
+    c["tables"][0]["cells"] = []  # type: ignore[index]  # NG suppressed the cell
+    table = combine([a, b, c])
+    cell = next(
+        r
+        for r in table["cells"]
+        if r["table"] == "cases_by_peer"
+        and r["peer"] == "FR-OCRTEH"
+        and r["case_type"] == "mla"
+        and r["direction"] == "sent"
+    )
+    sd_a, sd_b = a["tables"][0]["noise_sd"], b["tables"][0]["noise_sd"]  # type: ignore[index]
+    assert cell["value"] == 34
+    assert cell["agencies_reporting"] == 2
+    assert cell["agencies_suppressed"] == 1
+    assert cell["noise_sd"] == round(math.hypot(sd_a, sd_b), 6)
+    # A cell every agency suppressed is absent; each agency's noise is listed.
+    assert len(table["cells"]) == 1
+    assert {r["agency"] for r in table["per_agency"]} == {"GB-NCA", "FR-OCRTEH", "NG-NAPTIP"}
+    assert "34" in federation_csv(table)
+
+
+def test_combining_refuses_mixed_periods_and_one_agency_twice() -> None:
+    a, b = _doc("GB-NCA", 14), _doc("GB-NCA", 15)
+    with pytest.raises(rel.InvalidFieldError, match="one agency"):
+        combine([a, b])
+    b["agency"] = "FR-OCRTEH"
+    b["period"] = {"start": "2026-01-01", "end": "2026-12-31"}
+    with pytest.raises(rel.InvalidFieldError, match="different periods"):
+        combine([a, b])
+
+
+def test_a_peers_release_is_checked_whole_and_bounded_on_arrival() -> None:
+    good = json.loads(rel.canonical(_doc("FR-OCRTEH", 14)))
+    assert rel.validate(good, "FR-OCRTEH") == good
+    with pytest.raises(rel.InvalidFieldError, match="names another"):
+        rel.validate(good, "NG-NAPTIP")
+
+    def broken(change: object) -> dict[str, object]:
+        doc = json.loads(rel.canonical(good))
+        change(doc)  # type: ignore[operator]
+        return doc  # type: ignore[no-any-return]
+
+    cell = lambda d: d["tables"][0]["cells"][0]  # noqa: E731
+    dims = lambda d: d["tables"][0]["dimensions"]  # noqa: E731
+    for doc, problem in (
+        ([], "JSON object of format"),
+        (broken(lambda d: d.update(format="v0")), "JSON object of format"),
+        (broken(lambda d: cell(d).update(peer="XX-NEW")), "outside its dimension"),
+        (broken(lambda d: cell(d).update(value=True)), "an integer"),
+        (broken(lambda d: cell(d).update(extra=1)), "its dimensions and value"),
+        (broken(lambda d: d["tables"][0].update(scale=-1)), "not negative"),
+        (broken(lambda d: d["period"].update(end="2025-01-01")), "ends"),
+        (broken(lambda d: d.update(tables=[d["tables"][0]] * 2)), "share a name"),
+        (broken(lambda d: d.update(tables=[d["tables"][0]] * 65)), "at most 64"),
+        (
+            broken(
+                lambda d: dims(d).extend(
+                    {"name": f"d{i}", "values": ["a"] * 1000} for i in range(2)
+                )
+            ),
+            "more than 100000 cells",
+        ),
+    ):
+        with pytest.raises(rel.InvalidFieldError, match=problem):
+            rel.validate(doc, "FR-OCRTEH")
+
+
+def test_the_published_vector_is_what_the_code_produces() -> None:
+    from pathlib import Path
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    path = Path(__file__).resolve().parents[3] / "docs" / "vectors" / "statistics.json"
+    vector = json.loads(path.read_text("utf-8"))
+    body = vector["release_json"].encode()
+    doc = json.loads(body)
+    assert rel.canonical(doc) == body
+    assert rel.digest(doc).hex() == vector["release_sha256"]
+    a = vector["approval"]
+    message = rel.approval_message(a["release_id"], rel.digest(doc), a["supervisor"], a["at"])
+    assert message.hex() == a["message"]
+    key = serialization.load_pem_public_key(a["public_key_pem"].encode())
+    assert isinstance(key, ec.EllipticCurvePublicKey)
+    key.verify(bytes.fromhex(a["signature"]), message, ec.ECDSA(hashes.SHA256()))
+    assert rel.validate(doc, doc["agency"]) == doc

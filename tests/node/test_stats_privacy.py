@@ -1,0 +1,346 @@
+"""Statistics releases on a node: the differencing attack, the budget, four-eyes.
+
+The differencing attack: an adversary holds two releases over periods that differ by
+one case (or, equivalently, knows everything but whether one case exists) and looks at
+the cell that case falls in. Differential privacy says that for every output bucket B,
+P[B | with the case] <= e^epsilon * P[B | without it], and the other way round. The test
+runs the node's own noise path (OpenDP's discrete Laplace at the scale the plan gives,
+then suppression on the noisy value) many times on both datasets and checks that
+inequality on the empirical frequencies, with an empirical Bernstein bound (Maurer &
+Pontil 2009) on each frequency at a total failure probability of 1e-9: OpenDP cannot be
+seeded, so the slack, not a seed, keeps the test from flaking. The same samples judged
+against a third of the epsilon must fail, so the check can see a leak.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from sim_peer import GB, SimNode, federation_template
+from sqlalchemy import select
+
+from exchange._proto.mlax.v1 import statistics_pb2 as spb
+from exchange.encoding import now_ms
+from exchange.errors import ConflictError, PolicyError
+from exchange.ledger_entry import LedgerEntry
+from exchange.stats import release as rel
+from exchange.stats.facts import CaseFact
+from exchange.stats.tables import TABLES, TABLES_BY_NAME
+from node.config import CasesSection, StatisticsSection
+from node.services.cases import policy_of
+from node.services.messages import Officer
+from node.services.stats import StatsDesk, case_fact, measurement, query_facts, release_tables
+from node.storage import ledger
+from node.storage.models import (
+    CaseEventRow,
+    CaseRow,
+    LedgerEntryRow,
+    StatsBudgetRow,
+    StatsReleaseRow,
+)
+
+SAMPLES = 60_000
+FAILURE = 1e-9
+THRESHOLD = 11
+PEERS = ("FR-OCRTEH", "NG-NAPTIP")
+TARGET = TABLES_BY_NAME["cases_by_peer"]
+CELL = ("mla", "sent", "FR-OCRTEH")
+SUPPRESSED = "suppressed"
+
+
+def _facts(n: int) -> list[CaseFact]:
+    return [CaseFact("mla", "sent", "FR-OCRTEH", "ordinary", "open") for _ in range(n)]
+
+
+def _released(plan: rel.TablePlan, samples: Sequence[int]) -> Counter[object]:
+    """What a reader of the release sees in the target cell, per sample: the node's own
+    suppression applied to each noisy value."""
+    out: Counter[object] = Counter()
+    for v in samples:
+        kept = rel.suppressed([plan], {TARGET.name: {CELL: v}}, THRESHOLD)[TARGET.name]
+        out[kept.get(CELL, SUPPRESSED)] += 1
+    return out
+
+
+def _bound(count: int, n: int, log_term: float) -> float:
+    """Empirical Bernstein: |p - count/n| <= this, except with the probability in log_term."""
+    p = count / n
+    variance = p * (1 - p) * n / (n - 1)
+    return math.sqrt(2 * variance * log_term / n) + 7 * log_term / (3 * (n - 1))
+
+
+def _violations(a: Counter[object], b: Counter[object], epsilon: float) -> list[object]:
+    """Buckets where P_a exceeds e^epsilon P_b beyond what sampling error explains."""
+    buckets = set(a) | set(b)
+    # Union bound over every bucket, both datasets and both tails.
+    log_term = math.log(4 * len(buckets) / FAILURE)
+    n_a, n_b = sum(a.values()), sum(b.values())
+    bad = []
+    for bucket in buckets:
+        low_a = a[bucket] / n_a - _bound(a[bucket], n_a, log_term)
+        high_b = b[bucket] / n_b + _bound(b[bucket], n_b, log_term)
+        if low_a > math.exp(epsilon) * high_b:
+            bad.append(bucket)
+    return bad
+
+
+@pytest.fixture(scope="module")
+def attack() -> tuple[float, Counter[object], Counter[object]]:
+    """The target table's epsilon as OpenDP states it, and what a reader sees of the
+    target cell over many releases without the case (11 cases) and with it (12)."""
+    # One epsilon per table, so each table's epsilon is 1 and a leak is easy to see.
+    cfg = StatisticsSection(epsilon_per_release=float(len(TABLES)), threshold=THRESHOLD)
+    plans, _ = release_tables(TABLES, _facts(11), PEERS, cfg)
+    # Composition: the tables' epsilons, each OpenDP's own answer, add up to the release's.
+    assert math.isclose(math.fsum(p.epsilon for p in plans), len(TABLES), rel_tol=1e-9)
+    plan = next(p for p in plans if p.table is TARGET)
+    m = measurement(plan.scale)  # the measurement release_tables draws with
+    assert m.map(plan.sensitivity) == pytest.approx(plan.epsilon)
+    without = _released(plan, m([11] * SAMPLES))
+    with_case = _released(plan, m([12] * SAMPLES))
+    return plan.epsilon, without, with_case
+
+
+def test_a_differencing_attack_learns_no_more_than_epsilon(
+    attack: tuple[float, Counter[object], Counter[object]],
+) -> None:
+    epsilon, without, with_case = attack
+    assert epsilon == pytest.approx(1.0)
+    assert _violations(with_case, without, epsilon) == []
+    assert _violations(without, with_case, epsilon) == []
+    # The suppressed bucket is among those checked: the threshold sits at the true count.
+    assert without[SUPPRESSED] > 0
+    assert with_case[SUPPRESSED] > 0
+
+
+def test_the_attack_check_sees_a_leak_beyond_the_stated_epsilon(
+    attack: tuple[float, Counter[object], Counter[object]],
+) -> None:
+    epsilon, without, with_case = attack
+    # Claimed at a third of what the noise gives, the same samples show a leak.
+    assert _violations(with_case, without, epsilon / 3)
+
+
+# -- the desk: budget, four-eyes, ledger ---------------------------------------------
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[SimNode]:
+    sim = SimNode(federation_template(), GB, tmp_path)
+    yield sim
+    sim.close()
+
+
+PERIOD = spb.StatsPeriodRequest(start="2025-01-01", end="2025-01-31")
+ALICE, SAM = Officer("alice", "officer"), Officer("sam", "supervisor")
+
+
+def _certificate() -> tuple[ec.EllipticCurvePrivateKey, bytes]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sam")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _approval(
+    key: ec.EllipticCurvePrivateKey, view: spb.StatsReleaseView, who: str
+) -> spb.StatsApproveRequest:
+    at = now_ms()
+    rid, digest = view.summary.release_id, bytes(view.summary.digest)
+    signature = key.sign(rel.approval_message(rid, digest, who, at), ec.ECDSA(hashes.SHA256()))
+    return spb.StatsApproveRequest(release_id=rid, at=at, digest=digest, signature=signature)
+
+
+def _stats_ledger(sim: SimNode) -> list[tuple[str, dict[str, object]]]:
+    with sim.db.read() as s:
+        rows = s.execute(
+            select(LedgerEntryRow.kind, LedgerEntryRow.entry).order_by(LedgerEntryRow.idx)
+        ).all()
+    return [(k, json.loads(e)) for k, e in rows if k.startswith("stats.")]
+
+
+def test_the_accountant_refuses_the_release_that_would_exceed_the_budget(node: SimNode) -> None:
+    desk = StatsDesk(node.core, StatisticsSection(1.0, 1.5), CasesSection())
+    preview = desk.preview(PERIOD)
+    assert [(b.year, b.spent, b.budget) for b in preview.budget] == [(2025, 1.0, 1.5)]
+    first = desk.draft(ALICE, PERIOD)
+    assert first.summary.state == "draft"
+    assert first.summary.epsilon == pytest.approx(1.0)
+    with pytest.raises(rel.BudgetExceededError) as refused:
+        desk.draft(ALICE, PERIOD)
+    assert "over its budget of 1.5 by 0.5" in str(refused.value)
+    # The refusal changed nothing: one release, one year's spending, one ledger entry.
+    with node.db.read() as s:
+        assert len(s.scalars(select(StatsReleaseRow)).all()) == 1
+        assert s.get(StatsBudgetRow, 2025).spent == pytest.approx(1.0)  # type: ignore[union-attr]
+    assert [k for k, _ in _stats_ledger(node)] == ["stats.release_drafted"]
+    # A period that touches 2024 too is charged to both years; 2025 refuses it.
+    with pytest.raises(rel.BudgetExceededError, match="2025's spending"):
+        desk.draft(ALICE, spb.StatsPeriodRequest(start="2024-12-01", end="2025-01-31"))
+
+
+def test_a_supervisor_other_than_the_drafter_approves_with_a_signature(node: SimNode) -> None:
+    desk = StatsDesk(node.core, StatisticsSection(), CasesSection())
+    key, cert = _certificate()
+    draft = desk.draft(SAM, PERIOD)
+    with pytest.raises(PolicyError, match="Four-eyes: sam drafted"):
+        desk.approve(SAM, _approval(key, draft, "sam"), cert)
+    draft = desk.draft(ALICE, PERIOD)
+    forged = _approval(key, draft, "someone-else")
+    with pytest.raises(PolicyError, match="does not verify"):
+        desk.approve(SAM, forged, cert)
+    final = desk.approve(SAM, _approval(key, draft, "sam"), cert)
+    assert final.summary.state == "final"
+    assert final.summary.approved_by == "sam"
+    with pytest.raises(ConflictError, match="already final"):
+        desk.approve(SAM, _approval(key, draft, "sam"), cert)
+    entries = _stats_ledger(node)
+    assert [k for k, _ in entries] == [
+        "stats.release_drafted",
+        "stats.release_drafted",
+        "stats.release_approved",
+    ]
+    drafted = entries[1][1]
+    assert drafted["epsilon"] == repr(1.0) or float(str(drafted["epsilon"])) == pytest.approx(1.0)
+    # The ledger names the release and its epsilon, never a cell's value.
+    assert set(drafted) == {
+        "kind",
+        "at",
+        "release_id",
+        "officer",
+        "period_start",
+        "period_end",
+        "epsilon",
+        "digest",
+    }
+    doc = json.loads(final.document)
+    assert rel.digest(doc) == bytes(final.summary.digest)
+    assert doc["privacy"]["threshold"] == 11
+
+
+# -- facts from stored cases ---------------------------------------------------------
+
+DAY = 86_400_000
+
+
+def _case(
+    role: str, state: str, steps: list[tuple[str, str, int, str]]
+) -> tuple[CaseRow, list[CaseEventRow]]:
+    row = CaseRow(
+        id=1,
+        case_ref="GB-NCA-2025-00001",
+        case_type="mla",
+        role=role,
+        requesting="GB-NCA" if role == "requesting" else "FR-OCRTEH",
+        requested="FR-OCRTEH" if role == "requesting" else "GB-NCA",
+        peer="FR-OCRTEH",
+        urgency="ordinary",
+        state=state,
+        opened_at=0,
+    )
+    events = [
+        CaseEventRow(case_id=1, seq=i + 1, action=a, party=p, at=at, state_after=after)
+        for i, (a, p, at, after) in enumerate(steps)
+    ]
+    return row, events
+
+
+def test_a_case_becomes_one_fact_with_its_days_clocks_and_outcome() -> None:
+    p = policy_of(CasesSection(ordinary_ack_seconds=10 * 86400))
+    row, events = _case(
+        "requesting",
+        "closed",
+        [
+            ("submit", "requesting", 0, "submitted"),
+            ("acknowledge", "requested", 12 * DAY, "acknowledged"),  # 2 days late
+            ("accept", "requested", 13 * DAY, "accepted"),
+            ("start_execution", "requested", 14 * DAY, "in_execution"),
+            ("report_executed", "requested", 20 * DAY + 1, "executed"),
+            ("close", "requesting", 21 * DAY, "closed"),
+        ],
+    )
+    fact = case_fact(row, events, p, now=30 * DAY)
+    assert fact == CaseFact(
+        case_type="mla",
+        direction="sent",
+        peer="FR-OCRTEH",
+        urgency="ordinary",
+        outcome="executed",  # closed after execution counts as executed
+        ack_days=12,
+        execution_days=21,  # whole days, rounded up
+        ack_on_time=False,
+        response_on_time=True,
+    )
+
+
+def test_an_unanswered_received_case_is_late_only_once_its_clock_ran_out() -> None:
+    p = policy_of(CasesSection(ordinary_ack_seconds=10 * 86400))
+    row, events = _case("requested", "submitted", [("submit", "requesting", 0, "submitted")])
+    early, late = case_fact(row, events, p, now=DAY), case_fact(row, events, p, now=11 * DAY)
+    assert early is not None
+    assert late is not None
+    assert (early.direction, early.outcome, early.ack_on_time) == ("received", "open", None)
+    assert late.ack_on_time is False
+    draft, _ = _case("requesting", "draft", [])
+    assert case_fact(draft, [], p, now=DAY) is None
+
+
+def test_each_person_asked_about_is_one_fact_with_the_best_answer(node: SimNode) -> None:
+    at = rel.Period.parse("2025-01-02", "2025-01-02").start_ms
+    answers = [
+        (0, "FR-OCRTEH", "no-hit", ""),
+        (0, "NG-NAPTIP", "hit", "possible"),
+        (1, "FR-OCRTEH", "hit", "possible"),
+        (1, "NG-NAPTIP", "hit", "strong"),
+        (2, "FR-OCRTEH", "unavailable", ""),
+    ]
+    with node.db.write() as s:
+        ledger.append(
+            s,
+            LedgerEntry.of(
+                "match.query", at, query_id="q1", officer="a", queries=4, unmatchable=1, peers="x"
+            ),
+        )
+        for query, peer, result, band in answers:
+            ledger.append(
+                s,
+                LedgerEntry.of(
+                    "match.answer",
+                    at,
+                    query_id="q1",
+                    peer=peer,
+                    query=query,
+                    result=result,
+                    band=band,
+                ),
+            )
+    with node.db.read() as s:
+        facts = query_facts(s, rel.Period.parse("2025-01-01", "2025-01-31"))
+        outside = query_facts(s, rel.Period.parse("2025-02-01", "2025-02-28"))
+    assert sorted(f.result for f in facts) == [
+        "hit_possible",
+        "hit_strong",
+        "not_answered",
+        "unmatchable",
+    ]
+    assert outside == []
