@@ -12,10 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import structlog
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -38,14 +34,13 @@ from exchange.ledger_entry import LedgerEntry
 from node import metrics
 from node.config import CasesSection
 from node.services.case_store import (
-    _APPROVAL_SKEW_MS,
     CASE_MESSAGE_TYPES,
     SUBMISSION_TYPES,
-    ApprovalError,
     CaseBusyError,
     CaseStaleError,
     _CaseMovedError,
     case_handling,
+    check_approval,
     domain,
     events_of,
     local_of,
@@ -165,31 +160,23 @@ class CaseSteps:
         return True
 
     def approve(self, officer: Officer, req: cpb.ApproveCaseRequest, cert_pem: bytes) -> str:
-        now = now_ms()
         with self.core.db.read() as s:
             row = row_of(s, req.case_ref)
             if not row.awaiting_approval:
                 raise CaseStaleError(f"Case {row.case_ref} is not waiting for approval.")
-            if row.created_by == officer.name:
-                raise ApprovalError(
-                    f"Four-eyes: {officer.name} drafted case {row.case_ref} and cannot approve it."
-                )
             if bytes(req.form_digest) != row.form_digest:
                 raise CaseStaleError(
                     f"The draft of case {row.case_ref} differs from the one you approved."
                 )
-        if abs(req.at - now) > _APPROVAL_SKEW_MS:
-            raise ApprovalError("The approval's time is more than 5 minutes from the node's.")
-        message = casework.approval_message(req.case_ref, row.form_digest, officer.name, req.at)
-        try:
-            key = x509.load_pem_x509_certificate(cert_pem).public_key()
-            if not isinstance(key, ec.EllipticCurvePublicKey):
-                raise InvalidSignature
-            key.verify(bytes(req.signature), message, ec.ECDSA(hashes.SHA256()))
-        except (InvalidSignature, ValueError):
-            raise ApprovalError(
-                "The approval signature does not verify under your credential's key."
-            ) from None
+        check_approval(
+            officer.name,
+            row.created_by,
+            f"case {row.case_ref}",
+            at=req.at,
+            message=casework.approval_message(req.case_ref, row.form_digest, officer.name, req.at),
+            signature=bytes(req.signature),
+            cert_pem=cert_pem,
+        )
         approval = cpb.CaseApproval(supervisor=officer.name, at=req.at, form_digest=row.form_digest)
         return self.send(
             officer, req.case_ref, Action.SUBMIT, None, approval=(approval, bytes(req.signature))

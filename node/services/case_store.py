@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -20,6 +24,7 @@ from exchange.case import (
     Transition,
     Urgency,
 )
+from exchange.encoding import now_ms
 from exchange.envelope import (
     MessageType,
     codes_of,
@@ -38,7 +43,7 @@ SUBMISSION_TYPES = (
 CASE_MESSAGE_TYPES = frozenset(
     {*(t.value for t in SUBMISSION_TYPES), MessageType.CASE_TRANSITION.value}
 )
-# Clocks raised at most once per case; a case leaves these states only by an act.
+# How far a supervisor's signed approval time may be from the node's clock.
 _APPROVAL_SKEW_MS = 5 * 60 * 1000
 
 
@@ -62,6 +67,36 @@ class ApprovalError(PolicyError):
     """An approval that four-eyes does not accept."""
 
     status = Status.PERMISSION_DENIED
+
+
+def check_approval(
+    officer_name: str,
+    drafted_by: str | None,
+    what: str,
+    *,
+    at: int,
+    message: bytes,
+    signature: bytes,
+    cert_pem: bytes,
+) -> None:
+    """The four-eyes rule for whatever a supervisor approves (a case's submission, a
+    statistics release): not the drafter, signed now (within `_APPROVAL_SKEW_MS`), and the
+    signature over `message` verifies under the approver's credential key. `what` names
+    the item in the refusal ("case GB-2026-0001", "release 1f0c..."). The role itself is
+    the RPC policy's (`node.rpc.auth.allow`), and each caller checks the digest it shows."""
+    if drafted_by == officer_name:
+        raise ApprovalError(f"Four-eyes: {officer_name} drafted {what} and cannot approve it.")
+    if abs(at - now_ms()) > _APPROVAL_SKEW_MS:
+        raise ApprovalError("The approval's time is more than 5 minutes from the node's.")
+    try:
+        key = x509.load_pem_x509_certificate(cert_pem).public_key()
+        if not isinstance(key, ec.EllipticCurvePublicKey):
+            raise InvalidSignature
+        key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
+    except (InvalidSignature, ValueError):
+        raise ApprovalError(
+            "The approval signature does not verify under your credential's key."
+        ) from None
 
 
 def names(text: str) -> tuple[str, ...]:

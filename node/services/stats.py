@@ -24,10 +24,6 @@ from typing import Any
 
 import opendp.prelude as dp
 import structlog
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -42,7 +38,7 @@ from exchange.stats.export import combine
 from exchange.stats.facts import CaseFact, QueryFact
 from exchange.stats.tables import TABLES, Cell, Fact, TableDef, true_values
 from node.config import CasesSection, StatisticsSection
-from node.services.case_store import _APPROVAL_SKEW_MS, ApprovalError, domain
+from node.services.case_store import check_approval, domain
 from node.services.cases import policy_of
 from node.services.messages import NodeCore, Officer
 from node.storage import ledger
@@ -391,27 +387,19 @@ class StatsDesk:
             row = self._row(s, req.release_id)
             if row.state != DRAFT:
                 raise ReleaseStateError(f"Release {row.release_id} is already final.")
-            if row.drafted_by == officer.name:
-                raise ApprovalError(
-                    f"Four-eyes: {officer.name} drafted release {row.release_id} and cannot "
-                    "approve it."
-                )
             if bytes(req.digest) != row.digest:
                 raise ReleaseStateError(
                     f"Release {row.release_id} differs from the one you approved."
                 )
-        if abs(req.at - now) > _APPROVAL_SKEW_MS:
-            raise ApprovalError("The approval's time is more than 5 minutes from the node's.")
-        message = rel.approval_message(row.release_id, row.digest, officer.name, req.at)
-        try:
-            key = x509.load_pem_x509_certificate(cert_pem).public_key()
-            if not isinstance(key, ec.EllipticCurvePublicKey):
-                raise InvalidSignature
-            key.verify(bytes(req.signature), message, ec.ECDSA(hashes.SHA256()))
-        except (InvalidSignature, ValueError):
-            raise ApprovalError(
-                "The approval signature does not verify under your credential's key."
-            ) from None
+        check_approval(
+            officer.name,
+            row.drafted_by,
+            f"release {row.release_id}",
+            at=req.at,
+            message=rel.approval_message(row.release_id, row.digest, officer.name, req.at),
+            signature=bytes(req.signature),
+            cert_pem=cert_pem,
+        )
         with self.core.db.write() as s:
             row = self._row(s, req.release_id)
             if row.state != DRAFT:
@@ -420,9 +408,15 @@ class StatsDesk:
             row.approved_by = officer.name
             row.approved_at = req.at
             row.approval_signature = bytes(req.signature)
-            # The final release goes to every peer, in this transaction: approved and
-            # queued together, or neither (the same outbox as every message).
-            for peer in self._peers():
+            # The final release goes to the directory's statistics coordinators, else to
+            # every peer, in this transaction: approved and queued together, or neither
+            # (the same outbox as every message).
+            directory = self.core.directory.current()
+            for peer in rel.recipients(
+                [a.agency_id for a in directory.agencies],
+                directory.statistics_coordinators,
+                self.core.agency,
+            ):
                 outgoing, submitted = self.core.outbound(
                     officer.name, peer, row.document, MessageType.STATISTICS_RELEASE
                 )
