@@ -974,20 +974,26 @@ def full_sync_figure(settings: Settings, workdir: Path, interest: Interest) -> d
 
 def _resumed_copy(hdb: Database, workdir: Path, n: int) -> dict[str, Any]:
     """A first copy whose stream breaks after half its chunks, then the next sync: what
-    the resumed stream sent again and what the copy holds in the end."""
+    the resumed stream sent (and, of it, what the copy held already), whether it resumed
+    from a position, the "of M records" it announced, and what the copy holds in the end."""
     qdb = fresh_db(workdir / "sync-resumed.db")
     holder = holder_desk(hdb)
     sent = [0]
     calls = [0]
+    requests: list[mpb.MatchIndexRequest] = []
+    announced: list[int] = []
 
     class _Breaking(_LoopbackPeers):
         def get_match_index(
             self, peer: str, request: mpb.MatchIndexRequest, timeout: float
         ) -> Iterator[mpb.MatchIndexChunk]:
             calls[0] += 1
+            requests.append(request)
             for i, chunk in enumerate(holder.index(self.caller, request)):
                 if calls[0] == 1 and i >= max(1, n // COPY_CHUNK // 2):
                     raise RuntimeError("the stream broke")
+                if i == 0:
+                    announced.append(chunk.records)
                 sent[0] += len(chunk.entries)
                 yield chunk
 
@@ -1008,6 +1014,10 @@ def _resumed_copy(hdb: Database, workdir: Path, n: int) -> dict[str, Any]:
     return {
         "resume_records_before": before,
         "resume_entries_sent_again": sent[0],
+        # Entries of the resumed stream the copy held already (0: an exact resume).
+        "resume_entries_resent": sent[0] - (copy.records - before),
+        "resume_from_position": bool(requests[-1].after_handle),
+        "resume_announced_records": announced[-1] if announced else 0,
         "resume_seconds": round(seconds, 2),
         "resume_copy_records": copy.records,
     }
@@ -1337,7 +1347,8 @@ def _table(records: list[dict[str, Any]]) -> None:
                 f"{r['projected_seconds']} s), "
                 f"{r['copy_bytes_per_record']} bytes/record; cut off at "
                 f"{r['resume_records_before']:,}, resumed in {r['resume_seconds']} s with "
-                f"{r['resume_entries_sent_again']:,} entries sent again"
+                f"{r['resume_entries_sent_again']:,} entries sent, "
+                f"{r['resume_entries_resent']:,} of them already held"
             )
         elif fig == "pg_copy":
             _log(

@@ -105,6 +105,9 @@ class AgencyCard:
     signing_keys: tuple[PublicKey, ...]
     encryption_keys: tuple[PublicKey, ...]
     revoked_keys: tuple[RevokedKey, ...] = field(default=())
+    # A TLS certificate renewal under way: the next certificate, accepted beside the current.
+    next_tls_spki_sha256: bytes = b""
+    next_tls_certificate_pem: bytes = b""
 
     def __post_init__(self) -> None:
         if not AGENCY_ID_RE.fullmatch(self.agency_id):
@@ -118,6 +121,12 @@ class AgencyCard:
             raise InvalidFieldError("Agency name must be 1 to 200 characters.")
         if len(self.tls_spki_sha256) != 32:
             raise InvalidFieldError("TLS fingerprint must be a 32-byte SHA-256.")
+        if bool(self.next_tls_spki_sha256) != bool(self.next_tls_certificate_pem):
+            raise InvalidFieldError("The next TLS pin and the next TLS certificate go together.")
+        if self.next_tls_spki_sha256 and len(self.next_tls_spki_sha256) != 32:
+            raise InvalidFieldError("The next TLS fingerprint must be a 32-byte SHA-256.")
+        if self.next_tls_spki_sha256 == self.tls_spki_sha256:
+            raise InvalidFieldError("The next TLS pin is the current one.")
         host, sep, port = self.endpoint.rpartition(":")
         if (
             not sep
@@ -134,6 +143,19 @@ class AgencyCard:
         ids = [k.key_id for k in (*self.signing_keys, *self.encryption_keys)]
         if len(set(ids)) != len(ids):
             raise InvalidFieldError(f"Agency {self.agency_id} lists the same key twice.")
+
+    @property
+    def tls_pins(self) -> tuple[bytes, ...]:
+        """Every TLS pin peers accept for this agency: the current, then any next one."""
+        return (self.tls_spki_sha256,) + (
+            (self.next_tls_spki_sha256,) * bool(self.next_tls_spki_sha256)
+        )
+
+    @property
+    def tls_certificates(self) -> tuple[bytes, ...]:
+        """The certificates of `tls_pins`, in the same order."""
+        nxt = self.next_tls_certificate_pem
+        return (self.tls_certificate_pem,) + ((nxt,) * bool(nxt))
 
     # -- key lookup: the checks every verifier needs, in one place --------------------------
 
@@ -211,6 +233,8 @@ class AgencyCard:
                 pb.RevokedKey(key_id=r.key_id, revoked_at=r.revoked_at, reason=r.reason)
                 for r in self.revoked_keys
             ],
+            next_tls_spki_sha256=self.next_tls_spki_sha256,
+            next_tls_certificate_pem=self.next_tls_certificate_pem,
         )
 
     @classmethod
@@ -227,4 +251,6 @@ class AgencyCard:
             revoked_keys=tuple(
                 RevokedKey(r.key_id, r.revoked_at, r.reason) for r in msg.revoked_keys
             ),
+            next_tls_spki_sha256=bytes(msg.next_tls_spki_sha256),
+            next_tls_certificate_pem=bytes(msg.next_tls_certificate_pem),
         )

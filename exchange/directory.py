@@ -6,6 +6,7 @@ received and the directory it already trusts, and returns the new `Directory` or
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
@@ -16,10 +17,12 @@ from exchange.agency import AgencyCard
 from exchange.encoding import CTX_DIRECTORY, key_id, pae
 from exchange.errors import (
     BadSignatureError,
+    ChainGapError,
     DuplicateSignatureError,
     ExpiredDirectoryError,
     FederationMismatchError,
     InvalidFieldError,
+    MlaxError,
     RollbackError,
     ThresholdError,
     UnknownSignerError,
@@ -56,6 +59,8 @@ class Directory:
     threshold: int
     admins: tuple[AdminKey, ...]
     agencies: tuple[AgencyCard, ...] = field(default=())
+    # Listed agencies that coordinate statistics (docs/statistics.md); none: every member.
+    statistics_coordinators: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
         if not self.federation_id:
@@ -77,9 +82,17 @@ class Directory:
         agency_ids = [a.agency_id for a in self.agencies]
         if len(set(agency_ids)) != len(agency_ids):
             raise InvalidFieldError("The directory lists an agency twice.")
-        pins = [a.tls_spki_sha256 for a in self.agencies]
+        pins = [pin for a in self.agencies for pin in a.tls_pins]
         if len(set(pins)) != len(pins):
             raise InvalidFieldError("Two agencies share one TLS key.")
+        coordinators = self.statistics_coordinators
+        if len(set(coordinators)) != len(coordinators):
+            raise InvalidFieldError("The directory names a statistics coordinator twice.")
+        unlisted = sorted(set(coordinators) - set(agency_ids))
+        if unlisted:
+            raise InvalidFieldError(
+                f"Statistics coordinator {unlisted[0]} is not an agency of the directory."
+            )
 
     @cached_property
     def _by_id(self) -> dict[str, AgencyCard]:
@@ -87,7 +100,8 @@ class Directory:
 
     @cached_property
     def _by_pin(self) -> dict[bytes, AgencyCard]:
-        return {a.tls_spki_sha256: a for a in self.agencies}
+        # A renewal's next pin names its agency as the current one does.
+        return {pin: a for a in self.agencies for pin in a.tls_pins}
 
     def agency(self, agency_id: str) -> AgencyCard | None:
         # Indexed: a per-message lookup must not cost in proportion to the federation.
@@ -107,7 +121,13 @@ class Directory:
     def without_agency(self, agency_id: str) -> Directory:
         if self.agency(agency_id) is None:
             raise InvalidFieldError(f"Agency {agency_id} is not in the directory.")
-        return replace(self, agencies=tuple(a for a in self.agencies if a.agency_id != agency_id))
+        return replace(
+            self,
+            agencies=tuple(a for a in self.agencies if a.agency_id != agency_id),
+            statistics_coordinators=tuple(
+                c for c in self.statistics_coordinators if c != agency_id
+            ),
+        )
 
     def to_wire(self) -> pb.Directory:
         return pb.Directory(
@@ -121,6 +141,7 @@ class Directory:
                 for a in self.admins
             ],
             agencies=[a.to_wire() for a in self.agencies],
+            statistics_coordinators=list(self.statistics_coordinators),
         )
 
     def to_bytes(self) -> bytes:
@@ -145,6 +166,7 @@ class Directory:
             threshold=msg.threshold,
             admins=tuple(admins),
             agencies=tuple(AgencyCard.from_wire(a) for a in msg.agencies),
+            statistics_coordinators=tuple(msg.statistics_coordinators),
         )
 
     @classmethod
@@ -209,6 +231,14 @@ def verify_directory(data: bytes, trusted: Directory | None, now_ms: int) -> Dir
     threshold of its own administrators. With one, it must also carry the threshold of
     the trusted administrators, be of the same federation, and have a higher version.
     """
+    directory = _verify_signed(data, trusted)
+    if now_ms >= directory.expires_at:
+        raise ExpiredDirectoryError(f"Directory version {directory.version} has expired.")
+    return directory
+
+
+def _verify_signed(data: bytes, trusted: Directory | None) -> Directory:
+    """Every check of `verify_directory` but expiry."""
     signed = SignedDirectory.from_bytes(data)
     directory = Directory.from_bytes(signed.directory)
     if trusted is not None and directory.federation_id != trusted.federation_id:
@@ -237,6 +267,56 @@ def verify_directory(data: bytes, trusted: Directory | None, now_ms: int) -> Dir
                 f"Directory version {directory.version} is not newer than the trusted "
                 f"version {trusted.version}."
             )
-    if now_ms >= directory.expires_at:
-        raise ExpiredDirectoryError(f"Directory version {directory.version} has expired.")
     return directory
+
+
+def verify_directory_chain(
+    versions: Sequence[bytes], trusted: Directory | None, now_ms: int
+) -> tuple[Directory, ...]:
+    """Verify consecutive directory versions, each against the one before it; return the
+    versions newer than `trusted`, oldest first (none when `trusted` is the newest).
+
+    This is how a node that trusts an old version reaches the current one across changes
+    of administrators (TUF root rotation): each version must carry the threshold of its
+    own administrators and of the administrators of the version before it, and follow it
+    by exactly one. Versions `trusted` already covers are skipped. Only the last version
+    must be unexpired: the intermediate ones were current in their time. Without a
+    trusted directory the first version of the chain is trusted on its own signatures.
+    Errors name the version (or, when it does not parse, its place in the chain).
+    """
+    current = trusted
+    out: list[Directory] = []
+    for place, data in enumerate(versions, start=1):
+        try:
+            inner = Directory.from_bytes(SignedDirectory.from_bytes(data).directory)
+        except MlaxError as e:
+            raise type(e)(f"Entry {place} of the directory chain is refused: {_lower(e)}") from e
+        if current is not None and inner.federation_id == current.federation_id:
+            if not out and inner.version <= current.version:
+                continue  # already trusted (or older): the chain may start before `trusted`
+            if inner.version <= current.version:
+                raise RollbackError(
+                    f"Directory version {inner.version} follows version {current.version} "
+                    "in the chain: versions must increase by one."
+                )
+            if inner.version != current.version + 1:
+                raise ChainGapError(
+                    f"Directory version {inner.version} follows version {current.version}: "
+                    f"version {current.version + 1} is missing from the chain."
+                )
+        try:
+            current = _verify_signed(data, current)
+        except MlaxError as e:
+            raise type(e)(f"Directory version {inner.version} is refused: {_lower(e)}") from e
+        out.append(current)
+    if out and now_ms >= out[-1].expires_at:
+        raise ExpiredDirectoryError(
+            f"Directory version {out[-1].version}, the last of the chain, has expired."
+        )
+    return tuple(out)
+
+
+def _lower(e: MlaxError) -> str:
+    """The error's sentence, to follow a colon."""
+    message = e.message
+    return message[:1].lower() + message[1:] if message[1:2].islower() else message

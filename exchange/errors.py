@@ -226,6 +226,10 @@ class FederationMismatchError(DirectoryError):
     """A directory of another federation than the trusted one."""
 
 
+class ChainGapError(DirectoryError):
+    """A chain of directory versions that skips a version."""
+
+
 # --- keys ----------------------------------------------------------------------------------
 
 

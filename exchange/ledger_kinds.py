@@ -45,6 +45,8 @@ class Kind(StrEnum):
     # -- the node ----------------------------------------------------------------------------
     NODE_STARTED = "node.started", "agency signing_keys encryption_keys tls_spki_sha256"
     NODE_STOPPED = "node.stopped", "agency"
+    # Written by `mlax node restore` into the restored ledger (root: hex).
+    NODE_RESTORED = "node.restored", "backup_size backup_root backup_created_at"
     DIRECTORY_INSTALLED = "directory.installed", "version federation source agencies"
     # `by`: the admin who made the change over the officer API (absent: the node's host).
     OFFICER_ADDED = "officer.added", "officer role", "by"
@@ -52,6 +54,11 @@ class Kind(StrEnum):
     OFFICER_LISTED = "officer.listed", "by count"
     LEDGER_EXPORTED = "ledger.exported", "officer start end"
     WITNESS_SPLIT_VIEW = "witness.split_view", "peer origin conclusive"
+    # `known_note`: the peer's signed checkpoint note this witness had cosigned (kept).
+    WITNESS_RESTORE_ACKNOWLEDGED = (
+        "witness.restore_acknowledged",
+        "peer origin restored_from known_size known_note",
+    )
 
     # -- messages and delivery ---------------------------------------------------------------
     MESSAGE_SUBMITTED = (

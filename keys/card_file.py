@@ -45,6 +45,11 @@ def check_tls_pin(card: AgencyCard, source: str = "the agency card") -> None:
         raise InvalidFieldError(
             f"The TLS fingerprint in {source} does not match the certificate it carries."
         )
+    nxt = card.next_tls_certificate_pem
+    if nxt and spki_sha256(nxt) != card.next_tls_spki_sha256:
+        raise InvalidFieldError(
+            f"The next TLS fingerprint in {source} does not match the certificate it carries."
+        )
 
 
 def read_card_file(path: Path) -> AgencyCard:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 from exchange.agency import AgencyCard, PublicKey
 from exchange.directory import AdminKey, Directory, SignedDirectory
@@ -107,6 +108,20 @@ def remove_agency(
     return _reissue(signed, before, edited, changes, now_ms() if at_ms is None else at_ms)
 
 
+def set_statistics_coordinators(
+    signed: SignedDirectory, agency_ids: Sequence[str], *, at_ms: int | None = None
+) -> DirectoryEdit:
+    """Name the agencies that coordinate statistics (none: releases go to every member);
+    each must be listed. The same set again changes nothing."""
+    before = Directory.from_bytes(signed.directory)
+    wanted = tuple(sorted(set(agency_ids)))
+    edited = replace(before, statistics_coordinators=wanted)  # checks each is listed
+    changes = []
+    if set(wanted) != set(before.statistics_coordinators):
+        changes.append(f"statistics coordinators: {', '.join(wanted) or 'none (every member)'}")
+    return _reissue(signed, before, edited, changes, now_ms() if at_ms is None else at_ms)
+
+
 def _key_changes(kind: str, old: Sequence[PublicKey], new: Sequence[PublicKey]) -> list[str]:
     old_by_id = {k.key_id: k for k in old}
     new_by_id = {k.key_id: k for k in new}
@@ -132,6 +147,9 @@ def card_changes(old: AgencyCard, new: AgencyCard) -> list[str]:
         out.append(f"TLS key changed (new pin {new.tls_spki_sha256.hex()})")
     elif old.tls_certificate_pem != new.tls_certificate_pem:
         out.append("TLS certificate renewed (same key)")
+    if old.next_tls_spki_sha256 != new.next_tls_spki_sha256:
+        nxt = new.next_tls_spki_sha256
+        out.append(f"next TLS pin {nxt.hex()} accepted" if nxt else "next TLS pin removed")
     out += _key_changes("signing", old.signing_keys, new.signing_keys)
     out += _key_changes("encryption", old.encryption_keys, new.encryption_keys)
     old_revoked = {r.key_id for r in old.revoked_keys}
@@ -142,3 +160,103 @@ def card_changes(old: AgencyCard, new: AgencyCard) -> list[str]:
         for kid in sorted(old_revoked - new_revoked)
     ]
     return out
+
+
+# --- expiry and administrators -------------------------------------------------------------
+#
+# Verification (exchange.directory) already requires a version that changes the
+# administrators or the threshold to carry the threshold of the administrators trusted
+# until then as well as its own: these edits only build the version for them to sign.
+
+
+def _moment(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def extend_expiry(
+    signed: SignedDirectory, until_ms: int, *, at_ms: int | None = None
+) -> DirectoryEdit:
+    """The directory re-issued now, expiring at `until_ms`: later than now and than the
+    expiry it has (InvalidFieldError otherwise)."""
+    t = now_ms() if at_ms is None else at_ms
+    before = Directory.from_bytes(signed.directory)
+    if until_ms <= t:
+        raise InvalidFieldError(
+            f"{_moment(until_ms)} is in the past; a directory must expire in the future."
+        )
+    if until_ms <= before.expires_at:
+        raise InvalidFieldError(
+            f"Version {before.version} already expires {_moment(before.expires_at)}; "
+            f"{_moment(until_ms)} would not extend it."
+        )
+    after = replace(
+        before,
+        version=before.version + 1 if signed.signatures else before.version,
+        issued_at=t,
+        expires_at=until_ms,
+    )
+    return DirectoryEdit(
+        before,
+        after,
+        SignedDirectory(after.to_bytes()),
+        len(signed.signatures),
+        (f"expiry {_moment(before.expires_at)} -> {_moment(until_ms)}",),
+    )
+
+
+def add_admin(
+    signed: SignedDirectory, admin: AdminKey, *, at_ms: int | None = None
+) -> DirectoryEdit:
+    """Add an administrator; InvalidFieldError if the key is listed already."""
+    before = Directory.from_bytes(signed.directory)
+    listed = before.admin(admin.key_id)
+    if listed is not None:
+        raise InvalidFieldError(
+            f"Administrator key {admin.key_id} is already listed (as {listed.name!r})."
+        )
+    edited = replace(before, admins=(*before.admins, admin))
+    changes = [f"administrator {admin.name!r} ({admin.key_id}) added"]
+    return _reissue(signed, before, edited, changes, now_ms() if at_ms is None else at_ms)
+
+
+def remove_admin(
+    signed: SignedDirectory, admin_key_id: str, *, at_ms: int | None = None
+) -> DirectoryEdit:
+    """Remove the administrator `admin_key_id`; refused if it is not listed or if fewer
+    administrators than the threshold would remain."""
+    before = Directory.from_bytes(signed.directory)
+    admin = before.admin(admin_key_id)
+    if admin is None:
+        raise InvalidFieldError(f"{admin_key_id!r} is not an administrator of this directory.")
+    left = len(before.admins) - 1
+    if left < before.threshold:
+        raise InvalidFieldError(
+            f"Removing {admin.name!r} would leave {left} administrators for a threshold of "
+            f"{before.threshold}; lower the threshold first."
+        )
+    edited = replace(before, admins=tuple(a for a in before.admins if a.key_id != admin_key_id))
+    changes = [f"administrator {admin.name!r} ({admin.key_id}) removed"]
+    return _reissue(signed, before, edited, changes, now_ms() if at_ms is None else at_ms)
+
+
+def set_threshold(
+    signed: SignedDirectory, threshold: int, *, at_ms: int | None = None
+) -> DirectoryEdit:
+    """Set how many administrators must sign (1 to their number); the same value changes
+    nothing."""
+    before = Directory.from_bytes(signed.directory)
+    edited = replace(before, threshold=threshold)  # checks 1 <= threshold <= admins
+    changes = []
+    if threshold != before.threshold:
+        changes.append(
+            f"threshold {before.threshold} -> {threshold} of {len(before.admins)} administrators"
+        )
+    return _reissue(signed, before, edited, changes, now_ms() if at_ms is None else at_ms)
+
+
+def admin_set_changed(edit: DirectoryEdit) -> bool:
+    """Whether the edit changed who administers the directory or how many must sign."""
+    return (edit.before.admins, edit.before.threshold) != (
+        edit.after.admins,
+        edit.after.threshold,
+    )

@@ -9,6 +9,8 @@ from keys.tls import certificate_not_after_ms
 
 DAY_MS = 24 * 3600 * 1000
 DEFAULT_WARNING_DAYS = 30
+# What every TLS expiry warning (CLI, node log) tells the operator to do.
+TLS_RENEWAL_ADVICE = "renew it with `mlax keys renew-tls` (docs/operators.md, TLS renewal)"
 
 
 class KeyStatus(Enum):
@@ -67,8 +69,9 @@ def expiry_warnings(
                 f"{_duration(key.not_after - at_ms)} "
                 "and has no successor: run `mlax keys rotate`."
             )
-    tls_end = certificate_not_after_ms(card.tls_certificate_pem)
+    # A renewal under way covers the current certificate; then its next one is what ends.
+    tls_end = max(certificate_not_after_ms(pem) for pem in card.tls_certificates)
     if tls_end <= horizon:
         state = "has expired" if tls_end <= at_ms else f"expires in {_duration(tls_end - at_ms)}"
-        warnings.append(f"The TLS certificate of {card.agency_id} {state}.")
+        warnings.append(f"The TLS certificate of {card.agency_id} {state}: {TLS_RENEWAL_ADVICE}.")
     return warnings

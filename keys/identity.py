@@ -29,6 +29,7 @@ from keys.identity_file import (
     KeyRecord,
     key_file_name,
     read_identity_record,
+    read_next_tls_certificate,
     read_tls_certificate,
     write_public_files,
 )
@@ -151,7 +152,9 @@ def create_identity(
 
 def read_card(directory: Path) -> AgencyCard:
     """The agency card of the identity in `directory`; needs no passphrase."""
-    return read_identity_record(directory).card(read_tls_certificate(directory))
+    return read_identity_record(directory).card(
+        read_tls_certificate(directory), read_next_tls_certificate(directory)
+    )
 
 
 @dataclass(frozen=True)
@@ -163,10 +166,19 @@ class AgencyIdentity:
     decryption_keys: Mapping[str, DecryptionKey] = field(repr=False)
     tls_key: ec.EllipticCurvePrivateKey = field(repr=False)
     tls_certificate_not_after: int
+    # A TLS renewal under way (`mlax keys renew-tls`): the next key and its certificate.
+    next_tls_key: ec.EllipticCurvePrivateKey | None = field(default=None, repr=False)
+    next_tls_certificate_not_after: int = 0
 
     @property
     def agency_id(self) -> str:
         return self.card.agency_id
+
+    @property
+    def tls_valid_until(self) -> int:
+        """When this node's last TLS certificate expires: a renewal's next one covers the
+        current one (unix ms)."""
+        return max(self.tls_certificate_not_after, self.next_tls_certificate_not_after)
 
     def sender(self, at_ms: int | None = None, published: AgencyCard | None = None) -> Sender:
         """A Sender with the newest signing key valid at `at_ms` (default now).
@@ -202,14 +214,24 @@ class AgencyIdentity:
 
     def tls_private_key_pem(self) -> bytes:
         """The TLS private key as unencrypted PKCS#8 PEM, for gRPC; keep it in memory only."""
-        return self.tls_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+        return _pkcs8(self.tls_key)
 
     def tls_certificate_pem(self) -> bytes:
         return self.card.tls_certificate_pem
+
+    def next_tls_pair(self) -> tuple[bytes, bytes] | None:
+        """The next TLS private key (PKCS#8 PEM) and certificate of a renewal, if any."""
+        if self.next_tls_key is None:
+            return None
+        return _pkcs8(self.next_tls_key), self.card.next_tls_certificate_pem
+
+
+def _pkcs8(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
 
 
 def _load_key(directory: Path, record: KeyRecord, agency_id: str, passphrase: bytes) -> KeyMaterial:
@@ -229,7 +251,8 @@ def load_identity(directory: Path, passphrase: bytes) -> AgencyIdentity:
     """
     record = read_identity_record(directory)
     certificate = read_tls_certificate(directory)
-    card = record.card(certificate)
+    next_certificate = read_next_tls_certificate(directory)
+    card = record.card(certificate, next_certificate)
     signing: dict[str, SigningKey] = {}
     decryption: dict[str, DecryptionKey] = {}
     for key in record.keys:
@@ -240,14 +263,28 @@ def load_identity(directory: Path, passphrase: bytes) -> AgencyIdentity:
             signing[key.key_id] = material.signing_key()
         else:
             decryption[key.key_id] = material.decryption_key()
-    tls_material = _load_key(directory, record.tls_key, record.agency_id, passphrase)
-    tls_key = tls_material.tls_key()
-    if tls_material.public_key != certificate_spki(certificate):
-        raise KeystoreError(f"The TLS certificate in {directory} is not for its TLS key.")
+    tls_key = _load_tls_key(directory, record, certificate, passphrase)
+    next_key = (
+        _load_tls_key(directory, record, next_certificate, passphrase) if next_certificate else None
+    )
     return AgencyIdentity(
         card=card,
         signing_keys=MappingProxyType(signing),
         decryption_keys=MappingProxyType(decryption),
         tls_key=tls_key,
         tls_certificate_not_after=certificate_not_after_ms(certificate),
+        next_tls_key=next_key,
+        next_tls_certificate_not_after=(
+            certificate_not_after_ms(next_certificate) if next_certificate else 0
+        ),
     )
+
+
+def _load_tls_key(
+    directory: Path, record: IdentityRecord, certificate: bytes, passphrase: bytes
+) -> ec.EllipticCurvePrivateKey:
+    """The private key of `certificate`, one of the identity's TLS keys."""
+    material = _load_key(directory, record.tls_key_of(certificate), record.agency_id, passphrase)
+    if material.public_key != certificate_spki(certificate):
+        raise KeystoreError(f"A TLS certificate in {directory} is not for its TLS key.")
+    return material.tls_key()

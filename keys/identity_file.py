@@ -7,6 +7,7 @@ An identity directory (0700) holds:
   of truth for the agency card; it holds no secret.
 * `card.json`: the agency card exported from it, to hand to the federation admins.
 * `tls.crt`: the node's self-signed TLS certificate (PEM).
+* `tls-next.crt`: during a TLS renewal (`mlax keys renew-tls`), the next certificate.
 * one encrypted key file (0600) per private key: `<purpose>-<algorithm>-<key id>.key`.
 """
 
@@ -24,12 +25,13 @@ from exchange.errors import KeystoreError
 from keys.atomic import PUBLIC_FILE_MODE, write_atomic
 from keys.card_file import card_to_json
 from keys.material import Algorithm, Purpose
-from keys.tls import spki_sha256
+from keys.tls import certificate_spki, spki_sha256
 
 IDENTITY_FORMAT = "mlax-identity/v1"
 IDENTITY_FILE = "identity.json"
 CARD_FILE = "card.json"
 TLS_CERTIFICATE_FILE = "tls.crt"
+NEXT_TLS_CERTIFICATE_FILE = "tls-next.crt"
 MAX_IDENTITY_BYTES = 1024 * 1024
 
 
@@ -107,19 +109,22 @@ class IdentityRecord:
     def of_purpose(self, purpose: Purpose) -> tuple[KeyRecord, ...]:
         return tuple(k for k in self.keys if k.purpose is purpose)
 
-    @property
-    def tls_key(self) -> KeyRecord:
-        """The TLS key (the newest, should there ever be more than one)."""
-        tls = self.of_purpose(Purpose.TLS)
-        if not tls:
-            raise KeystoreError(f"The identity of {self.agency_id} has no TLS key.")
-        return max(tls, key=lambda k: k.not_before)
+    def tls_key_of(self, certificate_pem: bytes) -> KeyRecord:
+        """The TLS key whose public key `certificate_pem` carries."""
+        spki = certificate_spki(certificate_pem)
+        key = next((k for k in self.of_purpose(Purpose.TLS) if k.public_key == spki), None)
+        if key is None:
+            raise KeystoreError(
+                f"The identity of {self.agency_id} has no key for its TLS certificate."
+            )
+        return key
 
     def with_keys(self, keys: tuple[KeyRecord, ...]) -> IdentityRecord:
         return replace(self, keys=keys)
 
-    def card(self, tls_certificate_pem: bytes) -> AgencyCard:
+    def card(self, tls_certificate_pem: bytes, next_tls_certificate_pem: bytes = b"") -> AgencyCard:
         """The agency card this identity publishes; validates every field."""
+        nxt = next_tls_certificate_pem
         return AgencyCard(
             agency_id=self.agency_id,
             name=self.name,
@@ -130,6 +135,8 @@ class IdentityRecord:
             signing_keys=tuple(k.public() for k in self.of_purpose(Purpose.SIGNING)),
             encryption_keys=tuple(k.public() for k in self.of_purpose(Purpose.ENCRYPTION)),
             revoked_keys=self.revocations,
+            next_tls_spki_sha256=spki_sha256(nxt) if nxt else b"",
+            next_tls_certificate_pem=nxt,
         )
 
     def to_json(self) -> str:
@@ -195,14 +202,33 @@ def read_tls_certificate(directory: Path) -> bytes:
         raise KeystoreError(f"The TLS certificate {path} is missing.") from None
 
 
+def read_next_tls_certificate(directory: Path) -> bytes:
+    """The next certificate of a TLS renewal under way, or b"" when there is none."""
+    try:
+        return (directory / NEXT_TLS_CERTIFICATE_FILE).read_bytes()
+    except FileNotFoundError:
+        return b""
+
+
 def write_public_files(
-    directory: Path, record: IdentityRecord, tls_certificate_pem: bytes, *, create: bool = False
+    directory: Path,
+    record: IdentityRecord,
+    tls_certificate_pem: bytes,
+    *,
+    create: bool = False,
+    next_tls_certificate_pem: bytes | None = None,
 ) -> AgencyCard:
     """Validate the card, then write identity.json and re-export card.json from it.
 
-    With `create`, an existing identity.json is never replaced.
+    With `create`, an existing identity.json is never replaced. The card lists the next
+    TLS certificate `next_tls_certificate_pem`, by default the one in the directory.
     """
-    card = record.card(tls_certificate_pem)
+    nxt = (
+        read_next_tls_certificate(directory)
+        if next_tls_certificate_pem is None
+        else next_tls_certificate_pem
+    )
+    card = record.card(tls_certificate_pem, nxt)
     write_atomic(
         directory / IDENTITY_FILE,
         record.to_json().encode(),

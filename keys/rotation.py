@@ -13,6 +13,11 @@ first, then revoke.
 
 Both change only this identity: the card must be re-added to the directory and the
 directory re-signed by the administrators before peers see the change.
+
+TLS renewal (`renew_tls`, then `retire_tls`) replaces the node's TLS key and certificate
+the same way: the next certificate is published in the card as `next_tls_*` beside the
+current one, peers accept both, the node presents the next one once the directory it
+trusts lists it (node/peers/channels.py), and `retire_tls` then makes it the only one.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from pathlib import Path
 from exchange.agency import AgencyCard, RevokedKey
 from exchange.encoding import now_ms
 from exchange.errors import InvalidFieldError, KeystoreError
+from keys.atomic import PUBLIC_FILE_MODE, write_atomic
 from keys.identity import (
     DAY_MS,
     DEFAULT_VALIDITY_DAYS,
@@ -33,14 +39,18 @@ from keys.identity import (
     write_new_keys,
 )
 from keys.identity_file import (
+    NEXT_TLS_CERTIFICATE_FILE,
+    TLS_CERTIFICATE_FILE,
     IdentityRecord,
     KeyRecord,
     read_identity_record,
+    read_next_tls_certificate,
     read_tls_certificate,
     write_public_files,
 )
 from keys.keystore import KdfParams
 from keys.material import Algorithm, Purpose
+from keys.tls import self_signed_certificate, spki_sha256
 
 DEFAULT_OVERLAP_DAYS = 30
 MAX_REASON_CHARS = 200
@@ -160,3 +170,69 @@ def revoke_key(
     updated = replace(record, revocations=(*record.revocations, revocation))
     card = write_public_files(directory, updated, read_tls_certificate(directory))
     return key, revocation, card
+
+
+def renew_tls(
+    directory: Path,
+    passphrase: bytes,
+    *,
+    validity_days: int = DEFAULT_VALIDITY_DAYS,
+    at_ms: int | None = None,
+    kdf: KdfParams | None = None,
+) -> AgencyCard:
+    """Make the next TLS key (0600, encrypted like the others) and certificate; the new card
+    lists it as `next_tls_*`. Refused while a renewal is already under way."""
+    load_identity(directory, passphrase)  # one passphrase for every key file
+    record = read_identity_record(directory)
+    current = read_tls_certificate(directory)
+    pending = read_next_tls_certificate(directory)
+    if pending:
+        raise KeystoreError(
+            f"A TLS renewal is already under way (next pin {spki_sha256(pending).hex()}); "
+            "finish it with `mlax keys renew-tls --retire` first."
+        )
+    not_before, not_after = validity_window(validity_days, now_ms() if at_ms is None else at_ms)
+    key = new_key(Algorithm.ECDSA_P256, Purpose.TLS, not_before, not_after)
+    certificate = self_signed_certificate(
+        key.material.tls_key(),
+        agency_id=record.agency_id,
+        name=record.name,
+        country=record.country,
+        endpoint=record.endpoint,
+        not_before_ms=not_before,
+        not_after_ms=not_after,
+    )
+    updated = record.with_keys((*record.keys, key.record))
+    updated.card(current, certificate)  # validate before writing anything
+    write_new_keys(directory, record.agency_id, (key,), passphrase, kdf)
+    # identity.json lists the key before tls-next.crt names it: a crash in between leaves
+    # an unused key, never a certificate without its key.
+    write_public_files(directory, updated, current, next_tls_certificate_pem=b"")
+    write_atomic(
+        directory / NEXT_TLS_CERTIFICATE_FILE, certificate, mode=PUBLIC_FILE_MODE, overwrite=True
+    )
+    return write_public_files(directory, updated, current, next_tls_certificate_pem=certificate)
+
+
+def retire_tls(directory: Path) -> tuple[bytes, AgencyCard]:
+    """End a TLS renewal: the next certificate becomes the only one, the old key is deleted.
+
+    Returns the retired pin and the new card. Run it once the directory lists the next pin
+    (the node then presents it); the card it leaves lists only the new certificate.
+    """
+    record = read_identity_record(directory)
+    old = read_tls_certificate(directory)
+    new = read_next_tls_certificate(directory)
+    if not new:
+        raise KeystoreError(
+            f"No TLS renewal is under way in {directory}: run `mlax keys renew-tls` first."
+        )
+    old_key = record.tls_key_of(old)
+    record.tls_key_of(new)  # the next certificate has its key before anything changes
+    updated = record.with_keys(tuple(k for k in record.keys if k.key_id != old_key.key_id))
+    updated.card(new)
+    # One rename swaps the certificates; identity.json still lists both keys meanwhile.
+    (directory / NEXT_TLS_CERTIFICATE_FILE).replace(directory / TLS_CERTIFICATE_FILE)
+    card = write_public_files(directory, updated, new, next_tls_certificate_pem=b"")
+    (directory / old_key.file).unlink(missing_ok=True)
+    return spki_sha256(old), card

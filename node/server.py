@@ -27,7 +27,7 @@ from node import metrics
 from node.config import ConfigError, NodeConfig
 from node.health import READINESS_SERVICE
 from node.logs import error_fields
-from node.peers.channels import PeerChannels
+from node.peers.channels import SWITCH_SYNC_PERIODS, OwnCertificate, PeerChannels
 from node.peers.client import GrpcPeerClient
 from node.rpc.errors import (
     ErrorInterceptor,
@@ -141,7 +141,7 @@ def expiry_times(identity: AgencyIdentity, trust: TrustedDirectory) -> dict[str,
         return max(live, default=now)
 
     return {
-        "tls_certificate": identity.tls_certificate_not_after,
+        "tls_certificate": identity.tls_valid_until,  # a renewal's next one counts
         "directory": trust.current().expires_at,
         "signing_key": last(card.signing_keys),
         "encryption_key": last(card.encryption_keys),
@@ -153,7 +153,12 @@ def warn_expiry(identity: AgencyIdentity, trust: TrustedDirectory, days: int = 3
     now = now_ms()
     for what, at in expiry_times(identity, trust).items():
         if at - now < days * 86_400_000:
-            log.warning("expires_soon", what=what, days_left=round((at - now) / 86_400_000, 1))
+            log.warning(
+                "expires_soon",
+                what=what,
+                days_left=round((at - now) / 86_400_000, 1),
+                **({"action": "mlax keys renew-tls"} if what == "tls_certificate" else {}),
+            )
 
 
 # How often the main thread looks for a stop signal or request.
@@ -198,7 +203,11 @@ def run(cfg: NodeConfig, passphrase: bytes, stop: threading.Event | None = None)
         db, cfg.ledger.rejections_per_window, cfg.ledger.rejection_window_seconds
     )
     ca = OfficerCA.load_or_create(cfg.node.data_dir, identity.agency_id, passphrase)
-    channels = PeerChannels(identity, trust, cfg.limits.max_message_bytes)
+    # The TLS certificate we present: during a renewal, the next one once peers accept it.
+    own_tls = OwnCertificate(
+        identity, trust.current, SWITCH_SYNC_PERIODS * cfg.delivery.directory_sync_seconds
+    )
+    channels = PeerChannels(identity, trust, cfg.limits.max_message_bytes, own_tls)
     peers = GrpcPeerClient(channels)
     worker = DeliveryWorker(core, peers, cfg.delivery, outbox)
     core.fast_lane = worker
@@ -242,21 +251,27 @@ def run(cfg: NodeConfig, passphrase: bytes, stop: threading.Event | None = None)
 
     own_pair = [(identity.tls_private_key_pem(), identity.tls_certificate_pem())]
 
-    def federation_roots() -> bytes:
-        return b"".join(a.tls_certificate_pem for a in trust.current().agencies)
+    def federation_tls() -> tuple[bytes, bytes, bytes]:
+        # Every certificate the directory accepts (a renewal's next one too), and ours.
+        roots = b"".join(pem for a in trust.current().agencies for pem in a.tls_certificates)
+        return (*own_tls.pair(), roots)
 
-    roots = [federation_roots()]
+    served = [federation_tls()]
+
+    def tls_config(tls: tuple[bytes, bytes, bytes]) -> grpc.ServerCertificateConfiguration:
+        return grpc.ssl_server_certificate_configuration([(tls[0], tls[1])], tls[2])
 
     def fetch_config() -> grpc.ServerCertificateConfiguration | None:
-        # Called on each new handshake: admit the peers of the newest directory.
-        latest = federation_roots()
-        if latest == roots[0]:
+        # Called on each new handshake: admit the peers of the newest directory, and
+        # present our next certificate once it is due, with no restart.
+        latest = federation_tls()
+        if latest == served[0]:
             return None
-        roots[0] = latest
-        return grpc.ssl_server_certificate_configuration(own_pair, latest)
+        served[0] = latest
+        return tls_config(latest)
 
     fed_creds = grpc.dynamic_ssl_server_credentials(
-        grpc.ssl_server_certificate_configuration(own_pair, roots[0]),
+        tls_config(served[0]),
         fetch_config,  # type: ignore[arg-type]  # grpc accepts None for "unchanged"
         True,
     )

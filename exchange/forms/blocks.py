@@ -53,6 +53,7 @@ from exchange.forms.vocab import (
     EXTRADITION_ONLY,
     IDENTIFIER_KINDS,
     LEGAL_BASES,
+    OFFENCE_CATEGORIES,
     PERSON_ROLES,
     URGENCIES,
 )
@@ -191,6 +192,7 @@ def _offence_text(o: Any) -> str:
             f"maximum penalty: {o.maximum_penalty}" if o.maximum_penalty else "",
             f"penalty imposed: {o.penalty_imposed}" if o.penalty_imposed else "",
             f"remaining: {o.remaining_sentence}" if o.remaining_sentence else "",
+            OFFENCE_CATEGORIES.label(o.category) if o.category else "",
         ],
         "; ",
     )
@@ -238,6 +240,13 @@ OFFENCE = MessageSpec(
             label="Remaining sentence",
             note="needs `penalty_imposed`; in extradition, required when `penalty_imposed` "
             "is given",
+        ),
+        Choice(
+            "category",
+            vocab=OFFENCE_CATEGORIES,
+            optional=True,
+            label="Category",
+            note="what the offence is, for statistics (docs/statistics.md)",
         ),
     ),
     rules=(

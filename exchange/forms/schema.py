@@ -163,7 +163,9 @@ def field_rule(f: Field) -> str:
     parts: list[str] = []
     required = getattr(f, "required", "")
     if isinstance(f, Choice):
-        parts.append("required on the wire" if f.default else "required")
+        parts.append(
+            "optional" if f.optional else "required on the wire" if f.default else "required"
+        )
     elif required and not callable(required):
         parts.append("at least one" if isinstance(f, Many) else "required")
     if isinstance(f, Many):
@@ -293,7 +295,12 @@ def field_schema(f: Field, fd: Any) -> dict[str, Any]:
             out["shape"] = {"name": f.shape.name, "pattern": f.shape.pattern}
     elif isinstance(f, Choice):
         choices = [{"slug": t.slug, "label": t.label} for t in f.vocab]
-        out |= {"kind": "choice", "required": True, "choices": choices, "default": f.default}
+        out |= {
+            "kind": "choice",
+            "required": not f.optional,
+            "choices": choices,
+            "default": f.default,
+        }
     elif isinstance(f, Group):
         out |= {"kind": "group", **message_schema(f.spec)}
     elif isinstance(f, CalendarDate):

@@ -168,12 +168,17 @@ class Text(Field):
 
 @dataclass(frozen=True)
 class Choice(Field):
-    """A proto enum value, read from a slug of `vocab`; UNSPECIFIED is always refused."""
+    """A proto enum value, read from a slug of `vocab`; UNSPECIFIED is refused unless the
+    choice is `optional`."""
 
     vocab: Vocabulary[Any] = field(kw_only=True)
     default: str = field(default="", kw_only=True)  # the slug a form file may leave out
+    # An optional choice may stay UNSPECIFIED (a field added later: older forms lack it).
+    optional: bool = field(default=False, kw_only=True)
 
     def check(self, value: Any, path: str, parent: Any, ctx: Ctx) -> None:
+        if self.optional and value == 0:
+            return
         self.vocab.check(path, value)
 
     def read(self, raw: object, path: str) -> int:
@@ -194,7 +199,7 @@ class Choice(Field):
         return [self.vocab.from_slug(f"{path}[{i}]", s) for i, s in enumerate(slugs)]
 
     def display(self, value: Any) -> str:
-        return self.vocab.label(value)
+        return "" if self.optional and value == 0 else self.vocab.label(value)
 
 
 @dataclass(frozen=True)

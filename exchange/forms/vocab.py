@@ -289,6 +289,30 @@ VICTIM_ID_PURPOSES = _vocab(
     Term("family-tracing", pb.VICTIM_ID_PURPOSE_FAMILY_TRACING, "Family tracing"),
 )
 
+# What an offence is, for statistics (exchange.stats; docs/statistics.md maps each to
+# HTCDS/CTDC). Optional on an offence: a form that does not say counts as not recorded.
+OFFENCE_CATEGORIES = _vocab(
+    "offence category",
+    Term(
+        "trafficking-sexual-exploitation",
+        pb.OFFENCE_CATEGORY_TRAFFICKING_SEXUAL_EXPLOITATION,
+        "Trafficking for sexual exploitation",
+    ),
+    Term(
+        "trafficking-forced-labour",
+        pb.OFFENCE_CATEGORY_TRAFFICKING_FORCED_LABOUR,
+        "Trafficking for forced labour or services",
+    ),
+    Term(
+        "trafficking-other",
+        pb.OFFENCE_CATEGORY_TRAFFICKING_OTHER,
+        "Trafficking for another purpose",
+    ),
+    Term("forced-labour", pb.OFFENCE_CATEGORY_FORCED_LABOUR, "Forced labour (not trafficking)"),
+    Term("smuggling", pb.OFFENCE_CATEGORY_SMUGGLING, "Smuggling of migrants"),
+    Term("other", pb.OFFENCE_CATEGORY_OTHER, "Other offence"),
+)
+
 # No bank-secrecy or fiscal-offence ground: UNTOC art. 18(8), 18(22) and 16(15) forbid them.
 REFUSAL_GROUNDS = _vocab(
     "refusal ground",

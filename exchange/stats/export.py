@@ -85,7 +85,8 @@ def combine(docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     Noise adds up: a total's standard deviation is the root of the sum of the
     contributing agencies' variances (`noise_sd`), and each agency's own is listed. A cell
     some agency suppressed is the sum of the others, with `agencies_suppressed` saying how
-    many left it out (their true values may be anywhere below the threshold).
+    many left it out (their true values may be anywhere below the threshold); a cell every
+    agency left out is listed in `suppressed`, without a value.
     """
     if not docs:
         raise InvalidFieldError("Combining needs at least one release.")
@@ -135,10 +136,13 @@ def combine(docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 else:
                     entry["agencies_suppressed"] += 1
     rows = []
+    suppressed = []
     for ident in sorted(cells):
         entry = cells[ident]
         if not entry["agencies_reporting"]:
-            continue  # suppressed everywhere: nothing to show
+            # Suppressed everywhere: no value, only which cell it is.
+            suppressed.append({"table": ident[0], **dict(ident[1])})
+            continue
         entry["noise_sd"] = round(math.sqrt(entry.pop("_var")), 6)
         rows.append(entry)
     start, end = periods.pop()
@@ -147,6 +151,7 @@ def combine(docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "period": {"start": start, "end": end},
         "agencies": sorted(agencies),
         "cells": rows,
+        "suppressed": suppressed,
         "per_agency": per_agency,
     }
 

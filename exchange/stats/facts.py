@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from exchange._proto.mlax.v1 import forms_pb2 as fpb
+from exchange.forms.vocab import OFFENCE_CATEGORIES as OFFENCE_VOCAB
+
 CASE_TYPES = ("mla", "extradition", "victim-id")
 DIRECTIONS = ("sent", "received")
 URGENCIES = ("emergency", "urgent", "ordinary")
 # Where a case stands at the end of the period.
 OUTCOMES = ("open", "executed", "partially_executed", "refused", "withdrawn", "closed")
-# Forms carry offences as free text: until they carry a category, every case is "not_recorded".
+# An offence's optional `category` in the forms (exchange.forms.vocab.OFFENCE_CATEGORIES,
+# slugs with "_"); a case whose form records none (or was purged) is "not_recorded".
 OFFENCE_CATEGORIES = (
     "trafficking_sexual_exploitation",
     "trafficking_forced_labour",
@@ -72,3 +76,21 @@ class QueryFact:
     sex: str = NOT_RECORDED
     age_band: str = NOT_RECORDED
     nationality: str = NOT_RECORDED
+
+
+def offence_category(form: fpb.CaseForm) -> str:
+    """The category of a case: that of the first offence of its form that records one
+    (a request lists its principal offence first), else `not_recorded`. A
+    victim-identification request has no offences."""
+    which = form.WhichOneof("form")
+    if which == "mla":
+        offences = list(form.mla.offences)
+    elif which == "extradition":
+        offences = list(form.extradition.offences)
+    else:
+        offences = []
+    for offence in offences:
+        term = OFFENCE_VOCAB.term(offence.category)
+        if term is not None:
+            return term.slug.replace("-", "_")
+    return NOT_RECORDED

@@ -109,6 +109,12 @@ def plan(tables: Sequence[TableDef], epsilon: float, clamp_days: int) -> list[Ta
     ]
 
 
+def recipients(members: Sequence[str], coordinators: Sequence[str], own: str) -> list[str]:
+    """Where an approved release goes: the statistics coordinators the directory names (a
+    regional body, UNODC), else every member; never the releasing agency itself."""
+    return sorted({a for a in (coordinators or members) if a != own})
+
+
 @dataclass(frozen=True)
 class Parameters:
     """Everything the guarantee depends on, published with the numbers."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,21 +12,36 @@ from rich.table import Table
 from rich.text import Text
 
 from exchange.agency import AgencyCard
-from exchange.directory import AdminKey, Directory, SignedDirectory, verify_directory
+from exchange.directory import (
+    AdminKey,
+    Directory,
+    SignedDirectory,
+    verify_directory,
+    verify_directory_chain,
+)
 from exchange.encoding import now_ms
 from exchange.errors import InvalidFieldError
 from keys.admin import decode_public_key, load_admin
 from keys.card_file import read_card_file
 from keys.directory_edit import (
+    DAY_MS,
     DEFAULT_DIRECTORY_VALIDITY_DAYS,
     DirectoryEdit,
+    add_admin,
     add_agencies,
+    admin_set_changed,
+    extend_expiry,
     new_directory,
+    remove_admin,
     remove_agency,
+    set_statistics_coordinators,
+    set_threshold,
 )
 from keys.directory_file import (
     read_directory_file,
     read_signed_directory,
+    read_versions,
+    write_chain_file,
     write_directory_file,
 )
 from node.cli.common import (
@@ -148,6 +164,20 @@ def remove(
     """Remove an agency from the directory."""
     current = read_directory_file(file)
     _apply(file, remove_agency(current.signed, agency), current.binary)
+
+
+@app.command("stats-coordinators")
+@cli_errors
+def stats_coordinators(
+    file: FileOption,
+    agencies: Annotated[
+        list[str] | None,
+        typer.Argument(help="Agency ids that coordinate statistics; none: every member."),
+    ] = None,
+) -> None:
+    """Name the agencies that receive statistics releases (a regional body, UNODC)."""
+    current = read_directory_file(file)
+    _apply(file, set_statistics_coordinators(current.signed, agencies or []), current.binary)
 
 
 @app.command("sign")
@@ -303,3 +333,128 @@ def export(
     Directory.from_bytes(signed.directory)  # refuse to export something that is not one
     write_directory_file(out, signed, binary=True)
     say(f"Wrote {out} ({len(signed.signatures)} signatures).")
+
+
+# --- expiry, administrators, chains ----------------------------------------------------------
+
+
+def _parse_until(value: str) -> int:
+    """--until: an ISO date (00:00 UTC that day) or date and time (UTC unless it says)."""
+    try:
+        moment = datetime.datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise InvalidFieldError(
+            f"{value[:40]!r} is not a date: write it as 2027-06-30 or 2027-06-30T12:00Z."
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return int(moment.timestamp() * 1000)
+
+
+@app.command("extend")
+@cli_errors
+def extend(
+    file: FileOption,
+    until: Annotated[
+        str | None, typer.Option(help="The new expiry: 2027-06-30 (00:00 UTC) or a date-time.")
+    ] = None,
+    days: Annotated[
+        int | None, typer.Option(help="The new version expires this many days from now.", min=1)
+    ] = None,
+) -> None:
+    """Start the next version with a later expiry, for the administrators to sign."""
+    if (until is None) == (days is None):
+        raise InvalidFieldError("Give either --until DATE or --days N.")
+    t = now_ms()
+    until_ms = _parse_until(until) if until is not None else t + (days or 0) * DAY_MS
+    current = read_directory_file(file)
+    _apply(file, extend_expiry(current.signed, until_ms, at_ms=t), current.binary)
+
+
+admins_app = typer.Typer(
+    no_args_is_help=True,
+    help="Change the administrators and the threshold (the old administrators must approve).",
+)
+app.add_typer(admins_app, name="admins")
+
+
+def _apply_admin_change(file: Path, edit: DirectoryEdit, binary: bool) -> None:
+    _apply(file, edit, binary)
+    if edit.changed and admin_set_changed(edit):
+        say(
+            "The administrators trusted until now must approve it too: nodes accept it only "
+            "with the threshold of the previous version's administrators as well "
+            "(check with `mlax directory verify FILE --trusted PREVIOUS`)."
+        )
+
+
+@admins_app.command("add")
+@cli_errors
+def admins_add(
+    admin: Annotated[
+        str, typer.Argument(help="The administrator public key (base64, or an admin.pub file).")
+    ],
+    file: FileOption,
+    name: Annotated[str, typer.Option(help="The administrator's name.")],
+) -> None:
+    """Add an administrator (the threshold stays as it is)."""
+    current = read_directory_file(file)
+    new_admin = AdminKey(name, _admin_public_key(admin))
+    _apply_admin_change(file, add_admin(current.signed, new_admin), current.binary)
+
+
+@admins_app.command("remove")
+@cli_errors
+def admins_remove(
+    admin: Annotated[
+        str,
+        typer.Argument(help="The administrator's key id, public key, or admin.pub file."),
+    ],
+    file: FileOption,
+) -> None:
+    """Remove an administrator (refused if fewer than the threshold would remain)."""
+    current = read_directory_file(file)
+    directory = Directory.from_bytes(current.signed.directory)
+    kid = admin if directory.admin(admin) is not None else None
+    if kid is None:
+        try:
+            kid = AdminKey("", _admin_public_key(admin)).key_id
+        except InvalidFieldError:
+            raise InvalidFieldError(
+                f"{admin[:60]!r} is neither an administrator key id of this directory nor a "
+                "public key."
+            ) from None
+    _apply_admin_change(file, remove_admin(current.signed, kid), current.binary)
+
+
+@admins_app.command("threshold")
+@cli_errors
+def admins_threshold(
+    threshold: Annotated[int, typer.Argument(help="Signatures needed (k of n).")],
+    file: FileOption,
+) -> None:
+    """Set how many administrators must sign each version."""
+    current = read_directory_file(file)
+    _apply_admin_change(file, set_threshold(current.signed, threshold), current.binary)
+
+
+@app.command("chain")
+@cli_errors
+def chain(
+    files: Annotated[
+        list[Path], typer.Argument(help="Signed versions (or chain files), in any order.")
+    ],
+    out: Annotated[Path, typer.Option(help="Where to write the chain file (JSON).")],
+) -> None:
+    """Bundle consecutive signed versions into one chain file, verified step by step.
+
+    For a node that must catch up across changes of administrators: `mlax node directory
+    update CHAIN` (docs/operators.md 8.3).
+    """
+    versions = read_versions(files)
+    directories = verify_directory_chain([v.to_bytes() for v in versions], None, now_ms())
+    write_chain_file(out, versions)
+    say(
+        f"Wrote {out}: versions {directories[0].version} to {directories[-1].version} of "
+        f"{directories[-1].federation_id!r}, each verified against the one before it."
+    )

@@ -1,4 +1,4 @@
-"""`mlax keys`: an agency's identity (create, show, rotate, revoke) and administrator keys."""
+"""`mlax keys`: an agency's identity (create, show, rotate, renew-tls, revoke) and admin keys."""
 
 from __future__ import annotations
 
@@ -18,7 +18,14 @@ from keys.expiry import KeyStatus, expiry_warnings, key_status
 from keys.identity import DEFAULT_VALIDITY_DAYS, create_identity, read_card
 from keys.identity_file import CARD_FILE, IDENTITY_FILE
 from keys.keystore import KDF_PROFILE_ENV, STRONG_KDF, KdfParams, kdf_params_from_env
-from keys.rotation import DEFAULT_OVERLAP_DAYS, RotationKind, revoke_key, rotate_keys
+from keys.rotation import (
+    DEFAULT_OVERLAP_DAYS,
+    RotationKind,
+    renew_tls,
+    retire_tls,
+    revoke_key,
+    rotate_keys,
+)
 from keys.tls import certificate_not_after_ms
 from node.cli.common import (
     JsonOpt,
@@ -135,6 +142,12 @@ def show(directory: DirOption, as_json: JsonOpt = False) -> None:
                 "endpoint": card.endpoint,
                 "tls_spki_sha256": card.tls_spki_sha256.hex(),
                 "tls_certificate_not_after": tls_not_after,
+                "next_tls_spki_sha256": card.next_tls_spki_sha256.hex(),
+                "next_tls_certificate_not_after": (
+                    certificate_not_after_ms(card.next_tls_certificate_pem)
+                    if card.next_tls_certificate_pem
+                    else None
+                ),
                 "keys": [_key_json(card, k, purpose, t) for k, purpose in keys],
                 "warnings": warnings,
             }
@@ -144,6 +157,9 @@ def show(directory: DirOption, as_json: JsonOpt = False) -> None:
     say(f"endpoint  {card.endpoint}")
     say(f"TLS pin   {card.tls_spki_sha256.hex()}  (SPKI SHA-256)")
     say(f"TLS cert  valid until {format_time(tls_not_after)}")
+    if card.next_tls_certificate_pem:
+        nxt = certificate_not_after_ms(card.next_tls_certificate_pem)
+        say(f"next TLS  {card.next_tls_spki_sha256.hex()}  valid until {format_time(nxt)}")
     table = Table(box=box.SIMPLE_HEAD)
     table.add_column("key id", no_wrap=True)
     table.add_column("algorithm", no_wrap=True)
@@ -207,6 +223,44 @@ def rotate(
         say(
             f"shortened {old.algorithm.value:<16} {old.key_id}  "
             f"now ends {format_time(new.not_after)} (was {format_time(old.not_after)})"
+        )
+    say(REPUBLISH_HINT.format(card=directory / CARD_FILE))
+
+
+@app.command("renew-tls")
+@cli_errors
+def renew_tls_cmd(
+    directory: DirOption,
+    retire: Annotated[
+        bool,
+        typer.Option(
+            "--retire",
+            help="Finish a renewal: the next certificate becomes the only one and the old "
+            "key is deleted (once the directory lists the next pin).",
+        ),
+    ] = False,
+    validity_days: Annotated[
+        int, typer.Option(help="How long the next certificate is valid.", min=1)
+    ] = DEFAULT_VALIDITY_DAYS,
+) -> None:
+    """Make the next TLS certificate, published beside the current one; then retire the old."""
+    if retire:
+        old_pin, card = retire_tls(directory)
+        say(f"retired   TLS pin {old_pin.hex()}")
+        say(f"current   TLS pin {card.tls_spki_sha256.hex()}")
+        say(
+            "card change: next_tls_spki_sha256 and next_tls_certificate_pem removed, "
+            "tls_spki_sha256 and tls_certificate_pem now the renewed certificate."
+        )
+    else:
+        card = renew_tls(directory, passphrase(), validity_days=validity_days, kdf=_kdf())
+        nxt = certificate_not_after_ms(card.next_tls_certificate_pem)
+        say(f"current   TLS pin {card.tls_spki_sha256.hex()}")
+        say(f"next      TLS pin {card.next_tls_spki_sha256.hex()}  valid until {format_time(nxt)}")
+        say("card change: next_tls_spki_sha256 and next_tls_certificate_pem added.")
+        say(
+            "Restart the node so it loads the next key; it presents the next certificate "
+            "by itself once its directory has listed the next pin for 3 directory syncs."
         )
     say(REPUBLISH_HINT.format(card=directory / CARD_FILE))
 

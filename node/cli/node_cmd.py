@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from exchange.encoding import now_ms
-from keys.directory_file import read_signed_directory
+from keys.directory_file import read_versions
 from keys.identity import read_card
 from node.cli.common import JsonOpt, cli_errors, console, fail, passphrase, print_json
 from node.cli.safe_text import shown
@@ -18,6 +18,7 @@ from node.client import OFFICER_PASSPHRASE_ENV
 from node.config import NodeConfig, load_config
 
 if TYPE_CHECKING:
+    from exchange.directory import Directory
     from node.storage.db import Database
 
 # Storage, the officer CA and the server are imported inside the commands that use them:
@@ -112,6 +113,109 @@ def purge(
         console.print("No retention period is set: nothing is purged.")
     for p in done:
         console.print(f"{verb} {p.count} {p.data.value.replace('_', ' ')} under {shown(p.rule)}")
+
+
+@node_app.command("backup")
+@cli_errors
+def node_backup(
+    config: ConfigOpt,
+    out: Annotated[Path, typer.Option("--out", help="A new directory for the backup.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Back up the node, running or not: a consistent snapshot of the database, then the
+    evidence files, key files (still encrypted) and config, with a manifest of SHA-256s."""
+    from node.storage.backup import backup
+
+    cfg = load_config(config)
+    os.umask(0o077)
+    done = backup(cfg, config, out)
+    if json_out:
+        print_json(
+            {
+                "out": str(done.out),
+                "files": done.files,
+                "bytes": done.bytes,
+                "ledger_size": done.ledger_size,
+                "ledger_root": done.ledger_root,
+            }
+        )
+        return
+    console.print(
+        f"[green]backed up[/] {done.files} files ({done.bytes} bytes) to {shown(done.out)}; "
+        f"ledger size {done.ledger_size}"
+    )
+
+
+@node_app.command("restore")
+@cli_errors
+def node_restore(
+    source: Annotated[Path, typer.Option("--from", help="A backup `mlax node backup` wrote.")],
+    data_dir: Annotated[
+        Path, typer.Option("--data-dir", help="A new, empty data dir to restore into.")
+    ],
+    identity_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--identity-dir", help="Also restore the key files into this new, empty directory."
+        ),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Restore a backup into a new data dir after checking every file against its
+    manifest; ledgers node.restored. Point node.data_dir at it, then start the node."""
+    from node.storage.backup import restore
+
+    os.umask(0o077)
+    done = restore(source, data_dir, identity_dir)
+    if json_out:
+        print_json(
+            {
+                "data_dir": str(done.data_dir),
+                "files": done.files,
+                "ledger_size": done.ledger_size,
+                "restored_index": done.restored_index,
+            }
+        )
+        return
+    console.print(
+        f"[green]restored[/] {done.files} files into {shown(done.data_dir)}; the ledger "
+        f"resumes at index {done.restored_index} (node.restored). Entries written after "
+        "the backup are lost: see docs/operators.md, Backups."
+    )
+
+
+@node_app.command("acknowledge-restore")
+@cli_errors
+def acknowledge_restore_cmd(
+    peer: Annotated[str, typer.Argument(help="The agency whose node was restored.")],
+    config: ConfigOpt,
+    restored_from: Annotated[
+        int,
+        typer.Option(
+            "--restored-from",
+            min=0,
+            help="The restored node's backup size (its node.restored index).",
+        ),
+    ],
+) -> None:
+    """As a witness: accept that PEER was restored from a backup. The checkpoint of PEER
+    this node cosigned past the backup is kept in the ledger as evidence of the lost
+    entries, and the node cosigns PEER's restored ledger afresh."""
+    from node.services.trust import TrustedDirectory
+    from node.services.witnessing import acknowledge_restore
+
+    cfg = load_config(config)
+    db = _db(cfg)
+    try:
+        federation = TrustedDirectory(db).current().federation_id
+        known = acknowledge_restore(db, federation, peer, restored_from)
+    finally:
+        db.close()
+    console.print(
+        f"[green]acknowledged[/] the restore of {shown(peer)}: entries {restored_from} to "
+        f"{known - 1} of its old ledger are lost; the checkpoint of size {known} is kept "
+        "in this node's ledger (witness.restore_acknowledged)."
+    )
 
 
 def _metrics_url(listen: str) -> str:
@@ -214,23 +318,60 @@ def node_health(config: ConfigOpt, json_out: JsonOpt = False) -> None:
 @directory_app.command("update")
 @cli_errors
 def directory_update(
-    file: Annotated[Path, typer.Argument(help="A signed directory (JSON or binary).")],
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            help="A signed directory (JSON or binary), or several versions or chain files "
+            "(`mlax directory chain`) to install in order."
+        ),
+    ],
     config: ConfigOpt,
+    trusted: Annotated[
+        Path | None,
+        typer.Option(
+            help="A node's first directory only: the version trusted out of band, from which "
+            "the versions in FILES are verified one by one."
+        ),
+    ] = None,
 ) -> None:
-    """Install a newer signed directory; rollback and bad signatures are refused."""
-    from node.services.trust import TrustedDirectory
+    """Install a newer signed directory; rollback and bad signatures are refused.
 
+    With several versions (or a chain file) each one is verified against the version before
+    it, so a node that trusts an old version reaches the newest across changes of
+    administrators; a missing version refuses the whole chain and installs nothing.
+    """
+    from node.services.trust import NoDirectoryError, TrustedDirectory
+
+    versions = read_versions([*([trusted] if trusted else []), *files])
     cfg = load_config(config)
     db = _db(cfg)
     try:
-        directory = TrustedDirectory(db).install(read_signed_directory(file).to_bytes(), "operator")
+        trust = TrustedDirectory(db)
+        installed: tuple[Directory, ...]
+        if trusted is not None:
+            try:
+                held = trust.current()
+            except NoDirectoryError:
+                pass
+            else:
+                fail(
+                    f"This node already trusts directory version {held.version}; --trusted is "
+                    "only for a node without a directory."
+                )
+        if len(versions) == 1 and trusted is None:
+            installed = (trust.install(versions[0].to_bytes(), "operator"),)
+        else:
+            installed = trust.install_chain([v.to_bytes() for v in versions], "operator")
     finally:
         db.close()
-    console.print(
-        f"[green]installed[/] directory version {directory.version} of "
-        f"{shown(directory.federation_id)} "
-        f"({len(directory.agencies)} agencies)"
-    )
+    if not installed:
+        console.print("Nothing to install: the node already trusts the newest version given.")
+    for directory in installed:
+        console.print(
+            f"[green]installed[/] directory version {directory.version} of "
+            f"{shown(directory.federation_id)} "
+            f"({len(directory.agencies)} agencies)"
+        )
 
 
 @directory_app.command("show")

@@ -108,9 +108,11 @@ def list_releases(
     cred: CredOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """This node's releases, newest first."""
+    """This node's releases, newest first, and the periods it holds releases of (its own
+    final ones and those peers sent it)."""
     with officer_client(cred) as c:
         releases = StatsClient(c).releases(limit)
+        periods = [] if json_out else StatsClient(c).periods(limit)
     if json_out:
         print_json([r.to_json() for r in releases])
         return
@@ -122,6 +124,9 @@ def list_releases(
             f"{r.release_id}  {r.period_start} to {r.period_end}  epsilon {r.epsilon:g}  "
             f"{r.state}  drafted by {r.drafted_by} {format_time(r.drafted_at)}{by}"
         )
+    if periods:
+        held = ", ".join(f"{a} to {b}" for a, b in periods)
+        say(f"Federation tables (mlax stats federation) can be built for: {held}.")
 
 
 @stats_app.command("show")

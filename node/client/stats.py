@@ -123,6 +123,14 @@ class StatsClient:
         )
         return [ReleaseSummary.from_proto(r) for r in resp.releases]
 
+    def periods(self, limit: int = 50) -> list[tuple[str, str]]:
+        """The periods (first day, last day) the node can build a federation table for:
+        those of its final releases and of the releases peers sent it, newest first."""
+        resp: spb.StatsListResponse = self.client._call(
+            self._stub.List, spb.StatsListRequest(limit=limit)
+        )
+        return [(p.start, p.end) for p in resp.periods]
+
     def approve(self, release_id: str) -> ReleaseView:
         """Supervisor: sign the release as this client read it (four-eyes); it is final."""
         view = self.get(release_id)

@@ -113,6 +113,7 @@ NAV = (
     Nav("/messages", "Messages", frozenset({Role.OFFICER, Role.SUPERVISOR})),
     Nav("/match", "Victim identification", frozenset({Role.OFFICER, Role.SUPERVISOR})),
     Nav("/audit", "Audit", frozenset({Role.AUDITOR})),
+    Nav("/stats", "Statistics", frozenset({Role.OFFICER, Role.SUPERVISOR, Role.AUDITOR})),
     Nav("/me", "Who am I", frozenset(Role)),
 )
 

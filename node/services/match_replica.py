@@ -22,9 +22,10 @@ blocks until their part is compacted, and a lookup drops them (their number has 
 
 A first copy, or a reset (a new key generation, a holder restored from a backup), is
 staged: a `building` copy filled chunk by chunk, each chunk one transaction that also
-records how far the copy got (`version`: every entry up to it is in), so that an
-interrupted copy resumes from there. When the stream ends its parts are compacted and,
-in one transaction, it becomes the peer's `complete` copy and the old one is dropped.
+records how far the copy got (`version`: every entry up to it is in; and the last record
+it took, `position`), so that an interrupted copy resumes right after that record. When
+the stream ends its parts are compacted and, in one transaction, it becomes the peer's
+`complete` copy and the old one is dropped.
 Queries read only the complete copy. One process at a time updates a peer's copies
 (`match_peers` holds the lease), whatever the number of node processes on the database.
 """
@@ -227,6 +228,22 @@ class ReplicaStore:
                 row.lease_owner, row.lease_until = "", 0
                 if synced:
                     row.synced_at = now_ms()
+
+    def position(self, copy_no: int) -> tuple[int, bytes] | None:
+        """Where a copy being made resumes: (version, handle) of the last record it took
+        from the holder's stream, or None if it holds none. Records are numbered in the
+        order the stream brings them, each chunk in its own transaction, so the record
+        with the highest number is the last one in; every entry the stream sent before
+        it is in too (an entry skipped as already held, or a removal, only makes the
+        position earlier than it could be, never later)."""
+        with self.db.read() as s:
+            row = s.execute(
+                select(MatchCopyRecordRow.version, MatchCopyRecordRow.handle)
+                .where(MatchCopyRecordRow.copy_no == copy_no)
+                .order_by(MatchCopyRecordRow.rec_no.desc())
+                .limit(1)
+            ).first()
+        return (row.version, bytes(row.handle)) if row is not None else None
 
     # -- writing --------------------------------------------------------------------------
 

@@ -24,18 +24,20 @@ from typing import Any
 
 import opendp.prelude as dp
 import structlog
+from google.protobuf.message import DecodeError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from exchange._proto.mlax.v1 import forms_pb2 as fpb
 from exchange._proto.mlax.v1 import statistics_pb2 as spb
 from exchange.case import Action, Case, CaseState, ClockPolicy, Party, deadlines, overdue
 from exchange.encoding import now_ms
 from exchange.envelope import MessageType, Opened
-from exchange.errors import ConflictError, InvalidFieldError, MissingError
+from exchange.errors import ConflictError, InvalidFieldError, MissingError, MlaxError
 from exchange.ledger_entry import LedgerEntry
 from exchange.stats import release as rel
 from exchange.stats.export import combine
-from exchange.stats.facts import CaseFact, QueryFact
+from exchange.stats.facts import NOT_RECORDED, CaseFact, QueryFact, offence_category
 from exchange.stats.tables import TABLES, Cell, Fact, TableDef, true_values
 from node.config import CasesSection, StatisticsSection
 from node.services.case_store import check_approval, domain
@@ -96,7 +98,11 @@ def _met(case: Case, events: Sequence[CaseEventRow], i: int, clock: str, p: Cloc
 
 
 def case_fact(
-    row: CaseRow, events: Sequence[CaseEventRow], p: ClockPolicy, now: int
+    row: CaseRow,
+    events: Sequence[CaseEventRow],
+    p: ClockPolicy,
+    now: int,
+    offence_category: str = NOT_RECORDED,
 ) -> CaseFact | None:
     """The fact of one submitted case, or None for one that never left (a draft)."""
     submitted = next((e.at for e in events if e.action == Action.SUBMIT.value), None)
@@ -116,6 +122,7 @@ def case_fact(
         peer=row.peer,
         urgency=row.urgency,
         outcome=_outcome(row, events),
+        offence_category=offence_category,
         ack_days=None if acked is None else _days(submitted, events[acked].at),
         execution_days=None if executed is None else _days(submitted, executed),
         ack_on_time=(
@@ -131,7 +138,26 @@ def case_fact(
     )
 
 
-def case_facts(s: Session, period: rel.Period, p: ClockPolicy, now: int) -> list[CaseFact]:
+def form_category(row: CaseRow, open_form: Callable[[bytes], bytes]) -> str:
+    """The offence category of a case's form (sealed to this node): `not_recorded` when
+    the form records none, was purged, or can no longer be opened."""
+    if not row.form_sealed:
+        return NOT_RECORDED
+    try:
+        return offence_category(fpb.CaseForm.FromString(open_form(row.form_sealed)))
+    except (MlaxError, DecodeError):
+        return NOT_RECORDED
+
+
+def case_facts(
+    s: Session,
+    period: rel.Period,
+    p: ClockPolicy,
+    now: int,
+    open_form: Callable[[bytes], bytes] | None = None,
+) -> list[CaseFact]:
+    """The facts of the cases opened in the period; with `open_form` (the node's
+    `open_from_self`), each with the offence category its form records."""
     rows = s.scalars(
         select(CaseRow).where(
             CaseRow.opened_at >= period.start_ms,
@@ -148,7 +174,16 @@ def case_facts(s: Session, period: rel.Period, p: ClockPolicy, now: int) -> list
             .order_by(CaseEventRow.case_id, CaseEventRow.seq)
         ):
             events[e.case_id].append(e)
-    facts = [case_fact(r, events[r.id], p, now) for r in rows]
+    facts = [
+        case_fact(
+            r,
+            events[r.id],
+            p,
+            now,
+            form_category(r, open_form) if open_form is not None else NOT_RECORDED,
+        )
+        for r in rows
+    ]
     return [f for f in facts if f is not None]
 
 
@@ -319,7 +354,10 @@ class StatsDesk:
                 self.cfg.epsilon_per_release,
                 self.cfg.yearly_budget,
             )
-            facts: list[Fact] = [*case_facts(s, period, self.policy, now), *query_facts(s, period)]
+            facts: list[Fact] = [
+                *case_facts(s, period, self.policy, now, self.core.open_from_self),
+                *query_facts(s, period),
+            ]
         peers = self._peers()
         plans, noisy = release_tables(self.tables, facts, peers, self.cfg)
         del facts
@@ -483,7 +521,16 @@ class StatsDesk:
             rows = s.scalars(
                 select(StatsReleaseRow).order_by(StatsReleaseRow.drafted_at.desc()).limit(limit)
             ).all()
-            return spb.StatsListResponse(releases=[self.summary(r) for r in rows])
+            own = select(StatsReleaseRow.period_start, StatsReleaseRow.period_end).where(
+                StatsReleaseRow.state == FINAL
+            )
+            received = select(StatsReceivedRow.period_start, StatsReceivedRow.period_end)
+            held = s.execute(own.union(received)).all()
+        periods = sorted({(a, b) for a, b in held}, key=lambda p: (p[1], p[0]), reverse=True)
+        return spb.StatsListResponse(
+            releases=[self.summary(r) for r in rows],
+            periods=[spb.StatsPeriodRequest(start=a, end=b) for a, b in periods[:limit]],
+        )
 
     # -- peers' releases and the federation table ------------------------------------------
 

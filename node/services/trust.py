@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 
 from sqlalchemy import select
 
-from exchange.directory import Directory, SignedDirectory, verify_directory
+from exchange.directory import (
+    Directory,
+    SignedDirectory,
+    verify_directory,
+    verify_directory_chain,
+)
 from exchange.encoding import now_ms
 from exchange.errors import DirectoryError
 from exchange.ledger_entry import LedgerEntry
@@ -86,6 +92,44 @@ class TrustedDirectory:
             self._current, self._signed = directory, signed
             self._loaded_at = time.monotonic()
         return directory
+
+    def install_chain(self, versions: Sequence[bytes], source: str) -> tuple[Directory, ...]:
+        """Install consecutive versions, each verified against the one before it (from the
+        trusted one, or the first of the chain on a node without a directory), all or none;
+        each is ledgered. Returns those installed (none: the node had the newest)."""
+        with self._db.write() as s:
+            row = s.scalars(
+                select(DirectoryRow).order_by(DirectoryRow.version.desc()).limit(1)
+            ).first()
+            trusted = Directory.from_bytes(_inner(row.signed)) if row is not None else None
+            installed = verify_directory_chain(versions, trusted, now_ms())
+            # The chain skips only the versions the node already trusts, at its start.
+            new_bytes = list(versions)[len(versions) - len(installed) :]
+            for directory, signed in zip(installed, new_bytes, strict=True):
+                s.add(
+                    DirectoryRow(
+                        version=directory.version,
+                        signed=signed,
+                        installed_at=now_ms(),
+                        source=source,
+                    )
+                )
+                ledger.append(
+                    s,
+                    LedgerEntry.of(
+                        "directory.installed",
+                        now_ms(),
+                        version=directory.version,
+                        federation=directory.federation_id,
+                        source=source,
+                        agencies=len(directory.agencies),
+                    ),
+                )
+        if installed:
+            with self._lock:
+                self._current, self._signed = installed[-1], new_bytes[-1]
+                self._loaded_at = time.monotonic()
+        return installed
 
 
 def _inner(signed: bytes) -> bytes:

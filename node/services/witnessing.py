@@ -13,7 +13,7 @@ import structlog
 
 from exchange._proto.mlax.v1 import ledger_pb2 as lpb
 from exchange.encoding import now_ms
-from exchange.errors import MlaxError
+from exchange.errors import ConflictError, MissingError, MlaxError
 from exchange.ledger import (
     Checkpoint,
     CheckpointConflictError,
@@ -27,6 +27,7 @@ from exchange.ledger_entry import LedgerEntry
 from node import metrics
 from node.services.messages import NodeCore
 from node.storage import ledger
+from node.storage.db import Database
 from node.storage.models import SplitViewRow, WitnessStateRow
 
 log = structlog.get_logger("mlax.ledger")
@@ -116,3 +117,41 @@ def checkpoint_of(note: bytes) -> Checkpoint:
     """The checkpoint a signed note carries (its signatures are not checked here)."""
     body = note.split(b"\n\n", 1)[0] + b"\n"
     return Checkpoint.parse(body.decode())
+
+
+def acknowledge_restore(db: Database, federation_id: str, peer: str, restored_from: int) -> int:
+    """The operator's acknowledgement that `peer` was restored from a backup of
+    `restored_from` entries (its `node.restored` index): the checkpoint this witness
+    cosigned past that point goes into the ledger as evidence (`witness.restore_acknowledged`)
+    and the witness state is cleared, so the next checkpoint of the peer is cosigned as a
+    first one. Only a witness's own operator can do this; a peer cannot. Returns the
+    size of the checkpoint kept."""
+    origin = log_origin(federation_id, peer)
+    with db.write() as s:
+        state = s.get(WitnessStateRow, origin, with_for_update=True)
+        if state is None:
+            raise MissingError(f"This node holds no cosigned checkpoint of {peer}.")
+        known = state.size
+        if restored_from >= known:
+            raise ConflictError(
+                f"The checkpoint of {peer} this node cosigned (size {known}) is within the "
+                f"restored ledger ({restored_from} entries): nothing it saw was lost, and "
+                "the peer catches up by itself."
+            )
+        ledger.append(
+            s,
+            LedgerEntry.of(
+                "witness.restore_acknowledged",
+                now_ms(),
+                peer=peer,
+                origin=origin,
+                restored_from=restored_from,
+                known_size=known,
+                known_note=state.note.decode("utf-8", errors="replace"),
+            ),
+        )
+        s.delete(state)
+    log.warning(
+        "witness_restore_acknowledged", peer=peer, restored_from=restored_from, known_size=known
+    )
+    return known

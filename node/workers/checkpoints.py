@@ -24,6 +24,7 @@ from exchange.ledger.witnesses import assigned_witnesses, witness_epoch
 from node.peers.client import PeerClient
 from node.services.messages import NodeCore
 from node.services.witnessing import checkpoint_of
+from node.storage.backup import restored_index
 from node.storage.ledger import LedgerStore
 from node.workers.periodic import Periodic
 
@@ -59,6 +60,8 @@ class Checkpointer(Periodic):
         self.interval, self.witness_interval, self.timeout = interval, witness_interval, timeout
         self.every_entries, self.witnesses, self.clock_ms = every_entries, witnesses, clock_ms
         self._since_checkpoint = self._since_witness = 0.0
+        self._restored: tuple[int | None] | None = None  # (index,) once looked up
+        self._lost_logged: dict[str, int] = {}
 
     def stop(self, timeout: float = 10.0) -> None:
         super().stop(timeout)
@@ -98,6 +101,12 @@ class Checkpointer(Periodic):
                 reason = e.code().name if isinstance(e, grpc.RpcError) else type(e).__name__
                 log.info("witness_unavailable", witness=peer, reason=reason)
 
+    def _restored_index(self) -> int | None:
+        # Restores happen with the node stopped: look once per process (a ledger scan).
+        if self._restored is None:
+            self._restored = (restored_index(self.store.db),)
+        return self._restored[0]
+
     def _ask(self, peer: str, size: int, note: bytes, directory: Directory) -> None:
         old = self.store.last_cosigned_size(peer)
         if old >= size:
@@ -111,6 +120,20 @@ class Checkpointer(Periodic):
             )
             if not resp.conflict:
                 break
+            restored = self._restored_index()
+            if restored is not None and resp.known_size > max(restored, old):
+                # The witness cosigned entries this node lost in a restore: no honest proof
+                # from its checkpoint exists, and a proof from ours would be a split view.
+                # Said once per witness and size, not every round.
+                if self._lost_logged.get(peer) != resp.known_size:
+                    self._lost_logged[peer] = resp.known_size
+                    log.warning(
+                        "witness_holds_lost_entries",
+                        witness=peer,
+                        known_size=resp.known_size,
+                        restored_from=restored,
+                    )
+                return
             if resp.known_size > size:
                 log.warning("witness_ahead", witness=peer, known_size=resp.known_size, size=size)
                 return

@@ -1,5 +1,5 @@
 """Keeps this node's copies of the peers' published victim-matching indexes fresh, so a
-query finds little to fetch first (node/services/matching.py `MatchDesk.sync`).
+query finds little to fetch first (node/services/match_querier.py `MatchQuerier.sync`).
 
 The syncs run on the desk's own threads (`MatchDesk.sync_soon`) under
 `sync_timeout_seconds`, never a query's deadline: a first copy of a large index takes

@@ -153,7 +153,7 @@ class ReadinessCheck(Periodic):
             self._card,
             self._identity.signing_keys,
             self._identity.decryption_keys,
-            self._identity.tls_certificate_not_after,
+            self._identity.tls_valid_until,
             now,
         )
         return causes, error

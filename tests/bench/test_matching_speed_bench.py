@@ -94,6 +94,11 @@ def test_matching_speed_quick_run_prints_json_lines() -> None:
     # A copy cut off half way is kept and completed by the next sync.
     assert 0 < sync["resume_records_before"] < sync["records"]
     assert sync["resume_copy_records"] == sync["records"]
+    # It resumed right after its last record: nothing it held was sent again.
+    assert sync["resume_from_position"] is True
+    assert sync["resume_entries_resent"] == 0
+    assert sync["resume_entries_sent_again"] == sync["records"] - sync["resume_records_before"]
+    assert sync["resume_announced_records"] == sync["records"]
     assert sync["records_per_s"] > 0
 
     load = fig["federation_load"]

@@ -27,6 +27,7 @@ from exchange.forms import (
     IDENTIFIER_KINDS,
     LEGAL_BASES,
     MAX_FORM_BYTES,
+    OFFENCE_CATEGORIES,
     PERSON_ROLES,
     REFUSAL_GROUNDS,
     URGENCIES,
@@ -332,6 +333,7 @@ MLA_BAD: list[tuple[str, Any, str]] = [
     ("offences[0].legal_provision", DELETE, "offences[0].legal_provision"),
     ("offences[0].remaining_sentence", "2 years", "offences[0].penalty_imposed"),
     ("offences[0].penalty", "life", "offences[0].penalty"),
+    ("offences[0].category", "slavery", "offences[0].category"),
     ("summary_of_facts", DELETE, "summary_of_facts"),
     ("summary_of_facts", ["facts"], "summary_of_facts"),
     ("assistance_sought", DELETE, "assistance_sought"),
@@ -622,6 +624,7 @@ def test_empty_form_rejected() -> None:
         (lambda r: r.assistance_sought.append(77), "assistance_sought[2]"),
         (lambda r: setattr(r.legal_basis[0], "instrument", 0), "legal_basis[0].instrument"),
         (lambda r: setattr(r.persons[0], "kind", 0), "persons[0].kind"),
+        (lambda r: setattr(r.offences[0], "category", 99), "offences[0].category"),
         (lambda r: setattr(r, "requested_deadline", -5), "requested_deadline"),
         (lambda r: setattr(r, "requested_deadline", 2**62), "requested_deadline"),
         (lambda r: setattr(r.persons[0], "date_of_birth", "1984-7-1"), "persons[0].date_of_birth"),
@@ -678,6 +681,7 @@ VOCABULARIES: list[tuple[Vocabulary[Any], EnumDescriptor]] = [
     (WARRANT_KINDS, pb.WarrantKind.DESCRIPTOR),
     (VICTIM_ID_PURPOSES, pb.VictimIdPurpose.DESCRIPTOR),
     (REFUSAL_GROUNDS, pb.RefusalGround.DESCRIPTOR),
+    (OFFENCE_CATEGORIES, pb.OffenceCategory.DESCRIPTOR),
 ]
 
 
@@ -918,6 +922,18 @@ def test_describe_mla_form() -> None:
     assert table["Requested deadline"] == "2026-12-31 23:59 UTC"
     assert table["Confidentiality"] == "Required: Do not notify the holders."
     assert all(value for _, value in rows)
+
+
+def test_an_offence_category_is_optional_and_shown_when_given() -> None:
+    # A form without it (every form before the field existed) stays valid.
+    assert build(CaseType.MLA, mla_data()).mla.offences[0].category == 0
+    data = put(mla_data(), "offences[0].category", "trafficking-forced-labour")
+    form = build(CaseType.MLA, data)
+    assert form.mla.offences[0].category == pb.OFFENCE_CATEGORY_TRAFFICKING_FORCED_LABOUR
+    validate_form(form, now_ms=None)
+    assert dict(describe_form(form))["Offence 1"].endswith(
+        "maximum penalty: Life imprisonment; Trafficking for forced labour or services)"
+    )
 
 
 def test_describe_extradition_and_victim_id_forms() -> None:

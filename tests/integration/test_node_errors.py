@@ -8,7 +8,8 @@ a node whose storage is full. And that its files are for its own eyes only.
   test-only MLAX_TEST_SQLITE_MAX_PAGES, so SQLite reports "database or disk is full" as
   on a full disk), officers and peers read RESOURCE_EXHAUSTED "The node's storage is
   full.", never the exception's text, and the failing background work does not flood
-  the log.
+  the log. Once space returns (a filler table is deleted), the same process takes
+  writes again, the peer's queue arrives, and nothing acknowledged before is lost.
 - The data dir is 0700 and the database with its -wal and -shm 0600, including on a
   node whose files were made looser before.
 """
@@ -195,6 +196,10 @@ def full_fr(tmp_path: Path) -> Iterator[dict[str, Any]]:
     db = fed.nodes[FR].root / "data" / "node.db"
     conn = sqlite3.connect(db)
     try:
+        # A filler the test deletes to give the space back, like a file on a full disk.
+        with conn:
+            conn.execute("CREATE TABLE test_filler (data BLOB)")
+            conn.executemany("INSERT INTO test_filler VALUES (?)", [(b"\0" * 100_000,)] * 20)
         pages = conn.execute("PRAGMA page_count").fetchone()[0]
     finally:
         conn.close()
@@ -205,14 +210,14 @@ def full_fr(tmp_path: Path) -> Iterator[dict[str, Any]]:
     try:
         gb.wait_ready(NodeProcess.READY_SECONDS)
         fr.wait_ready(NodeProcess.READY_SECONDS)
-        yield {"fed": fed, "gb": gb, "fr": fr, "metrics_port": metrics_port}
+        yield {"fed": fed, "gb": gb, "fr": fr, "metrics_port": metrics_port, "db": db}
     finally:
         codes = {GB: gb.stop(), FR: fr.stop()}
     # A full disk does not turn a clean stop into a crash.
     assert codes == {GB: 0, FR: 0}, (codes, fr.log_tail())
 
 
-def test_a_full_node_says_so_in_one_sentence_to_officers_and_peers(
+def test_a_full_node_says_so_in_one_sentence_and_resumes_when_space_returns(
     full_fr: dict[str, Any], cli: Cli, tmp_path: Path
 ) -> None:
     fed, fr = full_fr["fed"], full_fr["fr"]
@@ -255,6 +260,26 @@ def test_a_full_node_says_so_in_one_sentence_to_officers_and_peers(
             env={"MLAX_OFFICER_PASSPHRASE": OFFICER_PASS.decode()},
         )
         assert cli.refusal(result, 1) == STORAGE_FULL
+        held = {m.message_id for m in fr_officer.inbox(limit=100)}
+
+        # Space returns (the filler goes): with no restart, the node takes writes again,
+        # the peer's queued messages arrive and nothing it had acknowledged is lost.
+        conn = sqlite3.connect(full_fr["db"], timeout=30)
+        try:
+            with conn:
+                conn.execute("DELETE FROM test_filler")
+        finally:
+            conn.close()
+        fr_officer.send(GB, subject="after", text=big)
+
+        def gb_delivered_all() -> bool:
+            return {m.state for m in gb_officer.outbox(limit=10)} == {"delivered"}
+
+        _wait_for(gb_delivered_all, 60, "GB did not deliver its queue once FR had room")
+        inbox = [m.message_id for m in fr_officer.inbox(limit=100)]
+        assert len(inbox) == len(set(inbox)) == 4
+        assert held <= set(inbox)
+        assert {m.message_id for m in gb_officer.outbox(limit=10)} == set(inbox)
     finally:
         gb_officer.close()
         fr_officer.close()

@@ -119,3 +119,7 @@ def test_release_approve_export_budget_and_combine(
     assert header[:4] == ["period_start", "period_end", "table", "measure"]
     assert "agencies_suppressed" in header
     assert "noise_sd" in header
+    # NG drafted nothing; its listing names the period it holds others' releases of.
+    listed = cli.run("stats", "list", "--as", live.credential(NG, "officer"))
+    assert listed.returncode == 0, listed.stderr
+    assert f"can be built for: {period[1]} to {period[3]}" in listed.stdout

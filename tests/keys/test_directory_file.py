@@ -14,7 +14,13 @@ from exchange.directory import AdminKey, Directory, SignedDirectory, verify_dire
 from exchange.encoding import now_ms
 from exchange.errors import InvalidFieldError, MalformedError, ThresholdError
 from keys.admin import create_admin, decode_public_key, load_admin
-from keys.directory_edit import DAY_MS, add_agencies, new_directory, remove_agency
+from keys.directory_edit import (
+    DAY_MS,
+    add_agencies,
+    new_directory,
+    remove_agency,
+    set_statistics_coordinators,
+)
 from keys.directory_file import (
     parse_signed_directory,
     read_directory_file,
@@ -166,3 +172,22 @@ def test_admin_key_create_load_and_public_file(tmp_path: Path, passphrase: bytes
     assert decode_public_key((tmp_path / "a1" / "admin.pub").read_text()) == admin.public_key
     with pytest.raises(InvalidFieldError, match="is not an administrator public key"):
         decode_public_key("bm90IDMyIGJ5dGVz")
+
+
+def test_statistics_coordinators_are_listed_agencies_and_travel_in_the_signed_bytes(
+    make_identity: MakeIdentity,
+) -> None:
+    _, gb = make_identity("GB-NCA")
+    _, un = make_identity("AT-UNODC", endpoint="node.unodc.example:7443")
+    signed = add_agencies(new_directory("fed", 1, _admin_keys()), [gb, un]).signed
+
+    edit = set_statistics_coordinators(signed, ["AT-UNODC"])
+
+    assert edit.changes == ("statistics coordinators: AT-UNODC",)
+    assert Directory.from_bytes(edit.signed.directory).statistics_coordinators == ("AT-UNODC",)
+    assert not set_statistics_coordinators(edit.signed, ["AT-UNODC"]).changed
+    with pytest.raises(InvalidFieldError, match="DE-BKA is not an agency of the directory"):
+        set_statistics_coordinators(signed, ["DE-BKA"])
+    # Removing the coordinator's agency removes it as coordinator; none: every member.
+    removed = remove_agency(edit.signed, "AT-UNODC")
+    assert Directory.from_bytes(removed.signed.directory).statistics_coordinators == ()

@@ -1,4 +1,4 @@
-"""The holder's key generations and loads (node/services/matching.py), in process: a load
+"""The holder's key generations and loads (node/services/match_holder.py), in process: a load
 is all or nothing, a rotation serves both generations during its overlap and then retires
 the old one, a new token domain rotates at start, and a cut-off load or rotation is undone.
 """
@@ -21,7 +21,7 @@ from exchange.matching.records import parse_csv_row
 from exchange.matching.tokens import TOKEN_DOMAIN, record_tokens
 from node.config import MatchingSection
 from node.peers.client import PeerClient
-from node.services import matching
+from node.services import match_holder
 from node.services.cases import CaseDesk
 from node.services.matching import (
     DomainMismatchError,
@@ -56,7 +56,7 @@ class _Core:
 
 @pytest.fixture
 def desk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MatchDesk]:
-    monkeypatch.setattr(matching, "_LOAD_CHUNK", 2)  # several chunks from a few records
+    monkeypatch.setattr(match_holder, "_LOAD_CHUNK", 2)  # several chunks from a few records
     db = Database(f"sqlite:///{tmp_path / 'holder.db'}")
     db.migrate()
     cfg = MatchingSection(encode_processes=1)
@@ -139,7 +139,7 @@ def test_a_load_is_all_or_nothing_and_one_cut_off_is_undone(desk: MatchDesk) -> 
                                fingerprint=bytes(32), version=2, removed=False,
                                updated_at=0)  # fmt: skip
         s.add(ghost)
-        s.execute(update(MatchStateRow).values(lease="load:dead", lease_at=matching.now_ms()))
+        s.execute(update(MatchStateRow).values(lease="load:dead", lease_at=match_holder.now_ms()))
     assert len(_index(desk)[1]) == 2
     with pytest.raises(HolderBusyError) as busy:
         _load(desk, [_row(2)])
@@ -207,8 +207,8 @@ def test_a_new_token_domain_rotates_at_start_and_a_foreign_domain_is_refused(
     with desk.core.db.write() as s:
         s.execute(update(MatchKeyRow).values(token_domain=TOKEN_DOMAIN - 1))
     desk.start()
-    deadline = matching.now_ms() + 60_000
-    while desk.key()[0] == old_id and matching.now_ms() < deadline:
+    deadline = match_holder.now_ms() + 60_000
+    while desk.key()[0] == old_id and match_holder.now_ms() < deadline:
         desk._closing.wait(0.05)
     new_id, _ = desk.key()
     assert new_id != old_id

@@ -18,7 +18,7 @@ from exchange._proto.mlax.v1 import matching_pb2 as mpb
 from exchange.errors import InvalidFieldError
 from exchange.matching.tokens import MAX_TOKENS
 from node.devtools.databases import TEST_PG_ENV, pg_database
-from node.services import match_replica, matching
+from node.services import match_holder, match_replica
 from node.services.match_replica import BUILDING, COMPLETE, Entry, ReplicaStore
 from node.services.messages import Officer
 from node.storage.db import Database
@@ -174,6 +174,8 @@ def test_an_interrupted_copy_resumes_where_it_stopped(store: ReplicaStore) -> No
     assert done is None
     assert making is not None
     assert (making.version, making.records, making.progress()) == (2, 25, "25 records so far")
+    # The last record it took: a holder that can place it resumes right after it.
+    assert again.position(making.copy_no) == (3, _h(25))
 
     # The resumed stream starts after version 2: version 3 again, whole this time; what
     # was there already is not written twice.
@@ -227,7 +229,7 @@ def _person(i: int) -> mpb.MatchPerson:
 def test_a_query_during_a_first_copy_says_so_and_hits_once_the_copy_is_made(
     sim_network: MakeNetwork, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(matching, "_INDEX_CHUNK", 1)  # a chunk per record
+    monkeypatch.setattr(match_holder, "_INDEX_CHUNK", 1)  # a chunk per record
     net = sim_network()
     gb, ng = net[GB], net[NG]
     rows = [mpb.MatchRecordRow(ref=f"NG-{i}", person=_person(i), line=i + 2) for i in range(3)]
@@ -251,7 +253,7 @@ def test_a_query_during_a_first_copy_says_so_and_hits_once_the_copy_is_made(
         assert stalled.wait(30)
         (pending,) = gb.matching.query(officer, ask)
         assert (pending.peer, pending.result) == (NG, "unavailable")
-        assert pending.detail == f"The copy of {NG}'s index is still being made: 1 record so far."
+        assert pending.detail == f"The copy of {NG}'s index is still being made: 1 of 3 records."
     finally:
         gate.set()
     # The copy goes on apart from the query, and the next query finds the record.

@@ -19,6 +19,7 @@ import json
 import math
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -26,11 +27,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from sim_peer import GB, SimNode, federation_template
+from sim_peer import GB, NG, SimNode, federation_template
 from sqlalchemy import select
 
+from exchange._proto.mlax.v1 import forms_pb2 as fpb
 from exchange._proto.mlax.v1 import statistics_pb2 as spb
 from exchange.encoding import now_ms
+from exchange.envelope import MessageType
 from exchange.errors import ConflictError, PolicyError
 from exchange.ledger_entry import LedgerEntry
 from exchange.stats import release as rel
@@ -39,12 +42,20 @@ from exchange.stats.tables import TABLES, TABLES_BY_NAME
 from node.config import CasesSection, StatisticsSection
 from node.services.cases import policy_of
 from node.services.messages import Officer
-from node.services.stats import StatsDesk, case_fact, measurement, query_facts, release_tables
+from node.services.stats import (
+    StatsDesk,
+    case_fact,
+    form_category,
+    measurement,
+    query_facts,
+    release_tables,
+)
 from node.storage import ledger
 from node.storage.models import (
     CaseEventRow,
     CaseRow,
     LedgerEntryRow,
+    MessageRow,
     StatsBudgetRow,
     StatsReleaseRow,
 )
@@ -238,6 +249,33 @@ def test_a_supervisor_other_than_the_drafter_approves_with_a_signature(node: Sim
     assert doc["privacy"]["threshold"] == 11
 
 
+def _release_recipients(node: SimNode) -> list[str]:
+    with node.db.read() as s:
+        return sorted(
+            s.scalars(
+                select(MessageRow.peer).where(
+                    MessageRow.direction == "out",
+                    MessageRow.message_type == MessageType.STATISTICS_RELEASE.value,
+                )
+            )
+        )
+
+
+def test_an_approved_release_goes_to_the_coordinators_the_directory_names(
+    node: SimNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    desk = StatsDesk(node.core, StatisticsSection(), CasesSection())
+    key, cert = _certificate()
+    desk.approve(SAM, _approval(key, desk.draft(ALICE, PERIOD), "sam"), cert)
+    assert _release_recipients(node) == [NG]  # no coordinator: every peer
+    # The directory names this agency its only coordinator: its release goes nowhere.
+    directory = node.core.directory.current()
+    named = replace(directory, statistics_coordinators=(GB,))
+    monkeypatch.setattr(node.core.directory, "current", lambda: named)
+    desk.approve(SAM, _approval(key, desk.draft(ALICE, PERIOD), "sam"), cert)
+    assert _release_recipients(node) == [NG]
+
+
 # -- facts from stored cases ---------------------------------------------------------
 
 DAY = 86_400_000
@@ -303,6 +341,36 @@ def test_an_unanswered_received_case_is_late_only_once_its_clock_ran_out() -> No
     assert late.ack_on_time is False
     draft, _ = _case("requesting", "draft", [])
     assert case_fact(draft, [], p, now=DAY) is None
+
+
+def test_a_case_counts_under_the_first_offence_category_its_sealed_form_records(
+    node: SimNode,
+) -> None:
+    form = fpb.CaseForm(
+        mla=fpb.MlaRequest(
+            offences=[
+                fpb.Offence(description="fraud"),  # no category: the next one decides
+                fpb.Offence(
+                    description="exploitation",
+                    category=fpb.OFFENCE_CATEGORY_TRAFFICKING_SEXUAL_EXPLOITATION,
+                ),
+                fpb.Offence(description="labour", category=fpb.OFFENCE_CATEGORY_FORCED_LABOUR),
+            ]
+        )
+    )
+    row, _ = _case("requesting", "submitted", [])
+    open_form = node.core.open_from_self
+    row.form_sealed = node.core.seal_to_self(form.SerializeToString())
+    assert form_category(row, open_form) == "trafficking_sexual_exploitation"
+    # A form with no category, a purged one and one this node cannot open: not recorded.
+    row.form_sealed = node.core.seal_to_self(
+        fpb.CaseForm(victim_id=fpb.VictimIdRequest()).SerializeToString()
+    )
+    assert form_category(row, open_form) == "not_recorded"
+    row.form_sealed = b""
+    assert form_category(row, open_form) == "not_recorded"
+    row.form_sealed = b"not an envelope"
+    assert form_category(row, open_form) == "not_recorded"
 
 
 def test_each_person_asked_about_is_one_fact_with_the_best_answer(node: SimNode) -> None:

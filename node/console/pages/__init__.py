@@ -9,7 +9,7 @@ if TYPE_CHECKING:
 
 
 def register(console: Console) -> None:
-    from node.console.pages import audit, cases, evidence, matching, me, messages
+    from node.console.pages import audit, cases, evidence, matching, me, messages, stats
 
-    for module in (cases, evidence, messages, matching, audit, me):
+    for module in (cases, evidence, messages, matching, audit, stats, me):
         module.register(console)

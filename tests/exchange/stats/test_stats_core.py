@@ -196,8 +196,14 @@ def test_combining_sums_released_cells_and_adds_the_noise_variances() -> None:
     assert cell["agencies_reporting"] == 2
     assert cell["agencies_suppressed"] == 1
     assert cell["noise_sd"] == round(math.hypot(sd_a, sd_b), 6)
-    # A cell every agency suppressed is absent; each agency's noise is listed.
+    # A cell every agency suppressed has no value, only its place; each agency's noise
+    # is listed.
     assert len(table["cells"]) == 1
+    assert len(table["suppressed"]) == len(BY_PEER.domain(PEERS)) - 1
+    assert all("value" not in r for r in table["suppressed"])
+    assert {"table": "cases_by_peer", "case_type": "mla", "direction": "sent", "peer": "other"} in (
+        table["suppressed"]
+    )
     assert {r["agency"] for r in table["per_agency"]} == {"GB-NCA", "FR-OCRTEH", "NG-NAPTIP"}
     assert "34" in federation_csv(table)
 
@@ -267,3 +273,12 @@ def test_the_published_vector_is_what_the_code_produces() -> None:
     assert isinstance(key, ec.EllipticCurvePublicKey)
     key.verify(bytes.fromhex(a["signature"]), message, ec.ECDSA(hashes.SHA256()))
     assert rel.validate(doc, doc["agency"]) == doc
+
+
+def test_a_release_goes_to_the_coordinators_when_named_else_to_every_member() -> None:
+    members = ["AT-UNODC", "FR-OCRTEH", "GB-NCA", "NG-NAPTIP"]
+    assert rel.recipients(members, [], "GB-NCA") == ["AT-UNODC", "FR-OCRTEH", "NG-NAPTIP"]
+    assert rel.recipients(members, ["AT-UNODC"], "GB-NCA") == ["AT-UNODC"]
+    # The coordinator's own release goes to the other coordinators only.
+    assert rel.recipients(members, ["AT-UNODC"], "AT-UNODC") == []
+    assert rel.recipients(members, ["AT-UNODC", "FR-OCRTEH"], "AT-UNODC") == ["FR-OCRTEH"]

@@ -24,27 +24,27 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17mlax/v1/directory.proto\x12\x07mlax.v1\"\x80\x01\n\tPublicKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12(\n\talgorithm\x18\x02 \x01(\x0e\x32\x15.mlax.v1.KeyAlgorithm\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\x12\x12\n\nnot_before\x18\x04 \x01(\x03\x12\x11\n\tnot_after\x18\x05 \x01(\x03\"@\n\nRevokedKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x12\n\nrevoked_at\x18\x02 \x01(\x03\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x88\x02\n\nAgencyCard\x12\x11\n\tagency_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x63ountry\x18\x03 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x04 \x01(\t\x12\x17\n\x0ftls_spki_sha256\x18\x05 \x01(\x0c\x12(\n\x0csigning_keys\x18\x06 \x03(\x0b\x32\x12.mlax.v1.PublicKey\x12+\n\x0f\x65ncryption_keys\x18\x07 \x03(\x0b\x32\x12.mlax.v1.PublicKey\x12)\n\x0crevoked_keys\x18\x08 \x03(\x0b\x32\x13.mlax.v1.RevokedKey\x12\x1b\n\x13tls_certificate_pem\x18\t \x01(\x0c\"<\n\x08\x41\x64minKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\"\xb7\x01\n\tDirectory\x12\x15\n\rfederation_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x11\n\tissued_at\x18\x03 \x01(\x03\x12\x12\n\nexpires_at\x18\x04 \x01(\x03\x12\x11\n\tthreshold\x18\x05 \x01(\r\x12!\n\x06\x61\x64mins\x18\x06 \x03(\x0b\x32\x11.mlax.v1.AdminKey\x12%\n\x08\x61gencies\x18\x07 \x03(\x0b\x32\x13.mlax.v1.AgencyCard\"7\n\x12\x44irectorySignature\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"U\n\x0fSignedDirectory\x12\x11\n\tdirectory\x18\x01 \x01(\x0c\x12/\n\nsignatures\x18\x02 \x03(\x0b\x32\x1b.mlax.v1.DirectorySignature*\x85\x01\n\x0cKeyAlgorithm\x12\x1d\n\x19KEY_ALGORITHM_UNSPECIFIED\x10\x00\x12\x19\n\x15KEY_ALGORITHM_ED25519\x10\x01\x12\x18\n\x14KEY_ALGORITHM_X25519\x10\x02\x12!\n\x1dKEY_ALGORITHM_MLKEM768_X25519\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17mlax/v1/directory.proto\x12\x07mlax.v1\"\x80\x01\n\tPublicKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12(\n\talgorithm\x18\x02 \x01(\x0e\x32\x15.mlax.v1.KeyAlgorithm\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\x12\x12\n\nnot_before\x18\x04 \x01(\x03\x12\x11\n\tnot_after\x18\x05 \x01(\x03\"@\n\nRevokedKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x12\n\nrevoked_at\x18\x02 \x01(\x03\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xc8\x02\n\nAgencyCard\x12\x11\n\tagency_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x63ountry\x18\x03 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x04 \x01(\t\x12\x17\n\x0ftls_spki_sha256\x18\x05 \x01(\x0c\x12(\n\x0csigning_keys\x18\x06 \x03(\x0b\x32\x12.mlax.v1.PublicKey\x12+\n\x0f\x65ncryption_keys\x18\x07 \x03(\x0b\x32\x12.mlax.v1.PublicKey\x12)\n\x0crevoked_keys\x18\x08 \x03(\x0b\x32\x13.mlax.v1.RevokedKey\x12\x1b\n\x13tls_certificate_pem\x18\t \x01(\x0c\x12\x1c\n\x14next_tls_spki_sha256\x18\n \x01(\x0c\x12 \n\x18next_tls_certificate_pem\x18\x0b \x01(\x0c\"<\n\x08\x41\x64minKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\"\xd8\x01\n\tDirectory\x12\x15\n\rfederation_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x11\n\tissued_at\x18\x03 \x01(\x03\x12\x12\n\nexpires_at\x18\x04 \x01(\x03\x12\x11\n\tthreshold\x18\x05 \x01(\r\x12!\n\x06\x61\x64mins\x18\x06 \x03(\x0b\x32\x11.mlax.v1.AdminKey\x12%\n\x08\x61gencies\x18\x07 \x03(\x0b\x32\x13.mlax.v1.AgencyCard\x12\x1f\n\x17statistics_coordinators\x18\x08 \x03(\t\"7\n\x12\x44irectorySignature\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"U\n\x0fSignedDirectory\x12\x11\n\tdirectory\x18\x01 \x01(\x0c\x12/\n\nsignatures\x18\x02 \x03(\x0b\x32\x1b.mlax.v1.DirectorySignature*\x85\x01\n\x0cKeyAlgorithm\x12\x1d\n\x19KEY_ALGORITHM_UNSPECIFIED\x10\x00\x12\x19\n\x15KEY_ALGORITHM_ED25519\x10\x01\x12\x18\n\x14KEY_ALGORITHM_X25519\x10\x02\x12!\n\x1dKEY_ALGORITHM_MLKEM768_X25519\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mlax.v1.directory_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_KEYALGORITHM']._serialized_start=893
-  _globals['_KEYALGORITHM']._serialized_end=1026
+  _globals['_KEYALGORITHM']._serialized_start=990
+  _globals['_KEYALGORITHM']._serialized_end=1123
   _globals['_PUBLICKEY']._serialized_start=37
   _globals['_PUBLICKEY']._serialized_end=165
   _globals['_REVOKEDKEY']._serialized_start=167
   _globals['_REVOKEDKEY']._serialized_end=231
   _globals['_AGENCYCARD']._serialized_start=234
-  _globals['_AGENCYCARD']._serialized_end=498
-  _globals['_ADMINKEY']._serialized_start=500
-  _globals['_ADMINKEY']._serialized_end=560
-  _globals['_DIRECTORY']._serialized_start=563
-  _globals['_DIRECTORY']._serialized_end=746
-  _globals['_DIRECTORYSIGNATURE']._serialized_start=748
-  _globals['_DIRECTORYSIGNATURE']._serialized_end=803
-  _globals['_SIGNEDDIRECTORY']._serialized_start=805
-  _globals['_SIGNEDDIRECTORY']._serialized_end=890
+  _globals['_AGENCYCARD']._serialized_end=562
+  _globals['_ADMINKEY']._serialized_start=564
+  _globals['_ADMINKEY']._serialized_end=624
+  _globals['_DIRECTORY']._serialized_start=627
+  _globals['_DIRECTORY']._serialized_end=843
+  _globals['_DIRECTORYSIGNATURE']._serialized_start=845
+  _globals['_DIRECTORYSIGNATURE']._serialized_end=900
+  _globals['_SIGNEDDIRECTORY']._serialized_start=902
+  _globals['_SIGNEDDIRECTORY']._serialized_end=987
 # @@protoc_insertion_point(module_scope)

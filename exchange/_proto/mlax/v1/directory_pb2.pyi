@@ -126,6 +126,8 @@ class AgencyCard(_message.Message):
     ENCRYPTION_KEYS_FIELD_NUMBER: _builtins.int
     REVOKED_KEYS_FIELD_NUMBER: _builtins.int
     TLS_CERTIFICATE_PEM_FIELD_NUMBER: _builtins.int
+    NEXT_TLS_SPKI_SHA256_FIELD_NUMBER: _builtins.int
+    NEXT_TLS_CERTIFICATE_PEM_FIELD_NUMBER: _builtins.int
     agency_id: _builtins.str
     name: _builtins.str
     country: _builtins.str
@@ -136,6 +138,13 @@ class AgencyCard(_message.Message):
     """SHA-256 of the DER SubjectPublicKeyInfo of the node's TLS certificate."""
     tls_certificate_pem: _builtins.bytes
     """The node's TLS certificate (PEM), so peers can trust it without any CA."""
+    next_tls_spki_sha256: _builtins.bytes
+    """During a TLS certificate renewal: the pin (SHA-256 of the DER SubjectPublicKeyInfo)
+    and the PEM of the node's next certificate. Peers accept either certificate, as
+    client and as server, until a later version drops the old one. Both empty, or both
+    set and different from the current pin. Nodes that predate these fields ignore them.
+    """
+    next_tls_certificate_pem: _builtins.bytes
     @_builtins.property
     def signing_keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___PublicKey]: ...
     @_builtins.property
@@ -154,10 +163,12 @@ class AgencyCard(_message.Message):
         encryption_keys: _abc.Iterable[Global___PublicKey] | None = ...,
         revoked_keys: _abc.Iterable[Global___RevokedKey] | None = ...,
         tls_certificate_pem: _builtins.bytes = ...,
+        next_tls_spki_sha256: _builtins.bytes = ...,
+        next_tls_certificate_pem: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency_id", b"agency_id", "country", b"country", "encryption_keys", b"encryption_keys", "endpoint", b"endpoint", "name", b"name", "revoked_keys", b"revoked_keys", "signing_keys", b"signing_keys", "tls_certificate_pem", b"tls_certificate_pem", "tls_spki_sha256", b"tls_spki_sha256"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency_id", b"agency_id", "country", b"country", "encryption_keys", b"encryption_keys", "endpoint", b"endpoint", "name", b"name", "next_tls_certificate_pem", b"next_tls_certificate_pem", "next_tls_spki_sha256", b"next_tls_spki_sha256", "revoked_keys", b"revoked_keys", "signing_keys", b"signing_keys", "tls_certificate_pem", b"tls_certificate_pem", "tls_spki_sha256", b"tls_spki_sha256"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -204,6 +215,7 @@ class Directory(_message.Message):
     THRESHOLD_FIELD_NUMBER: _builtins.int
     ADMINS_FIELD_NUMBER: _builtins.int
     AGENCIES_FIELD_NUMBER: _builtins.int
+    STATISTICS_COORDINATORS_FIELD_NUMBER: _builtins.int
     federation_id: _builtins.str
     version: _builtins.int
     issued_at: _builtins.int
@@ -214,6 +226,12 @@ class Directory(_message.Message):
     def admins(self) -> _containers.RepeatedCompositeFieldContainer[Global___AdminKey]: ...
     @_builtins.property
     def agencies(self) -> _containers.RepeatedCompositeFieldContainer[Global___AgencyCard]: ...
+    @_builtins.property
+    def statistics_coordinators(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Agency ids (listed above) that coordinate statistics, such as a regional body or
+        UNODC: an approved statistics release goes to them; with none, to every member.
+        """
+
     def __init__(
         self,
         *,
@@ -224,10 +242,11 @@ class Directory(_message.Message):
         threshold: _builtins.int = ...,
         admins: _abc.Iterable[Global___AdminKey] | None = ...,
         agencies: _abc.Iterable[Global___AgencyCard] | None = ...,
+        statistics_coordinators: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["admins", b"admins", "agencies", b"agencies", "expires_at", b"expires_at", "federation_id", b"federation_id", "issued_at", b"issued_at", "threshold", b"threshold", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admins", b"admins", "agencies", b"agencies", "expires_at", b"expires_at", "federation_id", b"federation_id", "issued_at", b"issued_at", "statistics_coordinators", b"statistics_coordinators", "threshold", b"threshold", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

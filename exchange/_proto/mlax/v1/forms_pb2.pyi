@@ -381,6 +381,38 @@ REFUSAL_GROUND_OWN_NATIONAL: RefusalGround.ValueType  # 10
 REFUSAL_GROUND_OTHER: RefusalGround.ValueType  # 11
 Global___RefusalGround: _TypeAlias = RefusalGround  # noqa: Y015
 
+class _OffenceCategory:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OffenceCategoryEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OffenceCategory.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    OFFENCE_CATEGORY_UNSPECIFIED: _OffenceCategory.ValueType  # 0
+    OFFENCE_CATEGORY_TRAFFICKING_SEXUAL_EXPLOITATION: _OffenceCategory.ValueType  # 1
+    OFFENCE_CATEGORY_TRAFFICKING_FORCED_LABOUR: _OffenceCategory.ValueType  # 2
+    OFFENCE_CATEGORY_TRAFFICKING_OTHER: _OffenceCategory.ValueType  # 3
+    """Trafficking for another purpose: removal of organs, forced criminality, begging..."""
+    OFFENCE_CATEGORY_FORCED_LABOUR: _OffenceCategory.ValueType  # 4
+    OFFENCE_CATEGORY_SMUGGLING: _OffenceCategory.ValueType  # 5
+    OFFENCE_CATEGORY_OTHER: _OffenceCategory.ValueType  # 6
+
+class OffenceCategory(_OffenceCategory, metaclass=_OffenceCategoryEnumTypeWrapper):
+    """What an offence is, for statistics (docs/statistics.md maps it to HTCDS/CTDC): the
+    Palermo Protocol's forms of exploitation, forced labour that is not trafficking (ILO
+    Forced Labour Convention), migrant smuggling, or another offence. Optional: UNSPECIFIED
+    when the requesting agency did not record it.
+    """
+
+OFFENCE_CATEGORY_UNSPECIFIED: OffenceCategory.ValueType  # 0
+OFFENCE_CATEGORY_TRAFFICKING_SEXUAL_EXPLOITATION: OffenceCategory.ValueType  # 1
+OFFENCE_CATEGORY_TRAFFICKING_FORCED_LABOUR: OffenceCategory.ValueType  # 2
+OFFENCE_CATEGORY_TRAFFICKING_OTHER: OffenceCategory.ValueType  # 3
+"""Trafficking for another purpose: removal of organs, forced criminality, begging..."""
+OFFENCE_CATEGORY_FORCED_LABOUR: OffenceCategory.ValueType  # 4
+OFFENCE_CATEGORY_SMUGGLING: OffenceCategory.ValueType  # 5
+OFFENCE_CATEGORY_OTHER: OffenceCategory.ValueType  # 6
+Global___OffenceCategory: _TypeAlias = OffenceCategory  # noqa: Y015
+
 @_typing.final
 class Authority(_message.Message):
     """--- building blocks ----------------------------------------------------------------------
@@ -445,6 +477,7 @@ class Offence(_message.Message):
     MAXIMUM_PENALTY_FIELD_NUMBER: _builtins.int
     PENALTY_IMPOSED_FIELD_NUMBER: _builtins.int
     REMAINING_SENTENCE_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
     description: _builtins.str
     legal_provision: _builtins.str
     """The provision of the requesting State's law that defines the offence."""
@@ -454,6 +487,8 @@ class Offence(_message.Message):
     """Penalty imposed, when a sentence is to be enforced."""
     remaining_sentence: _builtins.str
     """Part of the imposed sentence still to be served."""
+    category: Global___OffenceCategory.ValueType
+    """Optional; what the offence is, for statistics."""
     def __init__(
         self,
         *,
@@ -462,10 +497,11 @@ class Offence(_message.Message):
         maximum_penalty: _builtins.str = ...,
         penalty_imposed: _builtins.str = ...,
         remaining_sentence: _builtins.str = ...,
+        category: Global___OffenceCategory.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "legal_provision", b"legal_provision", "maximum_penalty", b"maximum_penalty", "penalty_imposed", b"penalty_imposed", "remaining_sentence", b"remaining_sentence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "description", b"description", "legal_provision", b"legal_provision", "maximum_penalty", b"maximum_penalty", "penalty_imposed", b"penalty_imposed", "remaining_sentence", b"remaining_sentence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

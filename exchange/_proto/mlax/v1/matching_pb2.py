@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16mlax/v1/matching.proto\x12\x07mlax.v1\"\x82\x01\n\x14MatchEvaluateRequest\x12\x10\n\x08query_id\x18\x01 \x01(\x0c\x12\x18\n\x10\x62linded_elements\x18\x02 \x03(\x0c\x12\x18\n\x10planned_elements\x18\x03 \x01(\r\x12\x0e\n\x06key_id\x18\x04 \x01(\t\x12\x14\n\x0ctoken_domain\x18\x05 \x01(\r\"p\n\x15MatchEvaluateResponse\x12\x1a\n\x12\x65valuated_elements\x18\x01 \x03(\x0c\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x15\n\rindex_version\x18\x03 \x01(\x04\x12\x14\n\x0ctoken_domain\x18\x04 \x01(\r\"P\n\x11MatchIndexRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x15\n\rsince_version\x18\x02 \x01(\x04\x12\x14\n\x0ctoken_domain\x18\x03 \x01(\r\"S\n\x0fMatchIndexEntry\x12\x0e\n\x06handle\x18\x01 \x01(\x0c\x12\x0f\n\x07removed\x18\x02 \x01(\x08\x12\x0e\n\x06values\x18\x03 \x01(\x0c\x12\x0f\n\x07version\x18\x04 \x01(\x04\"\x82\x01\n\x0fMatchIndexChunk\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\r\n\x05reset\x18\x03 \x01(\x08\x12)\n\x07\x65ntries\x18\x04 \x03(\x0b\x32\x18.mlax.v1.MatchIndexEntry\x12\x14\n\x0ctoken_domain\x18\x05 \x01(\r\"\x87\x01\n\x0bMatchPerson\x12\x12\n\ngiven_name\x18\x01 \x01(\t\x12\x13\n\x0b\x66\x61mily_name\x18\x02 \x01(\t\x12\x0b\n\x03sex\x18\x03 \x01(\t\x12\x15\n\rdate_of_birth\x18\x04 \x01(\t\x12\x13\n\x0bnationality\x18\x05 \x01(\t\x12\x16\n\x0eplace_of_birth\x18\x06 \x01(\t\"Q\n\x0eMatchRecordRow\x12\x0b\n\x03ref\x18\x01 \x01(\t\x12$\n\x06person\x18\x02 \x01(\x0b\x32\x14.mlax.v1.MatchPerson\x12\x0c\n\x04line\x18\x03 \x01(\r\"K\n\x12LoadRecordsRequest\x12%\n\x04rows\x18\x01 \x03(\x0b\x32\x17.mlax.v1.MatchRecordRow\x12\x0e\n\x06remove\x18\x02 \x03(\t\"\x81\x01\n\x13LoadRecordsResponse\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x01(\r\x12\x0f\n\x07updated\x18\x02 \x01(\r\x12\x11\n\tunchanged\x18\x03 \x01(\r\x12\x0f\n\x07removed\x18\x04 \x01(\r\x12\x15\n\rindex_version\x18\x05 \x01(\x04\x12\x0f\n\x07records\x18\x06 \x01(\x04\"]\n\x11MatchQueryRequest\x12%\n\x07queries\x18\x01 \x03(\x0b\x32\x14.mlax.v1.MatchPerson\x12\r\n\x05peers\x18\x02 \x03(\t\x12\x12\n\ntimeout_ms\x18\x03 \x01(\r\"}\n\x0bMatchAnswer\x12\r\n\x05query\x18\x01 \x01(\r\x12\x0c\n\x04peer\x18\x02 \x01(\t\x12\x0e\n\x06result\x18\x03 \x01(\t\x12\x0c\n\x04\x62\x61nd\x18\x04 \x01(\t\x12\x11\n\treference\x18\x05 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x06 \x01(\t\x12\x10\n\x08query_id\x18\x07 \x01(\t\".\n\x15RotateMatchKeyRequest\x12\x15\n\roverlap_hours\x18\x01 \x01(\x01\"\x9a\x01\n\x16RotateMatchKeyProgress\x12\x12\n\nold_key_id\x18\x01 \x01(\t\x12\x12\n\nnew_key_id\x18\x02 \x01(\t\x12\x14\n\x0ctoken_domain\x18\x03 \x01(\r\x12\x0f\n\x07\x65ncoded\x18\x04 \x01(\x04\x12\r\n\x05total\x18\x05 \x01(\x04\x12\x0c\n\x04\x64one\x18\x06 \x01(\x08\x12\x14\n\x0cretire_at_ms\x18\x07 \x01(\x04\"k\n\x0f\x44iscloseRequest\x12\x10\n\x08\x63\x61se_ref\x18\x01 \x01(\t\x12\x12\n\ncheck_only\x18\x02 \x01(\x08\x12\x19\n\x11override_mismatch\x18\x03 \x01(\x08\x12\x17\n\x0foverride_reason\x18\x04 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16mlax/v1/matching.proto\x12\x07mlax.v1\"\x82\x01\n\x14MatchEvaluateRequest\x12\x10\n\x08query_id\x18\x01 \x01(\x0c\x12\x18\n\x10\x62linded_elements\x18\x02 \x03(\x0c\x12\x18\n\x10planned_elements\x18\x03 \x01(\r\x12\x0e\n\x06key_id\x18\x04 \x01(\t\x12\x14\n\x0ctoken_domain\x18\x05 \x01(\r\"p\n\x15MatchEvaluateResponse\x12\x1a\n\x12\x65valuated_elements\x18\x01 \x03(\x0c\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x15\n\rindex_version\x18\x03 \x01(\x04\x12\x14\n\x0ctoken_domain\x18\x04 \x01(\r\"}\n\x11MatchIndexRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x15\n\rsince_version\x18\x02 \x01(\x04\x12\x14\n\x0ctoken_domain\x18\x03 \x01(\r\x12\x15\n\rafter_version\x18\x04 \x01(\x04\x12\x14\n\x0c\x61\x66ter_handle\x18\x05 \x01(\x0c\"S\n\x0fMatchIndexEntry\x12\x0e\n\x06handle\x18\x01 \x01(\x0c\x12\x0f\n\x07removed\x18\x02 \x01(\x08\x12\x0e\n\x06values\x18\x03 \x01(\x0c\x12\x0f\n\x07version\x18\x04 \x01(\x04\"\xab\x01\n\x0fMatchIndexChunk\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\r\n\x05reset\x18\x03 \x01(\x08\x12)\n\x07\x65ntries\x18\x04 \x03(\x0b\x32\x18.mlax.v1.MatchIndexEntry\x12\x14\n\x0ctoken_domain\x18\x05 \x01(\r\x12\x0f\n\x07records\x18\x06 \x01(\x04\x12\x16\n\x0e\x63urrent_key_id\x18\x07 \x01(\t\"\x87\x01\n\x0bMatchPerson\x12\x12\n\ngiven_name\x18\x01 \x01(\t\x12\x13\n\x0b\x66\x61mily_name\x18\x02 \x01(\t\x12\x0b\n\x03sex\x18\x03 \x01(\t\x12\x15\n\rdate_of_birth\x18\x04 \x01(\t\x12\x13\n\x0bnationality\x18\x05 \x01(\t\x12\x16\n\x0eplace_of_birth\x18\x06 \x01(\t\"Q\n\x0eMatchRecordRow\x12\x0b\n\x03ref\x18\x01 \x01(\t\x12$\n\x06person\x18\x02 \x01(\x0b\x32\x14.mlax.v1.MatchPerson\x12\x0c\n\x04line\x18\x03 \x01(\r\"K\n\x12LoadRecordsRequest\x12%\n\x04rows\x18\x01 \x03(\x0b\x32\x17.mlax.v1.MatchRecordRow\x12\x0e\n\x06remove\x18\x02 \x03(\t\"\x81\x01\n\x13LoadRecordsResponse\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x01(\r\x12\x0f\n\x07updated\x18\x02 \x01(\r\x12\x11\n\tunchanged\x18\x03 \x01(\r\x12\x0f\n\x07removed\x18\x04 \x01(\r\x12\x15\n\rindex_version\x18\x05 \x01(\x04\x12\x0f\n\x07records\x18\x06 \x01(\x04\"]\n\x11MatchQueryRequest\x12%\n\x07queries\x18\x01 \x03(\x0b\x32\x14.mlax.v1.MatchPerson\x12\r\n\x05peers\x18\x02 \x03(\t\x12\x12\n\ntimeout_ms\x18\x03 \x01(\r\"}\n\x0bMatchAnswer\x12\r\n\x05query\x18\x01 \x01(\r\x12\x0c\n\x04peer\x18\x02 \x01(\t\x12\x0e\n\x06result\x18\x03 \x01(\t\x12\x0c\n\x04\x62\x61nd\x18\x04 \x01(\t\x12\x11\n\treference\x18\x05 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x06 \x01(\t\x12\x10\n\x08query_id\x18\x07 \x01(\t\".\n\x15RotateMatchKeyRequest\x12\x15\n\roverlap_hours\x18\x01 \x01(\x01\"\x9a\x01\n\x16RotateMatchKeyProgress\x12\x12\n\nold_key_id\x18\x01 \x01(\t\x12\x12\n\nnew_key_id\x18\x02 \x01(\t\x12\x14\n\x0ctoken_domain\x18\x03 \x01(\r\x12\x0f\n\x07\x65ncoded\x18\x04 \x01(\x04\x12\r\n\x05total\x18\x05 \x01(\x04\x12\x0c\n\x04\x64one\x18\x06 \x01(\x08\x12\x14\n\x0cretire_at_ms\x18\x07 \x01(\x04\"k\n\x0f\x44iscloseRequest\x12\x10\n\x08\x63\x61se_ref\x18\x01 \x01(\t\x12\x12\n\ncheck_only\x18\x02 \x01(\x08\x12\x19\n\x11override_mismatch\x18\x03 \x01(\x08\x12\x17\n\x0foverride_reason\x18\x04 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,27 +36,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MATCHEVALUATERESPONSE']._serialized_start=168
   _globals['_MATCHEVALUATERESPONSE']._serialized_end=280
   _globals['_MATCHINDEXREQUEST']._serialized_start=282
-  _globals['_MATCHINDEXREQUEST']._serialized_end=362
-  _globals['_MATCHINDEXENTRY']._serialized_start=364
-  _globals['_MATCHINDEXENTRY']._serialized_end=447
-  _globals['_MATCHINDEXCHUNK']._serialized_start=450
-  _globals['_MATCHINDEXCHUNK']._serialized_end=580
-  _globals['_MATCHPERSON']._serialized_start=583
-  _globals['_MATCHPERSON']._serialized_end=718
-  _globals['_MATCHRECORDROW']._serialized_start=720
-  _globals['_MATCHRECORDROW']._serialized_end=801
-  _globals['_LOADRECORDSREQUEST']._serialized_start=803
-  _globals['_LOADRECORDSREQUEST']._serialized_end=878
-  _globals['_LOADRECORDSRESPONSE']._serialized_start=881
-  _globals['_LOADRECORDSRESPONSE']._serialized_end=1010
-  _globals['_MATCHQUERYREQUEST']._serialized_start=1012
-  _globals['_MATCHQUERYREQUEST']._serialized_end=1105
-  _globals['_MATCHANSWER']._serialized_start=1107
-  _globals['_MATCHANSWER']._serialized_end=1232
-  _globals['_ROTATEMATCHKEYREQUEST']._serialized_start=1234
-  _globals['_ROTATEMATCHKEYREQUEST']._serialized_end=1280
-  _globals['_ROTATEMATCHKEYPROGRESS']._serialized_start=1283
-  _globals['_ROTATEMATCHKEYPROGRESS']._serialized_end=1437
-  _globals['_DISCLOSEREQUEST']._serialized_start=1439
-  _globals['_DISCLOSEREQUEST']._serialized_end=1546
+  _globals['_MATCHINDEXREQUEST']._serialized_end=407
+  _globals['_MATCHINDEXENTRY']._serialized_start=409
+  _globals['_MATCHINDEXENTRY']._serialized_end=492
+  _globals['_MATCHINDEXCHUNK']._serialized_start=495
+  _globals['_MATCHINDEXCHUNK']._serialized_end=666
+  _globals['_MATCHPERSON']._serialized_start=669
+  _globals['_MATCHPERSON']._serialized_end=804
+  _globals['_MATCHRECORDROW']._serialized_start=806
+  _globals['_MATCHRECORDROW']._serialized_end=887
+  _globals['_LOADRECORDSREQUEST']._serialized_start=889
+  _globals['_LOADRECORDSREQUEST']._serialized_end=964
+  _globals['_LOADRECORDSRESPONSE']._serialized_start=967
+  _globals['_LOADRECORDSRESPONSE']._serialized_end=1096
+  _globals['_MATCHQUERYREQUEST']._serialized_start=1098
+  _globals['_MATCHQUERYREQUEST']._serialized_end=1191
+  _globals['_MATCHANSWER']._serialized_start=1193
+  _globals['_MATCHANSWER']._serialized_end=1318
+  _globals['_ROTATEMATCHKEYREQUEST']._serialized_start=1320
+  _globals['_ROTATEMATCHKEYREQUEST']._serialized_end=1366
+  _globals['_ROTATEMATCHKEYPROGRESS']._serialized_start=1369
+  _globals['_ROTATEMATCHKEYPROGRESS']._serialized_end=1523
+  _globals['_DISCLOSEREQUEST']._serialized_start=1525
+  _globals['_DISCLOSEREQUEST']._serialized_end=1632
 # @@protoc_insertion_point(module_scope)

@@ -112,6 +112,8 @@ class MatchIndexRequest(_message.Message):
     KEY_ID_FIELD_NUMBER: _builtins.int
     SINCE_VERSION_FIELD_NUMBER: _builtins.int
     TOKEN_DOMAIN_FIELD_NUMBER: _builtins.int
+    AFTER_VERSION_FIELD_NUMBER: _builtins.int
+    AFTER_HANDLE_FIELD_NUMBER: _builtins.int
     key_id: _builtins.str
     """The key id and version the querier's copy is at; empty and 0 for a first copy. A key
     generation the holder still serves (the current one, or the previous one during a
@@ -121,16 +123,26 @@ class MatchIndexRequest(_message.Message):
     since_version: _builtins.int
     token_domain: _builtins.int
     """The querier's token domain, as in MatchEvaluateRequest (0 means 1)."""
+    after_version: _builtins.int
+    """Where a staged copy cut off resumes: the `version` and `handle` of the last entry it
+    holds from the stream (empty handle: from `since_version`, as before the fields). The
+    holder looks the handle up and streams only what follows that entry in the stream's
+    order; a handle it does not hold, or one whose record was never at that version, is
+    ignored (the stream starts from `since_version`). A handle not of 16 bytes is refused.
+    """
+    after_handle: _builtins.bytes
     def __init__(
         self,
         *,
         key_id: _builtins.str = ...,
         since_version: _builtins.int = ...,
         token_domain: _builtins.int = ...,
+        after_version: _builtins.int = ...,
+        after_handle: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "since_version", b"since_version", "token_domain", b"token_domain"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_handle", b"after_handle", "after_version", b"after_version", "key_id", b"key_id", "since_version", b"since_version", "token_domain", b"token_domain"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -180,6 +192,8 @@ class MatchIndexChunk(_message.Message):
     RESET_FIELD_NUMBER: _builtins.int
     ENTRIES_FIELD_NUMBER: _builtins.int
     TOKEN_DOMAIN_FIELD_NUMBER: _builtins.int
+    RECORDS_FIELD_NUMBER: _builtins.int
+    CURRENT_KEY_ID_FIELD_NUMBER: _builtins.int
     key_id: _builtins.str
     version: _builtins.int
     """The holder's index version this stream brings the copy to."""
@@ -187,6 +201,18 @@ class MatchIndexChunk(_message.Message):
     """The key changed (or the copy's key id is unknown): drop the whole copy first."""
     token_domain: _builtins.int
     """The token domain of this key generation's values."""
+    records: _builtins.int
+    """First chunk of a stream only: the live records the caller's copy holds once this
+    stream has ended (the generation's records up to `version`), so that a copy being made
+    can say "N of M records". Sent on a reset and on a stream resumed after a position or
+    longer than one chunk; 0 otherwise (not counted), and from a holder older than the
+    field.
+    """
+    current_key_id: _builtins.str
+    """The holder's current key generation of the caller's domain, when the stream serves an
+    older one (a rotation's overlap): the caller copies it, staged, while it keeps the
+    copy of this one fresh. Empty otherwise.
+    """
     @_builtins.property
     def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___MatchIndexEntry]: ...
     def __init__(
@@ -197,10 +223,12 @@ class MatchIndexChunk(_message.Message):
         reset: _builtins.bool = ...,
         entries: _abc.Iterable[Global___MatchIndexEntry] | None = ...,
         token_domain: _builtins.int = ...,
+        records: _builtins.int = ...,
+        current_key_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "key_id", b"key_id", "reset", b"reset", "token_domain", b"token_domain", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_key_id", b"current_key_id", "entries", b"entries", "key_id", b"key_id", "records", b"records", "reset", b"reset", "token_domain", b"token_domain", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

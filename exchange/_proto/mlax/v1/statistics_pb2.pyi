@@ -229,16 +229,24 @@ class StatsListResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RELEASES_FIELD_NUMBER: _builtins.int
+    PERIODS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def releases(self) -> _containers.RepeatedCompositeFieldContainer[Global___StatsReleaseSummary]: ...
+    @_builtins.property
+    def periods(self) -> _containers.RepeatedCompositeFieldContainer[Global___StatsPeriodRequest]:
+        """The periods a federation table can be built for: those of this node's final
+        releases and of the releases peers sent it, newest end first (at most `limit`).
+        """
+
     def __init__(
         self,
         *,
         releases: _abc.Iterable[Global___StatsReleaseSummary] | None = ...,
+        periods: _abc.Iterable[Global___StatsPeriodRequest] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["releases", b"releases"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["periods", b"periods", "releases", b"releases"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

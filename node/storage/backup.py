@@ -1,0 +1,374 @@
+"""Online backup and restore of one node: `mlax node backup` and `mlax node restore`.
+
+A backup is a directory:
+
+    manifest.json       what is in it: every file's size and SHA-256, the ledger head
+    node.toml           the node's configuration as it was
+    database/node.db    SQLite: a consistent snapshot (sqlite3's online backup API)
+    database/node.pgdump  PostgreSQL: `pg_dump --format=custom`, if pg_dump is installed
+    data/...            the rest of the data dir (the officer CA, its key encrypted)
+    attachments/...     the blob store's files (evidence ciphertext), copied after the
+                        database snapshot so that every blob it references is complete
+    identity/...        the node's key files, still encrypted under the node passphrase
+
+The database is copied first, then the blobs: a blob only grows (append, then the
+database records how much counts), so a blob copied after the snapshot holds at least
+what the snapshot confirms; bytes written later are cut back by `open_append` when a
+resumed transfer continues. Blobs created after the snapshot are copied too and are
+harmless: nothing in the restored database names them.
+
+Restoring checks every file against the manifest before writing anything, then records
+`node.restored` in the restored ledger (the backup's ledger size and root), so that
+whatever happens to the ledger after the restore is attributable to it. Nothing is
+read or written beyond the node's own files and the backup directory (and, on
+PostgreSQL, what pg_dump reads).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+from sqlalchemy import select
+from sqlalchemy.engine import make_url
+
+from exchange.attachment import TAG_SIZE
+from exchange.errors import ConflictError
+from exchange.ledger import CompactRange
+from exchange.ledger_entry import LedgerEntry
+from node.config import NodeConfig
+from node.storage import ledger
+from node.storage.db import Database, private_dir
+from node.storage.models import AttachmentRow, CheckpointRow, LedgerEntryRow, LedgerHeadRow
+
+FORMAT = "mlax-node-backup/1"
+MANIFEST = "manifest.json"
+# A manifest lists files, never content: a larger one is not ours.
+MAX_MANIFEST_BYTES = 16 << 20
+_SQLITE_FILES = ("", "-wal", "-shm", "-journal")
+
+
+class BackupError(ConflictError):
+    """A backup that cannot be made, or a damaged or unusable one at restore."""
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    out: Path
+    files: int
+    bytes: int
+    ledger_size: int
+    ledger_root: str
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    data_dir: Path
+    files: int
+    ledger_size: int
+    restored_index: int
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    """Regular files under `root`, sorted; symlinks are not followed."""
+    if not root.is_dir():
+        return
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            p = Path(dirpath) / name
+            if p.is_file() and not p.is_symlink():
+                yield p
+
+
+def _copy(src: Path, dst: Path) -> None:
+    """Copy one file, 0600, durably (a backup that vanishes with the page cache is none)."""
+    dst.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "wb") as out, src.open("rb") as f:
+        shutil.copyfileobj(f, out, 1 << 20)
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def _sqlite_path(url: str) -> Path:
+    name = make_url(url).database
+    if not name or name == ":memory:" or name.startswith("file:"):
+        raise BackupError(f"The database {url} is not a file that can be backed up.")
+    return Path(name)
+
+
+def _snapshot_sqlite(src: Path, dst: Path) -> None:
+    """Copy the live database through SQLite's online backup API: one step, under one
+    read transaction, so the copy is one consistent state while the node keeps writing
+    (WAL: the node's writers do not wait for it)."""
+    if not src.is_file():
+        raise BackupError(f"The node's database {src} does not exist.")
+    dst.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.close(os.open(dst, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    source = sqlite3.connect(f"{src.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+    target = sqlite3.connect(dst)
+    try:
+        source.execute("PRAGMA busy_timeout=30000")
+        source.backup(target)
+        # A self-contained file: no -wal beside it.
+        target.execute("PRAGMA journal_mode=DELETE")
+        ok = target.execute("PRAGMA integrity_check").fetchone()
+        if ok is None or ok[0] != "ok":
+            raise BackupError("The database snapshot failed SQLite's integrity check.")
+    finally:
+        target.close()
+        source.close()
+
+
+def _ledger_head(db: Database) -> tuple[int, str, int]:
+    """(size, root hex, latest checkpoint size) of a database's ledger."""
+    with db.read() as s:
+        head = s.get(LedgerHeadRow, ledger.HEAD_ID)
+        checkpoint = s.scalars(
+            select(CheckpointRow.size).order_by(CheckpointRow.size.desc()).limit(1)
+        ).first()
+    if head is None or head.size == 0:
+        return 0, "", checkpoint or 0
+    frontier = [head.frontier[i : i + 32] for i in range(0, len(head.frontier), 32)]
+    return head.size, CompactRange(head.size, frontier).root().hex(), checkpoint or 0
+
+
+def _referenced_blobs(db: Database) -> dict[str, int]:
+    """Blob id -> the bytes the database counts as durable, for every unpurged blob."""
+    from node.services.evidence import _blob_id
+
+    out: dict[str, int] = {}
+    with db.read() as s:
+        for row in s.scalars(select(AttachmentRow).where(AttachmentRow.blob_purged.is_(False))):
+            if row.confirmed_chunks > 0:
+                whole = row.size + row.total_chunks * TAG_SIZE
+                out[_blob_id(row)] = min(row.confirmed_chunks * (row.chunk_size + TAG_SIZE), whole)
+    return out
+
+
+def _pg_dump(url: str, dst: Path) -> None:
+    if shutil.which("pg_dump") is None:
+        raise BackupError(
+            "The node's database is PostgreSQL and pg_dump is not installed: install the "
+            "PostgreSQL client of the server's version, or run `pg_dump --format=custom` "
+            "yourself before copying the rest (docs/operators.md, Backups)."
+        )
+    u = make_url(url)
+    env = dict(os.environ)
+    if u.password:
+        env["PGPASSWORD"] = u.password
+    args = ["pg_dump", "--format=custom", "--no-owner", f"--file={dst}"]
+    if u.host:
+        args.append(f"--host={u.host}")
+    if u.port:
+        args.append(f"--port={u.port}")
+    if u.username:
+        args.append(f"--username={u.username}")
+    args.append(str(u.database))
+    dst.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    done = subprocess.run(args, env=env, capture_output=True, check=False)
+    if done.returncode != 0:
+        raise BackupError(f"pg_dump failed with exit status {done.returncode}.")
+    dst.chmod(0o600)
+
+
+def backup(cfg: NodeConfig, config_file: Path, out: Path) -> BackupResult:
+    """Back up the node `cfg` describes (running or not) into the new directory `out`."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise BackupError(f"{out} already exists and is not empty: back up into a new directory.")
+    mine = (cfg.node.data_dir, cfg.node.identity_dir, cfg.attachments_dir)
+    if any(d.resolve() in (out.resolve(), *out.resolve().parents) for d in mine):
+        raise BackupError(f"{out} is inside the node's own directories: back up elsewhere.")
+    private_dir(out)
+    files: dict[str, Path] = {}
+    sqlite = cfg.database_url.startswith("sqlite")
+    live_db: set[Path] = set()
+    # 1. The database, as one consistent state.
+    if sqlite:
+        snapshot = out / "database" / "node.db"
+        source = _sqlite_path(cfg.database_url)
+        live_db = {source.with_name(source.name + x).resolve() for x in _SQLITE_FILES}
+        _snapshot_sqlite(source, snapshot)
+        files["database/node.db"] = snapshot
+        db = Database(f"sqlite:///{snapshot}")
+    else:
+        dump = out / "database" / "node.pgdump"
+        _pg_dump(cfg.database_url, dump)
+        files["database/node.pgdump"] = dump
+        db = Database(cfg.database_url)  # heads read after the dump: at least its size
+    try:
+        size, root, checkpoint = _ledger_head(db)
+        needed = _referenced_blobs(db) if sqlite else {}
+    finally:
+        db.close()
+    # 2. The blobs, after the snapshot (see the module's docstring).
+    blob_root = cfg.attachments_dir
+    if cfg.storage.blob_backend == "filesystem":
+        for src in _walk(blob_root):
+            rel = "attachments/" + src.relative_to(blob_root).as_posix()
+            _copy(src, out / rel)
+            files[rel] = out / rel
+        for blob_id, durable in needed.items():
+            rel = f"attachments/{blob_id[:2]}/{blob_id}"
+            if rel not in files or files[rel].stat().st_size < durable:
+                raise BackupError(
+                    f"Blob {blob_id} that the database counts as durable is missing or "
+                    "short in the blob store: the backup would be incomplete."
+                )
+    # 3. The rest of the data dir, the key files (encrypted as they are) and the config.
+    data_dir = cfg.node.data_dir
+    for src in _walk(data_dir):
+        if src.resolve() in live_db:
+            continue  # the snapshot stands for it
+        if blob_root in src.parents:
+            continue
+        rel = "data/" + src.relative_to(data_dir).as_posix()
+        _copy(src, out / rel)
+        files[rel] = out / rel
+    for src in _walk(cfg.node.identity_dir):
+        rel = "identity/" + src.relative_to(cfg.node.identity_dir).as_posix()
+        _copy(src, out / rel)
+        files[rel] = out / rel
+    _copy(config_file, out / "node.toml")
+    files["node.toml"] = out / "node.toml"
+    listed: list[dict[str, Any]] = [
+        {"path": rel, "size": p.stat().st_size, "sha256": _sha256(p)}
+        for rel, p in sorted(files.items())
+    ]
+    manifest = {
+        "format": FORMAT,
+        "agency": cfg.node.agency,
+        "created_at": int(time.time() * 1000),
+        "database": "sqlite" if sqlite else "postgresql",
+        "blob_backend": cfg.storage.blob_backend,
+        "ledger": {"size": size, "root": root, "checkpoint": checkpoint},
+        "files": listed,
+    }
+    tmp = out / (MANIFEST + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "w") as f:
+        f.write(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    # Written last and renamed into place: a backup cut short has no manifest.
+    tmp.replace(out / MANIFEST)
+    return BackupResult(out, len(listed), sum(f["size"] for f in listed), size, root)
+
+
+def restored_index(db: Database) -> int | None:
+    """The index of the latest `node.restored` entry (the backup's ledger size), if any."""
+    with db.read() as s:
+        return s.scalars(
+            select(LedgerEntryRow.idx)
+            .where(LedgerEntryRow.kind == "node.restored")
+            .order_by(LedgerEntryRow.idx.desc())
+            .limit(1)
+        ).first()
+
+
+def _field(doc: Any, key: str, kind: type) -> Any:
+    value = doc.get(key) if isinstance(doc, dict) else None
+    if not isinstance(value, kind) or isinstance(value, bool) is not (kind is bool):
+        raise BackupError(f"The backup's manifest has no valid {key!r}: it is damaged.")
+    return value
+
+
+def read_manifest(src: Path) -> dict[str, Any]:
+    """The manifest of the backup in `src`, once every file it lists is present with its
+    size and SHA-256; BackupError names the first problem."""
+    path = src / MANIFEST
+    if not path.is_file():
+        raise BackupError(f"{src} is not an MLAX node backup: it has no {MANIFEST}.")
+    if path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise BackupError(f"The backup's {MANIFEST} is too large to be a manifest.")
+    try:
+        doc = json.loads(path.read_bytes())
+    except ValueError:
+        raise BackupError(f"The backup's {MANIFEST} is not valid JSON: it is damaged.") from None
+    if _field(doc, "format", str) != FORMAT:
+        raise BackupError(f"The backup's format is not {FORMAT}.")
+    _field(doc, "agency", str)
+    led = _field(doc, "ledger", dict)
+    _field(led, "size", int)
+    _field(led, "root", str)
+    for entry in _field(doc, "files", list):
+        rel = _field(entry, "path", str)
+        parts = Path(rel).parts
+        if Path(rel).is_absolute() or ".." in parts or not parts:
+            raise BackupError(f"The backup's manifest names a file outside it: {rel!r}.")
+        file = src / rel
+        if not file.is_file() or file.is_symlink():
+            raise BackupError(f"The backup is damaged: {rel} is missing.")
+        if file.stat().st_size != _field(entry, "size", int):
+            raise BackupError(f"The backup is damaged: {rel} does not have its recorded size.")
+        if _sha256(file) != _field(entry, "sha256", str):
+            raise BackupError(f"The backup is damaged: {rel} does not match its SHA-256.")
+    return cast(dict[str, Any], doc)
+
+
+def restore(src: Path, data_dir: Path, identity_dir: Path | None = None) -> RestoreResult:
+    """Restore the SQLite backup in `src` into the new data dir `data_dir` (and its key
+    files into `identity_dir`, if given), then record `node.restored` in its ledger."""
+    doc = read_manifest(src)
+    if doc.get("database") != "sqlite":
+        raise BackupError(
+            "This backup holds a PostgreSQL dump: restore it with pg_restore "
+            "(docs/operators.md, Backups), not with `mlax node restore`."
+        )
+    for target in (data_dir, identity_dir):
+        if target is not None and target.exists() and any(target.iterdir()):
+            raise BackupError(f"{target} is not empty: restore into a new directory.")
+    private_dir(data_dir)
+    if identity_dir is not None:
+        private_dir(identity_dir)
+    count = 0
+    for entry in doc["files"]:
+        rel: str = entry["path"]
+        if rel == "database/node.db":
+            dst = data_dir / "node.db"
+        elif rel.startswith(("attachments/", "data/")):
+            dst = data_dir / rel.removeprefix("data/")
+        elif rel.startswith("identity/") and identity_dir is not None:
+            dst = identity_dir / rel.removeprefix("identity/")
+        else:
+            continue
+        _copy(src / rel, dst)
+        count += 1
+    db = Database(f"sqlite:///{data_dir / 'node.db'}")
+    try:
+        db.migrate()
+        size, root, _ = _ledger_head(db)
+        if size != doc["ledger"]["size"] or root != doc["ledger"]["root"]:
+            raise BackupError("The restored ledger's head is not the one the manifest records.")
+        with db.write() as s:
+            index = ledger.append(
+                s,
+                LedgerEntry.of(
+                    "node.restored",
+                    int(time.time() * 1000),
+                    backup_size=size,
+                    backup_root=root,
+                    backup_created_at=int(doc.get("created_at", 0)),
+                ),
+            )
+    finally:
+        db.close()
+    return RestoreResult(data_dir, count, size, index)

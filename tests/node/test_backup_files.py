@@ -1,0 +1,159 @@
+"""`node.storage.backup` without a running node: what a backup holds, and the backups a
+restore refuses (each with one sentence, before writing anything)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from node.config import load_config
+from node.devtools.federation import DEMO_AGENCIES, build_federation
+from node.storage.backup import BackupError, backup, restore, restored_index
+from node.storage.db import Database
+
+PASS = b"node-pass"
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(a stopped node's config, a backup of it) with one evidence file in its blob store."""
+    root = tmp_path_factory.mktemp("backup")
+    fed = build_federation(root, PASS, b"officer-pass", agencies=DEMO_AGENCIES[:1])
+    config = fed.nodes["GB-NCA"].config
+    cfg = load_config(config)
+    blob = cfg.attachments_dir / "ab" / ("ab" * 32)
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(b"ciphertext")
+    out = root / "out"
+    done = backup(cfg, config, out)
+    assert done.ledger_size > 0
+    return config, out
+
+
+def test_a_backup_holds_the_database_blobs_keys_and_config(made: tuple[Path, Path]) -> None:
+    config, out = made
+    manifest = json.loads((out / "manifest.json").read_text())
+    paths = {f["path"] for f in manifest["files"]}
+    assert {"database/node.db", "node.toml", "data/officer-ca.key"} <= paths
+    assert f"attachments/ab/{'ab' * 32}" in paths
+    assert not any(p.startswith(("data/node.db", "data/attachments")) for p in paths)
+    keys = [p for p in paths if p.startswith("identity/")]
+    assert keys
+    # Key files travel as the node holds them: encrypted, byte for byte.
+    for p in keys:
+        name = p.removeprefix("identity/")
+        assert (out / p).read_bytes() == (config.parent / "keys" / name).read_bytes()
+    with pytest.raises(BackupError, match="not empty"):
+        backup(load_config(config), config, out)
+
+
+def test_restore_writes_node_restored_at_the_backups_size(
+    made: tuple[Path, Path], tmp_path: Path
+) -> None:
+    _, out = made
+    size = json.loads((out / "manifest.json").read_text())["ledger"]["size"]
+    done = restore(out, tmp_path / "data", tmp_path / "keys")
+    assert done.restored_index == size
+    assert (tmp_path / "data" / "attachments" / "ab" / ("ab" * 32)).read_bytes() == b"ciphertext"
+    assert (tmp_path / "data" / "officer-ca.key").exists()
+    assert any((tmp_path / "keys").iterdir())
+    db = Database(f"sqlite:///{tmp_path / 'data' / 'node.db'}")
+    try:
+        assert restored_index(db) == size
+    finally:
+        db.close()
+    with pytest.raises(BackupError, match="is not empty: restore into a new directory"):
+        restore(out, tmp_path / "data")
+
+
+def _damaged(out: Path, tmp_path: Path, edit: str) -> Path:
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    manifest = copy / "manifest.json"
+    doc = json.loads(manifest.read_text())
+    if edit == "missing":
+        (copy / "node.toml").unlink()
+    elif edit == "outside":
+        doc["files"][0]["path"] = "../../etc/passwd"
+    elif edit == "size":
+        with (copy / "node.toml").open("a") as f:
+            f.write("\n")
+    elif edit == "json":
+        manifest.write_text("{not json")
+        return copy
+    elif edit == "format":
+        doc["format"] = "something-else/9"
+    manifest.write_text(json.dumps(doc))
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("edit", "sentence"),
+    [
+        ("missing", "The backup is damaged: node.toml is missing."),
+        ("outside", "The backup's manifest names a file outside it: '../../etc/passwd'."),
+        ("size", "The backup is damaged: node.toml does not have its recorded size."),
+        ("json", "The backup's manifest.json is not valid JSON: it is damaged."),
+        ("format", "The backup's format is not mlax-node-backup/1."),
+    ],
+)
+def test_a_damaged_backup_is_refused_before_anything_is_written(
+    made: tuple[Path, Path], tmp_path: Path, edit: str, sentence: str
+) -> None:
+    copy = _damaged(made[1], tmp_path, edit)
+    with pytest.raises(BackupError) as exc:
+        restore(copy, tmp_path / "data")
+    assert str(exc.value) == sentence
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_directory_without_a_manifest_is_not_a_backup(tmp_path: Path) -> None:
+    with pytest.raises(BackupError, match="is not an MLAX node backup"):
+        restore(tmp_path, tmp_path / "data")
+
+
+def test_a_blob_the_database_counts_but_the_store_lacks_fails_the_backup(
+    made: tuple[Path, Path], tmp_path: Path
+) -> None:
+    config, _ = made
+    copy = tmp_path / "node"
+    shutil.copytree(config.parent, copy)
+    conn = sqlite3.connect(copy / "data" / "node.db")
+    with conn:
+        conn.execute(
+            "INSERT INTO attachments (attachment_id, direction, peer, case_ref, state, size,"
+            " chunk_size, total_chunks, confirmed_chunks, key_sealed, sha256, message_id,"
+            " handling_codes, restricted_to, created_at, completed_at, attempts,"
+            " next_attempt_at, lease_until, last_error, touched_at, purged_at, purge_rule,"
+            " blob_purged) VALUES (?, 'in', 'FR-OCRTEH', 'C-1', 'available', 100, 64, 2, 2,"
+            " x'00', x'', x'', '', '', 0, 0, 0, 0, 0, '', 0, 0, '', 0)",
+            (b"\x01" * 16,),
+        )
+    conn.close()
+    with pytest.raises(BackupError, match="missing or short in the blob store"):
+        backup(load_config(copy / "node.toml"), copy / "node.toml", tmp_path / "out")
+
+
+def test_a_witness_acknowledges_only_a_restore_it_saw(made: tuple[Path, Path]) -> None:
+    from exchange.errors import MissingError
+    from node.services.witnessing import acknowledge_restore
+
+    config, _ = made
+    db = Database(load_config(config).database_url)
+    try:
+        with pytest.raises(MissingError) as exc:
+            acknowledge_restore(db, "call-to-action", "FR-OCRTEH", 10)
+        assert exc.value.message == "This node holds no cosigned checkpoint of FR-OCRTEH."
+    finally:
+        db.close()
+
+
+def test_a_backup_inside_the_nodes_own_directories_is_refused(made: tuple[Path, Path]) -> None:
+    config, _ = made
+    cfg = load_config(config)
+    with pytest.raises(BackupError, match="inside the node's own directories"):
+        backup(cfg, config, cfg.node.data_dir / "backups" / "today")
