@@ -18,6 +18,7 @@ from sqlalchemy import select
 from exchange import forms
 from exchange._proto.mlax.v1 import attachment_pb2 as apb
 from exchange._proto.mlax.v1 import casework_pb2 as cpb
+from exchange._proto.mlax.v1 import matching_pb2 as mpb
 from exchange._proto.mlax.v1 import officer_pb2 as opb
 from exchange.encoding import now_ms
 from exchange.errors import MlaxError
@@ -27,10 +28,22 @@ from node.devtools.databases import TEST_PG_ENV, pg_database
 from node.services.evidence import _blob_id
 from node.services.forwarding import forward
 from node.services.messages import DELIVERED, Officer
-from node.services.retention import HoldStateError, RetentionDesk, place_hold, release_hold
+from node.services.retention import (
+    HoldStateError,
+    RetentionDesk,
+    place_hold,
+    record_remover,
+    release_hold,
+)
 from node.storage.blobs import LocalBlobStore
 from node.storage.db import Database
-from node.storage.models import AttachmentRow, CaseRow, MessageContentRow, MessageRow
+from node.storage.models import (
+    AttachmentRow,
+    CaseRow,
+    MatchRecordRow,
+    MessageContentRow,
+    MessageRow,
+)
 
 FORM_FILE = Path(__file__).resolve().parents[2] / "deploy" / "forms" / "mla-request.toml"
 SECOND = 1000
@@ -335,3 +348,53 @@ def test_the_purge_on_each_store(database_url: str, tmp_path: Path) -> None:
         assert [p.count for p in desk.purge()] == [0, 0, 0, 0]
     finally:
         db.close()
+
+
+# -- victim records ----------------------------------------------------------------------
+
+
+def _person(given: str, family: str, dob: str) -> mpb.MatchPerson:
+    return mpb.MatchPerson(given_name=given, family_name=family, date_of_birth=dob, sex="F")
+
+
+def test_victim_records_past_retention_leave_the_published_index(
+    sim_network: MakeNetwork,
+) -> None:
+    gb = sim_network()[GB]
+    rows = [
+        mpb.MatchRecordRow(
+            ref="old-1", person=_person("Olena", "Shevchenko", "2001-11-03"), line=2
+        ),
+        mpb.MatchRecordRow(ref="fresh-1", person=_person("Amina", "Bello", "1999-02-14"), line=3),
+    ]
+    gb.matching.load(SUPERVISOR, iter([mpb.LoadRecordsRequest(rows=rows)]))
+    later = now_ms() + LATER
+    with gb.db.write() as s:  # "fresh-1" was updated just before the purge runs
+        fresh = s.scalars(select(MatchRecordRow).where(MatchRecordRow.ref == "fresh-1")).one()
+        fresh.updated_at = later
+    desk = RetentionDesk(
+        gb.db,
+        gb.attachments.blobs,
+        RetentionSection(victim_records_seconds=5),
+        remove_records=record_remover(gb.matching),
+    )
+    done = {p.data.value: p.count for p in desk.purge(later)}
+    assert done["victim_records"] == 1
+    with gb.db.read() as s:
+        state = {r.ref: (r.removed, r.record_sealed) for r in s.scalars(select(MatchRecordRow))}
+    assert state["old-1"] == (True, b"")  # a tombstone: peers drop the handle
+    assert state["fresh-1"][0] is False
+    assert state["fresh-1"][1]
+    purged = [p for p in _purges(gb) if p.get("data") == "victim_records"]
+    assert len(purged) == 1
+    assert purged[0]["count"] == 1
+    # The removal went through the matching desk's own path, ledgered as the purge's.
+    loads = [
+        json.loads(r.entry or b"{}")
+        for r in gb.store.entries(0, gb.store.size())
+        if json.loads(r.entry or b"{}").get("kind") == "match.records_loaded"
+    ]
+    assert loads[-1]["officer"] == "retention"
+    assert loads[-1]["removed"] == 1
+    # A second run finds nothing more to do.
+    assert {p.data.value: p.count for p in desk.purge(later)}["victim_records"] == 0
