@@ -13,7 +13,10 @@ person the holder holds. For "any" hit (possible or strong), for "strong" and fo
 one (several corruptions on every query). Diagnostics split recall by what the query and the
 record know of the date of birth, and count false hits whose record agrees with all
 the query says (a namesake in the same year when only the year is known): no
-threshold can tell those apart. "any_without_year_alone" is "any" without the hits
+threshold can tell those apart. Every false hit is attributed to the score rule that
+made it (`score.rule`) and classed by what the two people share, names and date
+(`false_hits_by_rule`, `false_hits_by_rule_and_class`; `--false-hits` prints the table).
+"any_without_year_alone" is "any" without the hits
 made on the year alone (`score` grades the whole name spelled alike on the year as
 possible): the precision-first operating point, for comparison. "exact_name_ceiling"
 is an oracle that knows each query's true names and hits every record of those names
@@ -35,7 +38,7 @@ agreed.
 
 Prints one JSON object per line on stdout and a table on stderr.
 Run: .venv/bin/python bench/bench_matching_quality.py [--holder N] [--queries N] [--seed S]
-     [--settings easy hard febrl] [--with-oprf] [--tune-plain] [--quick]
+     [--settings easy hard febrl] [--with-oprf] [--tune-plain] [--false-hits] [--quick]
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ import synthetic_people as sp  # bench/, first on sys.path when run
 from exchange.matching import oprf
 from exchange.matching.normalise import words
 from exchange.matching.records import parse_csv_row, parse_query_row
-from exchange.matching.score import Band, band
+from exchange.matching.score import Band, band, rule
 from exchange.matching.tokens import Token, record_tokens
 
 TARGET_RECALL = 0.90
@@ -92,6 +95,8 @@ class Tally:
     no_year_alone: Counts = field(default_factory=Counts)
     recall_by_dates: dict[str, list[int]] = field(default_factory=dict)
     indistinguishable_false_hits: int = 0
+    # False hits by the score rule that made them and by what the two people share.
+    false_by_rule: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
 def _precision_of(date_text: str) -> str:
@@ -191,8 +196,42 @@ def evaluate(
         kinds = matched_kinds(record_tokens(person), index)
         bands = {pid: band(k) for pid, k in kinds.items()}
         _count(tally, pop, query, bands, {pid: band(k - YEAR_ALONE) for pid, k in kinds.items()})
+        for pid, k in kinds.items():
+            graded = rule(k)
+            if graded is not None and pid != query.truth:
+                tally.false_by_rule[(graded[1], pair_class(query, pop, pid))] += 1
     tally.ceiling = ceiling(pop, queries)
     return tally
+
+
+def pair_class(query: sp.Query, pop: sp.Population, pid: int) -> str:
+    """What a falsely hit record's person shares with the person asked for: their names
+    (canonical spellings) and their dates of birth as written in the query and the record."""
+    asked, other = query.person, pop.people[pid]
+    if asked is None:
+        return "unknown"
+    same_given = [v[0] for v in asked.given] == [v[0] for v in other.given]
+    same_family = [v[0] for v in asked.family] == [v[0] for v in other.family]
+    shared = {v[0] for v in asked.given + asked.family} & {v[0] for v in other.given + other.family}
+    names = (
+        "same name" if same_given and same_family
+        else "same given" if same_given
+        else "same family" if same_family
+        else "a shared part" if shared
+        else "other names"
+    )  # fmt: skip
+    q, r = query.row.date_of_birth, pop.holder[pid].date_of_birth
+    if len(q) < 10 or len(r) < 10:
+        dates = "same year" if q[:4] == r[:4] else "other year"
+    elif q == r:
+        dates = "same day"
+    elif q[:4] == r[:4] and q[5:] == r[8:] + "-" + r[5:7]:
+        dates = "day/month swapped"
+    elif q[5:] == r[5:]:
+        dates = "same birthday, other year"
+    else:
+        dates = "other date"
+    return f"{names}, {dates}"
 
 
 def _count(
@@ -442,6 +481,13 @@ def oprf_check(pop: sp.Population, queries: Sequence[sp.Query], sample: int) -> 
     }
 
 
+def _by_rule(false_by_rule: Counter[tuple[str, str]]) -> dict[str, int]:
+    out: Counter[str] = Counter()
+    for (name, _), n in false_by_rule.items():
+        out[name] += n
+    return dict(sorted(out.items()))
+
+
 def report(
     setting: str, tally: Tally, holder: int, queries: int, seconds: float
 ) -> dict[str, object]:
@@ -462,6 +508,10 @@ def report(
             for k, (found, total) in sorted(tally.recall_by_dates.items())
         },
         "indistinguishable_false_hits": tally.indistinguishable_false_hits,
+        "false_hits_by_rule": _by_rule(tally.false_by_rule),
+        "false_hits_by_rule_and_class": {
+            f"{r}: {c}": n for (r, c), n in sorted(tally.false_by_rule.items())
+        },
         "exact_name_ceiling": tally.ceiling.figures() | {"false_hits": tally.ceiling.false_hits},
         "target": {"recall": TARGET_RECALL, "precision": TARGET_PRECISION},
         "meets_target": any_hit["recall"] >= TARGET_RECALL
@@ -486,6 +536,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--tune-plain", action="store_true", help="also print the plain matcher's best thresholds"
+    )
+    parser.add_argument(
+        "--false-hits", action="store_true", help="also print the false hits by rule and class"
     )
     args = parser.parse_args(argv)
     if args.quick:
@@ -517,7 +570,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         lines.append(line)
         print(json.dumps(line), flush=True)
     _table(lines)
+    if args.false_hits:
+        _false_hit_table(lines)
     return 0
+
+
+def _false_hit_table(lines: Sequence[dict[str, object]]) -> None:
+    """Every false hit by the score rule that made it and what the two people share."""
+    print(
+        f"{'setting':8} {'rule':15} {'what the two people share':45} {'false':>5}", file=sys.stderr
+    )
+    for line in lines:
+        classes = line["false_hits_by_rule_and_class"]
+        assert isinstance(classes, dict)
+        for key, n in classes.items():
+            name, _, what = key.partition(": ")
+            print(f"{line['setting']!s:8} {name:15} {what:45} {n:5}", file=sys.stderr)
 
 
 def _table(lines: Sequence[dict[str, object]]) -> None:

@@ -15,26 +15,33 @@ with fewer:
 
 - STRONG: an exact date (both windows) and a cross-field code pair backed by an edge
   (prefix or suffix) or by three field bands; or the whole given-name field spelled
-  alike on the exact date (`G`) backed by a pair or an edge on the exact date.
-- POSSIBLE, with a date at most a year off and the day and month agreeing in either
-  order (each rule read on the exact date first, then on either window):
-  a cross-field code pair; or a code and a 4-letter prefix or suffix of
-  the other field, on the exact date, or backed by a band on each field, by sex or by
-  three bands of one field; or a code and a 2-letter prefix with a band on each field
-  and three in all, or with sex and a band, or with a longer edge too; or field bands
-  alone, at least two on each field and four in all; or sex with three bands on one
-  field and four in all.
+  alike on the exact date (`G`, `Gm`) backed by a pair or an edge on the exact date.
+- POSSIBLE on the exact date (day and month in their order): a cross-field code pair;
+  or a code and a 4-letter prefix or suffix of the other field; or a code and a
+  2-letter prefix with a band on each field and three in all, or with sex and a band,
+  or with a longer edge too; or, with sex, field bands alone, at least two on each
+  field and four in all, or three bands on one field and four in all (bands alone
+  without sex are what short syllables such as "Wang" and "Yang" share).
+- POSSIBLE with the year one off (day and month agreeing in their order): with agreeing
+  sex, the exact-date rules, an edge needing a band on each field, sex or three bands
+  of one field; without sex (the held-back benchmark has none), two of a code pair, an
+  edge and a 2-letter edge, and a band of each field. One of them alone, or bands
+  alone, is what people sharing a given name, a surname suffix ("-enko") or a short
+  syllable, born a year apart, share (docs/matching.md, "Measured quality", third round).
 - POSSIBLE on the year alone (one side knows only the year): the whole name spelled
   alike after folding (`S`). A namesake born the same year looks exactly like this;
   nothing on the year level can tell them apart.
 - POSSIBLE on a slip of the year's tens digit (`N`: the whole name spelled alike, day
-  and month agreeing in either order, the year's century and unit digit agreeing). A
-  namesake born on the same day ten or twenty years apart looks exactly like this.
+  and month agreeing in either order, the year's century and unit digit agreeing; so
+  also the whole name with day and month swapped). A namesake born on the same day ten
+  or twenty years apart looks exactly like this.
 - POSSIBLE on one whole field and the exact date (`tokens` rule 5): the given-name
-  field spelled alike (`G`: the family name replaced, mistyped or unknown), or within
-  one edit with the family field spelled alike (`D`), or the one name field of a
-  person known by one field only (`O`, `H`). The family name alone never: twins share
-  it and the date.
+  field spelled alike when the query's has two parts or more (`Gm`: the family name
+  replaced, mistyped or unknown; one common given name on one day is shared by
+  namesakes too often, so `G` of a one-part field needs the other field's pair or
+  edge), or within one edit with the family field spelled alike (`D`), or the one name
+  field of a person known by one field only (`O`, `H`). The family name alone never:
+  twins share it and the date.
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ MIN_BANDS_SHORT_EDGE = 3  # field bands (one on each field) backing a 2-letter-p
 MIN_BANDS_ONE_FIELD = 3  # bands of one field backing an edge or agreeing sex
 MIN_BANDS_SEX = 4  # field bands backing agreeing sex and initials
 MIN_BANDS_STRONG_PAIR = 3
+MIN_KINDS_WINDOW = 2  # a year off without sex: of a pair, an edge and a 2-letter edge
 
 
 @dataclass(frozen=True)
@@ -108,13 +116,26 @@ def _possible_on_dates(ev: _Evidence, exact: bool, sex: bool) -> bool:
         or (sex and ev.bands >= 1)
     ):
         return True
-    if ev.bands_low >= MIN_BANDS_EACH_FIELD and ev.bands >= MIN_BANDS_BOTH_FIELDS:
+    if sex and ev.bands_low >= MIN_BANDS_EACH_FIELD and ev.bands >= MIN_BANDS_BOTH_FIELDS:
         return True
     return sex and ev.bands_high >= MIN_BANDS_ONE_FIELD and ev.bands >= MIN_BANDS_SEX
 
 
+def _possible_on_window(ev: _Evidence, sex: bool) -> bool:
+    """A date a year off. Without agreeing sex and initials, two of the three kinds of
+    cross-field evidence (a pair, an edge, a 2-letter edge) and a band of each field: one
+    kind alone, or bands alone, is what namesakes born a year apart on one birthday share
+    more often than a person whose year was mistyped by one."""
+    if sex:
+        return _possible_on_dates(ev, exact=False, sex=True)
+    return ev.pair + ev.edge + ev.short_edge >= MIN_KINDS_WINDOW and ev.bands_low >= 1
+
+
 YEAR_ALONE_KINDS = frozenset({"S.y"})
-ONE_FIELD_KINDS = frozenset({"G.d", "D.d", "O.d", "H.d"})
+# The given-name field spelled alike on the exact date: "Gm" when the query's field has
+# several parts (alone a hit), "G" when it has one (a hit only backed by the other field).
+GIVEN_FIELD_KINDS = frozenset({"G.d", "Gm.d"})
+ONE_FIELD_KINDS = frozenset({"Gm.d", "D.d", "O.d", "H.d"})
 
 
 def band(matched_kinds: Collection[str], *, year_alone: bool = True) -> Band | None:
@@ -124,21 +145,32 @@ def band(matched_kinds: Collection[str], *, year_alone: bool = True) -> Band | N
     makes a hit: fewer false leads (namesakes born the same year), fewer finds among
     people who know only their birth year. A federation's policy; see docs/matching.md.
     """
+    graded = rule(matched_kinds, year_alone=year_alone)
+    return graded[0] if graded is not None else None
+
+
+def rule(matched_kinds: Collection[str], *, year_alone: bool = True) -> tuple[Band, str] | None:
+    """The band and the name of the first rule that grants it (for measurement only:
+    `band` is what a querier answers with). Names: "strong-pair", "strong-G",
+    "possible-exact", "possible-window", "year-alone", "tens-slip", "one-field"."""
     kinds = set(matched_kinds)
     if not year_alone:
         kinds -= YEAR_ALONE_KINDS
     sex = kinds & {"X.w0", "X.w1"}
     exact = _evidence(kinds, "exact")
     if exact.pair and (exact.edge or exact.bands >= MIN_BANDS_STRONG_PAIR):
-        return Band.STRONG
-    if "G.d" in kinds and (exact.pair or exact.edge or exact.short_edge):
-        return Band.STRONG
+        return Band.STRONG, "strong-pair"
+    if kinds & GIVEN_FIELD_KINDS and (exact.pair or exact.edge or exact.short_edge):
+        return Band.STRONG, "strong-G"
     if _possible_on_dates(exact, exact=True, sex=len(sex) == 2):
-        return Band.POSSIBLE
-    if _possible_on_dates(_evidence(kinds, "window"), exact=False, sex=bool(sex)):
-        return Band.POSSIBLE
-    if "S.y" in kinds or "N.t" in kinds:
-        return Band.POSSIBLE
+        return Band.POSSIBLE, "possible-exact"
+    window = _evidence(kinds, "window")
+    if _possible_on_window(window, sex=bool(sex)):
+        return Band.POSSIBLE, "possible-window"
+    if "S.y" in kinds:
+        return Band.POSSIBLE, "year-alone"
+    if "N.t" in kinds:
+        return Band.POSSIBLE, "tens-slip"
     if kinds & ONE_FIELD_KINDS:
-        return Band.POSSIBLE
+        return Band.POSSIBLE, "one-field"
     return None

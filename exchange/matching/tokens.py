@@ -25,9 +25,12 @@ fuzziness lives here, in how a name and a date become tokens. The rules:
    part and by MinHash bands of each field's bigram set (a locality-sensitive hash: similar
    fields share a band with a probability that grows steeply with their Jaccard
    similarity).
-4. **Dates.** Day and month are taken as an unordered pair, so a day/month swap
-   still matches. A full date yields two overlapping two-year windows, (y-1, y) and
-   (y, y+1): a date one year off shares one window, an exact date both. The year
+4. **Dates.** A full date yields two overlapping two-year windows, (y-1, y) and
+   (y, y+1), each with the day and the month in their order: a date one year off
+   shares one window, an exact date both. A day/month swap shares neither: a year off
+   and a swap at once is what namesakes born a year apart look like far more often
+   than a person with two date errors (docs/matching.md, "Measured quality"); a swap
+   alone meets through the slip key below, which takes day and month unordered. The year
    alone is published with its precision ("f" from a full date, "p" from a partial
    one); a query with a full date seeks only "p" (it meets full dates through the
    windows, and a year match with a full date would only mean a different day), a
@@ -43,7 +46,10 @@ fuzziness lives here, in how a name and a date become tokens. The rules:
    "Measured quality").
 5. **One whole field on the exact date.** A family name replaced (marriage, an
    alias), mistyped or unknown leaves the given-name field: spelled alike after
-   folding, on the exact date (one key: year, day and month unordered), it is `G`; a
+   folding, on the exact date (one key: year, day and month in order), it is `G`
+   (labelled `Gm` by a querier whose field has `MIN_G_PARTS_ALONE` parts or more: one
+   common given name on one day is shared by namesakes too often to be a hit alone,
+   `score`); a
    short given-name field (up to `MAX_DELETION_FIELD` letters) also yields its
    one-letter deletions (a SymSpell neighbourhood), each tied to the whole family
    field, so a one-edit typo in the given name with the rest exact still meets (`D`).
@@ -73,7 +79,8 @@ E2         a code from one field + 2-letter prefix from the other w0, w1
 La<i>      MinHash band i of the given-name field                 w0, w1
 Lb<i>      MinHash band i of the family-name field                w0, w1
 X          sex + initial of each field                            w0, w1
-G          the whole given-name field, spelled                    d (exact date)
+G, Gm      the whole given-name field, spelled (Gm: the query's   d (exact date)
+           field has two parts or more; a label, not a value)
 D          the whole family field + a one-letter deletion of a    d
            short given-name field (or the field itself)
 O          a person's only name field (sought by every query)     d
@@ -113,6 +120,7 @@ MAX_TOKENS = 48
 TOKEN_DOMAIN: int = 2
 
 MAX_DELETION_FIELD = 7  # D tokens: given-name fields up to this many letters
+MIN_G_PARTS_ALONE = 2  # a query's G token is labelled "Gm" (a hit alone) from this many parts
 MAX_PAIRS = 3  # P tokens: cross-field code pairs kept
 MAX_EDGES = 4  # E tokens: (code, prefix) edges kept
 MAX_SUFFIX_EDGES = 3  # ES tokens: (code, suffix) edges kept
@@ -128,7 +136,7 @@ _VOICING = str.maketrans("zdbgh", "stpkk")
 _DOUBLE = re.compile(r"(.)\1+")
 _PRIME = (1 << 61) - 1
 # Which kinds stay when a long name would exceed MAX_TOKENS (the weakest go first).
-_PRIORITY = ("S", "N", "G", "O", "H", "P", "E", "ES", "D", "X", "La", "Lb", "E2")
+_PRIORITY = ("S", "N", "G", "Gm", "O", "H", "P", "E", "ES", "D", "X", "La", "Lb", "E2")
 
 
 @dataclass(frozen=True)
@@ -203,10 +211,10 @@ def _dates(dob: PartialDate | None, seeking: bool) -> list[tuple[str, bytes]]:
     keys: list[tuple[str, bytes]] = []
     full = dob.month is not None and dob.day is not None
     if dob.month is not None and dob.day is not None:
-        md = _month_day(dob.month, dob.day)
+        dm = _day_month(dob.month, dob.day)
         for start in (dob.year - 1, dob.year):
-            keys.append((f"w{start % 2}", b"%d-%d|" % (start, start + 1) + md))
-        keys.append(("t", _tens_slip(dob.year) + md))
+            keys.append((f"w{start % 2}", b"%d-%d|" % (start, start + 1) + dm))
+        keys.append(("t", _tens_slip(dob.year) + _month_day(dob.month, dob.day)))
     if not seeking:
         keys.append(("y", (b"f%d" if full else b"p%d") % dob.year))
     else:
@@ -222,8 +230,14 @@ def _tens_slip(year: int) -> bytes:
 
 
 def _month_day(month: int, day: int) -> bytes:
+    """Day and month as an unordered pair (the slip key): a day/month swap keeps it."""
     low, high = sorted((month, day))
     return b"%d/%d" % (low, high)
+
+
+def _day_month(month: int, day: int) -> bytes:
+    """Day and month in that order (windows and the exact date): a swap changes it."""
+    return b"%d/%d" % (day, month)
 
 
 # --- name evidence -------------------------------------------------------------------------
@@ -357,10 +371,10 @@ def _sex_token(person: VictimQuery | VictimRecord, names: _Names) -> list[Token]
 
 
 def _exact_date(dob: PartialDate | None) -> bytes | None:
-    """The full date as one key (day and month unordered), or None for a partial date."""
+    """The full date as one key (year, day, month), or None for a partial date."""
     if dob is None or dob.month is None or dob.day is None:
         return None
-    return b"%d|" % dob.year + _month_day(dob.month, dob.day)
+    return b"%d|" % dob.year + _day_month(dob.month, dob.day)
 
 
 def _whole(parts: Iterable[str]) -> bytes:
@@ -389,7 +403,7 @@ def _one_field_tokens(person: VictimQuery | VictimRecord, seeking: bool) -> list
     given, family = name_parts(person.given_name), name_parts(person.family_name)
     keyed: list[tuple[str, bytes]] = []
     if given and family:
-        keyed.append(("G", _whole(given)))
+        keyed.append(("G", _whole(given)))  # "Gm" on the querier's side for two parts or more
         keyed += [("D", _whole(family) + b"/" + v) for v in _deletions(given)]
         if seeking:  # a record that holds one name field only
             keyed += [("O", _whole(given)), ("O", _whole(family))]
@@ -400,7 +414,12 @@ def _one_field_tokens(person: VictimQuery | VictimRecord, seeking: bool) -> list
         keyed.append(("O", single))
         if seeking:  # the one field the query knows may be either of a record's fields
             keyed += [("G", single), ("H", single)]
-    return [_token(kind, key, "d", day) for kind, key in keyed]
+    tokens = [_token(kind, key, "d", day) for kind, key in keyed]
+    if seeking:  # a given-name field of several parts: a rarer combination than one name
+        parts = len(given) if given and family else len(given or family)
+        if parts >= MIN_G_PARTS_ALONE:
+            tokens = [Token("Gm.d", t.value) if t.kind == "G.d" else t for t in tokens]
+    return tokens
 
 
 def record_tokens(person: VictimQuery | VictimRecord) -> list[Token]:

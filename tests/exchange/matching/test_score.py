@@ -30,37 +30,54 @@ SEX = {"X.w0", "X.w1"}  # sex and initials agree on the exact date
         (kinds("P", "ES"), Band.STRONG),  # a suffix edge backs a pair like a prefix edge
         (kinds("P", "La0", "Lb0", "Lb1"), Band.STRONG),
         (kinds("P"), Band.POSSIBLE),  # a code pair, nothing else
-        (kinds("P", dates=("w1",)), Band.POSSIBLE),  # a year off
+        (kinds("P", dates=("w1",)), None),  # a year off, no sex: a pair alone is too little
+        (kinds("P", dates=("w1",)) | {"X.w1"}, Band.POSSIBLE),  # ... with sex it is a hit
+        (kinds("P", "E2", "La0", "Lb0", dates=("w1",)), Band.POSSIBLE),  # ... or two kinds
+        (kinds("P", "ES", "La1", "Lb2", dates=("w0",)), Band.POSSIBLE),  # and a band each
+        (kinds("P", "E2", dates=("w1",)), None),
+        (kinds("P", "E", "E2", "La0", "La1", "La2", dates=("w1",)), None),  # one field's bands
         (kinds("E"), Band.POSSIBLE),
         (kinds("ES"), Band.POSSIBLE),
         (kinds("E", dates=("w0",)), None),  # a year off needs support for an edge
-        (kinds("E", "La0", dates=("w0",)) | kinds("Lb0", dates=("w0",)), Band.POSSIBLE),
-        (kinds("ES", "Lb0", "Lb1", "Lb2", dates=("w0",)), Band.POSSIBLE),
+        (kinds("E", "La0", "Lb0", dates=("w0",)), None),  # a year off, no sex: one kind
+        (kinds("E", "La0", "Lb0", dates=("w0",)) | {"X.w0"}, Band.POSSIBLE),
+        (kinds("ES", "La0", "La1", "La2", dates=("w0",)), None),  # one given name, "-enko"
+        (kinds("ES", "Lb0", "Lb1", "Lb2", dates=("w0",)) | {"X.w0"}, Band.POSSIBLE),
         (kinds("E", dates=("w0",)) | {"X.w0"}, Band.POSSIBLE),  # sex on the shared window
-        (kinds(*BANDS_BOTH), Band.POSSIBLE),
+        (kinds(*BANDS_BOTH), None),  # bands alone: short syllables (Wang, Yang) share them
+        (kinds(*BANDS_BOTH) | SEX, Band.POSSIBLE),
         (kinds("La0", "La1", "La2"), None),  # one field only: a twin looks like this
         (kinds("La0", "La1", "La2", "Lb0"), None),  # one band on a field: too little
-        (kinds("La0", "La1", "Lb0", "Lb1"), Band.POSSIBLE),
-        (kinds("La0", "La1", "Lb0", "Lb1") - {"Lb0.w1"}, Band.POSSIBLE),  # a year off
+        (kinds("La0", "La1", "Lb0", "Lb1"), None),
+        (kinds("La0", "La1", "Lb0", "Lb1") | SEX, Band.POSSIBLE),
+        (kinds("La0", "La1", "Lb0", "Lb1") - {"Lb0.w1"}, None),  # bands alone, one a year off
+        (kinds("La0", "La1", "Lb0", "Lb1") - {"Lb0.w1"} | {"X.w0"}, Band.POSSIBLE),  # ... sex
+        (kinds("La0", "La1", "Lb0", "Lb1", dates=("w1",)), None),  # all a year off, no sex
+        (kinds("La0", "La1", "La2", "Lb0", "Lb1", "Lb2", dates=("w1",)), None),
         (kinds("La0", "La1", "La2", "Lb0") | SEX, Band.POSSIBLE),  # sex and initials
         (kinds("La0", "La1", "La2", "Lb0", dates=("w1",)) | {"X.w1"}, Band.POSSIBLE),
         (kinds("E2", "La0", "La1", "La2"), None),  # a twin with a like given name
         (kinds("E2", "La0", "La1", "La2") | SEX, Band.POSSIBLE),
         (kinds("E2", "La0", "La1", "Lb0"), Band.POSSIBLE),  # a band on each field
-        (kinds("E2", "E", dates=("w1",)), Band.POSSIBLE),
+        (kinds("E2", "E", dates=("w1",)), None),  # a year off without sex: no band
+        (kinds("E2", "E", "La0", "Lb0", dates=("w1",)), Band.POSSIBLE),
         (kinds("E2") | SEX, None),  # sex and a short prefix, no band
         (kinds("E2", "Lb2") | SEX, Band.POSSIBLE),
         ({"S.y"}, Band.POSSIBLE),  # the whole name spelled alike, one side knows the year
         ({"N.t"}, Band.POSSIBLE),  # ... or on the birthday, the year's tens digit slipped
         ({"N.y", "N.w0", "S.t"}, None),  # the whole name counts on those date keys only
         (kinds("P", *ALL_BANDS, dates=("y",)), None),  # no such kinds on the year
-        ({"G.d"}, Band.POSSIBLE),  # the given-name field spelled alike, the exact date
-        ({"G.d"} | kinds("E"), Band.STRONG),  # ... and the other field's beginning
-        ({"G.d"} | kinds("E", dates=("w0",)), Band.POSSIBLE),
+        ({"Gm.d"}, Band.POSSIBLE),  # a given-name field of two parts spelled alike, same day
+        ({"G.d"}, None),  # ... of one part: namesakes share one common name on one day
+        ({"G.d"} | kinds("E"), Band.STRONG),  # ... unless the other field's beginning agrees
+        ({"G.d"} | kinds("E2"), Band.STRONG),
+        ({"Gm.d"} | kinds("ES"), Band.STRONG),
+        ({"G.d"} | kinds("E", dates=("w0",)), None),
+        ({"Gm.d"} | kinds("E", dates=("w0",)), Band.POSSIBLE),
         ({"D.d"}, Band.POSSIBLE),  # one edit in a short given name, the rest exact
         ({"O.d"}, Band.POSSIBLE),  # a person known by one name field
         ({"H.d"}, Band.POSSIBLE),  # a one-field query meets a family field
-        ({"G.w0", "D.w1", "O.y"}, None),  # one-field kinds count on the exact date only
+        ({"G.w0", "Gm.w1", "D.w1", "O.y"}, None),  # one-field kinds count on the exact date only
         (kinds("La0", dates=("y",)), None),
         (set(), None),
         (SEX, None),
