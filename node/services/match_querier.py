@@ -402,11 +402,19 @@ class MatchQuerier:
                     for handle in found.get(value_of[pos], ()):
                         kinds.setdefault(handle, set()).add(t.kind)
                 pos += 1
+            # The answer names one record: the best band, and among records of that band
+            # the one that shares the most evidence with the query (a namesake or a
+            # relative shares less than the person), then the lowest handle. The count
+            # only orders candidates here; it never leaves this loop.
             best: _Hit | None = None
+            best_key = (0, 0)
             for handle, matched in sorted(kinds.items()):
                 b = band(matched, year_alone=self.cfg.year_alone_hits)
-                if b is not None and (best is None or _RANK[b] > _RANK[best.band]):
-                    best = _Hit(b, handle)
+                if b is None:
+                    continue
+                key = (_RANK[b], len(matched))
+                if best is None or key > best_key:
+                    best, best_key = _Hit(b, handle), key
             if best is None:
                 answers.append(
                     mpb.MatchAnswer(query=i, peer=peer, result="no-hit", query_id=query_id.hex())
