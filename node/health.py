@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from exchange.agency import AgencyCard, PublicKey
+from exchange.errors import MlaxError, Status
 from keys.expiry import KeyStatus, key_status
 
 # The health service name that answers readiness on both listeners.
@@ -118,3 +119,54 @@ def own_key_causes(
     if tls_not_after_ms <= at_ms:
         causes.add("tls_certificate_expired")
     return causes
+
+
+# -- reading a running node's readiness (`mlax node health`, the demo) -------------------
+
+
+class HealthReadError(MlaxError):
+    """A node's metrics endpoint that cannot be read, or serves no metrics."""
+
+    status = Status.UNAVAILABLE
+
+
+def metrics_url(listen: str) -> str:
+    """The URL of the metrics endpoint a `[metrics] listen` address serves."""
+    host, _, port = listen.rpartition(":")
+    # A wildcard bind is reached on loopback.
+    host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]", "": "127.0.0.1"}.get(host, host)  # noqa: S104
+    return f"http://{host}:{port}/metrics"
+
+
+def scrape_readiness(url: str) -> tuple[float | None, dict[str, float], float | None]:
+    """mlax_ready, mlax_readiness_cause by cause, and the last check's time, from `url`;
+    HealthReadError (one sentence) when the endpoint cannot be read."""
+    import urllib.error
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - http from config
+            text = resp.read(8 * 1024 * 1024).decode("utf-8", errors="replace")
+    except (OSError, urllib.error.URLError) as e:
+        reason = getattr(e, "reason", None) or getattr(e, "strerror", None) or type(e).__name__
+        raise HealthReadError(
+            f"The node's metrics at {url} cannot be read ({reason}): is the node running?"
+        ) from None
+    ready: float | None = None
+    checked: float | None = None
+    causes: dict[str, float] = {}
+    try:
+        families = list(text_string_to_metric_families(text))
+    except ValueError:
+        raise HealthReadError(f"{url} does not serve Prometheus metrics.") from None
+    for family in families:
+        for sample in family.samples:
+            if sample.name == "mlax_ready":
+                ready = sample.value
+            elif sample.name == "mlax_readiness_checked_timestamp_seconds":
+                checked = sample.value
+            elif sample.name == "mlax_readiness_cause":
+                causes[sample.labels.get("cause", "")] = sample.value
+    return ready, causes, checked

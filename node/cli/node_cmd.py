@@ -218,44 +218,6 @@ def acknowledge_restore_cmd(
     )
 
 
-def _metrics_url(listen: str) -> str:
-    host, _, port = listen.rpartition(":")
-    # A wildcard bind is reached on loopback.
-    host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]", "": "127.0.0.1"}.get(host, host)  # noqa: S104
-    return f"http://{host}:{port}/metrics"
-
-
-def _scrape_readiness(url: str) -> tuple[float | None, dict[str, float], float | None]:
-    """mlax_ready, mlax_readiness_cause by cause, and the last check's time, from `url`."""
-    import urllib.error
-    import urllib.request
-
-    from prometheus_client.parser import text_string_to_metric_families
-
-    try:
-        with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - http from config
-            text = resp.read(8 * 1024 * 1024).decode("utf-8", errors="replace")
-    except (OSError, urllib.error.URLError) as e:
-        reason = getattr(e, "reason", None) or getattr(e, "strerror", None) or type(e).__name__
-        fail(f"The node's metrics at {url} cannot be read ({reason}): is the node running?", 3)
-    ready: float | None = None
-    checked: float | None = None
-    causes: dict[str, float] = {}
-    try:
-        families = list(text_string_to_metric_families(text))
-    except ValueError:
-        fail(f"{url} does not serve Prometheus metrics.", 3)
-    for family in families:
-        for sample in family.samples:
-            if sample.name == "mlax_ready":
-                ready = sample.value
-            elif sample.name == "mlax_readiness_checked_timestamp_seconds":
-                checked = sample.value
-            elif sample.name == "mlax_readiness_cause":
-                causes[sample.labels.get("cause", "")] = sample.value
-    return ready, causes, checked
-
-
 @node_app.command("health")
 @cli_errors
 def node_health(config: ConfigOpt, json_out: JsonOpt = False) -> None:
@@ -266,7 +228,7 @@ def node_health(config: ConfigOpt, json_out: JsonOpt = False) -> None:
     """
     import time
 
-    from node.health import BY_NAME, Cause
+    from node.health import BY_NAME, Cause, HealthReadError, metrics_url, scrape_readiness
 
     cfg = load_config(config)
     if not cfg.metrics.listen:
@@ -274,8 +236,11 @@ def node_health(config: ConfigOpt, json_out: JsonOpt = False) -> None:
             f"metrics.listen is not set in {config}: `mlax node health` reads the node's "
             "metrics endpoint; set it to a loopback address such as 127.0.0.1:9401."
         )
-    url = _metrics_url(cfg.metrics.listen)
-    ready, values, checked = _scrape_readiness(url)
+    url = metrics_url(cfg.metrics.listen)
+    try:
+        ready, values, checked = scrape_readiness(url)
+    except HealthReadError as e:
+        fail(e.message, 3)
     if ready is None:
         fail(f"{url} serves no readiness (mlax_ready): is it this node's metrics endpoint?", 3)
     causes = [BY_NAME.get(n, Cause(n, "An unknown cause.", "")) for n, v in values.items() if v]

@@ -1,11 +1,13 @@
 """`mlax demo`: a local three-agency federation that shows the product working.
 
 Builds identities, a 2-of-3 signed directory and officer credentials, and starts three
-real node processes on loopback. Then: an MLA case with four-eyes approval, a request
-for information and evidence sent and downloaded; an extradition case; a note that its
-handling code keeps from being forwarded; victim identification (hit, no hit, follow-up
-and disclosure); a node killed with SIGKILL while messages are queued to it, restarted,
-and every message arriving exactly once; the audit of all three ledgers.
+real node processes on loopback, and shows each node's readiness. Then: an MLA case with
+four-eyes approval, a request for information and evidence sent and downloaded; an
+extradition case; a note that its handling code keeps from being forwarded; victim
+identification (hit, no hit, follow-up and disclosure); a node killed with SIGKILL while
+messages are queued to it, restarted, and every message arriving exactly once; a
+differentially private statistics release, approved and combined into the federation
+table; an online backup of a running node; the audit of all three ledgers.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import signal
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -32,7 +36,10 @@ from keys.directory_file import read_signed_directory
 from node.client import CaseSummary, CaseView, MessageInfo, NodeCallError, OfficerClient
 from node.client.cases import CaseClient
 from node.client.matching import MatchClient
+from node.client.stats import StatsClient
+from node.config import load_config
 from node.devtools.federation import DEMO_AGENCIES, Federation, NodeProcess, build_federation
+from node.storage.backup import backup, read_manifest
 
 DEMO_PASSPHRASE = b"demo-node-passphrase"
 DEMO_OFFICER_PASSPHRASE = b"demo-officer-passphrase"
@@ -227,13 +234,50 @@ def _cases_table(cases: list[CaseSummary]) -> Table:
     return table
 
 
+def _readiness_table(fed: Federation) -> Table:
+    """Each node's readiness as `mlax node health` reads it: from its metrics endpoint
+    (`mlax_ready`, `mlax_readiness_cause`), which answers even when the database is stuck."""
+    from node.health import metrics_url, scrape_readiness
+
+    table = Table(title="mlax node health")
+    for col in ("agency", "ready", "causes"):
+        table.add_column(col)
+    for agency, setup in fed.nodes.items():
+        ready, values, _ = scrape_readiness(metrics_url(f"127.0.0.1:{setup.metrics_port}"))
+        causes = sorted(name for name, value in values.items() if value)
+        shown = "[green]ready[/]" if ready == 1 and not causes else "[red]not ready[/]"
+        table.add_row(agency, shown, ", ".join(causes) or "-")
+    return table
+
+
+def _stats_table(title: str, table: dict[str, Any], agency: str) -> Table:
+    """Per statistics table of a federation table: cells with a value, cells every agency
+    suppressed, and `agency`'s epsilon and noise's standard deviation."""
+    out = Table(title=title)
+    out.add_column("table", no_wrap=True)
+    for col in ("shown", "suppressed", "epsilon", "noise sd"):
+        out.add_column(col, justify="right")
+    for share in table["per_agency"]:
+        if share["agency"] != agency:
+            continue
+        name = share["table"]
+        out.add_row(
+            name,
+            str(sum(c["table"] == name for c in table["cells"])),
+            str(sum(c["table"] == name for c in table["suppressed"])),
+            f"{share['epsilon']:.3f}",
+            f"{share['noise_sd']:.1f}",
+        )
+    return out
+
+
 def _client(fed: Federation, agency: str, role: str = "officer") -> OfficerClient:
     return OfficerClient.from_bundle(
         fed.nodes[agency].credentials[role], DEMO_OFFICER_PASSPHRASE, timeout=CALL_SECONDS
     )
 
 
-def _serve_consoles(fed: Federation, env: dict[str, str]) -> None:
+def _serve_consoles(fed: Federation, env: dict[str, str], step: int) -> None:
     """Keep the federation up with a web console per demo officer until Ctrl-C/SIGTERM."""
     from node.devtools.consoles import start_consoles
 
@@ -243,7 +287,7 @@ def _serve_consoles(fed: Federation, env: dict[str, str]) -> None:
         fed, dict(env, MLAX_OFFICER_PASSPHRASE=DEMO_OFFICER_PASSPHRASE.decode())
     )
     try:
-        _step(12, "The web console: work the same federation in your browser")
+        _step(step, "The web console: work the same federation in your browser")
         console.print("  Open a link in your browser; each signs in once (a new one is printed")
         console.print("  at sign-out by the console itself):")
         for c in consoles:
@@ -273,7 +317,11 @@ def run_demo(root: Path | None = None, keep: bool = False, consoles: bool = Fals
         _step(1, "Three agencies create their identities; three administrators sign the directory")
         started = time.monotonic()
         fed = build_federation(
-            workdir, DEMO_PASSPHRASE, DEMO_OFFICER_PASSPHRASE, extra_config=DEMO_LEDGER
+            workdir,
+            DEMO_PASSPHRASE,
+            DEMO_OFFICER_PASSPHRASE,
+            extra_config=DEMO_LEDGER,
+            metrics=True,
         )
         signed = read_signed_directory(fed.directory_file)
         directory: Directory = verify_directory(signed.to_bytes(), None, now_ms())
@@ -306,7 +354,16 @@ def run_demo(root: Path | None = None, keep: bool = False, consoles: bool = Fals
         gb, fr, ng = (_client(fed, a) for a, _ in DEMO_AGENCIES)
         clients += [gb, fr, ng]
 
-        _step(3, "An MLA request, drafted, approved by a supervisor (four-eyes) and sent")
+        _step(3, "Readiness: each node says whether it is fit to take work")
+        console.print(_readiness_table(fed))
+        console.print(
+            "  Read from each node's metrics endpoint (mlax_ready, mlax_readiness_cause): "
+            "ready while the database takes writes, the disk has room, and the directory, "
+            "keys and TLS certificate are valid. A balancer asks the same of the gRPC "
+            "health service mlax.v1.Readiness."
+        )
+
+        _step(4, "An MLA request, drafted, approved by a supervisor (four-eyes) and sent")
         gb_cases, ng_cases = CaseClient(gb), CaseClient(ng)
         gb_sup = _client(fed, "GB-NCA", "supervisor")
         clients.append(gb_sup)
@@ -321,7 +378,7 @@ def run_demo(root: Path | None = None, keep: bool = False, consoles: bool = Fals
         console.print("  gb-nca-supervisor signs the approval with their credential; it is sent")
         _wait_case(ng_cases, ref, "submitted")
 
-        _step(4, "Nigeria works the case: acknowledge, ask, accept, execute with evidence")
+        _step(5, "Nigeria works the case: acknowledge, ask, accept, execute with evidence")
         ng_cases.act(ref, "acknowledge", _details(Action.ACKNOWLEDGE, reference="NAPTIP/2026/117"))
         _wait_case(gb_cases, ref, "acknowledged")
         ng_cases.act(
@@ -379,7 +436,7 @@ def run_demo(root: Path | None = None, keep: bool = False, consoles: bool = Fals
         if not same:
             raise DemoError("The two nodes disagree on the case history.")
 
-        _step(5, "An extradition request to France: provisional arrest, executed and closed")
+        _step(6, "An extradition request to France: provisional arrest, executed and closed")
         fr_cases = CaseClient(fr)
         ext = forms.form_from_mapping(forms.CaseType.EXTRADITION, EXTRADITION_FORM, now_ms=now_ms())
         eref = gb_cases.create(ext).summary.case_ref
@@ -414,7 +471,7 @@ def run_demo(root: Path | None = None, keep: bool = False, consoles: bool = Fals
         _wait_case(fr_cases, eref, "closed")
         console.print(_cases_table(gb_cases.cases()))
 
-        _step(6, "Handling codes: a note marked no-onward-transmission cannot be forwarded")
+        _step(7, "Handling codes: a note marked no-onward-transmission cannot be forwarded")
         note = gb.send(
             "FR-OCRTEH",
             subject="Source protection",
@@ -437,11 +494,11 @@ def run_demo(root: Path | None = None, keep: bool = False, consoles: bool = Fals
             )
             console.print("  (the attempt is in France's audit ledger)")
 
-        _step(7, "Victim identification: hit / no hit, then a formal follow-up")
+        _step(8, "Victim identification: hit / no hit, then a formal follow-up")
         records = workdir / "naptip-victims.csv"
         records.write_text(DEMO_VICTIMS, encoding="utf-8")
         ng_match, gb_match = MatchClient(ng), MatchClient(gb)
-        hit, sought = "", {}
+        hit, sought, asked = "", {}, 0
         loaded = ng_match.load(records)
         console.print(
             f"  Nigeria loads {loaded.records} victim records: they stay on its node; peers "
@@ -455,6 +512,7 @@ def run_demo(root: Path | None = None, keep: bool = False, consoles: bool = Fals
                 f"  UK asks the federation about {who['given_name']} {who['family_name']} "
                 f"({who['date_of_birth']}); the names never leave the UK node:"
             )
+            asked += 1
             for a in gb_match.query([who]):
                 shown = (
                     f"HIT ({a.band}), reference {a.reference}" if a.result == "hit" else a.result
@@ -500,7 +558,7 @@ def run_demo(root: Path | None = None, keep: bool = False, consoles: bool = Fals
             + (disclosed.details or fpb.TransitionDetails()).report.summary.replace("\n", "\n    ")
         )
 
-        _step(8, "Crash: France's node is killed with SIGKILL while the UK sends more")
+        _step(9, "Crash: France's node is killed with SIGKILL while the UK sends more")
         nodes["FR-OCRTEH"].kill()
         console.print("  FR-OCRTEH node killed (kill -9); the UK keeps working")
         queued = [
@@ -542,7 +600,7 @@ def run_demo(root: Path | None = None, keep: bool = False, consoles: bool = Fals
             "  A dead peer delays only its own messages: Nigeria's was delivered at once."
         )
 
-        _step(9, "France's node restarts; the queued messages arrive exactly once")
+        _step(10, "France's node restarts; the queued messages arrive exactly once")
         nodes["FR-OCRTEH"].start(wait=0)
         _ready(nodes["FR-OCRTEH"])
         ids = {q.message_id for q in queued}
@@ -559,7 +617,73 @@ def run_demo(root: Path | None = None, keep: bool = False, consoles: bool = Fals
             raise DemoError("A receipt did not verify.")
         console.print("  [green]every message delivered exactly once, every receipt verified[/]")
 
-        _step(10, "Audit: every node's ledger is signed, witnessed by its peers and verified")
+        _step(11, "Statistics: the UK releases this year's figures with differential privacy")
+        year = datetime.now(UTC).year
+        start, end = f"{year}-01-01", f"{year}-12-31"
+        drafted = StatsClient(gb).draft(start, end).summary
+        if drafted is None:
+            raise DemoError("The statistics release was not drafted.")
+        console.print(
+            f"  gb-nca-officer drafts a release of {start} to {end}: counts of the UK's cases "
+            "and queries, with noise drawn now (OpenDP)"
+        )
+        final = StatsClient(gb_sup).approve(drafted.release_id)
+        console.print(
+            "  gb-nca-supervisor signs its digest (four-eyes): final, sent to the UK's peers"
+        )
+        ng_stats = StatsClient(ng)
+        received: list[dict[str, Any]] = []
+
+        def release_received() -> bool:
+            received[:] = [ng_stats.federation(start, end)]
+            return "GB-NCA" in received[0]["agencies"]
+
+        _wait("Nigeria to receive the UK's release", release_received)
+        table_of = received[0]
+        console.print(
+            _stats_table(
+                f"mlax stats federation on Nigeria's node ({year})",
+                table_of,
+                "GB-NCA",
+            )
+        )
+        threshold = int(final.document["privacy"]["threshold"])
+        shown_cells, hidden = len(table_of["cells"]), len(table_of["suppressed"])
+        few = f"{len(gb_cases.cases())} cases and {asked} persons asked about"
+        if not shown_cells:
+            console.print(
+                f"  cells whose noisy count is under {threshold} are suppressed: with {few}, "
+                f"all {hidden} of them"
+            )
+        else:
+            # A count is at most the number of cases or persons: all far below the threshold.
+            console.print(
+                f"  cells whose noisy count is under {threshold} are suppressed: {hidden} of "
+                f"{hidden + shown_cells}. With {few}, every true count is under {threshold}: "
+                f"the {shown_cells} shown are there by noise alone"
+            )
+        spent = next(b for b in final.budget if b.year == year)
+        console.print(
+            f"  epsilon {drafted.epsilon:g} spent; {year}'s budget {spent.budget:g}, "
+            f"[green]{spent.left:g} left[/] (no true value is stored, logged or sent)"
+        )
+
+        _step(12, "Backup: the UK's node is backed up while it runs")
+        uk = fed.nodes["GB-NCA"]
+        done = backup(load_config(uk.config), uk.config, workdir / "backups" / "gb-nca")
+        manifest = read_manifest(done.out)  # checks every file's size and SHA-256
+        listed = manifest["files"]
+        console.print(
+            f"  mlax node backup: {len(listed)} files, {sum(f['size'] for f in listed):,} "
+            f"bytes, ledger size {manifest['ledger']['size']} "
+            "([green]every file matches its SHA-256 in manifest.json[/])"
+        )
+        console.print(
+            "  A consistent SQLite snapshot, then the evidence files, the encrypted key "
+            "files and the config; `mlax node restore` checks them before writing anything."
+        )
+
+        _step(13, "Audit: every node's ledger is signed, witnessed by its peers and verified")
         _wait(
             "France's checkpoint to cover the last delivery",
             lambda: (p := gb.delivery_proof(queued[-1].message_id)).verified and p.cosignatures > 0,
@@ -585,13 +709,16 @@ def run_demo(root: Path | None = None, keep: bool = False, consoles: bool = Fals
         console.print(table)
 
         if consoles:
-            _serve_consoles(fed, env)
+            _serve_consoles(fed, env, 14)
         else:
             console.print(
                 "  To work this federation in your browser: [bold]make demo-console[/] "
                 "(or mlax demo --console: the same demo, then a web console per officer)."
             )
-        _step(11, "Clean shutdown (SIGTERM: in-flight calls finish, then the worker and database)")
+        _step(
+            15 if consoles else 14,
+            "Clean shutdown (SIGTERM: in-flight calls finish, then the worker and database)",
+        )
         finished = True
     finally:
         for c in clients:

@@ -132,6 +132,8 @@ class NodeSetup:
     federation_port: int
     officer_port: int
     credentials: dict[str, Path] = field(default_factory=dict)
+    # The Prometheus endpoint's port (`[metrics] listen`), 0 when the node has none.
+    metrics_port: int = 0
 
 
 @dataclass
@@ -157,8 +159,10 @@ def _config_text(
     delivery: dict[str, float],
     extra: str,
     listener: dict[str, int],
+    metrics_port: int = 0,
 ) -> str:
     storage = f'\n[storage]\nurl = "{db_url}"\n' if db_url else ""
+    metrics = f'\n[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n' if metrics_port else ""
     settings = "\n".join(f"{k} = {v}" for k, v in {**DEFAULT_DELIVERY, **delivery}.items())
     threads = "".join(f"\n{k} = {v}" for k, v in listener.items())
     return f"""# Generated for a local federation on loopback.
@@ -175,7 +179,7 @@ listen = "127.0.0.1:{off_port}"{threads}
 {storage}
 [delivery]
 {settings}
-{extra}"""
+{metrics}{extra}"""
 
 
 def build_federation(
@@ -189,16 +193,20 @@ def build_federation(
     threshold: int = 2,
     admins: int = 3,
     listener: dict[str, int] | None = None,
+    metrics: bool = False,
 ) -> Federation:
     """Create every file of an N-agency federation under `root` and install its directory.
 
     `listener` settings (e.g. `SMALL_LISTENER`) go to both the federation and the officer
-    listener.
+    listener. With `metrics`, each node serves Prometheus metrics on a loopback port of
+    its own (`NodeSetup.metrics_port`), which `mlax node health` reads; `extra_config`
+    must then have no `[metrics]` table.
     """
     root.mkdir(parents=True, exist_ok=True)
     nodes: dict[str, NodeSetup] = {}
     for agency, name in agencies:
         fed_port, off_port = free_port(), free_port()
+        metrics_port = free_port() if metrics else 0
         node_root = root / agency.lower()
         node_root.mkdir(exist_ok=True)
         create_identity(
@@ -212,10 +220,19 @@ def build_federation(
         url = (db_urls or {}).get(agency, "")
         config.write_text(
             _config_text(
-                agency, fed_port, off_port, url, delivery or {}, extra_config, listener or {}
+                agency,
+                fed_port,
+                off_port,
+                url,
+                delivery or {},
+                extra_config,
+                listener or {},
+                metrics_port,
             )
         )
-        nodes[agency] = NodeSetup(agency, node_root, config, fed_port, off_port)
+        nodes[agency] = NodeSetup(
+            agency, node_root, config, fed_port, off_port, metrics_port=metrics_port
+        )
 
     admin_dirs = [root / "admins" / f"admin{i + 1}" for i in range(admins)]
     admin_keys = [

@@ -59,19 +59,25 @@ def test_the_demo_passes_while_the_cpu_is_saturated(tmp_path: Path) -> None:
     out = result.stdout
     assert result.returncode == 0, (out[-4000:], result.stderr[-4000:])
     assert "Traceback" not in result.stderr, result.stderr
-    for step in range(1, 12):
+    for step in range(1, 15):
         assert f" {step}. " in out, f"step {step} is missing"
     for shown in (
-        "both nodes hold the same signed history",  # step 4: the MLA case, closed at both ends
+        "both nodes hold the same signed history",  # step 5: the MLA case, closed at both ends
         "identical",
-        "France tries to forward it to Nigeria",  # step 6: handling code enforced
-        "HIT (",  # step 7: victim identification
-        "A dead peer delays only its own messages",  # step 8: crash
-        "every message delivered exactly once, every receipt verified",  # step 9
-        "inclusion proof verified",  # step 10: audit
+        "France tries to forward it to Nigeria",  # step 7: handling code enforced
+        "HIT (",  # step 8: victim identification
+        "A dead peer delays only its own messages",  # step 9: crash
+        "every message delivered exactly once, every receipt verified",  # step 10
+        "are suppressed:",  # step 11: Nigeria shows the UK's statistics release
+        "every file matches its SHA-256 in manifest.json",  # step 12: backup
+        "inclusion proof verified",  # step 13: audit
     ):
         assert shown in out, f"{shown!r} is missing from the demo's output"
+    # Step 11: the statistics release spent epsilon 1 of the year's budget of 4.
+    assert re.search(r"epsilon 1 spent; \d{4}'s budget 4, 3 left", out), out[-4000:]
     for agency in ("GB-NCA", "FR-OCRTEH", "NG-NAPTIP"):
+        # Step 3: its row of the readiness table.
+        assert re.search(rf"│ {agency} +│ ready +│ - +│", out), agency
         # Its row of the audit table: entries, checkpoints, cosigners, OK.
         assert re.search(rf"│ {agency} +│ \d+ +│ \d+ +│ .+ │ OK +│", out), agency
         assert f"{agency} stopped (exit 0)" in out
