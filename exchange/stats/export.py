@@ -29,6 +29,8 @@ DIMENSION_ORDER = (
     "urgency",
     "outcome",
     "offence_category",
+    "refusal_ground",
+    "disclosure",
     "clock",
     "result",
     "sex",
@@ -164,9 +166,11 @@ def _product(values: Sequence[Sequence[str]]) -> list[tuple[str, ...]]:
 
 
 def federation_csv(table: Mapping[str, Any]) -> str:
-    """The combined cells as CSV, dimension columns named as in `release_rows`."""
+    """The combined cells as CSV, dimension columns named as in `release_rows`: every
+    dimension of the combined tables has its column, whether or not a cell of it was
+    released, so the columns do not depend on the data."""
     rows = table["cells"]
-    used = {k for r in rows for k in r} - {
+    used = {k for r in (*rows, *table["suppressed"]) for k in r} - {
         "table",
         "measure",
         "value",

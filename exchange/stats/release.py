@@ -149,10 +149,13 @@ def document(
     plans: Sequence[TablePlan],
     released: Mapping[str, Mapping[Cell, int]],
     peers: Sequence[str],
+    countries: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The release as published: its parameters, and per table its guarantee and cells.
 
-    A cell of a table's domain that is not listed was suppressed.
+    A cell of a table's domain that is not listed was suppressed. `peers` and `countries`
+    (the directory's other agencies and its agencies' countries) give the dimensions the
+    directory fixes.
     """
     tables = []
     for p in plans:
@@ -168,7 +171,8 @@ def document(
                 "unit": t.unit,
                 "measure": t.measure,
                 "dimensions": [
-                    {"name": d, "values": list(values_of(d, peers))} for d in t.dimensions
+                    {"name": d, "values": list(values_of(d, peers, countries))}
+                    for d in t.dimensions
                 ],
                 "sensitivity": p.sensitivity,
                 "scale": p.scale,

@@ -2,10 +2,12 @@
 
 Every table's cells are fixed before any data is read: the product of its dimensions'
 values (the peer dimension takes the directory's other agencies, plus "other" for an
-agency no longer listed). A cell no fact falls in is 0 and gets noise like any other, so
-which cells exist says nothing about the data. A unit (one case or one person asked
-about) falls in at most one cell of each table: a count table's L1 sensitivity is 1, a
-sum table's is its clamp bound (durations are clamped to `clamp_days` before summing).
+agency no longer listed; the nationality dimension the ISO alpha-2 countries of the
+directory's agencies, plus "other" and "not_recorded"). A cell no fact falls in is 0 and
+gets noise like any other, so which cells exist says nothing about the data. A unit (one
+case or one person asked about) falls in at most one cell of each table: a count table's
+L1 sensitivity is 1, a sum table's is its clamp bound (durations are clamped to
+`clamp_days` before summing).
 """
 
 from __future__ import annotations
@@ -19,9 +21,13 @@ from exchange.stats.facts import (
     CASE_TYPES,
     CLOCK_RESULTS,
     DIRECTIONS,
+    DISCLOSURES,
+    NOT_RECORDED,
     OFFENCE_CATEGORIES,
+    OTHER_COUNTRY,
     OUTCOMES,
     QUERY_RESULTS,
+    REFUSAL_GROUNDS,
     SEXES,
     URGENCIES,
     CaseFact,
@@ -39,6 +45,8 @@ DOMAINS: Mapping[str, tuple[str, ...]] = {
     "urgency": URGENCIES,
     "outcome": OUTCOMES,
     "offence_category": OFFENCE_CATEGORIES,
+    "refusal_ground": REFUSAL_GROUNDS,
+    "disclosure": DISCLOSURES,
     "clock": CLOCK_RESULTS,
     "result": QUERY_RESULTS,
     "sex": SEXES,
@@ -70,14 +78,21 @@ class TableDef:
         """How much one unit can change this table, summed over its cells (L1)."""
         return clamp_days if self.measure == SUM_DAYS else 1
 
-    def domain(self, peers: Sequence[str]) -> list[Cell]:
+    def domain(self, peers: Sequence[str], countries: Sequence[str] = ()) -> list[Cell]:
         """Every cell of the table, in a fixed order."""
-        return [tuple(c) for c in product(*(values_of(d, peers) for d in self.dimensions))]
+        return [
+            tuple(c) for c in product(*(values_of(d, peers, countries) for d in self.dimensions))
+        ]
 
 
-def values_of(dimension: str, peers: Sequence[str]) -> tuple[str, ...]:
+def values_of(
+    dimension: str, peers: Sequence[str], countries: Sequence[str] = ()
+) -> tuple[str, ...]:
+    """A dimension's values: fixed, or from the directory (peers, their countries)."""
     if dimension == "peer":
         return (*sorted(peers), OTHER_PEER)
+    if dimension == "nationality":
+        return (*sorted(set(countries)), OTHER_COUNTRY, NOT_RECORDED)
     return DOMAINS[dimension]
 
 
@@ -101,6 +116,17 @@ def _ack_days(f: Fact) -> int | None:
 
 def _execution_days(f: Fact) -> int | None:
     return f.execution_days if isinstance(f, CaseFact) else None
+
+
+def _follow_up(value: Callable[[CaseFact], str]) -> Callable[[Fact], Cell | None]:
+    """A follow-up's cell: direction, whether the identity was disclosed, `value`."""
+
+    def cell(f: CaseFact) -> Cell | None:
+        if f.case_type != "victim-id":
+            return None
+        return (f.direction, DISCLOSURES[0 if f.outcome == "executed" else 1], value(f))
+
+    return _case(cell)
 
 
 _TYPE_DIR_URG = ("case_type", "direction", "urgency")
@@ -193,6 +219,41 @@ TABLES: tuple[TableDef, ...] = (
         ("direction", "outcome"),
         _case(lambda f: (f.direction, f.outcome) if f.case_type == "victim-id" else None),
     ),
+    TableDef(
+        "cases_refused_by_ground",
+        "Requests refused, by type and the first ground the refusal states",
+        "case",
+        ("case_type", "direction", "refusal_ground"),
+        _case(
+            lambda f: (
+                (f.case_type, f.direction, f.refusal_ground) if f.outcome == "refused" else None
+            )
+        ),
+    ),
+    # The person a follow-up seeks, one dimension per table: a case (one person sought)
+    # is in one cell of each, so each keeps sensitivity 1.
+    TableDef(
+        "victim_id_follow_ups_by_sex",
+        "Victim-identification follow-ups and disclosures, by the sex of the person sought",
+        "case",
+        ("direction", "disclosure", "sex"),
+        _follow_up(lambda f: f.sex),
+    ),
+    TableDef(
+        "victim_id_follow_ups_by_age",
+        "Victim-identification follow-ups and disclosures, by the age band of the person "
+        "sought at the end of the period",
+        "case",
+        ("direction", "disclosure", "age_band"),
+        _follow_up(lambda f: f.age_band),
+    ),
+    TableDef(
+        "victim_id_follow_ups_by_nationality",
+        "Victim-identification follow-ups and disclosures, by the nationality of the person sought",
+        "case",
+        ("direction", "disclosure", "nationality"),
+        _follow_up(lambda f: f.nationality),
+    ),
 )
 # Needs the sex and age band of the people asked about, which a node does not keep
 # (queries are blinded); for agencies that record them beside their queries.
@@ -207,19 +268,27 @@ TABLES_BY_NAME: Mapping[str, TableDef] = {t.name: t for t in (*TABLES, PROFILE_T
 
 
 def true_values(
-    table: TableDef, facts: Iterable[Fact], peers: Sequence[str], clamp_days: int
+    table: TableDef,
+    facts: Iterable[Fact],
+    peers: Sequence[str],
+    clamp_days: int,
+    countries: Sequence[str] = (),
 ) -> dict[Cell, int]:
     """The table's exact value in every cell of its domain (0 where no fact falls)."""
-    cells = table.domain(peers)
+    cells = table.domain(peers, countries)
     values = dict.fromkeys(cells, 0)
     known_peers = set(peers)
+    known_countries = {*countries, NOT_RECORDED}
     peer_at = table.dimensions.index("peer") if "peer" in table.dimensions else -1
+    country_at = table.dimensions.index("nationality") if "nationality" in table.dimensions else -1
     for fact in facts:
         cell = table.cell(fact)
         if cell is None:
             continue
         if peer_at >= 0 and cell[peer_at] not in known_peers:
             cell = (*cell[:peer_at], OTHER_PEER, *cell[peer_at + 1 :])
+        if country_at >= 0 and cell[country_at] not in known_countries:
+            cell = (*cell[:country_at], OTHER_COUNTRY, *cell[country_at + 1 :])
         if cell not in values:
             raise ValueError(f"{table.name}: {cell} is not one of its cells")
         if table.measure == SUM_DAYS:

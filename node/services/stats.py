@@ -28,6 +28,7 @@ from google.protobuf.message import DecodeError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from exchange import casework
 from exchange._proto.mlax.v1 import forms_pb2 as fpb
 from exchange._proto.mlax.v1 import statistics_pb2 as spb
 from exchange.case import Action, Case, CaseState, ClockPolicy, Party, deadlines, overdue
@@ -37,7 +38,14 @@ from exchange.errors import ConflictError, InvalidFieldError, MissingError, Mlax
 from exchange.ledger_entry import LedgerEntry
 from exchange.stats import release as rel
 from exchange.stats.export import combine
-from exchange.stats.facts import NOT_RECORDED, CaseFact, QueryFact, offence_category
+from exchange.stats.facts import (
+    NOT_RECORDED,
+    CaseFact,
+    QueryFact,
+    offence_category,
+    person_sought,
+    refusal_ground,
+)
 from exchange.stats.tables import TABLES, Cell, Fact, TableDef, true_values
 from node.config import CasesSection, StatisticsSection
 from node.services.case_store import check_approval, domain
@@ -48,6 +56,8 @@ from node.storage.models import (
     CaseEventRow,
     CaseRow,
     LedgerEntryRow,
+    MessageContentRow,
+    MessageRow,
     StatsBudgetRow,
     StatsReceivedRow,
     StatsReleaseRow,
@@ -103,8 +113,13 @@ def case_fact(
     p: ClockPolicy,
     now: int,
     offence_category: str = NOT_RECORDED,
+    *,
+    refusal_ground: str = NOT_RECORDED,
+    person: tuple[str, str, str] = (NOT_RECORDED, NOT_RECORDED, NOT_RECORDED),
 ) -> CaseFact | None:
-    """The fact of one submitted case, or None for one that never left (a draft)."""
+    """The fact of one submitted case, or None for one that never left (a draft).
+
+    `person` is the sex, age band and nationality of the person a follow-up seeks."""
     submitted = next((e.at for e in events if e.action == Action.SUBMIT.value), None)
     if submitted is None:
         return None
@@ -123,6 +138,10 @@ def case_fact(
         urgency=row.urgency,
         outcome=_outcome(row, events),
         offence_category=offence_category,
+        refusal_ground=refusal_ground,
+        sex=person[0],
+        age_band=person[1],
+        nationality=person[2],
         ack_days=None if acked is None else _days(submitted, events[acked].at),
         execution_days=None if executed is None else _days(submitted, executed),
         ack_on_time=(
@@ -138,15 +157,53 @@ def case_fact(
     )
 
 
+def _form(row: CaseRow, open_form: Callable[[bytes], bytes]) -> fpb.CaseForm | None:
+    """A case's form (sealed to this node), or None once purged or no longer readable."""
+    if not row.form_sealed:
+        return None
+    try:
+        return fpb.CaseForm.FromString(open_form(row.form_sealed))
+    except (MlaxError, DecodeError):
+        return None
+
+
 def form_category(row: CaseRow, open_form: Callable[[bytes], bytes]) -> str:
     """The offence category of a case's form (sealed to this node): `not_recorded` when
     the form records none, was purged, or can no longer be opened."""
-    if not row.form_sealed:
+    form = _form(row, open_form)
+    return NOT_RECORDED if form is None else offence_category(form)
+
+
+def step_ground(sealed: bytes | None, open_sealed: Callable[[bytes], bytes]) -> str:
+    """The first ground of a refusal step, from the step's envelope as this node keeps it
+    (its own self-copy, or the envelope the peer sealed to it): `not_recorded` when the
+    details were purged or cannot be read."""
+    if not sealed:
         return NOT_RECORDED
     try:
-        return offence_category(fpb.CaseForm.FromString(open_form(row.form_sealed)))
+        body = casework.parse_body(open_sealed(sealed))
     except (MlaxError, DecodeError):
         return NOT_RECORDED
+    return refusal_ground(body.details) if body.HasField("details") else NOT_RECORDED
+
+
+def _refusals(s: Session, events: dict[int, list[CaseEventRow]]) -> dict[bytes, bytes | None]:
+    """The sealed bytes of each refused case's refusal step, by message id."""
+    ids = [
+        e.message_id
+        for evs in events.values()
+        for e in evs
+        if e.action == Action.REFUSE.value and e.message_id
+    ]
+    sealed: dict[bytes, bytes | None] = {}
+    for start in range(0, len(ids), 500):
+        for mid, envelope, own in s.execute(
+            select(MessageRow.message_id, MessageContentRow.envelope, MessageContentRow.self_copy)
+            .join(MessageContentRow, MessageContentRow.message_pk == MessageRow.id)
+            .where(MessageRow.message_id.in_(ids[start : start + 500]))
+        ):
+            sealed[mid] = own or envelope
+    return sealed
 
 
 def case_facts(
@@ -155,9 +212,14 @@ def case_facts(
     p: ClockPolicy,
     now: int,
     open_form: Callable[[bytes], bytes] | None = None,
+    countries: Sequence[str] = (),
 ) -> list[CaseFact]:
     """The facts of the cases opened in the period; with `open_form` (the node's
-    `open_from_self`), each with the offence category its form records."""
+    `open_from_self`), each with the offence category its form records, a refused case
+    with the first ground of its refusal, and a follow-up with the sex, age band (at the
+    period's end) and nationality (one of `countries`, else "other") of the person it
+    seeks. Each is read from what the node keeps sealed to itself, and only that category
+    is kept."""
     rows = s.scalars(
         select(CaseRow).where(
             CaseRow.opened_at >= period.start_ms,
@@ -174,17 +236,34 @@ def case_facts(
             .order_by(CaseEventRow.case_id, CaseEventRow.seq)
         ):
             events[e.case_id].append(e)
-    facts = [
-        case_fact(
+    if open_form is None:
+        facts = [case_fact(r, events[r.id], p, now) for r in rows]
+        return [f for f in facts if f is not None]
+    refusals = _refusals(s, events)
+    out: list[CaseFact] = []
+    for r in rows:
+        form = _form(r, open_form)
+        refusal = next(
+            (e.message_id for e in events[r.id] if e.action == Action.REFUSE.value), None
+        )
+        fact = case_fact(
             r,
             events[r.id],
             p,
             now,
-            form_category(r, open_form) if open_form is not None else NOT_RECORDED,
+            NOT_RECORDED if form is None else offence_category(form),
+            refusal_ground=(
+                NOT_RECORDED if refusal is None else step_ground(refusals.get(refusal), open_form)
+            ),
+            person=(
+                person_sought(form, period.end, countries)
+                if form is not None and r.case_type == "victim-id"
+                else (NOT_RECORDED, NOT_RECORDED, NOT_RECORDED)
+            ),
         )
-        for r in rows
-    ]
-    return [f for f in facts if f is not None]
+        if fact is not None:
+            out.append(fact)
+    return out
 
 
 # The best answer for one person: a strong hit over a possible one over no hit.
@@ -259,12 +338,13 @@ def release_tables(
     facts: Sequence[Fact],
     peers: Sequence[str],
     cfg: StatisticsSection,
+    countries: Sequence[str] = (),
 ) -> tuple[list[rel.TablePlan], dict[str, dict[Cell, int]]]:
     """Every table noised, with each plan's epsilon as OpenDP computed it."""
     plans = []
     noisy: dict[str, dict[Cell, int]] = {}
     for p in rel.plan(tables, cfg.epsilon_per_release, cfg.duration_clamp_days):
-        values = true_values(p.table, facts, peers, cfg.duration_clamp_days)
+        values = true_values(p.table, facts, peers, cfg.duration_clamp_days, countries)
         noisy[p.table.name], epsilon = noisy_table(p, values)
         plans.append(replace(p, epsilon=epsilon))
     return plans, noisy
@@ -290,6 +370,10 @@ class StatsDesk:
             for a in self.core.directory.current().agencies
             if a.agency_id != self.core.agency
         )
+
+    def _countries(self) -> list[str]:
+        """The ISO alpha-2 countries of the directory's agencies (the nationality cells)."""
+        return sorted({a.country for a in self.core.directory.current().agencies})
 
     def _period(self, req: spb.StatsPeriodRequest) -> rel.Period:
         period = rel.Period.parse(req.start, req.end)
@@ -336,6 +420,7 @@ class StatsDesk:
             plans,
             {t.table.name: {} for t in plans},
             self._peers(),
+            self._countries(),
         )
         for t in doc["tables"]:
             del t["cells"]
@@ -346,6 +431,8 @@ class StatsDesk:
     def draft(self, officer: Officer, req: spb.StatsPeriodRequest) -> spb.StatsReleaseView:
         period = self._period(req)
         now = now_ms()
+        # The cells are fixed by the directory before any data is read.
+        peers, countries = self._peers(), self._countries()
         # Refuse before reading any data when the budget cannot pay for it.
         with self.core.db.read() as s:
             rel.charge(
@@ -355,20 +442,21 @@ class StatsDesk:
                 self.cfg.yearly_budget,
             )
             facts: list[Fact] = [
-                *case_facts(s, period, self.policy, now, self.core.open_from_self),
+                *case_facts(s, period, self.policy, now, self.core.open_from_self, countries),
                 *query_facts(s, period),
             ]
-        peers = self._peers()
-        plans, noisy = release_tables(self.tables, facts, peers, self.cfg)
+        plans, noisy = release_tables(self.tables, facts, peers, self.cfg, countries)
         del facts
         epsilon = math.fsum(p.epsilon for p in plans)
         released = rel.suppressed(plans, noisy, self.cfg.threshold)
         del noisy
         release_id = str(uuid.uuid4())
-        doc = rel.document(release_id, self._params(period, epsilon), plans, released, peers)
+        doc = rel.document(
+            release_id, self._params(period, epsilon), plans, released, peers, countries
+        )
         body, digest = rel.canonical(doc), rel.digest(doc)
         shown = sum(len(c) for c in released.values())
-        total = sum(len(p.table.domain(peers)) for p in plans)
+        total = sum(len(p.table.domain(peers, countries)) for p in plans)
         with self.core.db.write() as s:
             # Charged in the transaction that stores the release: two drafts at once (on
             # two replicas) cannot both pass the check.

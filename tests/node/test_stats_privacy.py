@@ -30,6 +30,7 @@ from cryptography.x509.oid import NameOID
 from sim_peer import GB, NG, SimNode, federation_template
 from sqlalchemy import select
 
+from exchange._proto.mlax.v1 import casework_pb2 as cpb
 from exchange._proto.mlax.v1 import forms_pb2 as fpb
 from exchange._proto.mlax.v1 import statistics_pb2 as spb
 from exchange.encoding import now_ms
@@ -45,6 +46,7 @@ from node.services.messages import Officer
 from node.services.stats import (
     StatsDesk,
     case_fact,
+    case_facts,
     form_category,
     measurement,
     query_facts,
@@ -55,6 +57,7 @@ from node.storage.models import (
     CaseEventRow,
     CaseRow,
     LedgerEntryRow,
+    MessageContentRow,
     MessageRow,
     StatsBudgetRow,
     StatsReleaseRow,
@@ -412,3 +415,127 @@ def test_each_person_asked_about_is_one_fact_with_the_best_answer(node: SimNode)
         "unmatchable",
     ]
     assert outside == []
+
+
+def _store_case(
+    sim: SimNode,
+    n: int,
+    case_type: str,
+    form: fpb.CaseForm,
+    steps: list[tuple[str, str, str]],
+    sealed_steps: dict[int, bytes],
+) -> None:
+    """A case as the node keeps it: its form and the steps' envelopes sealed to itself."""
+    at = rel.Period.parse("2025-01-02", "2025-01-02").start_ms
+    with sim.db.write() as s:
+        row = CaseRow(
+            case_ref=f"GB-NCA-2025-{n:05d}",
+            case_type=case_type,
+            role="requesting",
+            requesting=GB,
+            requested=NG,
+            peer=NG,
+            urgency="ordinary",
+            state=steps[-1][2],
+            opened_at=at,
+            updated_at=at,
+            form_sealed=sim.core.seal_to_self(form.SerializeToString()),
+            form_digest=bytes(32),
+        )
+        s.add(row)
+        s.flush()
+        for i, (action, party, after) in enumerate(steps):
+            mid = bytes([n, i]) * 8
+            s.add(
+                CaseEventRow(
+                    case_id=row.id,
+                    seq=i + 1,
+                    action=action,
+                    party=party,
+                    agency=GB,
+                    at=at + i,
+                    message_id=mid,
+                    state_after=after,
+                )
+            )
+            if i in sealed_steps:
+                body = cpb.CaseTransitionBody(
+                    case_ref=row.case_ref,
+                    seq=i + 1,
+                    at=at + i,
+                    details=fpb.TransitionDetails.FromString(sealed_steps[i]),
+                )
+                sealed = sim.core.seal_to_self(body.SerializeToString(deterministic=True))
+                s.add(
+                    MessageRow(
+                        message_id=mid,
+                        direction="in",
+                        peer=NG,
+                        message_type=MessageType.CASE_TRANSITION.value,
+                        created_at=at,
+                        expires_at=at + DAY,
+                        envelope_digest=bytes(32),
+                        state="received",
+                        content=MessageContentRow(envelope=b"x", self_copy=sealed),
+                    )
+                )
+
+
+def test_refusal_grounds_and_the_person_sought_are_read_from_what_the_node_keeps_sealed(
+    node: SimNode,
+) -> None:
+    refusal = fpb.TransitionDetails(
+        refuse=fpb.Refusal(
+            grounds=[fpb.REFUSAL_GROUND_NO_DUAL_CRIMINALITY, fpb.REFUSAL_GROUND_OTHER],
+            explanation="Not an offence here.",
+        )
+    )
+    submitted, acked = (
+        ("submit", "requesting", "submitted"),
+        ("acknowledge", "requested", "acknowledged"),
+    )
+    _store_case(
+        node,
+        1,
+        "mla",
+        fpb.CaseForm(mla=fpb.MlaRequest()),
+        [submitted, acked, ("refuse", "requested", "refused")],
+        {2: refusal.SerializeToString()},
+    )
+    # Refused too, but the step's envelope was purged: the ground is not recorded.
+    _store_case(
+        node,
+        2,
+        "extradition",
+        fpb.CaseForm(extradition=fpb.ExtraditionRequest()),
+        [submitted, acked, ("refuse", "requested", "refused")],
+        {},
+    )
+    person = fpb.VictimSought(
+        given_name="Ana", family_name="Pop", sex="F", date_of_birth="2010-05-01", nationality="NGA"
+    )
+    _store_case(
+        node,
+        3,
+        "victim-id",
+        fpb.CaseForm(victim_id=fpb.VictimIdRequest(person=person)),
+        [submitted, ("report_executed", "requested", "executed")],
+        {},
+    )
+    period = rel.Period.parse("2025-01-01", "2025-03-31")
+    with node.db.read() as s:
+        facts = case_facts(
+            s, period, policy_of(CasesSection()), now_ms(), node.core.open_from_self, ("GB", "NG")
+        )
+    by_type = {f.case_type: f for f in facts}
+    assert by_type["mla"].refusal_ground == "no_dual_criminality"
+    assert by_type["extradition"].refusal_ground == "not_recorded"
+    follow_up = by_type["victim-id"]
+    # 14 on the period's last day; NGA is the directory's NG. Nothing else of the person.
+    assert (follow_up.sex, follow_up.age_band, follow_up.nationality) == ("female", "9--17", "NG")
+    assert (by_type["mla"].sex, by_type["mla"].nationality) == ("not_recorded", "not_recorded")
+    # Without the node's key nothing is read: every case counts as not recorded.
+    with node.db.read() as s:
+        blind = case_facts(s, period, policy_of(CasesSection()), now_ms())
+    assert {f.refusal_ground for f in blind} == {"not_recorded"}
+    assert {f.age_band for f in blind} == {"not_recorded"}

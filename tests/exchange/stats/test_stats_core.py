@@ -4,15 +4,25 @@ yearly budget, the published document, export columns and the federation table."
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 import math
 
 import pytest
 
+from exchange._proto.mlax.v1 import forms_pb2 as fpb
+from exchange.matching.records import PartialDate
 from exchange.stats import release as rel
 from exchange.stats.export import combine, federation_csv, release_csv, release_rows
-from exchange.stats.facts import CaseFact, QueryFact
+from exchange.stats.facts import (
+    REFUSAL_GROUNDS,
+    CaseFact,
+    QueryFact,
+    age_band,
+    person_sought,
+    refusal_ground,
+)
 from exchange.stats.tables import PROFILE_TABLE, TABLES, TABLES_BY_NAME, true_values
 
 PEERS = ("FR-OCRTEH", "NG-NAPTIP")
@@ -282,3 +292,123 @@ def test_a_release_goes_to_the_coordinators_when_named_else_to_every_member() ->
     # The coordinator's own release goes to the other coordinators only.
     assert rel.recipients(members, ["AT-UNODC"], "AT-UNODC") == []
     assert rel.recipients(members, ["AT-UNODC", "FR-OCRTEH"], "AT-UNODC") == ["FR-OCRTEH"]
+
+
+# -- refusal grounds and the person a follow-up seeks ----------------------------------
+
+REFUSED = TABLES_BY_NAME["cases_refused_by_ground"]
+BY_SEX = TABLES_BY_NAME["victim_id_follow_ups_by_sex"]
+BY_AGE = TABLES_BY_NAME["victim_id_follow_ups_by_age"]
+BY_NATIONALITY = TABLES_BY_NAME["victim_id_follow_ups_by_nationality"]
+COUNTRIES = ("FR", "GB", "NG")
+
+
+def test_a_refusal_counts_under_the_first_ground_it_states() -> None:
+    details = fpb.TransitionDetails(
+        refuse=fpb.Refusal(
+            grounds=[fpb.REFUSAL_GROUND_OWN_NATIONAL, fpb.REFUSAL_GROUND_DEATH_PENALTY],
+            explanation="x",
+        )
+    )
+    assert refusal_ground(details) == "own_national"
+    assert refusal_ground(fpb.TransitionDetails()) == "not_recorded"
+    # The cells are the form vocabulary's grounds, fixed, plus not_recorded.
+    assert REFUSAL_GROUNDS[-1] == "not_recorded"
+    assert "no_dual_criminality" in REFUSAL_GROUNDS
+    assert "fiscal_offence" not in REFUSAL_GROUNDS  # UNTOC forbids it; not in the forms
+    facts = [
+        case(outcome="refused", refusal_ground="own_national"),
+        case(outcome="refused"),  # details purged: not recorded
+        case(outcome="executed", refusal_ground="own_national"),  # not refused: not here
+    ]
+    values = true_values(REFUSED, facts, PEERS, 90)
+    assert len(values) == 3 * 2 * len(REFUSAL_GROUNDS)
+    assert values[("mla", "sent", "own_national")] == 1
+    assert values[("mla", "sent", "not_recorded")] == 1
+    assert sum(values.values()) == 2
+
+
+END, MID = dt.date(2025, 12, 31), dt.date(2025, 6, 30)
+
+
+@pytest.mark.parametrize(
+    ("born", "on", "band"),
+    [
+        (PartialDate(2007, 12, 31), END, "18--20"),  # 18 on the last day of 2025
+        (PartialDate(2008, 1, 1), END, "9--17"),  # 17 on that day
+        (PartialDate(2007), END, "18--20"),  # 18 whatever the day of 2007
+        (PartialDate(2007), MID, "not_recorded"),  # 17 or 18 on 30 June: two bands
+        (PartialDate(2000), MID, "24--26"),  # 24 or 25: one band
+        (PartialDate(2007, 6), dt.date(2025, 6, 15), "not_recorded"),  # 17 or 18
+        (PartialDate(2007, 5), MID, "18--20"),
+        (PartialDate(1950, 3, 1), END, "48+"),
+        (PartialDate(2026, 1, 1), END, "not_recorded"),  # born after the day
+        (None, END, "not_recorded"),
+    ],
+)
+def test_the_age_band_is_ctdc_s_at_the_period_s_end_and_never_a_guess(
+    born: PartialDate | None, on: dt.date, band: str
+) -> None:
+    assert age_band(born, on) == band
+
+
+def _follow_up_form(**person: str) -> fpb.CaseForm:
+    return fpb.CaseForm(victim_id=fpb.VictimIdRequest(person=fpb.VictimSought(**person)))
+
+
+def test_the_person_sought_becomes_a_sex_an_age_band_and_a_nationality_only() -> None:
+    on = dt.date(2025, 12, 31)
+    form = _follow_up_form(given_name="Ana", sex="f", date_of_birth="2009-04", nationality="FRA")
+    assert person_sought(form, on, COUNTRIES) == ("female", "9--17", "FR")
+    # Alpha-2 accepted as on the form; a country outside the directory is "other".
+    assert person_sought(_follow_up_form(given_name="A", nationality="de"), on, COUNTRIES) == (
+        "not_recorded",
+        "not_recorded",
+        "other",
+    )
+    assert person_sought(_follow_up_form(family_name="B", sex="X"), on, COUNTRIES)[0] == "other"
+    # No person, an invalid one, or another kind of form: nothing recorded.
+    nothing = ("not_recorded",) * 3
+    assert person_sought(fpb.CaseForm(victim_id=fpb.VictimIdRequest()), on, COUNTRIES) == nothing
+    assert person_sought(_follow_up_form(sex="F"), on, COUNTRIES) == nothing  # no name
+    assert person_sought(fpb.CaseForm(mla=fpb.MlaRequest()), on, COUNTRIES) == nothing
+
+
+def test_a_follow_up_falls_in_one_cell_of_each_demographic_table() -> None:
+    follow_ups = [
+        case(
+            case_type="victim-id",
+            outcome="executed",
+            sex="female",
+            age_band="9--17",
+            nationality="NG",
+        ),
+        case(case_type="victim-id", direction="received", outcome="refused", nationality="RO"),
+        case(),  # an MLA request is no follow-up
+    ]
+    for table in (BY_SEX, BY_AGE, BY_NATIONALITY):
+        values = true_values(table, follow_ups, PEERS, 90, COUNTRIES)
+        assert table.sensitivity(90) == 1
+        assert sum(values.values()) == 2
+    assert true_values(BY_SEX, follow_ups, PEERS, 90)[("sent", "disclosed", "female")] == 1
+    assert true_values(BY_AGE, follow_ups, PEERS, 90)[("sent", "disclosed", "9--17")] == 1
+    by_nationality = true_values(BY_NATIONALITY, follow_ups, PEERS, 90, COUNTRIES)
+    # The cells come from the directory's countries, fixed before the data: a nationality
+    # outside them counts as "other".
+    assert [c[2] for c in by_nationality][:5] == ["FR", "GB", "NG", "other", "not_recorded"]
+    assert by_nationality[("sent", "disclosed", "NG")] == 1
+    assert by_nationality[("received", "not_disclosed", "other")] == 1
+    assert len(by_nationality) == 2 * 2 * (len(COUNTRIES) + 2)
+
+
+def test_the_federation_csv_has_a_column_for_every_dimension_even_when_all_is_suppressed() -> None:
+    plans = rel.plan((BY_NATIONALITY, BY_SEX), 1.0, 90)
+    params = rel.Parameters(
+        "GB-NCA", rel.Period.parse("2026-01-01", "2026-06-30"), 1.0, 11, 90, "opendp"
+    )
+    released = {BY_NATIONALITY.name: {("sent", "disclosed", "FR"): 12}, BY_SEX.name: {}}
+    doc = rel.document("r", params, plans, released, PEERS, COUNTRIES)
+    assert rel.validate(json.loads(rel.canonical(doc)), "GB-NCA")
+    header = federation_csv(combine([doc])).splitlines()[0].split(",")
+    assert {"direction", "disclosure", "gender", "citizenship"} <= set(header)
+    assert "sex" not in header
