@@ -10,6 +10,12 @@ A bundle (`"format": "mlax-officer/v2"`) is a JSON object: `officer`, `role`, `a
 the officer's key (purpose `tls`, label the officer's name) nested as an object. A
 `mlax-officer/v1` bundle has `private_key`, the PBKDF2-encrypted PEM, instead.
 
+Either format may carry `server_certificates`, a list of further PEM certificates the
+officer trusts for its node (at most `MAX_SERVER_CERTIFICATES`): the officer SDK adds the
+next certificate of a TLS renewal there (`add_server_certificates`, which rewrites only
+that field), so the credential keeps reaching the node after the renewal. A reader that
+does not know the field trusts `server_certificate` alone, as before.
+
 This module does no network I/O and imports no storage: the officer SDK (node.client)
 and the node (node.services.officers) share it.
 """
@@ -32,7 +38,11 @@ from keys.material import Algorithm, KeyMaterial, Purpose
 BUNDLE_FORMAT = "mlax-officer/v2"
 LEGACY_BUNDLE_FORMAT = "mlax-officer/v1"  # PBKDF2 PKCS#8: read only
 MAX_BUNDLE_BYTES = 256 * 1024
+# Further trusted server certificates a bundle keeps (the oldest learned one goes first).
+MAX_SERVER_CERTIFICATES = 4
+MAX_SERVER_CERTIFICATE_BYTES = 16 * 1024
 _PEM = b"-----BEGIN"
+_CERT_PEM = "-----BEGIN CERTIFICATE-----"
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,13 @@ class BundleInfo:
     endpoint: str
     server_certificate: bytes
     certificate: bytes
+    # Further certificates of the node's officer listener (a TLS renewal's next one).
+    more_server_certificates: tuple[bytes, ...] = ()
+
+    @property
+    def server_certificates(self) -> tuple[bytes, ...]:
+        """Every certificate trusted for the node: `server_certificate` first."""
+        return (self.server_certificate, *self.more_server_certificates)
 
 
 def _material(key: ec.EllipticCurvePrivateKey) -> KeyMaterial:
@@ -72,8 +89,28 @@ def seal_bundle(
         "endpoint": info.endpoint,
         "server_certificate": info.server_certificate.decode(),
         "certificate": info.certificate.decode(),
+        **_more_field(info.more_server_certificates),
         "key_file": key_file,
     }
+
+
+def _more_field(pems: tuple[bytes, ...]) -> dict[str, Any]:
+    return {"server_certificates": [p.decode() for p in pems]} if pems else {}
+
+
+def _server_certificates(value: Any) -> tuple[bytes, ...]:
+    """The `server_certificates` field, bounded (ValueError if malformed)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > MAX_SERVER_CERTIFICATES:
+        raise ValueError("server_certificates")
+    if not all(isinstance(p, str) and _is_certificate_pem(p) for p in value):
+        raise ValueError("server_certificates")
+    return tuple(p.encode() for p in value)
+
+
+def _is_certificate_pem(pem: str) -> bool:
+    return len(pem) <= MAX_SERVER_CERTIFICATE_BYTES and pem.lstrip().startswith(_CERT_PEM)
 
 
 def bundle_bytes(bundle: dict[str, Any]) -> bytes:
@@ -140,6 +177,7 @@ def open_bundle(
             endpoint=str(doc["endpoint"]),
             server_certificate=doc["server_certificate"].encode(),
             certificate=doc["certificate"].encode(),
+            more_server_certificates=_server_certificates(doc.get("server_certificates")),
         )
         if fmt == BUNDLE_FORMAT:
             if not isinstance(doc["key_file"], dict):
@@ -156,6 +194,37 @@ def open_bundle(
     if not key_matches_certificate(key, info.certificate):
         raise KeystoreError(f"{source} is corrupt: its key does not match its certificate.")
     return info, key
+
+
+def add_server_certificates(path: Path, pems: list[bytes]) -> bool:
+    """Trust `pems` too for the bundle at `path`: rewrite its `server_certificates` field
+    atomically (0600), every other field as it was, the sealed key untouched. Certificates
+    it already trusts are skipped; past `MAX_SERVER_CERTIFICATES` the oldest learned one
+    goes. False if nothing changed. KeystoreError if the file is not a bundle; OSError if
+    it cannot be rewritten (e.g. a read-only credential)."""
+    source = str(path)
+    with path.open("rb") as f:
+        data = f.read(MAX_BUNDLE_BYTES + 1)
+    if len(data) > MAX_BUNDLE_BYTES:
+        raise KeystoreError(f"{source} is too large to be an MLAX officer credential.")
+    try:
+        doc: Any = json.loads(data)
+        if doc.get("format") not in (BUNDLE_FORMAT, LEGACY_BUNDLE_FORMAT):
+            raise ValueError("format")
+        primary = doc["server_certificate"].encode()
+        learned = list(_server_certificates(doc.get("server_certificates")))
+    except (ValueError, KeyError, AttributeError, TypeError):
+        raise KeystoreError(f"{source} is not an MLAX officer credential.") from None
+    new: list[bytes] = []
+    for pem in pems:
+        usable = pem.isascii() and _is_certificate_pem(pem.decode())
+        if usable and pem != primary and pem not in learned and pem not in new:
+            new.append(pem)
+    if not new:
+        return False
+    doc["server_certificates"] = [p.decode() for p in (learned + new)[-MAX_SERVER_CERTIFICATES:]]
+    write_bundle(path, doc, overwrite=True)
+    return True
 
 
 # -- the officer CA's key ------------------------------------------------------------------

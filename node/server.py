@@ -310,6 +310,7 @@ def run(cfg: NodeConfig, passphrase: bytes, stop: threading.Event | None = None)
                 identity.agency_id,
                 cfg.officer.advertise or cfg.officer.listen,
                 identity.tls_certificate_pem(),
+                identity.card.next_tls_certificate_pem,
             ),
         ),
         off,

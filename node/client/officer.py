@@ -7,7 +7,10 @@ for message in client.inbox(): ...
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,7 +33,13 @@ from exchange.errors import (
 )
 from exchange.receipt import Receipt
 from exchange.retention import purged_text
-from keys.officer_bundle import MAX_BUNDLE_BYTES, open_bundle
+from keys.officer_bundle import (
+    MAX_BUNDLE_BYTES,
+    MAX_SERVER_CERTIFICATE_BYTES,
+    MAX_SERVER_CERTIFICATES,
+    add_server_certificates,
+    open_bundle,
+)
 from node.client.results import WhoAmI
 from node.transport import flow_control_options
 
@@ -44,6 +53,11 @@ MESSAGE_TYPES = {
     "victim-id": epb.MESSAGE_TYPE_VICTIM_ID_REQUEST,
     "reply": epb.MESSAGE_TYPE_REPLY,
 }
+# How often a client asks its node (WhoAmI) which certificates its officer listener
+# presents now or after a TLS renewal, and adds the ones its credential lacks.
+TRUST_CHECK_SECONDS = 3600.0
+TRUST_RETRY_SECONDS = 60.0  # after a failed check (the node down)
+
 HANDLING_CODES = {
     "no-onward-transmission": epb.HANDLING_CODE_NO_ONWARD_TRANSMISSION,
     "no-evidential-use": epb.HANDLING_CODE_NO_EVIDENTIAL_USE_WITHOUT_CONSENT,
@@ -229,6 +243,13 @@ class Credential:
     server_certificate: bytes
     certificate: bytes
     private_key_pem: bytes
+    # Further certificates trusted for the node (a TLS renewal's next one).
+    more_server_certificates: tuple[bytes, ...] = ()
+
+    @property
+    def server_certificates(self) -> tuple[bytes, ...]:
+        """Every certificate trusted for the node; the first names the TLS server."""
+        return (self.server_certificate, *self.more_server_certificates)
 
     @classmethod
     def load(cls, path: Path, passphrase: bytes) -> Credential:
@@ -253,7 +274,30 @@ class Credential:
             info.server_certificate,
             info.certificate,
             plain,
+            info.more_server_certificates,
         )
+
+    def trusting(self, pems: list[bytes]) -> Credential:
+        """This credential trusting `pems` too: only certificates that name the same TLS
+        server (the rule of `_server_name`), at most MAX_SERVER_CERTIFICATES further ones."""
+        name = _server_name(self.server_certificate)
+        more = list(self.more_server_certificates)
+        for pem in pems:
+            if pem not in self.server_certificates and pem not in more and _names(pem, name):
+                more.append(pem)
+        return dataclasses.replace(
+            self, more_server_certificates=tuple(more[-MAX_SERVER_CERTIFICATES:])
+        )
+
+
+def _names(pem: bytes, server_name: str) -> bool:
+    """Whether `pem` is a certificate for `server_name` (anything else is not trusted)."""
+    if len(pem) > MAX_SERVER_CERTIFICATE_BYTES:
+        return False
+    try:
+        return _server_name(pem) == server_name
+    except ValueError:
+        return False
 
 
 def _server_name(cert_pem: bytes) -> str:
@@ -274,16 +318,23 @@ def _server_name(cert_pem: bytes) -> str:
 class OfficerClient:
     """A typed client for the Officer service of one's own node."""
 
-    def __init__(self, credential: Credential, timeout: float = 15.0) -> None:
+    def __init__(
+        self, credential: Credential, timeout: float = 15.0, bundle: Path | None = None
+    ) -> None:
         self.credential = credential
         self.timeout = timeout
+        # The credential file, rewritten when the node names a certificate it lacks.
+        self.bundle = bundle
+        self._trust_lock = threading.Lock()
+        self._trust_due = 0.0  # monotonic time of the next WhoAmI trust check
+        self._replaced: list[grpc.Channel] = []  # closed with the client
         self._connect()
 
     def _connect(self) -> None:
-        # The node's own certificate is the only trust anchor: no system CA roots.
+        # The node's own certificates are the only trust anchors: no system CA roots.
         cred = self.credential
         creds = grpc.ssl_channel_credentials(
-            root_certificates=cred.server_certificate,
+            root_certificates=b"".join(cred.server_certificates),
             private_key=cred.private_key_pem,
             certificate_chain=cred.certificate,
         )
@@ -305,10 +356,49 @@ class OfficerClient:
 
     @classmethod
     def from_bundle(cls, path: Path, passphrase: bytes, timeout: float = 15.0) -> OfficerClient:
-        return cls(Credential.load(path, passphrase), timeout)
+        return cls(Credential.load(path, passphrase), timeout, bundle=path)
 
     def close(self) -> None:
         self._channel.close()
+        for channel in self._replaced:
+            channel.close()
+
+    def _check_trust(self) -> None:
+        """At most once per TRUST_CHECK_SECONDS: ask the node which certificates its officer
+        listener presents now or after a TLS renewal, and trust the ones we lack."""
+        if time.monotonic() < self._trust_due:
+            return
+        with self._trust_lock:
+            if time.monotonic() < self._trust_due:
+                return
+            try:
+                resp = self._stub.WhoAmI(opb.WhoAmIRequest(), timeout=self.timeout)
+            except grpc.RpcError:
+                self._trust_due = time.monotonic() + TRUST_RETRY_SECONDS
+                return
+            self._trust_due = time.monotonic() + TRUST_CHECK_SECONDS
+            self._learn(list(resp.server_certificates))
+
+    def _learn(self, pems: list[str]) -> None:
+        """Trust the certificates of `pems` (from our node, over the pinned channel) that
+        the credential lacks: in memory (a new channel), and in the credential file."""
+        offered = [p.encode() for p in pems[:MAX_SERVER_CERTIFICATES] if p.isascii()]
+        wider = self.credential.trusting(offered)
+        if wider == self.credential:
+            return
+        added = [
+            p
+            for p in wider.more_server_certificates
+            if p not in self.credential.server_certificates
+        ]
+        # Calls in progress finish on the old channel; the next ones use the new one.
+        self._replaced.append(self._channel)
+        self.credential = wider
+        self._connect()
+        if self.bundle is not None:
+            # A read-only credential file: this process still trusts them.
+            with contextlib.suppress(OSError, MlaxError):
+                add_server_certificates(self.bundle, added)
 
     def __enter__(self) -> OfficerClient:
         return self
@@ -325,6 +415,7 @@ class OfficerClient:
         return NodeCallError(code, detail)
 
     def _call(self, method: Any, request: Any) -> Any:
+        self._check_trust()
         try:
             return method(request, timeout=self.timeout)
         except grpc.RpcError as e:
@@ -434,7 +525,14 @@ class OfficerClient:
             raise self.call_error(e) from None
 
     def whoami(self) -> WhoAmI:
-        resp: opb.WhoAmIResponse = self._call(self._stub.WhoAmI, opb.WhoAmIRequest())
+        # The answer is also the trust check: no second WhoAmI for it.
+        try:
+            resp: opb.WhoAmIResponse = self._stub.WhoAmI(opb.WhoAmIRequest(), timeout=self.timeout)
+        except grpc.RpcError as e:
+            raise self.call_error(e) from None
+        with self._trust_lock:
+            self._trust_due = time.monotonic() + TRUST_CHECK_SECONDS
+            self._learn(list(resp.server_certificates))
         return WhoAmI.from_proto(resp)
 
 

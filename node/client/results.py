@@ -459,6 +459,8 @@ class WhoAmI(WireResult):
     agency: str
     directory_version: int
     peers: tuple[str, ...]
+    # The certificates the officer listener presents now or after a TLS renewal (PEM).
+    server_certificates: tuple[str, ...] = ()
 
     @classmethod
     def from_proto(cls, m: opb.WhoAmIResponse) -> WhoAmI:
@@ -468,6 +470,7 @@ class WhoAmI(WireResult):
             agency=m.agency,
             directory_version=m.directory_version,
             peers=tuple(m.peers),
+            server_certificates=tuple(m.server_certificates),
         )
 
 

@@ -151,6 +151,7 @@ class OfficerService(ogrpc.OfficerServicer):
             agency=self.core.agency,
             directory_version=directory.version,
             peers=[a.agency_id for a in directory.agencies if a.agency_id != self.core.agency],
+            server_certificates=self.issuer.server_certificates(),
         )
 
     # -- officer administration (admins; the node host's `mlax officer` does the same) ----

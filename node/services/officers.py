@@ -179,6 +179,14 @@ class OfficerIssuer:
     agency: str
     endpoint: str
     server_cert_pem: bytes
+    # A TLS renewal under way: the certificate the officer listener presents once the
+    # renewal is retired and the node restarted (WhoAmI tells officer clients about it).
+    next_server_cert_pem: bytes = b""
+
+    def server_certificates(self) -> list[str]:
+        """What WhoAmI lists: the certificate presented now, then the next one if any."""
+        pems = [self.server_cert_pem, self.next_server_cert_pem]
+        return [p.decode() for p in pems if p]
 
 
 @dataclass(frozen=True)

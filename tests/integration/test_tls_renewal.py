@@ -1,11 +1,16 @@
 """A node renews its TLS certificate on a live federation while messages flow both ways:
 the next pin is published, the node switches to it without a restart, the old pin is
 retired, and every message sent before, during and after is delivered. A peer presenting a
-certificate the directory no longer lists is refused."""
+certificate the directory no longer lists is refused. An officer credential issued before
+the renewal learns the next certificate from its node during the overlap and still reaches
+the node after the retirement and a restart (SDK and CLI); a credential that trusts a
+certificate the node never had is refused."""
 
 from __future__ import annotations
 
+import datetime
 import json
+import shutil
 import threading
 import time
 import uuid
@@ -16,6 +21,9 @@ from typing import TYPE_CHECKING, cast
 
 import grpc
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from exchange._proto.mlax.v1 import federation_pb2 as fpb
 from exchange._proto.mlax.v1 import federation_pb2_grpc as fgrpc
@@ -132,6 +140,26 @@ class Traffic:
         self.phase = phase
 
 
+def _impostor_certificate(genuine: bytes) -> bytes:
+    """A self-signed certificate with the subject and names of `genuine`, another key."""
+    real = x509.load_pem_x509_certificate(genuine)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    san = real.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(real.subject)
+        .issuer_name(real.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(san, critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
 def _get_directory(endpoint: str, roots: bytes, key: bytes, cert: bytes) -> None:
     """GetDirectory on `endpoint` trusting only `roots` and presenting (`key`, `cert`)."""
     creds = grpc.ssl_channel_credentials(roots, key, cert)
@@ -163,6 +191,9 @@ def test_tls_renewal_on_a_live_federation_loses_no_delivery(tmp_path: Path, cli:
     old = load_identity(gb_keys, passphrase)
     fr = load_identity(fed.nodes[FR].root / "keys", passphrase)
     gb_endpoint = old.card.endpoint
+    gb_bundle = fed.nodes[GB].credentials["officer"]
+    before_bundle = tmp_path / "officer-before-renewal.json"
+    shutil.copyfile(gb_bundle, before_bundle)
 
     def publish() -> None:
         """The admins add GB's card.json and sign the next version 2 of 3; GB installs it."""
@@ -203,6 +234,17 @@ def test_tls_renewal_on_a_live_federation_loses_no_delivery(tmp_path: Path, cli:
             nodes[GB].start()
             nxt = load_identity(gb_keys, passphrase).next_tls_pair()
             assert nxt is not None
+            # GB's officer tells its credential about the next certificate (the console
+            # and the SDK ask at sign-in and hourly); the credential file learns it.
+            both = (old.tls_certificate_pem().decode(), new_cert.decode())
+            wait_for(
+                lambda: clients[GB].whoami().server_certificates == both,
+                30,
+                "GB did not name its next certificate to its officer",
+            )
+            learned = json.loads(gb_bundle.read_text())
+            assert learned["server_certificates"] == [new_cert.decode()]
+            assert learned["key_file"] == json.loads(before_bundle.read_text())["key_file"]
 
             # 2. Publish the next pin: FR adopts it from GB, GB switches after 3 syncs.
             traffic.at("published")
@@ -248,6 +290,10 @@ def test_tls_renewal_on_a_live_federation_loses_no_delivery(tmp_path: Path, cli:
                 "FR did not adopt the directory that retires GB's old pin",
             )
             traffic.at("after")
+            # The restart after the retirement: GB's officer listener presents only the
+            # new certificate; the officer's client, created before the renewal, goes on.
+            assert nodes[GB].stop() == 0
+            nodes[GB].start()
             traffic.at("done")
 
         # Every message of every phase, both ways, is delivered; none failed.
@@ -272,6 +318,29 @@ def test_tls_renewal_on_a_live_federation_loses_no_delivery(tmp_path: Path, cli:
         # The new one is accepted by FR as a client certificate.
         assert nxt is not None
         _get_directory(fr.card.endpoint, fr.tls_certificate_pem(), *nxt)
+
+        # The credential issued before the renewal, as the SDK and the CLI load it again.
+        with OfficerClient.from_bundle(gb_bundle, officer_passphrase, timeout=10) as again:
+            assert again.whoami().server_certificates == (new_cert.decode(),)
+        inbox = cli.run("inbox", "--as", gb_bundle, "--json")
+        assert inbox.returncode == 0, inbox.stderr
+        # A copy of it that was never used during the overlap pins only the retired
+        # certificate: refused (operators.md, TLS renewal: issue such credentials again).
+        with OfficerClient.from_bundle(before_bundle, officer_passphrase, timeout=5) as stale:
+            with pytest.raises(NodeCallError) as pinned_old:
+                stale.whoami()
+            assert pinned_old.value.code == grpc.StatusCode.UNAVAILABLE
+        # A credential trusting only a certificate GB never had, for GB's name, is refused
+        # in the handshake, and nothing it is told widens its trust.
+        forged = json.loads(before_bundle.read_text())
+        forged["server_certificate"] = _impostor_certificate(new_cert).decode()
+        forged_path = tmp_path / "forged.json"
+        forged_path.write_text(json.dumps(forged))
+        with OfficerClient.from_bundle(forged_path, officer_passphrase, timeout=5) as refused_by:
+            with pytest.raises(NodeCallError) as unreachable:
+                refused_by.whoami()
+            assert unreachable.value.code == grpc.StatusCode.UNAVAILABLE
+        assert "server_certificates" not in json.loads(forged_path.read_text())
     finally:
         for client in clients.values():
             client.close()

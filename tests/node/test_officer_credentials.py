@@ -5,6 +5,8 @@ one sentence and change nothing."""
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import json
 import stat
 from collections.abc import Iterator
@@ -18,7 +20,12 @@ from cryptography.x509.oid import NameOID
 
 from exchange.errors import KeystoreError, MlaxError, PassphraseError
 from keys.keystore import KDF_PROFILE_ENV
-from keys.officer_bundle import LEGACY_BUNDLE_FORMAT, write_bundle
+from keys.officer_bundle import (
+    LEGACY_BUNDLE_FORMAT,
+    MAX_SERVER_CERTIFICATES,
+    add_server_certificates,
+    write_bundle,
+)
 from node.client import Credential
 from node.client.admin import signing_request
 from node.services.officers import (
@@ -157,6 +164,115 @@ def test_a_bundle_whose_key_is_not_its_certificates_is_refused(
     path.write_text('{"format": "mlax-officer/v2", "officer": 1}')
     with pytest.raises(KeystoreError, match="not an MLAX officer credential"):
         Credential.load(path, OFFICER_PASS)
+
+
+# -- trusted server certificates (a TLS renewal) -------------------------------------------
+
+
+def _server_cert(host: str = "127.0.0.1") -> bytes:
+    """A self-signed certificate for `host`, as a node's TLS certificate is."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, AGENCY)])
+    now = datetime.datetime.now(datetime.UTC)
+    try:
+        san: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        san = x509.DNSName(host)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([san]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _bundle_at(tmp_path: Path, db: Database, ca: OfficerCA, server: bytes) -> Path:
+    bundle = _issue(db, ca)
+    bundle["server_certificate"] = server.decode()
+    path = tmp_path / "ana.json"
+    write_bundle(path, bundle)
+    return path
+
+
+def test_a_learned_server_certificate_is_trusted_and_nothing_else_changes(
+    db: Database, ca: OfficerCA, tmp_path: Path
+) -> None:
+    current, nxt = _server_cert(), _server_cert()
+    path = _bundle_at(tmp_path, db, ca, current)
+    before = json.loads(path.read_text())
+    assert Credential.load(path, OFFICER_PASS).server_certificates == (current,)
+
+    assert add_server_certificates(path, [current, nxt, nxt]) is True
+    after = json.loads(path.read_text())
+    assert after.pop("server_certificates") == [nxt.decode()]
+    assert after == before  # the sealed key and every other field as they were
+    assert _mode(path) == 0o600
+    cred = Credential.load(path, OFFICER_PASS)
+    assert cred.server_certificates == (current, nxt)
+    assert cred.server_certificate == current  # what older SDKs read, and the server name
+
+    # Known already: the file is not rewritten.
+    written = path.read_bytes()
+    assert add_server_certificates(path, [nxt, current]) is False
+    assert path.read_bytes() == written
+    # Bounded: the oldest learned certificate goes first.
+    more = [_server_cert() for _ in range(MAX_SERVER_CERTIFICATES)]
+    assert add_server_certificates(path, [*more, b"not a certificate"]) is True
+    assert Credential.load(path, OFFICER_PASS).server_certificates == (current, *more)
+
+
+def test_a_legacy_bundle_learns_a_server_certificate_and_keeps_its_format(
+    ca: OfficerCA, tmp_path: Path
+) -> None:
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(_legacy_bundle(ca, OFFICER_PASS)))
+    nxt = _server_cert()
+    assert add_server_certificates(path, [nxt]) is True
+    assert json.loads(path.read_text())["format"] == LEGACY_BUNDLE_FORMAT
+    assert Credential.load(path, OFFICER_PASS).server_certificates == (ca.cert_pem, nxt)
+
+
+@pytest.mark.parametrize(
+    "field",
+    ["a certificate", [1], ["not a pem"], ["-----BEGIN CERTIFICATE-----"] * 5, {"a": 1}],
+)
+def test_a_bundle_with_a_malformed_server_certificates_field_is_refused(
+    db: Database, ca: OfficerCA, tmp_path: Path, field: object
+) -> None:
+    path = _bundle_at(tmp_path, db, ca, _server_cert())
+    doc = json.loads(path.read_text())
+    doc["server_certificates"] = field
+    path.write_text(json.dumps(doc))
+    written = path.read_bytes()
+    with pytest.raises(KeystoreError, match="not an MLAX officer credential"):
+        Credential.load(path, OFFICER_PASS)
+    with pytest.raises(KeystoreError, match="not an MLAX officer credential"):
+        add_server_certificates(path, [_server_cert()])
+    assert path.read_bytes() == written
+
+
+def test_a_credential_trusts_only_certificates_for_the_same_server(
+    db: Database, ca: OfficerCA, tmp_path: Path
+) -> None:
+    current = _server_cert("gb.example")
+    cred = Credential.load(_bundle_at(tmp_path, db, ca, current), OFFICER_PASS)
+    same, other = _server_cert("gb.example"), _server_cert("attacker.example")
+    wider = cred.trusting([other, b"-----BEGIN CERTIFICATE-----\nxx\n", same, current])
+    assert wider.server_certificates == (current, same)
+    assert cred.trusting([other]) == cred
+
+
+def test_whoami_names_the_current_then_the_next_server_certificate(ca: OfficerCA) -> None:
+    current, nxt = _server_cert(), _server_cert()
+    assert OfficerIssuer(ca, AGENCY, "e:1", current).server_certificates() == [current.decode()]
+    renewing = OfficerIssuer(ca, AGENCY, "e:1", current, nxt)
+    assert renewing.server_certificates() == [current.decode(), nxt.decode()]
 
 
 # -- the officer CA's key ------------------------------------------------------------------

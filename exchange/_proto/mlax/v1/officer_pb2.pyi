@@ -549,12 +549,21 @@ class WhoAmIResponse(_message.Message):
     AGENCY_FIELD_NUMBER: _builtins.int
     DIRECTORY_VERSION_FIELD_NUMBER: _builtins.int
     PEERS_FIELD_NUMBER: _builtins.int
+    SERVER_CERTIFICATES_FIELD_NUMBER: _builtins.int
     officer: _builtins.str
     role: _builtins.str
     agency: _builtins.str
     directory_version: _builtins.int
     @_builtins.property
     def peers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def server_certificates(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """PEM certificates the officer listener presents now or after a TLS renewal under way
+        (the current one, then the next; at most 4, each at most 16 KiB). The officer SDK
+        adds the ones its credential lacks to the credential's trusted server certificates,
+        so a credential keeps reaching the node once the renewal is retired.
+        """
+
     def __init__(
         self,
         *,
@@ -563,10 +572,11 @@ class WhoAmIResponse(_message.Message):
         agency: _builtins.str = ...,
         directory_version: _builtins.int = ...,
         peers: _abc.Iterable[_builtins.str] | None = ...,
+        server_certificates: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency", "directory_version", b"directory_version", "officer", b"officer", "peers", b"peers", "role", b"role"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency", "directory_version", b"directory_version", "officer", b"officer", "peers", b"peers", "role", b"role", "server_certificates", b"server_certificates"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
