@@ -28,6 +28,7 @@ from node.services.evidence import AttachmentDesk
 from node.services.ledger_view import LedgerView
 from node.services.matching import MatchDesk
 from node.services.messages import NodeCore
+from node.services.trust import MAX_DIRECTORY_CHAIN
 from node.services.witnessing import WitnessDesk
 from node.storage.ledger import LedgerStore
 
@@ -141,8 +142,16 @@ class FederationService:
         current = self.core.directory.current()
         if request.have_version >= current.version:
             return fpb.GetDirectoryResponse(version=current.version)
+        signed = self.core.directory.signed_bytes()
+        chain: list[bytes] = []
+        first, last = request.have_version + 1, current.version - 1
+        if request.have_version and 0 < last - first + 1 <= MAX_DIRECTORY_CHAIN:
+            # The versions in between, so that a caller that missed a change of
+            # administrators can verify its way up; all of them, or none.
+            room = self.core.limits.max_envelope_bytes - len(signed)
+            chain = self.core.directory.stored_versions(first, last, room)
         return fpb.GetDirectoryResponse(
-            signed_directory=self.core.directory.signed_bytes(), version=current.version
+            signed_directory=signed, version=current.version, chain=chain
         )
 
     # -- the audit ledger -------------------------------------------------------------------

@@ -24,6 +24,9 @@ from node.storage.models import DirectoryRow
 # How long a process trusts its cached copy before looking for a newer version that
 # another replica or an operator command installed.
 _CACHE_SECONDS = 1.0
+# The most intermediate versions a GetDirectory answer carries, and a caller accepts
+# (docs/protocol.md, GetDirectory).
+MAX_DIRECTORY_CHAIN = 64
 
 
 class NoDirectoryError(DirectoryError):
@@ -63,6 +66,23 @@ class TrustedDirectory:
     def signed_bytes(self) -> bytes:
         self.current()
         return self._signed
+
+    def stored_versions(self, first: int, last: int, max_bytes: int) -> list[bytes]:
+        """The signed versions `first` .. `last` this node trusted, oldest first; none when
+        one of them is missing or together they exceed `max_bytes`."""
+        if last < first:
+            return []
+        with self._db.read() as s:
+            rows = s.execute(
+                select(DirectoryRow.version, DirectoryRow.signed)
+                .where(DirectoryRow.version >= first, DirectoryRow.version <= last)
+                .order_by(DirectoryRow.version)
+            ).all()
+        if [row.version for row in rows] != list(range(first, last + 1)):
+            return []
+        if sum(len(row.signed) for row in rows) > max_bytes:
+            return []
+        return [row.signed for row in rows]
 
     def install(self, signed: bytes, source: str) -> Directory:
         """Verify `signed` against the trusted directory and make it current; ledgered."""

@@ -29,7 +29,7 @@ from exchange._proto.mlax.v1 import ledger_pb2 as mlax_dot_v1_dot_ledger__pb2
 from exchange._proto.mlax.v1 import matching_pb2 as mlax_dot_v1_dot_matching__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18mlax/v1/federation.proto\x12\x07mlax.v1\x1a\x18mlax/v1/attachment.proto\x1a\x17mlax/v1/directory.proto\x1a\x16mlax/v1/envelope.proto\x1a\x14mlax/v1/ledger.proto\x1a\x16mlax/v1/matching.proto\"+\n\x13GetDirectoryRequest\x12\x14\n\x0chave_version\x18\x01 \x01(\x04\"A\n\x14GetDirectoryResponse\x12\x18\n\x10signed_directory\x18\x01 \x01(\x0c\x12\x0f\n\x07version\x18\x02 \x01(\x04\"(\n\x13\x44\x65liverBatchRequest\x12\x11\n\tenvelopes\x18\x01 \x03(\x0c\".\n\rDeliverStatus\x12\x0c\n\x04\x63ode\x18\x01 \x01(\r\x12\x0f\n\x07message\x18\x02 \x01(\t\"h\n\rDeliverResult\x12#\n\x07receipt\x18\x01 \x01(\x0b\x32\x10.mlax.v1.ReceiptH\x00\x12(\n\x06status\x18\x02 \x01(\x0b\x32\x16.mlax.v1.DeliverStatusH\x00\x42\x08\n\x06result\"?\n\x14\x44\x65liverBatchResponse\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.mlax.v1.DeliverResult2\xa1\x07\n\nFederation\x12.\n\x07\x44\x65liver\x12\x11.mlax.v1.Envelope\x1a\x10.mlax.v1.Receipt\x12K\n\x0c\x44\x65liverBatch\x12\x1c.mlax.v1.DeliverBatchRequest\x1a\x1d.mlax.v1.DeliverBatchResponse\x12K\n\x0cGetDirectory\x12\x1c.mlax.v1.GetDirectoryRequest\x1a\x1d.mlax.v1.GetDirectoryResponse\x12I\n\rGetCheckpoint\x12\x1d.mlax.v1.GetCheckpointRequest\x1a\x19.mlax.v1.CheckpointRecord\x12T\n\x11GetInclusionProof\x12\x1e.mlax.v1.InclusionProofRequest\x1a\x1f.mlax.v1.InclusionProofResponse\x12Z\n\x13GetConsistencyProof\x12 .mlax.v1.ConsistencyProofRequest\x1a!.mlax.v1.ConsistencyProofResponse\x12\x45\n\nGetEntries\x12\x1a.mlax.v1.GetEntriesRequest\x1a\x1b.mlax.v1.GetEntriesResponse\x12N\n\rAddCheckpoint\x12\x1d.mlax.v1.AddCheckpointRequest\x1a\x1e.mlax.v1.AddCheckpointResponse\x12Q\n\x10\x41ttachmentStatus\x12 .mlax.v1.AttachmentStatusRequest\x1a\x1b.mlax.v1.AttachmentProgress\x12I\n\x0ePushAttachment\x12\x18.mlax.v1.AttachmentChunk\x1a\x1b.mlax.v1.AttachmentProgress(\x01\x12N\n\rMatchEvaluate\x12\x1d.mlax.v1.MatchEvaluateRequest\x1a\x1e.mlax.v1.MatchEvaluateResponse\x12G\n\rGetMatchIndex\x12\x1a.mlax.v1.MatchIndexRequest\x1a\x18.mlax.v1.MatchIndexChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18mlax/v1/federation.proto\x12\x07mlax.v1\x1a\x18mlax/v1/attachment.proto\x1a\x17mlax/v1/directory.proto\x1a\x16mlax/v1/envelope.proto\x1a\x14mlax/v1/ledger.proto\x1a\x16mlax/v1/matching.proto\"+\n\x13GetDirectoryRequest\x12\x14\n\x0chave_version\x18\x01 \x01(\x04\"P\n\x14GetDirectoryResponse\x12\x18\n\x10signed_directory\x18\x01 \x01(\x0c\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\r\n\x05\x63hain\x18\x03 \x03(\x0c\"(\n\x13\x44\x65liverBatchRequest\x12\x11\n\tenvelopes\x18\x01 \x03(\x0c\".\n\rDeliverStatus\x12\x0c\n\x04\x63ode\x18\x01 \x01(\r\x12\x0f\n\x07message\x18\x02 \x01(\t\"h\n\rDeliverResult\x12#\n\x07receipt\x18\x01 \x01(\x0b\x32\x10.mlax.v1.ReceiptH\x00\x12(\n\x06status\x18\x02 \x01(\x0b\x32\x16.mlax.v1.DeliverStatusH\x00\x42\x08\n\x06result\"?\n\x14\x44\x65liverBatchResponse\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.mlax.v1.DeliverResult2\xa1\x07\n\nFederation\x12.\n\x07\x44\x65liver\x12\x11.mlax.v1.Envelope\x1a\x10.mlax.v1.Receipt\x12K\n\x0c\x44\x65liverBatch\x12\x1c.mlax.v1.DeliverBatchRequest\x1a\x1d.mlax.v1.DeliverBatchResponse\x12K\n\x0cGetDirectory\x12\x1c.mlax.v1.GetDirectoryRequest\x1a\x1d.mlax.v1.GetDirectoryResponse\x12I\n\rGetCheckpoint\x12\x1d.mlax.v1.GetCheckpointRequest\x1a\x19.mlax.v1.CheckpointRecord\x12T\n\x11GetInclusionProof\x12\x1e.mlax.v1.InclusionProofRequest\x1a\x1f.mlax.v1.InclusionProofResponse\x12Z\n\x13GetConsistencyProof\x12 .mlax.v1.ConsistencyProofRequest\x1a!.mlax.v1.ConsistencyProofResponse\x12\x45\n\nGetEntries\x12\x1a.mlax.v1.GetEntriesRequest\x1a\x1b.mlax.v1.GetEntriesResponse\x12N\n\rAddCheckpoint\x12\x1d.mlax.v1.AddCheckpointRequest\x1a\x1e.mlax.v1.AddCheckpointResponse\x12Q\n\x10\x41ttachmentStatus\x12 .mlax.v1.AttachmentStatusRequest\x1a\x1b.mlax.v1.AttachmentProgress\x12I\n\x0ePushAttachment\x12\x18.mlax.v1.AttachmentChunk\x1a\x1b.mlax.v1.AttachmentProgress(\x01\x12N\n\rMatchEvaluate\x12\x1d.mlax.v1.MatchEvaluateRequest\x1a\x1e.mlax.v1.MatchEvaluateResponse\x12G\n\rGetMatchIndex\x12\x1a.mlax.v1.MatchIndexRequest\x1a\x18.mlax.v1.MatchIndexChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,15 +39,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETDIRECTORYREQUEST']._serialized_start=158
   _globals['_GETDIRECTORYREQUEST']._serialized_end=201
   _globals['_GETDIRECTORYRESPONSE']._serialized_start=203
-  _globals['_GETDIRECTORYRESPONSE']._serialized_end=268
-  _globals['_DELIVERBATCHREQUEST']._serialized_start=270
-  _globals['_DELIVERBATCHREQUEST']._serialized_end=310
-  _globals['_DELIVERSTATUS']._serialized_start=312
-  _globals['_DELIVERSTATUS']._serialized_end=358
-  _globals['_DELIVERRESULT']._serialized_start=360
-  _globals['_DELIVERRESULT']._serialized_end=464
-  _globals['_DELIVERBATCHRESPONSE']._serialized_start=466
-  _globals['_DELIVERBATCHRESPONSE']._serialized_end=529
-  _globals['_FEDERATION']._serialized_start=532
-  _globals['_FEDERATION']._serialized_end=1461
+  _globals['_GETDIRECTORYRESPONSE']._serialized_end=283
+  _globals['_DELIVERBATCHREQUEST']._serialized_start=285
+  _globals['_DELIVERBATCHREQUEST']._serialized_end=325
+  _globals['_DELIVERSTATUS']._serialized_start=327
+  _globals['_DELIVERSTATUS']._serialized_end=373
+  _globals['_DELIVERRESULT']._serialized_start=375
+  _globals['_DELIVERRESULT']._serialized_end=479
+  _globals['_DELIVERBATCHRESPONSE']._serialized_start=481
+  _globals['_DELIVERBATCHRESPONSE']._serialized_end=544
+  _globals['_FEDERATION']._serialized_start=547
+  _globals['_FEDERATION']._serialized_end=1476
 # @@protoc_insertion_point(module_scope)

@@ -47,18 +47,30 @@ class GetDirectoryResponse(_message.Message):
 
     SIGNED_DIRECTORY_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    CHAIN_FIELD_NUMBER: _builtins.int
     signed_directory: _builtins.bytes
     """Serialised exchange._proto.mlax.v1.SignedDirectory, or empty when the caller's version is current."""
     version: _builtins.int
+    @_builtins.property
+    def chain(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """When have_version is older than `version` by more than one: the versions
+        have_version+1 .. version-1 the server holds, each a serialised
+        exchange._proto.mlax.v1.SignedDirectory, oldest first, so that the caller can verify each against
+        the one before it across changes of administrators. Empty when the server lacks one
+        of them, when there would be more than 64, or when they would not fit the message
+        size limit; the caller then verifies signed_directory alone.
+        """
+
     def __init__(
         self,
         *,
         signed_directory: _builtins.bytes = ...,
         version: _builtins.int = ...,
+        chain: _abc.Iterable[_builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["signed_directory", b"signed_directory", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain", b"chain", "signed_directory", b"signed_directory", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
