@@ -19,15 +19,16 @@ with fewer:
 - POSSIBLE on the exact date (day and month in their order): a cross-field code pair;
   or a code and a 4-letter prefix or suffix of the other field; or a code and a
   2-letter prefix with a band on each field and three in all, or with sex and a band,
-  or with a longer edge too; or, with sex, field bands alone, at least two on each
-  field and four in all, or three bands on one field and four in all (bands alone
-  without sex are what short syllables such as "Wang" and "Yang" share).
+  or with a longer edge too; or field bands alone, at least two on each field and four
+  in all, or three bands on one field and four in all (without sex since the fourth
+  round: what a node answers stays precise, docs/matching.md, "Measured quality").
 - POSSIBLE with the year one off (day and month agreeing in their order): with agreeing
   sex, the exact-date rules, an edge needing a band on each field, sex or three bands
   of one field; without sex (the held-back benchmark has none), two of a code pair, an
   edge and a 2-letter edge, and a band of each field. One of them alone, or bands
   alone, is what people sharing a given name, a surname suffix ("-enko") or a short
-  syllable, born a year apart, share (docs/matching.md, "Measured quality", third round).
+  syllable ("Wang", "Yang"), born a year apart, share (docs/matching.md, "Measured
+  quality", third round).
 - POSSIBLE on the year alone (one side knows only the year): the whole name spelled
   alike after folding (`S`). A namesake born the same year looks exactly like this;
   nothing on the year level can tell them apart.
@@ -61,7 +62,7 @@ MIN_BANDS_EACH_FIELD = 2  # field bands alone: at least this many on each field
 MIN_BANDS_BOTH_FIELDS = 4  # and this many in all
 MIN_BANDS_SHORT_EDGE = 3  # field bands (one on each field) backing a 2-letter-prefix edge
 MIN_BANDS_ONE_FIELD = 3  # bands of one field backing an edge or agreeing sex
-MIN_BANDS_SEX = 4  # field bands backing agreeing sex and initials
+MIN_BANDS_SEX = 4  # field bands in all beside three of one field (bands alone)
 MIN_BANDS_STRONG_PAIR = 3
 MIN_KINDS_WINDOW = 2  # a year off without sex: of a pair, an edge and a 2-letter edge
 
@@ -116,9 +117,12 @@ def _possible_on_dates(ev: _Evidence, exact: bool, sex: bool) -> bool:
         or (sex and ev.bands >= 1)
     ):
         return True
-    if sex and ev.bands_low >= MIN_BANDS_EACH_FIELD and ev.bands >= MIN_BANDS_BOTH_FIELDS:
+    # Field bands alone: on the exact date, or with agreeing sex (a year off, bands alone
+    # without sex are what short syllables such as "Wang" and "Yang" share).
+    bands_alone = exact or sex
+    if bands_alone and ev.bands_low >= MIN_BANDS_EACH_FIELD and ev.bands >= MIN_BANDS_BOTH_FIELDS:
         return True
-    return sex and ev.bands_high >= MIN_BANDS_ONE_FIELD and ev.bands >= MIN_BANDS_SEX
+    return bands_alone and ev.bands_high >= MIN_BANDS_ONE_FIELD and ev.bands >= MIN_BANDS_SEX
 
 
 def _possible_on_window(ev: _Evidence, sex: bool) -> bool:

@@ -48,12 +48,59 @@ def test_quick_run_reports_figures_above_the_floor() -> None:
         # every false hit is attributed to the score rule that made it
         assert sum(line["false_hits_by_rule"].values()) == line["any"]["false_hits"]
         assert sum(line["false_hits_by_rule_and_class"].values()) == line["any"]["false_hits"]
+        # what a node answers: one record per query, the pair-level figures beside it
+        answers = line["answers"]
+        for level in ("any", "strong", "possible"):
+            assert set(answers[level]) == {
+                "precision", "recall", "f1", "hits", "false_hits",
+                "wrong_while_held", "wrong_while_not_held",
+            }  # fmt: skip
+            a = answers[level]
+            assert 0 < a["hits"] <= line["queries"]
+            assert a["false_hits"] <= line[level]["false_hits"]  # one record per answer
+            assert a["recall"] <= line[level]["recall"]  # the person must have a band
+            wrong = a["wrong_while_held"] + a["wrong_while_not_held"]
+            assert abs(wrong - (1 - a["precision"])) < 0.001
+        assert answers["strong"]["hits"] + answers["possible"]["hits"] == answers["any"]["hits"]
+        # the person banded but another record named: recall lost from pairs to answers
+        lost = answers["person_banded_other_named"] / line["queries_with_truth"]
+        assert abs(line["any"]["recall"] - lost - answers["any"]["recall"]) < 0.001
+        assert answers["any"]["precision"] >= 0.95
+    assert lines["febrl"]["answers"]["any"]["precision"] >= 0.98
     assert lines["easy"]["any"]["recall"] >= 0.9
     assert lines["hard"]["any"]["recall"] >= 0.58
     assert lines["febrl"]["any"]["precision"] >= 0.98  # the held-back benchmark's proxy
     assert lines["febrl"]["any"]["recall"] >= 0.5
     assert lines["easy"]["any"]["recall"] > lines["hard"]["any"]["recall"]
     assert "precision" in result.stderr  # the table
+
+
+def _bench() -> ModuleType:
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import bench_matching_quality
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    return bench_matching_quality
+
+
+def test_the_answer_names_one_record_as_a_node_does() -> None:
+    bench = _bench()
+    from exchange.matching.score import Band
+
+    near = {"P.w0", "P.w1"}  # possible: a code pair on the exact date
+    more = near | {"La0.w0", "La0.w1"}  # possible still, with more evidence
+    strong = near | {"E.w0", "E.w1"}
+    kinds = {1: near, 2: more, 3: strong, 4: {"La0.w0"}}
+    bands = {pid: bench.band(k) for pid, k in kinds.items()}
+    assert bands == {1: Band.POSSIBLE, 2: Band.POSSIBLE, 3: Band.STRONG, 4: None}
+    assert bench.node_answer(kinds, bands) == (Band.STRONG, 3)  # the best band first
+    del kinds[3], bands[3]
+    assert bench.node_answer(kinds, bands) == (Band.POSSIBLE, 2)  # then the most kinds
+    tied = {5: near, 6: near}
+    winner = bench.node_answer(tied, {5: Band.POSSIBLE, 6: Band.POSSIBLE})
+    assert winner == (Band.POSSIBLE, min((5, 6), key=bench._handle))  # then the handle
+    assert bench.node_answer({4: {"La0.w0"}}, {4: None}) is None
 
 
 def _synthetic_people() -> ModuleType:

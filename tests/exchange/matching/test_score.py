@@ -44,11 +44,13 @@ SEX = {"X.w0", "X.w1"}  # sex and initials agree on the exact date
         (kinds("ES", "La0", "La1", "La2", dates=("w0",)), None),  # one given name, "-enko"
         (kinds("ES", "Lb0", "Lb1", "Lb2", dates=("w0",)) | {"X.w0"}, Band.POSSIBLE),
         (kinds("E", dates=("w0",)) | {"X.w0"}, Band.POSSIBLE),  # sex on the shared window
-        (kinds(*BANDS_BOTH), None),  # bands alone: short syllables (Wang, Yang) share them
+        (kinds(*BANDS_BOTH), Band.POSSIBLE),  # bands alone on the exact date
+        (kinds(*BANDS_BOTH, dates=("w0",)), None),  # ... a year off, short syllables share them
         (kinds(*BANDS_BOTH) | SEX, Band.POSSIBLE),
         (kinds("La0", "La1", "La2"), None),  # one field only: a twin looks like this
-        (kinds("La0", "La1", "La2", "Lb0"), None),  # one band on a field: too little
-        (kinds("La0", "La1", "Lb0", "Lb1"), None),
+        (kinds("La0", "La1", "La2", "Lb0"), Band.POSSIBLE),  # one field's three, four in all
+        (kinds("La0", "La1", "Lb0"), None),  # three bands in all: too little
+        (kinds("La0", "La1", "Lb0", "Lb1"), Band.POSSIBLE),
         (kinds("La0", "La1", "Lb0", "Lb1") | SEX, Band.POSSIBLE),
         (kinds("La0", "La1", "Lb0", "Lb1") - {"Lb0.w1"}, None),  # bands alone, one a year off
         (kinds("La0", "La1", "Lb0", "Lb1") - {"Lb0.w1"} | {"X.w0"}, Band.POSSIBLE),  # ... sex
