@@ -7,6 +7,7 @@ import time
 from collections.abc import Sequence
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from exchange.directory import (
     Directory,
@@ -92,22 +93,7 @@ class TrustedDirectory:
             ).first()
             trusted = Directory.from_bytes(_inner(row.signed)) if row is not None else None
             directory = verify_directory(signed, trusted, now_ms())
-            s.add(
-                DirectoryRow(
-                    version=directory.version, signed=signed, installed_at=now_ms(), source=source
-                )
-            )
-            ledger.append(
-                s,
-                LedgerEntry.of(
-                    "directory.installed",
-                    now_ms(),
-                    version=directory.version,
-                    federation=directory.federation_id,
-                    source=source,
-                    agencies=len(directory.agencies),
-                ),
-            )
+            _record(s, directory, signed, source)
         with self._lock:
             self._current, self._signed = directory, signed
             self._loaded_at = time.monotonic()
@@ -126,25 +112,7 @@ class TrustedDirectory:
             # The chain skips only the versions the node already trusts, at its start.
             new_bytes = list(versions)[len(versions) - len(installed) :]
             for directory, signed in zip(installed, new_bytes, strict=True):
-                s.add(
-                    DirectoryRow(
-                        version=directory.version,
-                        signed=signed,
-                        installed_at=now_ms(),
-                        source=source,
-                    )
-                )
-                ledger.append(
-                    s,
-                    LedgerEntry.of(
-                        "directory.installed",
-                        now_ms(),
-                        version=directory.version,
-                        federation=directory.federation_id,
-                        source=source,
-                        agencies=len(directory.agencies),
-                    ),
-                )
+                _record(s, directory, signed, source)
         if installed:
             with self._lock:
                 self._current, self._signed = installed[-1], new_bytes[-1]
@@ -154,3 +122,22 @@ class TrustedDirectory:
 
 def _inner(signed: bytes) -> bytes:
     return SignedDirectory.from_bytes(signed).directory
+
+
+def _record(s: Session, directory: Directory, signed: bytes, source: str) -> None:
+    """Store a verified version as trusted and ledger its installation (one rule for a
+    single version and for a chain)."""
+    s.add(
+        DirectoryRow(version=directory.version, signed=signed, installed_at=now_ms(), source=source)
+    )
+    ledger.append(
+        s,
+        LedgerEntry.of(
+            "directory.installed",
+            now_ms(),
+            version=directory.version,
+            federation=directory.federation_id,
+            source=source,
+            agencies=len(directory.agencies),
+        ),
+    )
