@@ -9,7 +9,7 @@ requesting agency's stands (ADR 0008).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import structlog
 from sqlalchemy import select
@@ -190,17 +190,20 @@ class CaseSteps:
         details: fpb.TransitionDetails | None,
         approval: tuple[cpb.CaseApproval, bytes] | None = None,
         expected: int = 0,
+        also: Sequence[LedgerEntry] = (),
     ) -> str:
         """Build this node's next step of the case, chained to its newest queued step.
 
         The step leaves at once if nothing of this case is on its way to the peer, else it
         waits (HELD) behind the step before it. If the case moved between reading it and
         storing the step (a peer's step arrived, another officer acted), the step is built
-        again on the new head, unless the officer pinned the step they looked at.
+        again on the new head, unless the officer pinned the step they looked at. `also`
+        are ledger entries the caller's rule adds (a disclosure's), stored in the same
+        transaction as the step: both or neither.
         """
         for _ in range(3):
             try:
-                return self._send_once(officer, case_ref, action, details, approval, expected)
+                return self._send_once(officer, case_ref, action, details, approval, expected, also)
             except _CaseMovedError:
                 continue
         raise CaseStaleError(f"Case {case_ref} keeps changing; look at it again.")
@@ -213,6 +216,7 @@ class CaseSteps:
         details: fpb.TransitionDetails | None,
         approval: tuple[cpb.CaseApproval, bytes] | None,
         expected: int,
+        also: Sequence[LedgerEntry] = (),
     ) -> str:
         with self.core.db.read() as s:
             row = row_of(s, case_ref)
@@ -317,6 +321,8 @@ class CaseSteps:
                     message_id=format_uuid(msg.message_id),
                 ),
             )
+            for extra in also:
+                ledger.append(s, extra)
         self.core.on_submit()
         log.info(
             "case_transition_sent",

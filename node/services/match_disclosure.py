@@ -36,7 +36,6 @@ from exchange.matching.records import QUERY_COLUMNS, VictimRecord, parse_csv_row
 from node.services.case_store import local_of
 from node.services.cases import CaseDesk, CaseStaleError
 from node.services.messages import NodeCore, NotFoundError, Officer, PermissionDeniedError
-from node.storage import ledger
 from node.storage.models import CaseRow, MatchRecordRow
 
 _FIELDS = QUERY_COLUMNS
@@ -200,7 +199,6 @@ def disclose(
             + f"\nAgreement: {said}."
         },
     )
-    cases.steps.send(officer, case_ref, Action.REPORT_EXECUTED, details)
     because: dict[str, str | int | bool] = (
         {
             "reason_chars": len(reason),
@@ -209,18 +207,17 @@ def disclose(
         if overridden
         else {}
     )
-    with core.db.write() as s:
-        ledger.append(
-            s,
-            LedgerEntry.of(
-                "match.disclosed",
-                now_ms(),
-                case_ref=case_ref,
-                handle=handle.hex(),
-                supervisor=officer.name,
-                agreement=found.value,
-                overridden=overridden,
-                **because,
-            ),
-        )
+    disclosed = LedgerEntry.of(
+        "match.disclosed",
+        now_ms(),
+        case_ref=case_ref,
+        handle=handle.hex(),
+        supervisor=officer.name,
+        agreement=found.value,
+        overridden=overridden,
+        **because,
+    )
+    # The identity's step and its ledger entry are stored together: no disclosure goes
+    # unledgered, whatever stops the node (and the step model refuses a second one).
+    cases.steps.send(officer, case_ref, Action.REPORT_EXECUTED, details, also=(disclosed,))
     return Disclosure(found, disclosed=True, overridden=overridden)
