@@ -17,7 +17,9 @@ what the snapshot confirms; bytes written later are cut back by `open_append` wh
 resumed transfer continues. Blobs created after the snapshot are copied too and are
 harmless: nothing in the restored database names them.
 
-Restoring checks every file against the manifest before writing anything, then records
+Restoring checks every file against the manifest before writing anything (opening each
+path inside the backup without following a symbolic link at any level), copies each file
+while hashing it, renames it into place only once the copy matches, then records
 `node.restored` in the restored ledger (the backup's ledger size and root), so that
 whatever happens to the ledger after the restore is attributable to it. Nothing is
 read or written beyond the node's own files and the backup directory (and, on
@@ -26,17 +28,21 @@ PostgreSQL, what pg_dump reads).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
 import shutil
 import sqlite3
+import stat
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, cast
+from pathlib import Path, PurePosixPath
+from typing import IO, Any, cast
 
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
@@ -291,16 +297,82 @@ def _field(doc: Any, key: str, kind: type) -> Any:
     return value
 
 
+class _NotInsideError(Exception):
+    """A path of the backup that is a symbolic link, or under one, or not a regular file."""
+
+
+def _open_inside(src: Path, rel: str) -> IO[bytes]:
+    """The regular file `rel` of the backup `src`, opened for reading without following a
+    symbolic link at any level below `src`: a crafted backup cannot make a restore read
+    (or reveal the size of) a file outside it. _NotInsideError if a component is a link or the
+    file is not a regular one (a FIFO would block the read); OSError if absent."""
+    *dirs, name = rel.split("/")
+    dir_fd = os.open(src, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in dirs:
+            fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
+            os.close(dir_fd)
+            dir_fd = fd
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise _NotInsideError(rel) from None
+        raise
+    finally:
+        os.close(dir_fd)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise _NotInsideError(rel)
+    return open(fd, "rb")
+
+
+def _member(src: Path, rel: str) -> IO[bytes]:
+    """`_open_inside`, its failures as the one-sentence BackupError a restore shows."""
+    try:
+        return _open_inside(src, rel)
+    except FileNotFoundError:
+        raise BackupError(f"The backup is damaged: {rel} is missing.") from None
+    except _NotInsideError:
+        raise BackupError(
+            f"The backup is refused: {rel} is a symbolic link, under one, or not a regular file."
+        ) from None
+    except OSError:
+        raise BackupError(f"The backup cannot be read: {rel} is not readable.") from None
+
+
+def _read_bounded(f: IO[bytes], size: int, sink: IO[bytes] | None = None) -> str:
+    """Hash `f` (copying it into `sink`, if given), reading at most `size` + 1 bytes: the
+    SHA-256 hex of what was read, or "" if the file is not `size` bytes long."""
+    h = hashlib.sha256()
+    left = size + 1
+    while left > 0 and (block := f.read(min(left, 1 << 20))):
+        left -= len(block)
+        h.update(block)
+        if sink is not None and left > 0:
+            sink.write(block)
+    return h.hexdigest() if left == 1 else ""
+
+
+def _relative(rel: str) -> tuple[str, ...]:
+    """The parts of a manifest path, which must be relative, canonical and inside."""
+    pure = PurePosixPath(rel)
+    if pure.is_absolute() or pure.as_posix() != rel or ".." in pure.parts or not pure.parts:
+        raise BackupError(f"The backup's manifest names a file outside it: {rel!r}.")
+    return pure.parts
+
+
 def read_manifest(src: Path) -> dict[str, Any]:
     """The manifest of the backup in `src`, once every file it lists is present with its
     size and SHA-256; BackupError names the first problem."""
-    path = src / MANIFEST
-    if not path.is_file():
-        raise BackupError(f"{src} is not an MLAX node backup: it has no {MANIFEST}.")
-    if path.stat().st_size > MAX_MANIFEST_BYTES:
+    try:
+        with _open_inside(src, MANIFEST) as f:
+            raw = f.read(MAX_MANIFEST_BYTES + 1)
+    except (OSError, _NotInsideError):
+        raise BackupError(f"{src} is not an MLAX node backup: it has no {MANIFEST}.") from None
+    if len(raw) > MAX_MANIFEST_BYTES:
         raise BackupError(f"The backup's {MANIFEST} is too large to be a manifest.")
     try:
-        doc = json.loads(path.read_bytes())
+        doc = json.loads(raw)
     except ValueError:
         raise BackupError(f"The backup's {MANIFEST} is not valid JSON: it is damaged.") from None
     if _field(doc, "format", str) != FORMAT:
@@ -311,17 +383,72 @@ def read_manifest(src: Path) -> dict[str, Any]:
     _field(led, "root", str)
     for entry in _field(doc, "files", list):
         rel = _field(entry, "path", str)
-        parts = Path(rel).parts
-        if Path(rel).is_absolute() or ".." in parts or not parts:
-            raise BackupError(f"The backup's manifest names a file outside it: {rel!r}.")
-        file = src / rel
-        if not file.is_file() or file.is_symlink():
-            raise BackupError(f"The backup is damaged: {rel} is missing.")
-        if file.stat().st_size != _field(entry, "size", int):
-            raise BackupError(f"The backup is damaged: {rel} does not have its recorded size.")
-        if _sha256(file) != _field(entry, "sha256", str):
-            raise BackupError(f"The backup is damaged: {rel} does not match its SHA-256.")
+        _relative(rel)
+        size = _field(entry, "size", int)
+        digest = _field(entry, "sha256", str)
+        with _member(src, rel) as f:
+            if os.fstat(f.fileno()).st_size != size:
+                raise BackupError(f"The backup is damaged: {rel} does not have its recorded size.")
+            if _read_bounded(f, size) != digest:
+                raise BackupError(f"The backup is damaged: {rel} does not match its SHA-256.")
     return cast(dict[str, Any], doc)
+
+
+def _destinations(
+    doc: dict[str, Any], data_dir: Path, identity_dir: Path | None
+) -> list[tuple[dict[str, Any], Path]]:
+    """(manifest entry, where a restore writes it) for each file it restores; a manifest
+    that sends two files to one place (or one file under another) is refused."""
+    out: list[tuple[dict[str, Any], Path]] = []
+    for entry in doc["files"]:
+        rel: str = entry["path"]
+        top, *rest = _relative(rel)
+        if rel == "database/node.db":
+            dst = data_dir / "node.db"
+        elif top == "attachments" and rest:
+            dst = data_dir.joinpath(top, *rest)
+        elif top == "data" and rest:
+            dst = data_dir.joinpath(*rest)
+        elif top == "identity" and rest and identity_dir is not None:
+            dst = identity_dir.joinpath(*rest)
+        else:
+            continue
+        out.append((entry, dst))
+    seen = {dst for _, dst in out}
+    if len(seen) != len(out):
+        raise BackupError("The backup's manifest restores two files to the same place.")
+    if any(p in seen for _, dst in out for p in dst.parents):
+        raise BackupError("The backup's manifest restores a file where a directory goes.")
+    return out
+
+
+def _restore_file(src: Path, entry: dict[str, Any], dst: Path, made: list[Path]) -> None:
+    """Copy one verified file: hash the bytes as they are copied into a temporary name,
+    and rename it into place only if they are the manifest's (the file may have changed
+    since `read_manifest` read it)."""
+    rel: str = entry["path"]
+    for parent in reversed(dst.parents):
+        if not parent.exists():
+            parent.mkdir(mode=0o700)
+            made.append(parent)
+    fd, name = tempfile.mkstemp(dir=dst.parent, prefix=".", suffix=".restoring")
+    tmp = Path(name)
+    made.append(tmp)
+    with open(fd, "wb") as out, _member(src, rel) as f:
+        digest = _read_bounded(f, entry["size"], out)
+        out.flush()
+        os.fsync(out.fileno())
+    if digest != entry["sha256"]:
+        raise BackupError(f"The backup changed during the restore: {rel} no longer matches.")
+    tmp.replace(dst)
+    made[-1] = dst
+
+
+def _undo(made: list[Path]) -> None:
+    """Remove what a failed restore wrote (files, then the directories it created)."""
+    for path in reversed(made):
+        with contextlib.suppress(OSError):
+            path.rmdir() if path.is_dir() and not path.is_symlink() else path.unlink()
 
 
 def restore(src: Path, data_dir: Path, identity_dir: Path | None = None) -> RestoreResult:
@@ -333,42 +460,41 @@ def restore(src: Path, data_dir: Path, identity_dir: Path | None = None) -> Rest
             "This backup holds a PostgreSQL dump: restore it with pg_restore "
             "(docs/operators.md, Backups), not with `mlax node restore`."
         )
+    plan = _destinations(doc, data_dir, identity_dir)
     for target in (data_dir, identity_dir):
         if target is not None and target.exists() and any(target.iterdir()):
             raise BackupError(f"{target} is not empty: restore into a new directory.")
-    private_dir(data_dir)
-    if identity_dir is not None:
-        private_dir(identity_dir)
-    count = 0
-    for entry in doc["files"]:
-        rel: str = entry["path"]
-        if rel == "database/node.db":
-            dst = data_dir / "node.db"
-        elif rel.startswith(("attachments/", "data/")):
-            dst = data_dir / rel.removeprefix("data/")
-        elif rel.startswith("identity/") and identity_dir is not None:
-            dst = identity_dir / rel.removeprefix("identity/")
-        else:
-            continue
-        _copy(src / rel, dst)
-        count += 1
-    db = Database(f"sqlite:///{data_dir / 'node.db'}")
+    made: list[Path] = []
+    for target in (data_dir, identity_dir):
+        if target is not None:
+            missing = [p for p in (target, *target.parents) if not p.exists()]
+            private_dir(target)
+            made.extend(reversed(missing))
     try:
-        db.migrate()
-        size, root, _ = _ledger_head(db)
-        if size != doc["ledger"]["size"] or root != doc["ledger"]["root"]:
-            raise BackupError("The restored ledger's head is not the one the manifest records.")
-        with db.write() as s:
-            index = ledger.append(
-                s,
-                LedgerEntry.of(
-                    "node.restored",
-                    int(time.time() * 1000),
-                    backup_size=size,
-                    backup_root=root,
-                    backup_created_at=int(doc.get("created_at", 0)),
-                ),
-            )
-    finally:
-        db.close()
+        for entry, dst in plan:
+            _restore_file(src, entry, dst, made)
+        count = len(plan)
+        made.extend(data_dir / f"node.db{x}" for x in _SQLITE_FILES)
+        db = Database(f"sqlite:///{data_dir / 'node.db'}")
+        try:
+            db.migrate()
+            size, root, _ = _ledger_head(db)
+            if size != doc["ledger"]["size"] or root != doc["ledger"]["root"]:
+                raise BackupError("The restored ledger's head is not the one the manifest records.")
+            with db.write() as s:
+                index = ledger.append(
+                    s,
+                    LedgerEntry.of(
+                        "node.restored",
+                        int(time.time() * 1000),
+                        backup_size=size,
+                        backup_root=root,
+                        backup_created_at=int(doc.get("created_at", 0)),
+                    ),
+                )
+        finally:
+            db.close()
+    except BaseException:
+        _undo(made)
+        raise
     return RestoreResult(data_dir, count, size, index)

@@ -87,6 +87,20 @@ def _damaged(out: Path, tmp_path: Path, edit: str) -> Path:
         return copy
     elif edit == "format":
         doc["format"] = "something-else/9"
+    elif edit == "absolute":  # "data/" + "/x" once made data_dir / "/x", i.e. /x
+        doc["files"][0]["path"] = "data//tmp/x"
+    elif edit == "symlinked-dir":  # same bytes, but read through a link out of the backup
+        shutil.rmtree(copy / "identity")
+        (copy / "identity").symlink_to(out / "identity", target_is_directory=True)
+    elif edit == "symlinked-file":
+        (copy / "node.toml").unlink()
+        (copy / "node.toml").symlink_to(out / "node.toml")
+    elif edit == "twice":
+        doc["files"] += [f for f in doc["files"] if f["path"] == "database/node.db"]
+    elif edit == "alias":  # data/node.db and database/node.db both restore as node.db
+        shutil.copy(copy / "database" / "node.db", copy / "data" / "node.db")
+        (entry,) = [f for f in doc["files"] if f["path"] == "database/node.db"]
+        doc["files"].append(dict(entry, path="data/node.db"))
     manifest.write_text(json.dumps(doc))
     return copy
 
@@ -99,16 +113,58 @@ def _damaged(out: Path, tmp_path: Path, edit: str) -> Path:
         ("size", "The backup is damaged: node.toml does not have its recorded size."),
         ("json", "The backup's manifest.json is not valid JSON: it is damaged."),
         ("format", "The backup's format is not mlax-node-backup/1."),
+        ("absolute", "The backup's manifest names a file outside it: 'data//tmp/x'."),
+        (
+            "symlinked-dir",
+            "The backup is refused: identity/"
+            + "{key} is a symbolic link, under one, or not a regular file.",
+        ),
+        (
+            "symlinked-file",
+            "The backup is refused: node.toml is a symbolic link, under one, "
+            "or not a regular file.",
+        ),
+        ("twice", "The backup's manifest restores two files to the same place."),
+        ("alias", "The backup's manifest restores two files to the same place."),
     ],
 )
 def test_a_damaged_backup_is_refused_before_anything_is_written(
     made: tuple[Path, Path], tmp_path: Path, edit: str, sentence: str
 ) -> None:
     copy = _damaged(made[1], tmp_path, edit)
+    keys = sorted(p.name for p in (made[1] / "identity").iterdir())
     with pytest.raises(BackupError) as exc:
-        restore(copy, tmp_path / "data")
-    assert str(exc.value) == sentence
+        restore(copy, tmp_path / "data", tmp_path / "keys")
+    assert str(exc.value) == sentence.format(key=keys[0])
     assert not (tmp_path / "data").exists()
+    assert not (tmp_path / "keys").exists()
+
+
+def test_a_file_changed_after_the_check_is_caught_by_the_copy_and_nothing_stays(
+    made: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy is hashed as it is written: a file swapped between `read_manifest` and
+    the copy (same size, other bytes) is refused and what was restored is removed."""
+    from node.storage import backup as module
+
+    copy = tmp_path / "copy"
+    shutil.copytree(made[1], copy)
+    checked = module.read_manifest
+
+    def check_then_swap(src: Path) -> dict[str, object]:
+        doc = checked(src)
+        key = copy / "data" / "officer-ca.key"
+        key.write_bytes(bytes(len(key.read_bytes())))
+        return doc
+
+    monkeypatch.setattr(module, "read_manifest", check_then_swap)
+    with pytest.raises(BackupError) as exc:
+        restore(copy, tmp_path / "data", tmp_path / "keys")
+    assert str(exc.value) == (
+        "The backup changed during the restore: data/officer-ca.key no longer matches."
+    )
+    assert not (tmp_path / "data").exists()
+    assert not (tmp_path / "keys").exists()
 
 
 def test_a_directory_without_a_manifest_is_not_a_backup(tmp_path: Path) -> None:
