@@ -10,11 +10,14 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
+from itertools import product
 from typing import Any
 
 from exchange.errors import InvalidFieldError
 from exchange.stats.release import FORMAT
+from exchange.stats.tables import TABLES_BY_NAME
 
 # Our dimension -> the HTCDS/CTDC column of the same meaning.
 COLUMNS: Mapping[str, str] = {
@@ -87,8 +90,10 @@ def combine(docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     Noise adds up: a total's standard deviation is the root of the sum of the
     contributing agencies' variances (`noise_sd`), and each agency's own is listed. A cell
     some agency suppressed is the sum of the others, with `agencies_suppressed` saying how
-    many left it out (their true values may be anywhere below the threshold); a cell every
-    agency left out is listed in `suppressed`, without a value.
+    many left it out (their true values may be anywhere below the threshold); the cells
+    every agency left out are counted per table in `suppressed` (table name -> cells), not
+    listed. The work is bounded by the released cells and the tables' dimension sizes, never
+    by the product of a table's dimensions (release.validate bounds those too).
     """
     if not docs:
         raise InvalidFieldError("Combining needs at least one release.")
@@ -101,9 +106,15 @@ def combine(docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     if len(set(agencies)) != len(agencies):
         raise InvalidFieldError("Two releases of one agency cannot be combined.")
     cells: dict[tuple[str, tuple[tuple[str, str], ...]], dict[str, Any]] = {}
+    # Per table: its dimension names and each agency's value sets (its domain).
+    domains: dict[str, tuple[tuple[str, ...], list[list[frozenset[str]]]]] = {}
     per_agency = []
     for doc in sorted(docs, key=lambda d: d["agency"]):
         for t in doc["tables"]:
+            sd = float(t["noise_sd"])
+            var = sd * sd
+            if not math.isfinite(var):
+                raise InvalidFieldError(f"Release of {doc['agency']}: a noise sd out of range.")
             per_agency.append(
                 {
                     "agency": doc["agency"],
@@ -114,11 +125,13 @@ def combine(docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                     "threshold": doc["privacy"]["threshold"],
                 }
             )
-            names = [d["name"] for d in t["dimensions"]]
-            released = {tuple(c[n] for n in names): c["value"] for c in t["cells"]}
-            domain = _product([d["values"] for d in t["dimensions"]])
-            for key in domain:
-                ident = (t["name"], tuple(zip(names, key, strict=True)))
+            names = tuple(d["name"] for d in t["dimensions"])
+            known = domains.setdefault(t["name"], (names, []))
+            if known[0] != names:
+                raise InvalidFieldError(f"Releases differ in the dimensions of {t['name']}.")
+            known[1].append([frozenset(d["values"]) for d in t["dimensions"]])
+            for c in t["cells"]:
+                ident = (t["name"], tuple((n, c[n]) for n in names))
                 entry = cells.setdefault(
                     ident,
                     {
@@ -131,21 +144,23 @@ def combine(docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                         "_var": 0.0,
                     },
                 )
-                if key in released:
-                    entry["value"] += released[key]
-                    entry["agencies_reporting"] += 1
-                    entry["_var"] += float(t["noise_sd"]) ** 2
-                else:
-                    entry["agencies_suppressed"] += 1
+                entry["value"] += int(c["value"])
+                entry["agencies_reporting"] += 1
+                entry["_var"] += var
     rows = []
-    suppressed = []
+    shown: dict[str, int] = dict.fromkeys(domains, 0)
     for ident in sorted(cells):
         entry = cells[ident]
-        if not entry["agencies_reporting"]:
-            # Suppressed everywhere: no value, only which cell it is.
-            suppressed.append({"table": ident[0], **dict(ident[1])})
-            continue
-        entry["noise_sd"] = round(math.sqrt(entry.pop("_var")), 6)
+        key = [v for _, v in ident[1]]
+        holding = sum(
+            all(v in vs for v, vs in zip(key, dom, strict=True)) for dom in domains[ident[0]][1]
+        )
+        entry["agencies_suppressed"] = holding - entry["agencies_reporting"]
+        sd = math.sqrt(entry.pop("_var"))
+        if not math.isfinite(sd):
+            raise InvalidFieldError(f"A combined cell of {ident[0]} has a noise out of range.")
+        entry["noise_sd"] = round(sd, 6)
+        shown[ident[0]] += 1
         rows.append(entry)
     start, end = periods.pop()
     return {
@@ -153,16 +168,34 @@ def combine(docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "period": {"start": start, "end": end},
         "agencies": sorted(agencies),
         "cells": rows,
-        "suppressed": suppressed,
+        # Suppressed everywhere: per table, how many cells (no value, no list).
+        "suppressed": {
+            name: _union_size(doms) - shown[name] for name, (_, doms) in sorted(domains.items())
+        },
         "per_agency": per_agency,
     }
 
 
-def _product(values: Sequence[Sequence[str]]) -> list[tuple[str, ...]]:
-    out: list[tuple[str, ...]] = [()]
-    for vs in values:
-        out = [(*o, v) for o in out for v in vs]
-    return out
+def _union_size(domains: Sequence[Sequence[frozenset[str]]]) -> int:
+    """How many cells the union of the agencies' domains (each a product of value sets)
+    holds, without listing them: the values of each dimension are grouped by which agencies
+    have them, and a combination of groups counts when one agency has all of them."""
+    groups: list[Counter[int]] = []
+    for d in range(len(domains[0])):
+        masks: dict[str, int] = {}
+        for i, dom in enumerate(domains):
+            for v in dom[d]:
+                masks[v] = masks.get(v, 0) | 1 << i
+        groups.append(Counter(masks.values()))
+    total = 0
+    for combo in product(*(g.items() for g in groups)):
+        mask, size = (1 << len(domains)) - 1, 1
+        for m, n in combo:
+            mask &= m
+            size *= n
+        if mask:
+            total += size
+    return total
 
 
 def federation_csv(table: Mapping[str, Any]) -> str:
@@ -170,7 +203,12 @@ def federation_csv(table: Mapping[str, Any]) -> str:
     dimension of the combined tables has its column, whether or not a cell of it was
     released, so the columns do not depend on the data."""
     rows = table["cells"]
-    used = {k for r in (*rows, *table["suppressed"]) for k in r} - {
+    used = {
+        d
+        for name in table["suppressed"]
+        if name in TABLES_BY_NAME
+        for d in TABLES_BY_NAME[name].dimensions
+    } | {k for r in rows for k in r} - {
         "table",
         "measure",
         "value",

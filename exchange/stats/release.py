@@ -17,7 +17,7 @@ from typing import Any
 
 from exchange.encoding import CTX_STATS_APPROVAL, pae, sha256
 from exchange.errors import ConflictError, InvalidFieldError
-from exchange.stats.tables import SUM_DAYS, Cell, TableDef, values_of
+from exchange.stats.tables import DOMAINS, SUM_DAYS, TABLES_BY_NAME, Cell, TableDef, values_of
 
 FORMAT = "mlax-statistics/v1"
 MECHANISM = "discrete_laplace"
@@ -240,12 +240,21 @@ def charge(
 
 
 # What a peer's release may hold: anything larger or stranger is refused on arrival, so
-# combining releases does bounded work on well-formed documents only.
+# combining releases does bounded work on well-formed documents only. A release's tables
+# and dimensions are the ones this software defines (tables.TABLES_BY_NAME): a table or
+# dimension this node does not know is refused, since the release was approved as a whole
+# and its numbers could not be read (nor combined) without knowing what they count.
 MAX_TABLES = 64
-MAX_DIMENSIONS = 8
 MAX_VALUES = 1000
-MAX_CELLS_PER_TABLE = 100_000
-_MAX_INT = 2**53
+# A table's domain (the product of its dimensions' sizes) and all tables' domains summed:
+# the largest real table (cases by peer, 1000 agencies) has about 10,000 cells.
+MAX_DOMAIN_PER_TABLE = 100_000
+MAX_DOMAIN_PER_RELEASE = 200_000
+MAX_CELLS_PER_RELEASE = 100_000
+# Epsilon, scale and noise sd lie in (0, MAX_PARAMETER]; a cell value or threshold in
+# [0, MAX_VALUE]: sums of them over any federation stay exact and finite.
+MAX_PARAMETER = 1e6
+MAX_VALUE = 10**12
 _TEXT = 200
 
 
@@ -256,22 +265,28 @@ def _text(value: object, what: str, limit: int = _TEXT) -> str:
 
 
 def _number(value: object, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InvalidFieldError(f"Release field {what}: a finite number.")
-    if value < 0:
-        raise InvalidFieldError(f"Release field {what}: not negative.")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or not 0 < value <= MAX_PARAMETER
+    ):
+        raise InvalidFieldError(
+            f"Release field {what}: a number above 0 and at most {MAX_PARAMETER:g}."
+        )
     return float(value)
 
 
 def _integer(value: object, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or abs(value) >= _MAX_INT:
-        raise InvalidFieldError(f"Release field {what}: an integer.")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_VALUE:
+        raise InvalidFieldError(f"Release field {what}: an integer from 0 to {MAX_VALUE}.")
     return value
 
 
 def validate(doc: object, sender: str) -> Mapping[str, Any]:
     """A peer's release as received, if it is a well-formed, bounded document of
-    `sender`; else the first problem, in one sentence."""
+    `sender` whose tables and dimensions this software defines; else the first problem,
+    in one sentence."""
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise InvalidFieldError(f"A statistics release is a JSON object of format {FORMAT}.")
     _text(doc.get("release_id"), "release_id", 36)
@@ -292,50 +307,76 @@ def validate(doc: object, sender: str) -> Mapping[str, Any]:
     if not isinstance(tables, list) or len(tables) > MAX_TABLES:
         raise InvalidFieldError(f"Release field tables: a list of at most {MAX_TABLES}.")
     names = set()
+    domain_total = cell_total = 0
     for i, t in enumerate(tables):
         where = f"tables[{i}]"
         if not isinstance(t, dict):
             raise InvalidFieldError(f"Release field {where}: an object.")
-        names.add(_text(t.get("name"), f"{where}.name", 64))
-        _text(t.get("measure"), f"{where}.measure", 32)
+        name = _text(t.get("name"), f"{where}.name", 64)
+        known = TABLES_BY_NAME.get(name)
+        if known is None:
+            raise InvalidFieldError(f"Release field {where}.name: not a table this node knows.")
+        names.add(name)
+        if t.get("measure") != known.measure:
+            raise InvalidFieldError(f"Release field {where}.measure: {known.measure} expected.")
         for key in ("scale", "epsilon", "noise_sd"):
             _number(t.get(key), f"{where}.{key}")
         dims = t.get("dimensions")
-        if not isinstance(dims, list) or not 0 < len(dims) <= MAX_DIMENSIONS:
+        if not isinstance(dims, list) or len(dims) != len(known.dimensions):
             raise InvalidFieldError(
-                f"Release field {where}.dimensions: a list of 1 to {MAX_DIMENSIONS}."
+                f"Release field {where}.dimensions: {', '.join(known.dimensions)}."
             )
         domain: dict[str, set[str]] = {}
         size = 1
-        for j, d in enumerate(dims):
-            if not isinstance(d, dict) or not isinstance(d.get("values"), list):
-                raise InvalidFieldError(f"Release field {where}.dimensions[{j}]: name and values.")
+        for j, (d, expected) in enumerate(zip(dims, known.dimensions, strict=True)):
+            if (
+                not isinstance(d, dict)
+                or d.get("name") != expected
+                or not isinstance(d.get("values"), list)
+            ):
+                raise InvalidFieldError(
+                    f"Release field {where}.dimensions[{j}]: {expected} and its values."
+                )
             values = d["values"]
             if not 0 < len(values) <= MAX_VALUES:
                 raise InvalidFieldError(
                     f"Release field {where}.dimensions[{j}].values: 1 to {MAX_VALUES} values."
                 )
-            name = _text(d.get("name"), f"{where}.dimensions[{j}].name", 32)
-            if name == "value" or name in domain:
-                raise InvalidFieldError(f"Release field {where}.dimensions[{j}].name: repeated.")
-            domain[name] = {_text(v, f"{where}.dimensions[{j}].values", 64) for v in values}
+            vs = {_text(v, f"{where}.dimensions[{j}].values", 64) for v in values}
+            if len(vs) != len(values) or (expected in DOMAINS and vs != set(DOMAINS[expected])):
+                raise InvalidFieldError(
+                    f"Release field {where}.dimensions[{j}].values: not the values of {expected}."
+                )
+            domain[expected] = vs
             size *= len(values)
-        if size > MAX_CELLS_PER_TABLE:
+        domain_total += size
+        if size > MAX_DOMAIN_PER_TABLE or domain_total > MAX_DOMAIN_PER_RELEASE:
             raise InvalidFieldError(
-                f"Release field {where}: more than {MAX_CELLS_PER_TABLE} cells."
+                f"Release field {where}: more than {MAX_DOMAIN_PER_TABLE} cells in a table or "
+                f"{MAX_DOMAIN_PER_RELEASE} in a release."
             )
         cells = t.get("cells")
         if not isinstance(cells, list) or len(cells) > size:
             raise InvalidFieldError(f"Release field {where}.cells: at most one per cell.")
+        cell_total += len(cells)
+        if cell_total > MAX_CELLS_PER_RELEASE:
+            raise InvalidFieldError(
+                f"Release field tables: more than {MAX_CELLS_PER_RELEASE} cells released."
+            )
+        seen: set[tuple[str, ...]] = set()
         for k, c in enumerate(cells):
             if not isinstance(c, dict) or set(c) != {*domain, "value"}:
                 raise InvalidFieldError(
                     f"Release field {where}.cells[{k}]: its dimensions and value."
                 )
-            if any(c[n] not in vs for n, vs in domain.items()):
+            if any(not isinstance(c[n], str) or c[n] not in vs for n, vs in domain.items()):
                 raise InvalidFieldError(
                     f"Release field {where}.cells[{k}]: a value outside its dimension."
                 )
+            place = tuple(c[n] for n in known.dimensions)
+            if place in seen:
+                raise InvalidFieldError(f"Release field {where}.cells[{k}]: a cell listed twice.")
+            seen.add(place)
             _integer(c["value"], f"{where}.cells[{k}].value")
     if len(names) != len(tables):
         raise InvalidFieldError("Release field tables: two tables share a name.")

@@ -264,7 +264,7 @@ def _stats_table(title: str, table: dict[str, Any], agency: str) -> Table:
         out.add_row(
             name,
             str(sum(c["table"] == name for c in table["cells"])),
-            str(sum(c["table"] == name for c in table["suppressed"])),
+            str(table["suppressed"].get(name, 0)),
             f"{share['epsilon']:.3f}",
             f"{share['noise_sd']:.1f}",
         )
@@ -648,7 +648,7 @@ def run_demo(root: Path | None = None, keep: bool = False, consoles: bool = Fals
             )
         )
         threshold = int(final.document["privacy"]["threshold"])
-        shown_cells, hidden = len(table_of["cells"]), len(table_of["suppressed"])
+        shown_cells, hidden = len(table_of["cells"]), sum(table_of["suppressed"].values())
         few = f"{len(gb_cases.cases())} cases and {asked} persons asked about"
         if not shown_cells:
             console.print(

@@ -34,7 +34,13 @@ from exchange._proto.mlax.v1 import statistics_pb2 as spb
 from exchange.case import Action, Case, CaseState, ClockPolicy, Party, deadlines, overdue
 from exchange.encoding import now_ms
 from exchange.envelope import MessageType, Opened
-from exchange.errors import ConflictError, InvalidFieldError, MissingError, MlaxError
+from exchange.errors import (
+    ConflictError,
+    InvalidFieldError,
+    MissingError,
+    MlaxError,
+    PolicyError,
+)
 from exchange.ledger_entry import LedgerEntry
 from exchange.stats import release as rel
 from exchange.stats.export import combine
@@ -625,23 +631,38 @@ class StatsDesk:
     def _on_release(self, opened: Opened) -> Callable[[Session], None]:
         """Check a peer's release on arrival; the returned step stores it."""
         header = opened.header
+        # Only a coordinator the directory names takes peers' releases (every member when
+        # none is named): the rule that routes a release, applied to this node.
+        directory = self.core.directory.current()
+        if self.core.agency not in rel.recipients(
+            [a.agency_id for a in directory.agencies],
+            directory.statistics_coordinators,
+            header.sender,
+        ):
+            raise PolicyError("This node is not a statistics coordinator the directory names.")
         try:
             doc = json.loads(opened.body)
-        except (ValueError, UnicodeDecodeError):
+            rel.validate(doc, header.sender)
+            canonical = rel.canonical(doc) == opened.body
+        except (ValueError, UnicodeDecodeError, RecursionError, TypeError):
+            # Any parse error, too deep a nesting included; validate's own refusals pass.
             raise InvalidFieldError("A statistics release is a JSON document.") from None
-        rel.validate(doc, header.sender)
-        if rel.canonical(doc) != opened.body:
+        if not canonical:
             raise InvalidFieldError("A statistics release travels as its canonical JSON.")
 
         def apply(s: Session) -> None:
             held = s.scalars(
-                select(StatsReceivedRow.id).where(
+                select(StatsReceivedRow).where(
                     StatsReceivedRow.agency == header.sender,
-                    StatsReceivedRow.release_id == doc["release_id"],
+                    StatsReceivedRow.period_start == doc["period"]["start"],
+                    StatsReceivedRow.period_end == doc["period"]["end"],
                 )
-            ).first()
-            if held is not None:
+            ).all()
+            if any(r.release_id == doc["release_id"] for r in held):
                 return  # the same release again (under a new message id): kept once
+            # One release per agency and period: a newer one replaces what it sent before.
+            for r in held:
+                s.delete(r)
             s.add(
                 StatsReceivedRow(
                     agency=header.sender,

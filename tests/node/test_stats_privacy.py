@@ -22,12 +22,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import grpc
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from sim_peer import GB, NG, SimNode, federation_template
+from sim_peer import GB, NG, MakeNetwork, SimNode, federation_template, submit_note
 from sqlalchemy import select
 
 from exchange._proto.mlax.v1 import casework_pb2 as cpb
@@ -41,6 +42,7 @@ from exchange.stats import release as rel
 from exchange.stats.facts import CaseFact
 from exchange.stats.tables import TABLES, TABLES_BY_NAME
 from node.config import CasesSection, StatisticsSection
+from node.peers.client import DeliverAnswer
 from node.services.cases import policy_of
 from node.services.messages import Officer
 from node.services.stats import (
@@ -60,6 +62,7 @@ from node.storage.models import (
     MessageContentRow,
     MessageRow,
     StatsBudgetRow,
+    StatsReceivedRow,
     StatsReleaseRow,
 )
 
@@ -539,3 +542,65 @@ def test_refusal_grounds_and_the_person_sought_are_read_from_what_the_node_keeps
         blind = case_facts(s, period, policy_of(CasesSection()), now_ms())
     assert {f.refusal_ground for f in blind} == {"not_recorded"}
     assert {f.age_band for f in blind} == {"not_recorded"}
+
+
+# -- a peer's release on arrival (security review F4) --------------------------------
+
+
+def _send(sender: SimNode, to: str, body: bytes) -> bytes:
+    """`sender` seals `body` to `to` as a statistics release; the envelope's bytes."""
+    row, _ = sender.core.outbound("ng-officer", to, body, MessageType.STATISTICS_RELEASE)
+    return bytes(row.content.envelope)
+
+
+def _received(node: SimNode) -> list[tuple[str, str]]:
+    with node.db.read() as s:
+        return [(r.agency, r.release_id) for r in s.scalars(select(StatsReceivedRow)).all()]
+
+
+def _release_of(agency: str, release_id: str) -> bytes:
+    plans = rel.plan((TARGET,), 1.0, 90)
+    params = rel.Parameters(agency, rel.Period.parse("2025-01-01", "2025-01-31"), 1.0, 11, 90, "x")
+    doc = rel.document(release_id, params, plans, {TARGET.name: {}}, PEERS)
+    return rel.canonical(doc)
+
+
+def test_a_release_that_cannot_be_read_or_is_not_for_this_node_is_refused_alone(
+    sim_network: MakeNetwork, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    network = sim_network()
+    gb, ng = network[GB], network[NG]
+    StatsDesk(gb.core, StatisticsSection(), CasesSection())
+    nested = b"[" * 20_000 + b"]" * 20_000
+    deep_key = _release_of(NG, "r-deep")[:-1] + b',"x":' + b"[" * 5_000 + b"]" * 5_000 + b"}"
+    submit_note(ng, GB, "kept")
+    with ng.db.read() as s:
+        note_env = bytes(
+            s.scalars(select(MessageRow).where(MessageRow.direction == "out"))
+            .one()
+            .content.envelope
+        )
+    batch = [
+        _send(ng, GB, nested),
+        _send(ng, GB, deep_key),
+        note_env,
+        _send(ng, GB, _release_of(NG, "r-1")),
+    ]
+    answers: list[DeliverAnswer] = []
+    ng.peers.deliver_batch(GB, batch, 10.0, answers.extend)
+    codes = [a.code for a in answers]
+    assert codes[:2] == [grpc.StatusCode.INVALID_ARGUMENT] * 2
+    assert "JSON document" in answers[0].detail
+    assert codes[2:] == [None, None]  # the note and the good release in the same batch
+    assert _received(gb) == [(NG, "r-1")]
+    # A newer release of the same period replaces the one held.
+    ng.peers.deliver_batch(GB, [_send(ng, GB, _release_of(NG, "r-2"))], 10.0, answers.extend)
+    assert answers[-1].code is None
+    assert _received(gb) == [(NG, "r-2")]
+    # The directory names a coordinator other than GB: GB takes no release.
+    named = replace(gb.core.directory.current(), statistics_coordinators=(NG,))
+    monkeypatch.setattr(gb.core.directory, "current", lambda: named)
+    ng.peers.deliver_batch(GB, [_send(ng, GB, _release_of(NG, "r-3"))], 10.0, answers.extend)
+    assert answers[-1].code == grpc.StatusCode.PERMISSION_DENIED
+    assert "not a statistics coordinator" in answers[-1].detail
+    assert _received(gb) == [(NG, "r-2")]

@@ -4,16 +4,17 @@ table only (docs/statistics.md, docs/console.md).
 The page asks the node for the federation table it publishes (`Federation`, the table
 `mlax stats federation` prints: this node's final release and the releases peers sent
 it; by default for the newest period it holds releases of), and draws each of its
-tables as a server-side SVG bar chart: one bar per released
-cell, its noise's standard deviation as a whisker, every cell every agency suppressed
-listed as suppressed, and each agency's epsilon and noise beside it. It reads no release
-of its own, no draft and no true value; the CSV and JSON it offers are that same table.
-Officers, supervisors and auditors may read it, as the node's role table says.
+tables as a server-side SVG bar chart: one bar per released cell, its noise's standard
+deviation as a whisker, how many cells every agency suppressed, and each agency's epsilon
+and noise beside it. It reads no release of its own, no draft and no true value; the CSV
+and JSON it offers are that same table. Officers, supervisors and auditors may read it,
+as the node's role table says.
 """
 
 from __future__ import annotations
 
 import datetime
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -66,8 +67,8 @@ class Chart:
     measure: str
     dimensions: tuple[str, ...]
     bars: tuple[Bar, ...]
-    # The cells every agency suppressed: labels only, no value.
-    suppressed: tuple[str, ...]
+    # How many cells every agency suppressed (no labels, no values).
+    suppressed: int
     height: int
     scale_max: int
 
@@ -86,23 +87,36 @@ def _dims(rows: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
     return tuple([d for d in DIMENSION_ORDER if d in used] + sorted(used - set(DIMENSION_ORDER)))
 
 
+def _finite(value: object) -> float:
+    """A published number as a float, 0 when it is not a finite one (nothing to draw)."""
+    try:
+        out = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return 0.0
+    return out if math.isfinite(out) else 0.0
+
+
 def charts(table: Mapping[str, Any]) -> list[Chart]:
     """Every table of a federation table as a chart: a bar per released cell (as
-    published), and the labels of the cells every agency suppressed."""
-    by_table: dict[str, tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]] = {}
+    published), and how many cells every agency suppressed."""
+    by_table: dict[str, list[Mapping[str, Any]]] = {}
     for r in table.get("cells", []):
-        by_table.setdefault(str(r["table"]), ([], []))[0].append(r)
-    for r in table.get("suppressed", []):
-        by_table.setdefault(str(r["table"]), ([], []))[1].append(r)
+        by_table.setdefault(str(r["table"]), []).append(r)
+    hidden: dict[str, int] = {str(k): int(v) for k, v in table.get("suppressed", {}).items()}
+    for name in hidden:
+        by_table.setdefault(name, [])
     out = []
     for name in sorted(by_table, key=lambda n: (_ORDER.get(n, len(_ORDER)), n)):
-        shown, hidden = by_table[name]
-        dims = _dims([*shown, *hidden])
-        top = max((max(int(r["value"]), 0) + float(r["noise_sd"]) for r in shown), default=0.0)
-        scale_max = max(1, int(top + 0.999))
+        shown = by_table[name]
+        known = TABLES_BY_NAME.get(name)
+        dims = known.dimensions if known else _dims(shown)
+        top = max(
+            (max(_finite(r["value"]), 0) + _finite(r["noise_sd"]) for r in shown), default=0.0
+        )
+        scale_max = max(1, int(min(top, 1e15) + 0.999))
         bars: list[Bar] = []
         for r in shown:
-            value, sd = int(r["value"]), float(r["noise_sd"])
+            value, sd = int(r["value"]), _finite(r["noise_sd"])
             y = TOP + len(bars) * (BAR_H + GAP)
             bars.append(
                 Bar(
@@ -112,21 +126,20 @@ def charts(table: Mapping[str, Any]) -> list[Chart]:
                     reporting=int(r["agencies_reporting"]),
                     suppressed_by=int(r["agencies_suppressed"]),
                     y=y,
-                    width=round(PLOT_W * max(value, 0) / scale_max, 1),
-                    low=round(PLOT_W * max(value - sd, 0) / scale_max, 1),
-                    high=round(PLOT_W * min(value + sd, scale_max) / scale_max, 1),
+                    width=round(PLOT_W * min(max(value, 0), scale_max) / scale_max, 1),
+                    low=round(PLOT_W * min(max(value - sd, 0), scale_max) / scale_max, 1),
+                    high=round(PLOT_W * min(max(value + sd, 0), scale_max) / scale_max, 1),
                 )
             )
-        measure = str(shown[0]["measure"]) if shown else ""
-        known = TABLES_BY_NAME.get(name)
+        measure = str(shown[0]["measure"]) if shown else (known.measure if known else "")
         out.append(
             Chart(
                 name=name,
                 title=known.title if known else name,
                 measure=measure,
-                dimensions=dims,
+                dimensions=tuple(dims),
                 bars=tuple(bars),
-                suppressed=tuple(_label(r, dims) for r in hidden),
+                suppressed=hidden.get(name, 0),
                 height=TOP * 2 + len(bars) * (BAR_H + GAP),
                 scale_max=scale_max,
             )

@@ -8,6 +8,8 @@ import datetime as dt
 import io
 import json
 import math
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -206,14 +208,10 @@ def test_combining_sums_released_cells_and_adds_the_noise_variances() -> None:
     assert cell["agencies_reporting"] == 2
     assert cell["agencies_suppressed"] == 1
     assert cell["noise_sd"] == round(math.hypot(sd_a, sd_b), 6)
-    # A cell every agency suppressed has no value, only its place; each agency's noise
-    # is listed.
+    # The cells every agency suppressed are counted per table, without values or a list;
+    # each agency's noise is listed.
     assert len(table["cells"]) == 1
-    assert len(table["suppressed"]) == len(BY_PEER.domain(PEERS)) - 1
-    assert all("value" not in r for r in table["suppressed"])
-    assert {"table": "cases_by_peer", "case_type": "mla", "direction": "sent", "peer": "other"} in (
-        table["suppressed"]
-    )
+    assert table["suppressed"] == {"cases_by_peer": len(BY_PEER.domain(PEERS)) - 1}
     assert {r["agency"] for r in table["per_agency"]} == {"GB-NCA", "FR-OCRTEH", "NG-NAPTIP"}
     assert "34" in federation_csv(table)
 
@@ -247,17 +245,13 @@ def test_a_peers_release_is_checked_whole_and_bounded_on_arrival() -> None:
         (broken(lambda d: cell(d).update(peer="XX-NEW")), "outside its dimension"),
         (broken(lambda d: cell(d).update(value=True)), "an integer"),
         (broken(lambda d: cell(d).update(extra=1)), "its dimensions and value"),
-        (broken(lambda d: d["tables"][0].update(scale=-1)), "not negative"),
+        (broken(lambda d: d["tables"][0].update(scale=-1)), "above 0"),
         (broken(lambda d: d["period"].update(end="2025-01-01")), "ends"),
         (broken(lambda d: d.update(tables=[d["tables"][0]] * 2)), "share a name"),
         (broken(lambda d: d.update(tables=[d["tables"][0]] * 65)), "at most 64"),
         (
-            broken(
-                lambda d: dims(d).extend(
-                    {"name": f"d{i}", "values": ["a"] * 1000} for i in range(2)
-                )
-            ),
-            "more than 100000 cells",
+            broken(lambda d: dims(d).extend({"name": f"d{i}", "values": ["a"]} for i in range(2))),
+            "case_type, direction, peer",
         ),
     ):
         with pytest.raises(rel.InvalidFieldError, match=problem):
@@ -412,3 +406,85 @@ def test_the_federation_csv_has_a_column_for_every_dimension_even_when_all_is_su
     header = federation_csv(combine([doc])).splitlines()[0].split(",")
     assert {"direction", "disclosure", "gender", "citizenship"} <= set(header)
     assert "sex" not in header
+
+
+# -- what a hostile peer's release cannot do (security review F1-F3) ------------------
+
+
+def _peer_doc(agency: str, peers: int, tag: str) -> dict[str, Any]:
+    """A release with the largest peer and nationality dimensions allowed, nothing
+    released: the most cells a peer can make every agency's combine account for."""
+    tables = [BY_PEER, TABLES_BY_NAME["victim_id_follow_ups_by_nationality"]]
+    plans = rel.plan(tables, 1.0, 90)
+    params = rel.Parameters(
+        agency, rel.Period.parse("2026-01-01", "2026-06-30"), 1.0, 11, 90, "opendp"
+    )
+    values = [f"{tag}{i}" for i in range(peers)]
+    doc = rel.document(f"r-{agency}", params, plans, {t.name: {} for t in tables}, values, values)
+    return json.loads(rel.canonical(doc))  # type: ignore[no-any-return]
+
+
+def test_combining_the_largest_releases_counts_what_is_suppressed_without_listing_it() -> None:
+    # 998 peers (+ "other") and 998 countries (+ 2), different in each of four agencies.
+    docs = [_peer_doc(a, 998, a[:2]) for a in ("GB-NCA", "FR-OCRTEH", "NG-NAPTIP", "XX-ONE")]
+    for d in docs:
+        assert rel.validate(d, d["agency"]) == d
+    table = combine(docs)
+    by_peer = 2 * len(rel.DOMAINS["case_type"]) * (4 * 998 + 1)  # "other" is shared
+    assert table["suppressed"] == {
+        "cases_by_peer": by_peer,
+        "victim_id_follow_ups_by_nationality": 2 * 2 * (4 * 998 + 2),
+    }
+    assert table["cells"] == []
+    assert len(rel.canonical(table)) < 5_000
+
+
+def test_a_release_larger_than_the_bounds_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    doc = _peer_doc("FR-OCRTEH", 998, "p")
+    monkeypatch.setattr(rel, "MAX_DOMAIN_PER_RELEASE", 9_000)
+    with pytest.raises(rel.InvalidFieldError, match="or 9000 in a release"):
+        rel.validate(doc, "FR-OCRTEH")
+    monkeypatch.setattr(rel, "MAX_DOMAIN_PER_TABLE", 1_000)
+    with pytest.raises(rel.InvalidFieldError, match="more than 1000 cells in a table"):
+        rel.validate(doc, "FR-OCRTEH")
+
+
+def _refused(change: Callable[[dict[str, Any]], object], problem: str) -> None:
+    doc: dict[str, Any] = json.loads(rel.canonical(_doc("FR-OCRTEH", 14)))
+    change(doc)
+    with pytest.raises(rel.InvalidFieldError, match=problem) as e:
+        rel.validate(doc, "FR-OCRTEH")
+    assert str(e.value).count(". ") == 0
+    assert str(e.value).endswith(".")
+
+
+def test_numbers_out_of_range_are_refused() -> None:
+    table = lambda d: d["tables"][0]  # noqa: E731
+    cell = lambda d: d["tables"][0]["cells"][0]  # noqa: E731
+    _refused(lambda d: table(d).update(noise_sd=1e200), "noise_sd: a number above 0")
+    _refused(lambda d: table(d).update(noise_sd=1e154), "noise_sd: a number above 0")
+    _refused(lambda d: table(d).update(epsilon=0), "epsilon: a number above 0")
+    _refused(lambda d: d["privacy"].update(epsilon=2e6), "privacy.epsilon: a number above 0")
+    _refused(lambda d: cell(d).update(value=-5), "an integer from 0")
+    _refused(lambda d: cell(d).update(value=10**12 + 1), "an integer from 0")
+    _refused(lambda d: cell(d).update(peer=["FR-OCRTEH"]), "outside its dimension")
+
+
+def test_combining_refuses_noise_that_does_not_square_to_a_finite_number() -> None:
+    a, b = _doc("GB-NCA", 14), _doc("FR-OCRTEH", 20)
+    b["tables"][0]["noise_sd"] = 1e200  # type: ignore[index]
+    with pytest.raises(rel.InvalidFieldError, match="noise sd out of range"):
+        combine([a, b])
+
+
+def test_only_the_tables_and_dimensions_this_software_defines_are_taken() -> None:
+    table = lambda d: d["tables"][0]  # noqa: E731
+    dims = lambda d: d["tables"][0]["dimensions"]  # noqa: E731
+    _refused(lambda d: table(d).update(name="made_up"), "not a table this node knows")
+    _refused(lambda d: table(d).update(measure="sum_days"), "count expected")
+    # A dimension named like a key of the combined cells cannot take another's place.
+    for reserved in ("table", "measure", "value"):
+        _refused(lambda d, r=reserved: dims(d)[2].update(name=r), "peer and its values")
+    _refused(lambda d: dims(d)[0]["values"].append("other_type"), "not the values of case_type")
+    _refused(lambda d: dims(d)[2]["values"].append("NG-NAPTIP"), "not the values of peer")
+    _refused(lambda d: d["tables"][0]["cells"].append(d["tables"][0]["cells"][0]), "twice")
