@@ -8,8 +8,9 @@ from typing import Annotated, Any
 
 import typer
 
+from exchange.errors import MlaxError
 from exchange.stats.export import combine, federation_csv, release_csv
-from exchange.stats.release import canonical
+from exchange.stats.release import canonical, validate
 from node.cli.common import (
     CredOpt,
     JsonOpt,
@@ -21,6 +22,10 @@ from node.cli.common import (
     say,
 )
 from node.client.stats import ReleaseView, StatsClient
+from node.config import LimitsSection
+
+# A release file is at most what a peer may send in one message (LimitsSection default).
+MAX_RELEASE_FILE_BYTES = LimitsSection().max_message_bytes
 
 stats_app = typer.Typer(no_args_is_help=True)
 
@@ -200,11 +205,25 @@ def combine_cmd(
         fail("--format must be csv or json.", 2)
     docs: list[dict[str, Any]] = []
     for f in files:
+        # The same checks as a release arriving from a peer: bounded, well formed, and
+        # only the tables this software defines.
         try:
-            docs.append(json.loads(f.read_text(encoding="utf-8")))
-        except (ValueError, UnicodeDecodeError):
+            if f.stat().st_size > MAX_RELEASE_FILE_BYTES:
+                fail(f"{f} is larger than a release can be ({MAX_RELEASE_FILE_BYTES:,} bytes).")
+            doc = json.loads(f.read_text(encoding="utf-8"))
+        except OSError as e:
+            fail(f"{f} cannot be read ({e.strerror or type(e).__name__}).")
+        except (ValueError, UnicodeDecodeError, RecursionError):
             fail(f"{f} is not a JSON release.")
-    table = combine(docs)
+        agency = doc.get("agency") if isinstance(doc, dict) else None
+        try:
+            docs.append(dict(validate(doc, agency if isinstance(agency, str) else "")))
+        except MlaxError as e:
+            fail(f"{f}: {e.message}")
+    try:
+        table = combine(docs)
+    except MlaxError as e:
+        fail(e.message)
     _write(federation_csv(table) if fmt == "csv" else canonical(table).decode() + "\n", out)
 
 
