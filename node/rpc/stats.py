@@ -1,7 +1,8 @@
 """The statistics service (`mlax.v1.Statistics`), on the officer listener beside
 `mlax.v1.Officer`, authorized by the same one authorization point (node.rpc.auth).
 
-docs/statistics.md publishes its role table: officers draft, a supervisor other than
+docs/protocol.md 11.7 publishes its role table (tests/node/rpc/test_rpc_auth.py checks it
+against the @allow declarations here): officers draft, a supervisor other than
 the drafter approves (four-eyes), and releases, being published figures, are readable by
 auditors too.
 """

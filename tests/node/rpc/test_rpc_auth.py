@@ -1,6 +1,7 @@
-"""node.rpc.auth: one role table for the officer service, declared next to each method,
-enforced before every method body, closed for any method that declares nothing, and equal
-to the table docs/protocol.md 11.7 publishes."""
+"""node.rpc.auth: one role table per officer-listener service (mlax.v1.Officer and
+mlax.v1.Statistics), declared next to each method, enforced before every method body,
+closed for any method that declares nothing, and equal to the table docs/protocol.md 11.7
+publishes for that service."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
 import grpc
 import pytest
@@ -19,21 +20,50 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message_factory import GetMessageClass
 from prometheus_client import REGISTRY
 
 from exchange._proto.mlax.v1 import officer_pb2 as opb
 from exchange._proto.mlax.v1 import officer_pb2_grpc as ogrpc
 from exchange.policy import Role
-from node.rpc.auth import OfficerAuth, allow, declared_roles, enforce_roles, peer_agency
+from node.rpc.auth import (
+    Authorizing,
+    OfficerAuth,
+    allow,
+    declared_roles,
+    enforce_roles,
+    peer_agency,
+)
 from node.rpc.errors import ErrorInterceptor, UnauthenticatedError
 from node.rpc.officer import DESCRIPTOR, OfficerService
+from node.rpc.stats import DESCRIPTOR as STATS_DESCRIPTOR
+from node.rpc.stats import StatsService
 from node.services.messages import Officer, PermissionDeniedError
-from node.services.officers import ROLES, spki_sha256
-from node.storage.models import OfficerRow
+from node.services.officers import ROLES, ActiveOfficer, spki_sha256
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "protocol.md"
 CERT = b"-----BEGIN CERTIFICATE-----\nnot parsed here\n-----END CERTIFICATE-----\n"
+A = TypeVar("A", bound=Authorizing)
+
+
+class Service(NamedTuple):
+    """A servicer on the officer listener and where docs/protocol.md publishes its roles."""
+
+    servicer: type[Authorizing]
+    descriptor: ServiceDescriptor
+    section: str  # the heading of the docs/protocol.md section holding its role table
+    table: str  # the first header cell of that table
+
+    def __repr__(self) -> str:
+        return self.descriptor.full_name
+
+
+OFFICER = Service(OfficerService, DESCRIPTOR, "### 11.7 The officer service", "call")
+STATISTICS = Service(
+    StatsService, STATS_DESCRIPTOR, "### 11.7 The officer service", "statistics call"
+)
+SERVICES = [OFFICER, STATISTICS]
 
 
 class Context:
@@ -56,19 +86,19 @@ class Accounts:
         self.role = role
         self.lookups = 0
 
-    def __call__(self, cert: bytes) -> OfficerRow | None:
+    def __call__(self, cert: bytes) -> ActiveOfficer | None:
         self.lookups += 1
-        return None if self.role is None else OfficerRow(name="ana", role=self.role)
+        return None if self.role is None else ActiveOfficer(name="ana", role=self.role)
 
 
 def _rejected(reason: str) -> float:
     return REGISTRY.get_sample_value("mlax_messages_rejected_total", {"reason": reason}) or 0.0
 
 
-def _servicer(role: str | None) -> OfficerService:
-    """An OfficerService with no services behind it: only its authorization can answer."""
-    servicer = object.__new__(OfficerService)
-    servicer.auth = OfficerAuth(declared_roles(OfficerService), Accounts(role))
+def _servicer(role: str | None, cls: type[A]) -> A:
+    """A servicer of `cls` with no services behind it: only its authorization can answer."""
+    servicer = object.__new__(cls)
+    servicer.auth = OfficerAuth(declared_roles(cls), Accounts(role))
     return servicer
 
 
@@ -85,20 +115,24 @@ def test_roles_are_the_roles_an_officer_account_can_have() -> None:
     assert [r.value for r in Role] == list(ROLES)
 
 
-def test_every_officer_method_declares_its_roles() -> None:
-    table = declared_roles(OfficerService)
-    methods = [m.name for m in DESCRIPTOR.methods]
+@pytest.mark.parametrize("service", SERVICES, ids=repr)
+def test_every_method_declares_its_roles(service: Service) -> None:
+    table = declared_roles(service.servicer)
+    methods = [m.name for m in service.descriptor.methods]
+    assert methods, service
     assert sorted(table) == sorted(methods)
     undeclared = [name for name in methods if not table[name]]
-    assert undeclared == [], f"OfficerService methods with no @allow: {undeclared}"
+    assert undeclared == [], f"{service} methods with no @allow: {undeclared}"
 
 
-def _documented_table() -> dict[str, frozenset[Role]]:
-    """The role table of docs/protocol.md 11.7: call names in backticks, `yes...` cells."""
-    section = DOC.read_text(encoding="utf-8").split("### 11.7 The officer service", 1)[1]
-    section = section.split("\n### ", 1)[0]
-    lines = [line for line in section.splitlines() if line.startswith("| call |")]
-    assert len(lines) == 1, "one role table in 11.7"
+def _documented_table(service: Service) -> dict[str, frozenset[Role]]:
+    """The service's role table in docs/protocol.md: the one table in `service.section`
+    whose header starts `| <service.table> |`; call names in backticks, `yes...` cells."""
+    text = DOC.read_text(encoding="utf-8")
+    assert text.count(f"\n{service.section}\n") == 1, f"one section {service.section!r}"
+    section = text.split(f"\n{service.section}\n", 1)[1].split("\n### ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith(f"| {service.table} |")]
+    assert len(lines) == 1, f"one {service.table!r} table in {service.section!r}"
     start = section.splitlines().index(lines[0])
     rows = []
     for line in section.splitlines()[start:]:
@@ -117,21 +151,26 @@ def _documented_table() -> dict[str, frozenset[Role]]:
     return table
 
 
-def test_the_documented_role_table_is_the_declared_one() -> None:
-    assert _documented_table() == dict(declared_roles(OfficerService))
+@pytest.mark.parametrize("service", SERVICES, ids=repr)
+def test_the_documented_role_table_is_the_declared_one(service: Service) -> None:
+    assert _documented_table(service) == dict(declared_roles(service.servicer))
 
 
 # -- enforcement --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", list(DESCRIPTOR.methods), ids=lambda m: m.name)
-def test_every_method_is_authorized_before_its_body(method: Any) -> None:
+@pytest.mark.parametrize(
+    ("service", "method"),
+    [(s, m) for s in SERVICES for m in s.descriptor.methods],
+    ids=lambda x: repr(x) if isinstance(x, Service) else x.name,
+)
+def test_every_method_is_authorized_before_its_body(service: Service, method: Any) -> None:
     # A role no call allows: each method refuses before touching a service (it has none).
-    servicer = _servicer("nobody")
+    servicer = _servicer("nobody", service.servicer)
     with pytest.raises(PermissionDeniedError, match=f"The nobody role may not call {method.name}"):
         getattr(servicer, method.name)(_request(method), Context())
     with pytest.raises(UnauthenticatedError):
-        getattr(_servicer(None), method.name)(_request(method), Context())
+        getattr(_servicer(None, service.servicer), method.name)(_request(method), Context())
 
 
 def test_refusals_are_the_documented_status_sentence_metric_and_log() -> None:
@@ -210,6 +249,8 @@ def test_an_undeclared_method_is_refused_for_every_role(role: Role) -> None:
 
 def test_a_declaration_for_a_method_the_service_lacks_is_an_error() -> None:
     class Typo:
+        auth: OfficerAuth
+
         @allow(Role.OFFICER)
         def Sumbit(self, officer: Officer, request: Any, context: Any) -> None:
             pass
@@ -271,7 +312,7 @@ def officer_listener() -> Iterator[grpc.Channel]:
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=2), interceptors=[ErrorInterceptor()]
     )
-    ogrpc.add_OfficerServicer_to_server(_servicer("officer"), server)
+    ogrpc.add_OfficerServicer_to_server(_servicer("officer", OfficerService), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
