@@ -46,6 +46,12 @@ MATCH_EVALUATIONS = Counter(
 MATCH_REFUSED = Counter(
     "mlax_match_quota_refusals_total", "Blind evaluation calls refused over quota.", ["peer"]
 )
+MATCH_INDEX_SYNCS = Counter(
+    "mlax_match_index_syncs_total",
+    "Index syncs (GetMatchIndex) served to a peer, ledgered or not: one that serves nothing "
+    "new, or repeats a copy within the hour, is not ledgered.",
+    ["peer"],
+)
 SPLIT_VIEWS = Counter(
     "mlax_split_views_total",
     "Inconsistent signed checkpoints a peer presented (evidence kept).",

@@ -40,6 +40,7 @@ from node import metrics
 from node.config import MatchingSection
 from node.services.match_disclosure import record_fields, record_text
 from node.services.match_pool import VALUE_BYTES, EncodePool
+from node.services.match_served import ServedCopies
 from node.services.messages import NodeCore, Officer
 from node.storage import ledger
 from node.storage.models import (
@@ -159,6 +160,7 @@ class MatchHolder:
         self._rotation: Rotation | None = None
         self._closing = threading.Event()
         self.pool = EncodePool(cfg.encode_processes)
+        self._served = ServedCopies()
 
     # -- the holder's key generations ----------------------------------------------------
 
@@ -802,6 +804,10 @@ class MatchHolder:
         with self.core.db.read() as s:
             state = s.get(MatchStateRow, 1)
             version = state.version if state is not None else 0
+            if since > version:
+                # The peer's copy is ahead of this holder (restored from an older backup):
+                # its records past this version are unknown here, so it gets everything.
+                reset, since = True, 0
             last = (since, 0)
             if req.after_handle and not reset and since <= req.after_version <= version:
                 # Placed only if the record was at that version or later (a version only
@@ -813,13 +819,22 @@ class MatchHolder:
                 ).first()
                 if row is not None and row.version >= req.after_version:
                     last = (req.after_version, row.id)
-        with self.core.db.write() as s:
-            ledger.append(
-                s,
-                LedgerEntry.of(
-                    "match.index_served", now_ms(), peer=peer, since=since, version=version
-                ),
-            )
+        metrics.MATCH_INDEX_SYNCS.labels(peer=peer).inc()
+        # Ledgered only when it serves something (`ServedCopies`: a call that serves
+        # nothing new reveals nothing, and repeats within the hour are not ledgered again).
+        copy = (peer, key_id, since, version)
+        if (reset or since < version) and self._served.first(copy):
+            try:
+                with self.core.db.write() as s:
+                    ledger.append(
+                        s,
+                        LedgerEntry.of(
+                            "match.index_served", now_ms(), peer=peer, since=since, version=version
+                        ),
+                    )
+            except BaseException:
+                self._served.forget(copy)  # not ledgered: the next call tries again
+                raise
         if since == version and not reset:
             # Nothing changed: answer without touching the records (a query syncs first).
             yield mpb.MatchIndexChunk(
