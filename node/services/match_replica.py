@@ -33,6 +33,7 @@ Queries read only the complete copy. One process at a time updates a peer's copi
 from __future__ import annotations
 
 import bisect
+import itertools
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -70,6 +71,16 @@ MAX_DELTAS = 8  # delta blobs a part may hold before it is compacted
 COMPACT_ENTRIES = 2_000_000  # entries (24 MB) compacted in one transaction at most
 # A copy holds at most this many records: everything from a peer is bounded.
 MAX_RECORDS = 20_000_000
+# Entries of replaced or removed records a copy may carry beyond its live records before
+# it is compacted whole (a holder re-sending its records cannot fill the disk).
+DEAD_SLACK = 100_000
+# A part may hold at most twice its share of the copy's entries, plus this: OPRF outputs
+# are uniform, so an honest index is far below it; a skewed one would make one part (read
+# whole at compaction) as large as the index.
+PART_SLACK = 65_536
+# A value carried by more records than this says nothing about a person (an honest
+# token is shared by a few namesakes): it is dropped at compaction and never looked up.
+MAX_VALUE_RECORDS = 10_000
 # How many rows one transaction deletes when an old copy is dropped.
 _DROP_BATCH = 20_000
 _IN = 500
@@ -284,7 +295,11 @@ class ReplicaStore:
                     for p in range(PARTS)
                 ],
             )
-            return _copy(row)
+            staged = _copy(row)
+        # An unfinished copy (a stream cut off, then a reset) is deleted now, not when some
+        # copy is next finished: copies abandoned one after another cannot pile up.
+        self.drop_old()
+        return staged
 
     def apply(self, copy_no: int, entries: Sequence[Entry], target: int, expected: int = 0) -> Copy:
         """Apply one chunk of the holder's stream, in one transaction: add or replace the
@@ -292,11 +307,10 @@ class ReplicaStore:
         for e in entries:
             if len(e.handle) != HANDLE_BYTES:
                 raise InvalidFieldError("Field entries.handle: 16 bytes.")
-            if not e.removed and (
-                len(e.values) % VALUE_BYTES or len(e.values) > MAX_VALUES * VALUE_BYTES
-            ):
+            if not e.removed and not _well_formed(e.values):
                 raise InvalidFieldError(
-                    f"Field entries.values: at most {MAX_VALUES} values of 8 bytes."
+                    f"Field entries.values: {MAX_VALUES} distinct values of 8 bytes in "
+                    "ascending order."
                 )
         with self.db.write() as s:
             copy = s.get(MatchCopyRow, copy_no, with_for_update=True)
@@ -378,6 +392,7 @@ class ReplicaStore:
             if blobs:
                 s.execute(insert(_table(MatchCopyDeltaRow)), blobs)
                 _bump_parts(s, copy_no, counts)
+                _check_spread(s, copy_no, copy.peer)
             copy.seq, copy.next_rec = seq, next_rec
             copy.records += len(added) - len(gone)
             copy.dead += len(gone)
@@ -390,6 +405,11 @@ class ReplicaStore:
                 done = max(entries[-1].version - 1, 0)
                 copy.version = max(copy.version, min(done, copy.target))
             result = _copy(copy)
+            garbage = copy.dead > result.records + DEAD_SLACK
+        if garbage:
+            # More entries of replaced records than live ones: rewritten now, not at the
+            # stream's end (a stream cut off before its end never gets there).
+            self.compact(copy_no, everything=True)
         self._analyze(result.records)
         return result
 
@@ -543,7 +563,7 @@ class ReplicaStore:
         out: dict[int, list[bytes]] = {}
         for k, rs in found.items():
             hs = sorted({handles[r] for r in rs if r in handles})
-            if hs:
+            if hs and len(hs) <= MAX_VALUE_RECORDS:  # a crowded value says nothing
                 out[keys[k]] = hs
         return out
 
@@ -580,6 +600,35 @@ def _table(model: type[Base]) -> Table:
     return t
 
 
+def _well_formed(values: bytes) -> bool:
+    """MAX_VALUES values of 8 bytes, strictly ascending as signed integers (so distinct):
+    what every live record publishes (docs/protocol-matching.md 4.1)."""
+    if len(values) != MAX_VALUES * VALUE_BYTES:
+        return False
+    ints = [
+        int.from_bytes(values[i : i + VALUE_BYTES], "big", signed=True)
+        for i in range(0, len(values), VALUE_BYTES)
+    ]
+    return all(a < b for a, b in itertools.pairwise(ints))
+
+
+def _check_spread(s: Session, copy_no: int, peer: str) -> None:
+    """Refuse a chunk that leaves one part with more than twice its share of the copy's
+    entries (plus `PART_SLACK`): truncated OPRF outputs are uniform, and a part is read
+    whole when it is compacted."""
+    rows = s.execute(
+        select(
+            MatchCopyPartRow.base_entries + MatchCopyPartRow.delta_entries,
+        ).where(MatchCopyPartRow.copy_no == copy_no)
+    ).all()
+    sizes = [n for (n,) in rows]
+    if sizes and max(sizes) > 2 * sum(sizes) // PARTS + PART_SLACK:
+        raise MlaxError(
+            f"Agency {peer} publishes index values that are not spread as OPRF outputs "
+            "are: its index is not copied."
+        )
+
+
 def _bump_parts(s: Session, copy_no: int, counts: list[tuple[int, int]]) -> None:
     t = _table(MatchCopyPartRow)
     s.execute(
@@ -599,6 +648,16 @@ def _live_map(s: Session, copy_no: int, next_rec: int) -> bytearray:
     ):
         live[rec >> 3] |= 1 << (rec & 7)
     return live
+
+
+def _without_crowded(entries: list[bytes]) -> list[bytes]:
+    """Sorted entries without the values that more than `MAX_VALUE_RECORDS` records carry."""
+    out: list[bytes] = []
+    for _, run in itertools.groupby(entries, key=lambda e: e[:VALUE_BYTES]):
+        same = list(run)
+        if len(same) <= MAX_VALUE_RECORDS:
+            out.extend(same)
+    return out
 
 
 def _compact_part(s: Session, copy_no: int, part: int, live: bytearray | None) -> int:
@@ -623,6 +682,7 @@ def _compact_part(s: Session, copy_no: int, part: int, live: bytearray | None) -
             e for e in entries if live[(r := int.from_bytes(e[8:], "big")) >> 3] & (1 << (r & 7))
         ]
     entries.sort()
+    entries = _without_crowded(entries)
     n = len(entries)
     bits = min((n // BLOCK_ENTRIES).bit_length(), MAX_BLOCK_BITS)
     _delete_part(s, copy_no, part)

@@ -196,9 +196,17 @@ def test_a_malformed_entry_is_refused_and_changes_nothing(store: ReplicaStore) -
     short_handle = Entry(b"\x01" * 15, False, _pack(_values(rng)), 1)
     with pytest.raises(InvalidFieldError, match="16 bytes"):
         store.apply(copy.copy_no, [good, short_handle], 1)
-    too_many = Entry(_h(2), False, _pack(_values(rng, MAX_TOKENS + 1)), 1)
-    with pytest.raises(InvalidFieldError, match=f"at most {MAX_TOKENS} values"):
-        store.apply(copy.copy_no, [good, too_many], 1)
+    values = _values(rng)
+    repeated = values[:-1] + values[:1]  # 48 values, one twice
+    for bad in (
+        _pack(_values(rng, MAX_TOKENS + 1)),  # too many
+        _pack(values[:-1]),  # too few
+        b"".join(v.to_bytes(8, "big", signed=True) for v in sorted(repeated)),
+        b"".join(v.to_bytes(8, "big", signed=True) for v in reversed(values)),  # unordered
+        _pack(values)[:-1],  # not whole values
+    ):
+        with pytest.raises(InvalidFieldError, match=f"{MAX_TOKENS} distinct values of 8 bytes"):
+            store.apply(copy.copy_no, [good, Entry(_h(2), False, bad, 1)], 1)
     _, making = store.copies(PEER)
     assert making is not None
     assert making.records == 0
