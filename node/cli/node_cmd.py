@@ -128,7 +128,7 @@ def node_backup(
 
     cfg = load_config(config)
     os.umask(0o077)
-    done = backup(cfg, config, out)
+    done = backup(cfg, config, out, _node_passphrase(cfg))
     if json_out:
         print_json(
             {
@@ -159,14 +159,28 @@ def node_restore(
             "--identity-dir", help="Also restore the key files into this new, empty directory."
         ),
     ] = None,
+    passphrase_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--passphrase-file",
+            help="A file holding the node passphrase (else MLAX_KEY_PASSPHRASE or a prompt).",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Restore a backup into a new data dir after checking every file against its
-    manifest; ledgers node.restored. Point node.data_dir at it, then start the node."""
+    """Restore a backup into a new data dir after checking its manifest's seal (under the
+    node passphrase) and every file against it; ledgers node.restored. Point
+    node.data_dir at it, then start the node."""
     from node.storage.backup import restore
 
+    if passphrase_file is not None:
+        secret = passphrase_file.read_bytes().strip()
+        if not secret:
+            fail(f"{passphrase_file} is empty.")
+    else:
+        secret = passphrase("Node key passphrase")
     os.umask(0o077)
-    done = restore(source, data_dir, identity_dir)
+    done = restore(source, data_dir, identity_dir, passphrase=secret)
     if json_out:
         print_json(
             {

@@ -670,13 +670,17 @@ def run_demo(root: Path | None = None, keep: bool = False, consoles: bool = Fals
 
         _step(12, "Backup: the UK's node is backed up while it runs")
         uk = fed.nodes["GB-NCA"]
-        done = backup(load_config(uk.config), uk.config, workdir / "backups" / "gb-nca")
-        manifest = read_manifest(done.out)  # checks every file's size and SHA-256
+        done = backup(
+            load_config(uk.config), uk.config, workdir / "backups" / "gb-nca", DEMO_PASSPHRASE
+        )
+        # checks the seal (under the node passphrase), then every file's size and SHA-256
+        manifest = read_manifest(done.out, DEMO_PASSPHRASE)
         listed = manifest["files"]
         console.print(
             f"  mlax node backup: {len(listed)} files, {sum(f['size'] for f in listed):,} "
             f"bytes, ledger size {manifest['ledger']['size']} "
-            "([green]every file matches its SHA-256 in manifest.json[/])"
+            "([green]manifest sealed under the node passphrase; every file matches its "
+            "SHA-256[/])"
         )
         console.print(
             "  A consistent SQLite snapshot, then the evidence files, the encrypted key "

@@ -2,7 +2,8 @@
 
 A backup is a directory:
 
-    manifest.json       what is in it: every file's size and SHA-256, the ledger head
+    manifest.json       what is in it: every file's size and SHA-256, the ledger head,
+                        sealed with a key derived from the node passphrase
     node.toml           the node's configuration as it was
     database/node.db    SQLite: a consistent snapshot (sqlite3's online backup API)
     database/node.pgdump  PostgreSQL: `pg_dump --format=custom`, if pg_dump is installed
@@ -17,6 +18,13 @@ what the snapshot confirms; bytes written later are cut back by `open_append` wh
 resumed transfer continues. Blobs created after the snapshot are copied too and are
 harmless: nothing in the restored database names them.
 
+The manifest is sealed: an HMAC-SHA256 over its canonical JSON under a key that
+Argon2id derives from the node passphrase and a random salt (both the salt and the cost
+are in the manifest). Whoever holds a backup but not the passphrase cannot alter a file
+and its recorded SHA-256 together, so a restore, which asks for the passphrase and
+checks the seal first, detects tampering as well as damage. A backup made before the
+seal (`mlax-node-backup/1`) is refused: nothing can tell it from a forged one.
+
 Restoring checks every file against the manifest before writing anything (opening each
 path inside the backup without following a symbolic link at any level), copies each file
 while hashing it, renames it into place only once the copy matches, then records
@@ -28,9 +36,11 @@ PostgreSQL, what pg_dump reads).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import errno
 import hashlib
+import hmac
 import json
 import os
 import shutil
@@ -44,19 +54,24 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, cast
 
+from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from exchange.attachment import TAG_SIZE
-from exchange.errors import ConflictError
+from exchange.errors import ConflictError, KeystoreError
 from exchange.ledger import CompactRange
 from exchange.ledger_entry import LedgerEntry
+from keys.keystore import KdfParams, kdf_params_from_env
 from node.config import NodeConfig
 from node.storage import ledger
 from node.storage.db import Database, private_dir
 from node.storage.models import AttachmentRow, CheckpointRow, LedgerEntryRow, LedgerHeadRow
 
-FORMAT = "mlax-node-backup/1"
+FORMAT = "mlax-node-backup/2"
+UNSEALED_FORMAT = "mlax-node-backup/1"
+SEAL = "seal"
+_SEAL_CONTEXT = b"mlax/v1/node-backup-manifest\x00"
 MANIFEST = "manifest.json"
 # A manifest lists files, never content: a larger one is not ours.
 MAX_MANIFEST_BYTES = 16 << 20
@@ -196,8 +211,65 @@ def _pg_dump(url: str, dst: Path) -> None:
     dst.chmod(0o600)
 
 
-def backup(cfg: NodeConfig, config_file: Path, out: Path) -> BackupResult:
-    """Back up the node `cfg` describes (running or not) into the new directory `out`."""
+def _sealed_bytes(doc: dict[str, Any]) -> bytes:
+    """What the seal covers: the manifest without its seal, as canonical JSON."""
+    body = {k: v for k, v in doc.items() if k != SEAL}
+    return _SEAL_CONTEXT + json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _seal_key(passphrase: bytes, salt: bytes, kdf: KdfParams) -> bytes:
+    return Argon2id(
+        salt=salt,
+        length=32,
+        iterations=kdf.iterations,
+        lanes=kdf.lanes,
+        memory_cost=kdf.memory_kib,
+    ).derive(passphrase)
+
+
+def seal_manifest(doc: dict[str, Any], passphrase: bytes) -> dict[str, Any]:
+    """`doc` with its seal (module docstring), under a fresh salt."""
+    kdf = kdf_params_from_env()
+    salt = os.urandom(16)
+    mac = hmac.new(_seal_key(passphrase, salt, kdf), _sealed_bytes(doc), hashlib.sha256)
+    seal = {
+        "kdf": "argon2id",
+        "salt": base64.b64encode(salt).decode("ascii"),
+        "memory_kib": kdf.memory_kib,
+        "iterations": kdf.iterations,
+        "lanes": kdf.lanes,
+        "hmac_sha256": mac.hexdigest(),
+    }
+    return {k: v for k, v in doc.items() if k != SEAL} | {SEAL: seal}
+
+
+def _check_seal(doc: dict[str, Any], passphrase: bytes) -> None:
+    seal = _field(doc, SEAL, dict)
+    if _field(seal, "kdf", str) != "argon2id":
+        raise BackupError("The backup's manifest is sealed with an unknown method.")
+    kdf = KdfParams(
+        memory_kib=_field(seal, "memory_kib", int),
+        iterations=_field(seal, "iterations", int),
+        lanes=_field(seal, "lanes", int),
+    )
+    try:
+        kdf.check("The backup's manifest")
+        salt = base64.b64decode(_field(seal, "salt", str), validate=True)
+    except (KeystoreError, ValueError):
+        raise BackupError("The backup's manifest has an unusable seal: it is damaged.") from None
+    if not 8 <= len(salt) <= 64:
+        raise BackupError("The backup's manifest has an unusable seal: it is damaged.")
+    mac = hmac.new(_seal_key(passphrase, salt, kdf), _sealed_bytes(doc), hashlib.sha256)
+    if not hmac.compare_digest(mac.hexdigest(), _field(seal, "hmac_sha256", str)):
+        raise BackupError(
+            "The backup's manifest does not match its seal: it was altered, or the node "
+            "passphrase given is not the one it was made with."
+        )
+
+
+def backup(cfg: NodeConfig, config_file: Path, out: Path, passphrase: bytes) -> BackupResult:
+    """Back up the node `cfg` describes (running or not) into the new directory `out`,
+    its manifest sealed under `passphrase` (the node passphrase)."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise BackupError(f"{out} already exists and is not empty: back up into a new directory.")
     mine = (cfg.node.data_dir, cfg.node.identity_dir, cfg.attachments_dir)
@@ -268,6 +340,7 @@ def backup(cfg: NodeConfig, config_file: Path, out: Path) -> BackupResult:
         "ledger": {"size": size, "root": root, "checkpoint": checkpoint},
         "files": listed,
     }
+    manifest = seal_manifest(manifest, passphrase)
     tmp = out / (MANIFEST + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with open(fd, "w") as f:
@@ -361,9 +434,10 @@ def _relative(rel: str) -> tuple[str, ...]:
     return pure.parts
 
 
-def read_manifest(src: Path) -> dict[str, Any]:
-    """The manifest of the backup in `src`, once every file it lists is present with its
-    size and SHA-256; BackupError names the first problem."""
+def read_manifest(src: Path, passphrase: bytes) -> dict[str, Any]:
+    """The manifest of the backup in `src`, once its seal is checked under `passphrase`
+    and every file it lists is present with its size and SHA-256; BackupError names the
+    first problem."""
     try:
         with _open_inside(src, MANIFEST) as f:
             raw = f.read(MAX_MANIFEST_BYTES + 1)
@@ -375,8 +449,16 @@ def read_manifest(src: Path) -> dict[str, Any]:
         doc = json.loads(raw)
     except ValueError:
         raise BackupError(f"The backup's {MANIFEST} is not valid JSON: it is damaged.") from None
-    if _field(doc, "format", str) != FORMAT:
+    found = _field(doc, "format", str)
+    if found == UNSEALED_FORMAT:
+        raise BackupError(
+            f"The backup is {UNSEALED_FORMAT}, made before backups were sealed: its files "
+            "cannot be told from forged ones, so it is not restored."
+        )
+    if found != FORMAT:
         raise BackupError(f"The backup's format is not {FORMAT}.")
+    # Before any path it names is opened: a manifest not sealed by this node is not read.
+    _check_seal(doc, passphrase)
     _field(doc, "agency", str)
     led = _field(doc, "ledger", dict)
     _field(led, "size", int)
@@ -451,10 +533,13 @@ def _undo(made: list[Path]) -> None:
             path.rmdir() if path.is_dir() and not path.is_symlink() else path.unlink()
 
 
-def restore(src: Path, data_dir: Path, identity_dir: Path | None = None) -> RestoreResult:
+def restore(
+    src: Path, data_dir: Path, identity_dir: Path | None = None, *, passphrase: bytes
+) -> RestoreResult:
     """Restore the SQLite backup in `src` into the new data dir `data_dir` (and its key
-    files into `identity_dir`, if given), then record `node.restored` in its ledger."""
-    doc = read_manifest(src)
+    files into `identity_dir`, if given), its seal checked under `passphrase`, then record
+    `node.restored` in its ledger."""
+    doc = read_manifest(src, passphrase)
     if doc.get("database") != "sqlite":
         raise BackupError(
             "This backup holds a PostgreSQL dump: restore it with pg_restore "

@@ -13,6 +13,7 @@ is refused with one sentence.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -137,6 +138,24 @@ def test_backup_under_load_then_restore_on_a_fresh_data_dir(tmp_path: Path, cli:
             f.write(b"\xff")
         refused = cli.run("node", "restore", "--from", damaged, "--data-dir", tmp_path / "x")
         assert "database/node.db does not match its SHA-256" in cli.refusal(refused)
+        assert not (tmp_path / "x").exists()
+        # So is a forged one: the same damage with the manifest's SHA-256 brought in line by
+        # someone without the node passphrase; and the right backup under a wrong passphrase.
+        doc = json.loads((damaged / "manifest.json").read_text())
+        (entry,) = [f for f in doc["files"] if f["path"] == "database/node.db"]
+        entry["sha256"] = hashlib.sha256(
+            (damaged / "database" / "node.db").read_bytes()
+        ).hexdigest()
+        (damaged / "manifest.json").write_text(json.dumps(doc))
+        forged = cli.run("node", "restore", "--from", damaged, "--data-dir", tmp_path / "x")
+        assert "does not match its seal" in cli.refusal(forged)
+        wrong = tmp_path / "wrong-pass"
+        wrong.write_text("not the node passphrase\n")
+        refused = cli.run(
+            "node", "restore", "--from", backup_dir, "--data-dir", tmp_path / "x",
+            "--passphrase-file", wrong,
+        )  # fmt: skip
+        assert "does not match its seal" in cli.refusal(refused)
         assert not (tmp_path / "x").exists()
 
         # Restore on a fresh data dir (the old one is gone) and start the node on it.

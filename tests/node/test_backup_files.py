@@ -3,6 +3,7 @@ restore refuses (each with one sentence, before writing anything)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import sqlite3
@@ -12,7 +13,7 @@ import pytest
 
 from node.config import load_config
 from node.devtools.federation import DEMO_AGENCIES, build_federation
-from node.storage.backup import BackupError, backup, restore, restored_index
+from node.storage.backup import BackupError, backup, restore, restored_index, seal_manifest
 from node.storage.db import Database
 
 PASS = b"node-pass"
@@ -29,7 +30,7 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     blob.parent.mkdir(parents=True)
     blob.write_bytes(b"ciphertext")
     out = root / "out"
-    done = backup(cfg, config, out)
+    done = backup(cfg, config, out, PASS)
     assert done.ledger_size > 0
     return config, out
 
@@ -48,7 +49,7 @@ def test_a_backup_holds_the_database_blobs_keys_and_config(made: tuple[Path, Pat
         name = p.removeprefix("identity/")
         assert (out / p).read_bytes() == (config.parent / "keys" / name).read_bytes()
     with pytest.raises(BackupError, match="not empty"):
-        backup(load_config(config), config, out)
+        backup(load_config(config), config, out, PASS)
 
 
 def test_restore_writes_node_restored_at_the_backups_size(
@@ -56,7 +57,7 @@ def test_restore_writes_node_restored_at_the_backups_size(
 ) -> None:
     _, out = made
     size = json.loads((out / "manifest.json").read_text())["ledger"]["size"]
-    done = restore(out, tmp_path / "data", tmp_path / "keys")
+    done = restore(out, tmp_path / "data", tmp_path / "keys", passphrase=PASS)
     assert done.restored_index == size
     assert (tmp_path / "data" / "attachments" / "ab" / ("ab" * 32)).read_bytes() == b"ciphertext"
     assert (tmp_path / "data" / "officer-ca.key").exists()
@@ -67,7 +68,7 @@ def test_restore_writes_node_restored_at_the_backups_size(
     finally:
         db.close()
     with pytest.raises(BackupError, match="is not empty: restore into a new directory"):
-        restore(out, tmp_path / "data")
+        restore(out, tmp_path / "data", passphrase=PASS)
 
 
 def _damaged(out: Path, tmp_path: Path, edit: str) -> Path:
@@ -101,7 +102,23 @@ def _damaged(out: Path, tmp_path: Path, edit: str) -> Path:
         shutil.copy(copy / "database" / "node.db", copy / "data" / "node.db")
         (entry,) = [f for f in doc["files"] if f["path"] == "database/node.db"]
         doc["files"].append(dict(entry, path="data/node.db"))
-    manifest.write_text(json.dumps(doc))
+    elif (
+        edit == "unsealed"
+    ):  # a file and its recorded SHA-256 changed by someone without the passphrase
+        (copy / "node.toml").write_text("[node]\n")
+        (entry,) = [f for f in doc["files"] if f["path"] == "node.toml"]
+        entry["size"] = len("[node]\n")
+        entry["sha256"] = hashlib.sha256(b"[node]\n").hexdigest()
+        manifest.write_text(json.dumps(doc))
+        return copy
+    elif edit == "unsealed-format":  # the seal taken off and the format set back
+        doc.pop("seal")
+        doc["format"] = "mlax-node-backup/1"
+        manifest.write_text(json.dumps(doc))
+        return copy
+    # Sealed again, as by someone who knows the passphrase: the checks below the seal
+    # still refuse what would write outside the node's directories.
+    manifest.write_text(json.dumps(seal_manifest(doc, PASS)))
     return copy
 
 
@@ -112,7 +129,17 @@ def _damaged(out: Path, tmp_path: Path, edit: str) -> Path:
         ("outside", "The backup's manifest names a file outside it: '../../etc/passwd'."),
         ("size", "The backup is damaged: node.toml does not have its recorded size."),
         ("json", "The backup's manifest.json is not valid JSON: it is damaged."),
-        ("format", "The backup's format is not mlax-node-backup/1."),
+        ("format", "The backup's format is not mlax-node-backup/2."),
+        (
+            "unsealed",
+            "The backup's manifest does not match its seal: it was altered, or the node "
+            "passphrase given is not the one it was made with.",
+        ),
+        (
+            "unsealed-format",
+            "The backup is mlax-node-backup/1, made before backups were sealed: its files "
+            "cannot be told from forged ones, so it is not restored.",
+        ),
         ("absolute", "The backup's manifest names a file outside it: 'data//tmp/x'."),
         (
             "symlinked-dir",
@@ -134,7 +161,7 @@ def test_a_damaged_backup_is_refused_before_anything_is_written(
     copy = _damaged(made[1], tmp_path, edit)
     keys = sorted(p.name for p in (made[1] / "identity").iterdir())
     with pytest.raises(BackupError) as exc:
-        restore(copy, tmp_path / "data", tmp_path / "keys")
+        restore(copy, tmp_path / "data", tmp_path / "keys", passphrase=PASS)
     assert str(exc.value) == sentence.format(key=keys[0])
     assert not (tmp_path / "data").exists()
     assert not (tmp_path / "keys").exists()
@@ -151,15 +178,15 @@ def test_a_file_changed_after_the_check_is_caught_by_the_copy_and_nothing_stays(
     shutil.copytree(made[1], copy)
     checked = module.read_manifest
 
-    def check_then_swap(src: Path) -> dict[str, object]:
-        doc = checked(src)
+    def check_then_swap(src: Path, passphrase: bytes) -> dict[str, object]:
+        doc = checked(src, passphrase)
         key = copy / "data" / "officer-ca.key"
         key.write_bytes(bytes(len(key.read_bytes())))
         return doc
 
     monkeypatch.setattr(module, "read_manifest", check_then_swap)
     with pytest.raises(BackupError) as exc:
-        restore(copy, tmp_path / "data", tmp_path / "keys")
+        restore(copy, tmp_path / "data", tmp_path / "keys", passphrase=PASS)
     assert str(exc.value) == (
         "The backup changed during the restore: data/officer-ca.key no longer matches."
     )
@@ -167,9 +194,16 @@ def test_a_file_changed_after_the_check_is_caught_by_the_copy_and_nothing_stays(
     assert not (tmp_path / "keys").exists()
 
 
+def test_the_wrong_passphrase_restores_nothing(made: tuple[Path, Path], tmp_path: Path) -> None:
+    with pytest.raises(BackupError, match="does not match its seal"):
+        restore(made[1], tmp_path / "data", tmp_path / "keys", passphrase=b"not-the-node-pass")
+    assert not (tmp_path / "data").exists()
+    assert not (tmp_path / "keys").exists()
+
+
 def test_a_directory_without_a_manifest_is_not_a_backup(tmp_path: Path) -> None:
     with pytest.raises(BackupError, match="is not an MLAX node backup"):
-        restore(tmp_path, tmp_path / "data")
+        restore(tmp_path, tmp_path / "data", passphrase=PASS)
 
 
 def test_a_blob_the_database_counts_but_the_store_lacks_fails_the_backup(
@@ -191,7 +225,7 @@ def test_a_blob_the_database_counts_but_the_store_lacks_fails_the_backup(
         )
     conn.close()
     with pytest.raises(BackupError, match="missing or short in the blob store"):
-        backup(load_config(copy / "node.toml"), copy / "node.toml", tmp_path / "out")
+        backup(load_config(copy / "node.toml"), copy / "node.toml", tmp_path / "out", PASS)
 
 
 def test_a_witness_acknowledges_only_a_restore_it_saw(made: tuple[Path, Path]) -> None:
@@ -212,4 +246,4 @@ def test_a_backup_inside_the_nodes_own_directories_is_refused(made: tuple[Path, 
     config, _ = made
     cfg = load_config(config)
     with pytest.raises(BackupError, match="inside the node's own directories"):
-        backup(cfg, config, cfg.node.data_dir / "backups" / "today")
+        backup(cfg, config, cfg.node.data_dir / "backups" / "today", PASS)
