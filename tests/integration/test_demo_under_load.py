@@ -69,7 +69,7 @@ def test_the_demo_passes_while_the_cpu_is_saturated(tmp_path: Path) -> None:
         "A dead peer delays only its own messages",  # step 9: crash
         "every message delivered exactly once, every receipt verified",  # step 10
         "are suppressed:",  # step 11: Nigeria shows the UK's statistics release
-        "every file matches its SHA-256 in manifest.json",  # step 12: backup
+        "manifest sealed under the node passphrase; every file matches its SHA-256",  # step 12
         "inclusion proof verified",  # step 13: audit
     ):
         assert shown in out, f"{shown!r} is missing from the demo's output"
