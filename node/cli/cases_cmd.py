@@ -115,7 +115,8 @@ def _print_case(view: CaseView) -> None:
     if s.last_error:
         say(f"  last problem: {s.last_error}")
     if s.held_at:
-        say(f"  on legal hold since {format_time(s.held_at)} by {s.held_by}: {s.hold_reason}")
+        why = f": {s.hold_reason}" if s.hold_reason else ""
+        say(f"  on legal hold since {format_time(s.held_at)} by {s.held_by}{why}")
     if s.purged:
         say(f"  content (request and steps' details) {s.purged}")
     if s.allowed_actions:

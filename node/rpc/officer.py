@@ -244,7 +244,7 @@ class OfficerService(ogrpc.OfficerServicer):
     def ListCases(
         self, officer: Officer, request: cpb.ListCasesRequest, context: grpc.ServicerContext
     ) -> cpb.ListCasesResponse:
-        return self.cases.list_cases(request)
+        return self.cases.list_cases(officer, request)
 
     @allow(*READERS)
     def GetCase(

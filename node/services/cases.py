@@ -128,7 +128,11 @@ class CaseDesk:
             )
         return row.peer
 
-    def summary(self, s: Session, row: CaseRow, now: int | None = None) -> cpb.CaseSummary:
+    def summary(
+        self, s: Session, row: CaseRow, reader: Officer, now: int | None = None
+    ) -> cpb.CaseSummary:
+        """The case as `reader` may see it: the legal hold's reason, which may name people,
+        only if the reader may read the case's content (the hold itself stays visible)."""
         now = now_ms() if now is None else now
         case = domain(row, events_of(s, row))
         due = deadlines(case, self.policy)
@@ -178,12 +182,17 @@ class CaseDesk:
             local_state=local.state.value,
             held_at=row.held_at,
             held_by=row.held_by,
-            hold_reason=row.hold_reason,
+            hold_reason=row.hold_reason if self._may_read(reader, row) else "",
             purged_at=row.purged_at,
             purge_rule=row.purge_rule,
         )
 
-    def list_cases(self, req: cpb.ListCasesRequest) -> cpb.ListCasesResponse:
+    def _may_read(self, reader: Officer, row: CaseRow) -> bool:
+        return policy.may_read(
+            policy.OfficerId(self.agency, reader.name), reader.role, case_handling(row)
+        ).allowed
+
+    def list_cases(self, officer: Officer, req: cpb.ListCasesRequest) -> cpb.ListCasesResponse:
         q = select(CaseRow).order_by(CaseRow.updated_at.desc()).limit(min(req.limit or 100, 1000))
         if req.states:
             q = q.where(CaseRow.state.in_(list(req.states)))
@@ -197,7 +206,7 @@ class CaseDesk:
             q = q.where(CaseRow.state != CaseState.CLOSED.value)
         now = now_ms()
         with self.core.db.read() as s:
-            out = [self.summary(s, r, now) for r in s.scalars(q).all()]
+            out = [self.summary(s, r, officer, now) for r in s.scalars(q).all()]
         if req.overdue_only:
             out = [c for c in out if c.overdue]
         return cpb.ListCasesResponse(cases=out)
@@ -211,7 +220,7 @@ class CaseDesk:
     ) -> cpb.CaseView:
         with self.core.db.read() as s:
             row = row_of(s, case_ref)
-            view = cpb.CaseView(summary=self.summary(s, row))
+            view = cpb.CaseView(summary=self.summary(s, row, officer))
             events = events_of(s, row)
             # Each step's sealed bytes: this node's self-copy of its own steps, the
             # received envelope of the peer's.

@@ -293,7 +293,7 @@ class CaseSteps(RuleBasedStateMachine):
     def _summary(self, node: CaseNode) -> cpb.CaseSummary | None:
         with node.db.read() as s:
             row = s.scalars(select(CaseRow).where(CaseRow.case_ref == self.world.case_ref)).first()
-            return None if row is None else node.desk.summary(s, row)
+            return None if row is None else node.desk.summary(s, row, node.officer)
 
     def _history(self, node: CaseNode) -> list[tuple[int, str, bytes]]:
         with node.db.read() as s:

@@ -160,6 +160,16 @@ def test_a_held_case_is_kept_and_purged_once_released(sim_network: MakeNetwork) 
         place_hold(gb.db, SUPERVISOR, ref, "again")
     assert [p.count for p in desk.purge(now_ms() + LATER)][:2] == [0, 0]
     assert gb.cases.view(gb.officer, ref, True).HasField("form")
+    # The reason may name people: shown to whoever may read the case, not to an auditor,
+    # who sees that the case is held, when and by whom.
+    listed = gb.cases.list_cases(gb.officer, cpb.ListCasesRequest()).cases
+    assert [c.hold_reason for c in listed if c.case_ref == ref] == ["Court order 2026/17"]
+    auditor = Officer(name="gb-auditor", role="auditor")
+    (seen,) = [
+        c for c in gb.cases.list_cases(auditor, cpb.ListCasesRequest()).cases if c.case_ref == ref
+    ]
+    assert (seen.held_by, seen.hold_reason) == ("gb-supervisor", "")
+    assert gb.cases.view(auditor, ref).summary.hold_reason == ""
 
     release_hold(gb.db, SUPERVISOR, ref)
     with pytest.raises(HoldStateError):
