@@ -7,7 +7,9 @@ A checkpoint body (https://c2sp.org/tlog-checkpoint) is newline-terminated lines
     <base64 of the 32-byte RFC 6962 root hash>
     [<extension line>...]
 
-and travels as a signed note (see `note`), signed by the log's key.
+and travels as a signed note (see `note`), signed by the log's key. MLAX caps what a
+checkpoint may be (`MAX_CHECKPOINT_BYTES`, `MAX_EXTENSION_LINES`, `MAX_EXTENSION_LINE_BYTES`,
+`MAX_CHECKPOINT_NOTE_BYTES`), far above what a log writes, so a hostile note stays small.
 
 A cosignature (https://c2sp.org/tlog-cosignature, Ed25519 variant) is a note signature by
 a witness whose key id uses signature type 0x04 and whose bytes are
@@ -53,6 +55,15 @@ TIMESTAMP_SIZE = 8
 MAX_TIMESTAMP = 2**63 - 1
 MAX_TREE_SIZE = 2**64 - 1
 
+# Bounds on what a log may put in a checkpoint, so that a note a peer sends (and a witness
+# may keep as split-view evidence) stays small. An MLAX body is about 100 bytes with no
+# extension line (node/storage/ledger.py) and a note with 37 cosignatures a few KiB.
+MAX_CHECKPOINT_BYTES = 16 * 1024  # the body: origin, size, root hash and extension lines
+MAX_EXTENSION_LINES = 16
+MAX_EXTENSION_LINE_BYTES = 1024
+# The signed note: a body at its cap plus up to note.DEFAULT_MAX_SIGNATURES signature lines.
+MAX_CHECKPOINT_NOTE_BYTES = 64 * 1024
+
 _SIZE = re.compile("0|[1-9][0-9]*")
 _CONTROL = re.compile("[\x00-\x1f]")
 
@@ -81,9 +92,21 @@ class Checkpoint:
             raise MalformedCheckpointError("A checkpoint root hash must be 32 bytes.")
         if self.size == 0 and self.root_hash != EMPTY_ROOT:
             raise MalformedCheckpointError("An empty tree's root must be SHA-256 of nothing.")
+        if len(self.extensions) > MAX_EXTENSION_LINES:
+            raise MalformedCheckpointError(
+                f"A checkpoint may carry at most {MAX_EXTENSION_LINES} extension lines."
+            )
         for line in self.extensions:
             if not line or _CONTROL.search(line):
                 raise MalformedCheckpointError("Checkpoint extension lines must be non-empty.")
+            if len(line.encode()) > MAX_EXTENSION_LINE_BYTES:
+                raise MalformedCheckpointError(
+                    f"A checkpoint extension line may be at most {MAX_EXTENSION_LINE_BYTES} bytes."
+                )
+        if len(self.format().encode()) > MAX_CHECKPOINT_BYTES:
+            raise MalformedCheckpointError(
+                f"A checkpoint body may be at most {MAX_CHECKPOINT_BYTES} bytes."
+            )
 
     def format(self) -> str:
         """The checkpoint body: the note text a log signs."""
@@ -94,6 +117,12 @@ class Checkpoint:
     @classmethod
     def parse(cls, text: str) -> Checkpoint:
         """Parse a checkpoint body strictly; raise MalformedCheckpointError on any deviation."""
+        # Before any splitting: a hostile body can be megabytes (the fields are checked
+        # against their own caps when the Checkpoint is built).
+        if len(text) > MAX_CHECKPOINT_BYTES or len(text.encode()) > MAX_CHECKPOINT_BYTES:
+            raise MalformedCheckpointError(
+                f"A checkpoint body may be at most {MAX_CHECKPOINT_BYTES} bytes."
+            )
         if not text.endswith("\n"):
             raise MalformedCheckpointError("A checkpoint body must end with a newline.")
         lines = text[:-1].split("\n")
@@ -112,10 +141,18 @@ class Checkpoint:
 
 def unverified_origin(note: bytes) -> str:
     """The origin line of a signed checkpoint, before any check: only to pick the keys."""
+    _check_note_size(note)
     origin = parse_note(note).text.partition("\n")[0]
     if not origin:
         raise MalformedCheckpointError("The note does not start with a checkpoint origin.")
     return origin
+
+
+def _check_note_size(note: bytes) -> None:
+    if len(note) > MAX_CHECKPOINT_NOTE_BYTES:
+        raise MalformedCheckpointError(
+            f"A signed checkpoint may be at most {MAX_CHECKPOINT_NOTE_BYTES} bytes."
+        )
 
 
 def sign_checkpoint(checkpoint: Checkpoint, name: str, signing_key: SigningKey) -> bytes:
@@ -125,6 +162,7 @@ def sign_checkpoint(checkpoint: Checkpoint, name: str, signing_key: SigningKey) 
 
 def open_checkpoint(note: bytes, origin: str, verifiers: Sequence[NoteVerifier]) -> Checkpoint:
     """Verify a signed checkpoint against the log's keys and return it; raise otherwise."""
+    _check_note_size(note)
     verified = verify_note(note, verifiers)
     checkpoint = Checkpoint.parse(verified.text)
     if checkpoint.origin != origin:

@@ -5,11 +5,21 @@ asks each peer to cosign it: node/workers/checkpoints.py.) As a witness, the
 node cosigns a peer's checkpoint only if it is consistent with the last one it cosigned
 for that peer; two validly signed, inconsistent checkpoints are a split view: the
 evidence is kept, ledgered, logged as an alert and counted.
+
+A split view leaves the witness's state where it was, so a peer can repeat one as often as
+it likes, each time with another root. The evidence kept per origin is therefore bounded:
+the first `MAX_SPLIT_VIEWS_PER_ORIGIN` distinct split views (and the first conclusive one,
+should inconclusive ones have filled those places) are stored and ledgered as
+`witness.split_view`; any further one is only counted, through the bounded-rate refusal
+ledger (node.services.rejections: `message.rejected` with reason `SplitViewError`, then
+one aggregate entry per window), so storage and ledger grow with windows, not with calls.
 """
 
 from __future__ import annotations
 
 import structlog
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from exchange._proto.mlax.v1 import ledger_pb2 as lpb
 from exchange.encoding import now_ms
@@ -32,6 +42,10 @@ from node.storage.models import SplitViewRow, WitnessStateRow
 
 log = structlog.get_logger("mlax.ledger")
 
+# Split views of one origin kept as evidence rows and `witness.split_view` entries; one
+# proves the log dishonest, a few show its pattern; more only cost the witness storage.
+MAX_SPLIT_VIEWS_PER_ORIGIN = 8
+
 
 class WitnessDesk:
     """This node as a witness for its peers' ledgers."""
@@ -52,6 +66,7 @@ class WitnessDesk:
             {origin: log_verifiers(directory, peer, now_ms())},
         )
         evidence: SplitViewError | None = None
+        stored = False
         with self.core.db.write() as s:
             # FOR UPDATE: two concurrent submissions for one log must be decided one after
             # the other, or two inconsistent checkpoints could both be cosigned (PostgreSQL;
@@ -70,26 +85,9 @@ class WitnessDesk:
                 return lpb.AddCheckpointResponse(conflict=True, known_size=e.known_size)
             except SplitViewError as e:
                 evidence = e
-                s.add(
-                    SplitViewRow(
-                        origin=origin,
-                        known_note=e.known_note,
-                        new_note=e.new_note,
-                        proof=b"".join(e.proof),
-                        conclusive=e.conclusive,
-                        detected_at=now_ms(),
-                    )
-                )
-                ledger.append(
-                    s,
-                    LedgerEntry.of(
-                        "witness.split_view",
-                        now_ms(),
-                        peer=peer,
-                        origin=origin,
-                        conclusive=e.conclusive,
-                    ),
-                )
+                stored = _keeps(s, origin, e)
+                if stored:
+                    _keep(s, peer, origin, e)
             else:
                 if state is None:
                     s.add(
@@ -106,11 +104,56 @@ class WitnessDesk:
                     state.updated_at = now_ms()
         if evidence is not None:
             metrics.SPLIT_VIEWS.labels(peer=peer).inc()
-            log.error(
-                "split_view_detected", peer=peer, origin=origin, conclusive=evidence.conclusive
-            )
+            if stored:
+                log.error(
+                    "split_view_detected", peer=peer, origin=origin, conclusive=evidence.conclusive
+                )
+            else:
+                # Past the evidence this node keeps of `origin`: counted at a bounded rate
+                # (its own transaction, so after ours; it logs once per window).
+                self.core.rejections.record(peer, SplitViewError.__name__, evidence.status)
             raise evidence
         return lpb.AddCheckpointResponse(cosignature=cosigned.cosignature)
+
+
+def _keeps(s: Session, origin: str, e: SplitViewError) -> bool:
+    """Whether split view `e` of `origin` is stored and ledgered: it is not already kept,
+    and fewer than MAX_SPLIT_VIEWS_PER_ORIGIN are, or it is the first conclusive one."""
+    mine = SplitViewRow.origin == origin
+    kept = s.scalars(select(SplitViewRow.conclusive).where(mine)).all()
+    same = select(SplitViewRow.id).where(
+        mine, SplitViewRow.known_note == e.known_note, SplitViewRow.new_note == e.new_note
+    )
+    if kept and s.scalars(same.limit(1)).first() is not None:
+        return False
+    if len(kept) < MAX_SPLIT_VIEWS_PER_ORIGIN:
+        return True
+    # Inconclusive split views (which a faulty prover can also cause) cannot crowd out
+    # the one that proves the log dishonest by itself.
+    return e.conclusive and not any(kept)
+
+
+def _keep(s: Session, peer: str, origin: str, e: SplitViewError) -> None:
+    s.add(
+        SplitViewRow(
+            origin=origin,
+            known_note=e.known_note,
+            new_note=e.new_note,
+            proof=b"".join(e.proof),
+            conclusive=e.conclusive,
+            detected_at=now_ms(),
+        )
+    )
+    ledger.append(
+        s,
+        LedgerEntry.of(
+            "witness.split_view",
+            now_ms(),
+            peer=peer,
+            origin=origin,
+            conclusive=e.conclusive,
+        ),
+    )
 
 
 def checkpoint_of(note: bytes) -> Checkpoint:
