@@ -15,9 +15,19 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from exchange.agency import AGENCY_ID_RE, COUNTRY_RE
 from exchange.encoding import CTX_STATS_APPROVAL, pae, sha256
 from exchange.errors import ConflictError, InvalidFieldError
-from exchange.stats.tables import DOMAINS, SUM_DAYS, TABLES_BY_NAME, Cell, TableDef, values_of
+from exchange.stats.facts import NOT_RECORDED, OTHER_COUNTRY
+from exchange.stats.tables import (
+    DOMAINS,
+    OTHER_PEER,
+    SUM_DAYS,
+    TABLES_BY_NAME,
+    Cell,
+    TableDef,
+    values_of,
+)
 
 FORMAT = "mlax-statistics/v1"
 MECHANISM = "discrete_laplace"
@@ -283,6 +293,23 @@ def _integer(value: object, what: str) -> int:
     return value
 
 
+# The values a peer's release may give the dimensions whose values come from its
+# directory (`tables.values_of`): country codes as the directory writes them (two capital
+# letters, `exchange.agency.COUNTRY_RE`: a directory may list a country code outside
+# ISO 3166-1, and its agencies' releases must still be accepted everywhere) and agency
+# ids, each with the fixed values beside them. Anything else (an escape sequence, a
+# spreadsheet formula) is refused before it can reach a terminal, a CSV or the console.
+_NATIONALITY_VALUES = frozenset({OTHER_COUNTRY, NOT_RECORDED})
+
+
+def _directory_value(dimension: str, value: str) -> bool:
+    if dimension == "nationality":
+        return value in _NATIONALITY_VALUES or COUNTRY_RE.fullmatch(value) is not None
+    if dimension == "peer":
+        return value == OTHER_PEER or AGENCY_ID_RE.fullmatch(value) is not None
+    return True
+
+
 def validate(doc: object, sender: str) -> Mapping[str, Any]:
     """A peer's release as received, if it is a well-formed, bounded document of
     `sender` whose tables and dimensions this software defines; else the first problem,
@@ -346,6 +373,15 @@ def validate(doc: object, sender: str) -> Mapping[str, Any]:
             if len(vs) != len(values) or (expected in DOMAINS and vs != set(DOMAINS[expected])):
                 raise InvalidFieldError(
                     f"Release field {where}.dimensions[{j}].values: not the values of {expected}."
+                )
+            if not all(_directory_value(expected, v) for v in vs):
+                raise InvalidFieldError(
+                    f"Release field {where}.dimensions[{j}].values: {expected} takes "
+                    + (
+                        "country codes (two capital letters), other and not_recorded only."
+                        if expected == "nationality"
+                        else "agency ids (CC-NAME) and other only."
+                    )
                 )
             domain[expected] = vs
             size *= len(values)

@@ -21,6 +21,7 @@ from node.cli.common import (
     print_json,
     say,
 )
+from node.cli.safe_text import shown
 from node.client.stats import ReleaseView, StatsClient
 from node.config import LimitsSection
 
@@ -41,12 +42,18 @@ def _budget_line(view: ReleaseView) -> str:
     )
 
 
-def _write(text: str, out: Path | None) -> None:
-    if out is None:
-        typer.echo(text, nl=False)
-    else:
+def _write(text: str, out: Path | None, *, json_text: bool = False) -> None:
+    """`text` to `out` as it is, or to stdout made safe for a terminal: a peer's values
+    (a release received before they were checked) cannot act on it. CSV goes through
+    `shown` (line breaks kept, anything else escaped); JSON is written with every
+    non-ASCII character as a JSON escape, the same document, as `--json` output is."""
+    if out is not None:
         out.write_text(text, encoding="utf-8")
         say(f"Wrote {out}.")
+    elif json_text:
+        typer.echo(json.dumps(json.loads(text), sort_keys=True, separators=(",", ":")))
+    else:
+        typer.echo(shown(text, multiline=True, markup=False), nl=False)
 
 
 @stats_app.command("preview")
@@ -176,7 +183,7 @@ def export(
     if view.summary.state != "final":
         fail(f"Release {release_id} is a draft: a supervisor must approve it before it leaves.")
     text = release_csv(view.document) if fmt == "csv" else view.document_bytes.decode() + "\n"
-    _write(text, out)
+    _write(text, out, json_text=fmt == "json")
 
 
 @stats_app.command("federation")
@@ -190,7 +197,8 @@ def federation(
         fail("--format must be csv or json.", 2)
     with officer_client(cred) as c:
         table = StatsClient(c).federation(start, end)
-    _write(federation_csv(table) if fmt == "csv" else canonical(table).decode() + "\n", out)
+    text = federation_csv(table) if fmt == "csv" else canonical(table).decode() + "\n"
+    _write(text, out, json_text=fmt == "json")
 
 
 @stats_app.command("combine")
@@ -224,7 +232,8 @@ def combine_cmd(
         table = combine(docs)
     except MlaxError as e:
         fail(e.message)
-    _write(federation_csv(table) if fmt == "csv" else canonical(table).decode() + "\n", out)
+    text = federation_csv(table) if fmt == "csv" else canonical(table).decode() + "\n"
+    _write(text, out, json_text=fmt == "json")
 
 
 def register(app: typer.Typer) -> None:

@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 
 from exchange._proto.mlax.v1 import forms_pb2 as fpb
-from exchange.matching.records import PartialDate
+from exchange.errors import InvalidFieldError
+from exchange.matching.records import ALPHA2_TO_ALPHA3, PartialDate
 from exchange.stats import release as rel
-from exchange.stats.export import combine, federation_csv, release_csv, release_rows
+from exchange.stats.export import combine, csv_cell, federation_csv, release_csv, release_rows
 from exchange.stats.facts import (
     REFUSAL_GROUNDS,
     CaseFact,
@@ -295,6 +296,7 @@ BY_SEX = TABLES_BY_NAME["victim_id_follow_ups_by_sex"]
 BY_AGE = TABLES_BY_NAME["victim_id_follow_ups_by_age"]
 BY_NATIONALITY = TABLES_BY_NAME["victim_id_follow_ups_by_nationality"]
 COUNTRIES = ("FR", "GB", "NG")
+ISO_COUNTRIES = tuple(sorted(ALPHA2_TO_ALPHA3))
 
 
 def test_a_refusal_counts_under_the_first_ground_it_states() -> None:
@@ -412,20 +414,22 @@ def test_the_federation_csv_has_a_column_for_every_dimension_even_when_all_is_su
 
 
 def _peer_doc(agency: str, peers: int, tag: str) -> dict[str, Any]:
-    """A release with the largest peer and nationality dimensions allowed, nothing
-    released: the most cells a peer can make every agency's combine account for."""
+    """A release with the largest peer and nationality dimensions allowed (as many agency
+    ids as a release may list, every ISO country), nothing released: the most cells a
+    peer can make every agency's combine account for."""
     tables = [BY_PEER, TABLES_BY_NAME["victim_id_follow_ups_by_nationality"]]
     plans = rel.plan(tables, 1.0, 90)
     params = rel.Parameters(
         agency, rel.Period.parse("2026-01-01", "2026-06-30"), 1.0, 11, 90, "opendp"
     )
-    values = [f"{tag}{i}" for i in range(peers)]
-    doc = rel.document(f"r-{agency}", params, plans, {t.name: {} for t in tables}, values, values)
+    values = [f"{tag}-P{i}" for i in range(peers)]
+    released: dict[str, dict[tuple[str, ...], int]] = {t.name: {} for t in tables}
+    doc = rel.document(f"r-{agency}", params, plans, released, values, ISO_COUNTRIES)
     return json.loads(rel.canonical(doc))  # type: ignore[no-any-return]
 
 
 def test_combining_the_largest_releases_counts_what_is_suppressed_without_listing_it() -> None:
-    # 998 peers (+ "other") and 998 countries (+ 2), different in each of four agencies.
+    # 998 peers (+ "other"), different in each of four agencies; every country (+ 2).
     docs = [_peer_doc(a, 998, a[:2]) for a in ("GB-NCA", "FR-OCRTEH", "NG-NAPTIP", "XX-ONE")]
     for d in docs:
         assert rel.validate(d, d["agency"]) == d
@@ -433,16 +437,16 @@ def test_combining_the_largest_releases_counts_what_is_suppressed_without_listin
     by_peer = 2 * len(rel.DOMAINS["case_type"]) * (4 * 998 + 1)  # "other" is shared
     assert table["suppressed"] == {
         "cases_by_peer": by_peer,
-        "victim_id_follow_ups_by_nationality": 2 * 2 * (4 * 998 + 2),
+        "victim_id_follow_ups_by_nationality": 2 * 2 * (len(ISO_COUNTRIES) + 2),
     }
     assert table["cells"] == []
     assert len(rel.canonical(table)) < 5_000
 
 
 def test_a_release_larger_than_the_bounds_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    doc = _peer_doc("FR-OCRTEH", 998, "p")
-    monkeypatch.setattr(rel, "MAX_DOMAIN_PER_RELEASE", 9_000)
-    with pytest.raises(rel.InvalidFieldError, match="or 9000 in a release"):
+    doc = _peer_doc("FR-OCRTEH", 998, "FR")  # 5994 + 1008 cells
+    monkeypatch.setattr(rel, "MAX_DOMAIN_PER_RELEASE", 7_000)
+    with pytest.raises(rel.InvalidFieldError, match="or 7000 in a release"):
         rel.validate(doc, "FR-OCRTEH")
     monkeypatch.setattr(rel, "MAX_DOMAIN_PER_TABLE", 1_000)
     with pytest.raises(rel.InvalidFieldError, match="more than 1000 cells in a table"):
@@ -488,3 +492,87 @@ def test_only_the_tables_and_dimensions_this_software_defines_are_taken() -> Non
     _refused(lambda d: dims(d)[0]["values"].append("other_type"), "not the values of case_type")
     _refused(lambda d: dims(d)[2]["values"].append("NG-NAPTIP"), "not the values of peer")
     _refused(lambda d: d["tables"][0]["cells"].append(d["tables"][0]["cells"][0]), "twice")
+
+
+# -- what a peer's dimension values may be, and what a CSV export of them shows --------
+
+HOSTILE = '\x1b]0;pwned\x07\x1b[2J=HYPERLINK("http://x")'
+
+
+def _nationality_doc() -> dict[str, Any]:
+    plans = rel.plan((BY_NATIONALITY,), 1.0, 90)
+    params = rel.Parameters(
+        "FR-OCRTEH", rel.Period.parse("2026-01-01", "2026-06-30"), 1.0, 11, 90, "opendp"
+    )
+    released: dict[str, dict[tuple[str, ...], int]] = {
+        BY_NATIONALITY.name: {("sent", "disclosed", "NG"): 12}
+    }
+    doc = rel.document("r", params, plans, released, PEERS, COUNTRIES)
+    return json.loads(rel.canonical(doc))  # type: ignore[no-any-return]
+
+
+def _renamed(doc: dict[str, Any], dimension: str, old: str, new: str) -> dict[str, Any]:
+    """`doc` with one value of `dimension` renamed everywhere: a well-formed release."""
+    t = doc["tables"][0]
+    d = next(d for d in t["dimensions"] if d["name"] == dimension)
+    d["values"] = [new if v == old else v for v in d["values"]]
+    for c in t["cells"]:
+        if c[dimension] == old:
+            c[dimension] = new
+    return doc
+
+
+@pytest.mark.parametrize("value", [HOSTILE, "=1+1", "ng", "NGA", "N\u202eG", "unknown", ""])
+def test_a_nationality_other_than_a_country_code_is_refused(value: str) -> None:
+    good = _nationality_doc()
+    assert rel.validate(good, "FR-OCRTEH") == good
+    doc = _renamed(_nationality_doc(), "nationality", "NG", value)
+    with pytest.raises(InvalidFieldError, match=r"dimensions\[2\]\.values") as e:
+        rel.validate(doc, "FR-OCRTEH")
+    assert str(e.value).count(". ") == 0
+    assert str(e.value).endswith(".")
+
+
+@pytest.mark.parametrize(
+    "value", [HOSTILE, "=HYPERLINK(1)", "fr-ocrteh", "FR", "FR-", "FR-OCR\x1bTEH", "FR-\u202e"]
+)
+def test_a_peer_other_than_an_agency_id_is_refused(value: str) -> None:
+    doc = _renamed(json.loads(rel.canonical(_doc("FR-OCRTEH", 14))), "peer", "FR-OCRTEH", value)
+    with pytest.raises(InvalidFieldError, match="peer takes agency ids") as e:
+        rel.validate(doc, "FR-OCRTEH")
+    assert str(e.value).count(". ") == 0
+
+
+def test_the_values_a_release_of_this_software_gives_are_taken() -> None:
+    doc = _renamed(_nationality_doc(), "nationality", "NG", "XK")  # Kosovo, user-assigned
+    assert rel.validate(doc, "FR-OCRTEH") == doc
+    # a directory may list a code outside ISO 3166-1 (an EU agency): its releases are taken
+    eu = _renamed(_nationality_doc(), "nationality", "NG", "EU")
+    assert rel.validate(eu, "FR-OCRTEH") == eu
+    for value in ("other", "not_recorded"):
+        assert value in doc["tables"][0]["dimensions"][2]["values"]
+    by_peer = json.loads(rel.canonical(_doc("FR-OCRTEH", 14)))
+    assert "other" in by_peer["tables"][0]["dimensions"][2]["values"]
+    assert rel.validate(by_peer, "FR-OCRTEH") == by_peer
+
+
+@pytest.mark.parametrize("start", ["=", "+", "-", "@", "\t", "\r"])
+def test_the_csv_exports_never_carry_a_formula_or_a_control_character(start: str) -> None:
+    # A release held from before its values were checked (release.validate refuses it now).
+    doc = _renamed(_nationality_doc(), "nationality", "NG", start + HOSTILE)
+    for text in (release_csv(doc), federation_csv(combine([doc]))):
+        [row] = list(csv.DictReader(io.StringIO(text)))
+        cell = row["citizenship"]
+        # A formula start is kept behind a quote; a tab or CR shows as its escape.
+        assert cell.startswith({"\t": "\\t", "\r": "\\r"}.get(start, "'" + start))
+        assert not [c for c in text if not c.isprintable() and c != "\n"]
+        assert "\\x1b]0;pwned\\x07\\x1b[2J" in cell
+        assert row["value"] == "12"
+
+
+def test_a_csv_cell_keeps_numbers_and_plain_text_as_they_are() -> None:
+    assert csv_cell(12) == 12
+    assert csv_cell(0.5) == 0.5
+    assert csv_cell("GB-NCA") == "GB-NCA"
+    assert csv_cell("18--20") == "18--20"
+    assert csv_cell("a\u202eb\U000e0041") == "a\\u202eb\\U000e0041"
