@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from itertools import product
 from typing import Any
 
+from exchange.csv_cells import csv_cell
 from exchange.errors import InvalidFieldError
 from exchange.stats.release import FORMAT
 from exchange.stats.tables import TABLES_BY_NAME
@@ -68,32 +69,6 @@ def release_rows(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
             row.update(value=cell["value"], epsilon=t["epsilon"], noise_sd=t["noise_sd"])
             rows.append(row)
     return rows
-
-
-# Spreadsheets run a cell that starts with one of these as a formula (the rule of the
-# console's match-results CSV, node.console.pages.matching).
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def _visible(ch: str) -> str:
-    """The escape node.cli.safe_text.shown writes for `ch`: \\x1b, \\u202e, \\n."""
-    if ch in _NAMED:
-        return _NAMED[ch]
-    cp = ord(ch)
-    return f"\\x{cp:02x}" if cp <= 0xFF else f"\\u{cp:04x}" if cp <= 0xFFFF else f"\\U{cp:08x}"
-
-
-def csv_cell(value: object) -> object:
-    """A CSV cell: a number as it is; text with every character that is not printable
-    (control and format characters, line breaks) shown as an escape (ESC as `\\x1b`), and
-    never a formula a spreadsheet would run (a leading `'` makes it text). Release
-    validation already keeps a peer's values to known names, codes and agency ids; this
-    is the export's own guard."""
-    if not isinstance(value, str):
-        return value
-    text = "".join(ch if ch.isprintable() else _visible(ch) for ch in value)
-    return "'" + text if text.startswith(_FORMULA_START) else text
 
 
 def to_csv(rows: Sequence[Mapping[str, Any]]) -> str:

@@ -29,13 +29,13 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
 
+from exchange.csv_cells import csv_cell
 from exchange.encoding import now_ms
 from exchange.errors import InvalidFieldError, MalformedError
 from exchange.forms.base import FormFieldError, FormFieldTooLargeError
 from exchange.forms.vocab import URGENCIES, VICTIM_ID_PURPOSES
 from exchange.matching.records import QUERY_COLUMNS, parse_query_row
 from exchange.policy import Role
-from node.cli.safe_text import shown
 from node.client import NodeCallError
 from node.client.matching import read_batch_text
 from node.client.results import MatchAnswer
@@ -54,10 +54,9 @@ MAX_LISTED_ROWS = 20
 _READERS = frozenset({Role.OFFICER, Role.SUPERVISOR})
 _COLUMN_ERROR = re.compile(r"Line \d+, column (\w+): (.*)", re.DOTALL)
 _FIELD_ERROR = re.compile(r"Field (\w+): (.*)", re.DOTALL)
+
+
 # Spreadsheets run a cell that starts with one of these as a formula.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
 @dataclass(frozen=True)
 class QueryField:
     name: str
@@ -217,10 +216,9 @@ def _chosen_peers(console: Console, post: FormData) -> tuple[str, ...]:
 
 
 def _cell(value: object) -> str:
-    """A CSV cell: control and format characters shown as escapes (a peer's sentence may
-    carry them), and never a formula a spreadsheet would run."""
-    text = shown(value, markup=False)
-    return "'" + text if text.startswith(_FORMULA_START) else text
+    """A CSV cell (`exchange.csv_cells`): control and format characters shown as escapes
+    (a peer's sentence may carry them), and never a formula a spreadsheet would run."""
+    return str(csv_cell(value if isinstance(value, str) else str(value)))
 
 
 def _form_page(
