@@ -18,11 +18,12 @@ the file's header.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum, StrEnum
 
-from exchange.envelope import HandlingCode, Header
+from exchange.envelope import HandlingCode, Header, handling_from_wire
+from exchange.errors import InvalidFieldError
 
 RESTRICTED = HandlingCode.RESTRICTED_TO_NAMED_OFFICERS
 
@@ -197,3 +198,28 @@ def evidence_handling(file: Handling, case: Handling) -> Handling:
 def may_download(officer: OfficerId, role: str, file: Handling, case: Handling) -> Decision:
     """Whether `officer` may download an evidence file of a case."""
     return may_read(officer, role, evidence_handling(file, case))
+
+
+def reply_handling(
+    original_codes: Iterable[HandlingCode],
+    requested_codes: Iterable[int],
+    requested_names: Sequence[str],
+    peer: str,
+) -> tuple[HandlingCode, ...]:
+    """The handling codes of a reply to a message that carried `original_codes`.
+
+    A reply may quote what it answers, so it keeps at least the original's codes; the
+    officer's `requested_codes` (wire values) are added, never in place of them. A reply
+    to a message restricted to named officers must itself name officers of `peer` (the
+    agency it goes to, `requested_names`): the node cannot name them by itself.
+    """
+    original = frozenset(original_codes)
+    names = [n for n in requested_names if n]
+    if RESTRICTED in original and not names:
+        raise InvalidFieldError(
+            "The message this answers is restricted to named officers: name the officers "
+            f"of {peer[:64]} who may read the reply."
+        )
+    requested = frozenset(handling_from_wire(requested_codes, names, "a reply"))
+    codes = original | requested
+    return tuple(c for c in HandlingCode if c in codes)

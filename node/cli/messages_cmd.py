@@ -193,15 +193,24 @@ def register(app: typer.Typer) -> None:
         message_id: str,
         body_file: Annotated[Path | None, typer.Option("--body-file")] = None,
         body: Annotated[str | None, typer.Option("--body")] = None,
+        named: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--restricted-to",
+                "--named",
+                help="Officer of the other agency allowed to read the reply (repeat); "
+                "required when the message answered is restricted to named officers.",
+            ),
+        ] = None,
         cred: CredOpt = None,
         json_out: JsonOpt = False,
     ) -> None:
-        """Answer an inbound message (same agency and case)."""
+        """Answer an inbound message (same agency and case, at least its handling codes)."""
         if (body_file is None) == (body is None):
             fail("Give the text with exactly one of --body-file or --body.", 2)
         text = body_file.read_text() if body_file is not None else (body or "")
         with officer_client(cred) as c:
-            m = c.reply(message_id, text=text)
+            m = c.reply(message_id, text=text, restricted_to=tuple(named or ()))
         if json_out:
             print_json(m.to_json())
         else:

@@ -12,7 +12,7 @@ import dataclasses
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -462,8 +462,17 @@ class OfficerClient:
         )
         return MessageInfo.from_proto(self._call(self._stub.Submit, req))
 
-    def reply(self, message_id: str, *, text: str, subject: str | None = None) -> MessageInfo:
-        """Answer an inbound message: same peer and case, marked as a reply to it."""
+    def reply(
+        self,
+        message_id: str,
+        *,
+        text: str,
+        subject: str | None = None,
+        restricted_to: Sequence[str] = (),
+    ) -> MessageInfo:
+        """Answer an inbound message: same peer and case, marked as a reply to it, with at
+        least its handling codes (the node enforces that too). A reply to a message
+        restricted to named officers must name the peer's officers who may read it."""
         original = self.show(message_id, content=subject is None)
         if original.info.direction != "inbound":
             raise InvalidFieldError("Only inbound messages can be replied to.")
@@ -473,6 +482,8 @@ class OfficerClient:
             text=text,
             message_type="reply",
             case_ref=original.info.case_ref,
+            handling=tuple(h for h in original.info.handling_codes if h in HANDLING_CODES),
+            restricted_to=tuple(restricted_to),
             in_reply_to=message_id,
         )
 

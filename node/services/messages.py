@@ -258,14 +258,13 @@ class NodeCore:
             message_type = MessageType(req.message_type)
         except ValueError:
             raise InvalidFieldError("Field message_type: unknown message type.") from None
-        codes = handling_from_wire(req.handling_codes, req.restricted_to, "a message")
-        if not req.content.subject.strip():
-            raise InvalidFieldError("The message needs a subject.")
         in_reply_to = b""
         if req.in_reply_to:
             if len(req.in_reply_to) != 16:
                 raise InvalidFieldError("in_reply_to must be a 16-byte message id.")
             in_reply_to = bytes(req.in_reply_to)
+        if not req.content.subject.strip():
+            raise InvalidFieldError("The message needs a subject.")
         if len(req.idempotency_key) > 128:
             raise OversizedError("The idempotency key exceeds 128 characters.")
         if message_type not in (MessageType.NOTE, MessageType.REPLY):
@@ -273,6 +272,16 @@ class NodeCore:
                 f"Message type {message_type.name} is sent through casework "
                 "(mlax case ...), not as a free-form message."
             )
+        if in_reply_to:
+            # A reply keeps the handling of what it answers (it may quote it).
+            codes = policy.reply_handling(
+                self._answered(officer, in_reply_to, req.recipient),
+                req.handling_codes,
+                req.restricted_to,
+                req.recipient,
+            )
+        else:
+            codes = handling_from_wire(req.handling_codes, req.restricted_to, "a message")
         row, entry = self.outbound(
             officer.name,
             req.recipient,
@@ -317,6 +326,43 @@ class NodeCore:
         else:
             self.on_submit()
         return summary(row)
+
+    def _answered(
+        self, officer: Officer, message_id: bytes, recipient: str
+    ) -> tuple[HandlingCode, ...]:
+        """The handling codes of the message a reply answers: one received from
+        `recipient` whose content `officer` may read (a refusal is ledgered as GetMessage
+        ledgers it)."""
+        mid = format_uuid(message_id)
+        with self.db.read() as s:
+            row = s.scalars(
+                select(MessageRow).where(
+                    MessageRow.message_id == message_id,
+                    MessageRow.direction == IN,
+                    MessageRow.peer == recipient,
+                )
+            ).first()
+            if row is None:
+                raise InvalidFieldError(
+                    f"No message {mid} from {recipient[:64]} is on this node: a reply "
+                    "answers a message received from its recipient."
+                )
+            sealed = row.content
+            s.expunge(row)
+        if sealed is None:  # purged: its codes are kept, not the officers it named
+            handling = policy.Handling.of(codes_of(row.handling_codes), (), recipient=self.agency)
+        else:
+            envelope = Envelope.from_bytes(sealed.envelope, self.limits)
+            handling = message_handling(row, Header.from_bytes(envelope.header, self.limits))
+        who = policy.OfficerId(self.agency, officer.name)
+        decision = policy.may_read(who, officer.role, handling)
+        if decision.reason is not None:
+            with self.db.write() as s:
+                ledger.refusal(
+                    s, "content.read_refused", who, decision.reason.value, message_id=mid
+                )
+            raise PermissionDeniedError(decision.explain(f"Message {mid}"))
+        return tuple(handling.codes)
 
     def _submitted(self, officer: str, key: str) -> MessageRow | None:
         if not key:

@@ -199,7 +199,11 @@ def register(console: Console) -> None:
         subject = _field(post, "subject").strip()
         if not text.strip():
             raise Refused("Write the reply's text; nothing was sent.")
-        sent = await console.call(console.client.reply, mid, text=text, subject=subject or None)
+        # Required by the node when the message answered is restricted to named officers.
+        named = tuple(_names(_field(post, "named")))
+        sent = await console.call(
+            console.client.reply, mid, text=text, subject=subject or None, restricted_to=named
+        )
         flash(session, f"Reply {sent.message_id} to {sent.peer} is queued for delivery.")
         return redirect("/messages?box=outbox")
 
