@@ -647,7 +647,11 @@ class AttachmentDesk:
     def receive_chunks(
         self, peer: str, chunks: Iterable[apb.AttachmentChunk]
     ) -> apb.AttachmentProgress:
-        """Authenticate and store a run of chunks; complete the file when all are in."""
+        """Authenticate and store a run of chunks; complete the file when all are in.
+
+        One stream per file at a time: a second one, on this or another replica, is
+        refused with BlobBusyError (retry later) before anything is cut or written, and
+        the first one holds the file until it is complete and verified or has stopped."""
         stream = iter(chunks)
         first = next(stream, None)
         if first is None:
@@ -658,10 +662,28 @@ class AttachmentDesk:
         if row.state != RECEIVING:
             return self.peer_status(peer, row.attachment_id)
         key = self._key(row)
-        verifier = self._verifier(row, key)
-        blob = _blob_id(row)
-        writer = self.blobs.open_append(blob, key.resume_offset(verifier.next_index))
+        held: list[tuple[AttachmentRow, StreamVerifier]] = []
+
+        def resume() -> int:
+            # Called holding the blob: no other stream moves the row or the blob now, so
+            # the row read here is current (one that held the blob before may have
+            # confirmed more chunks or completed the file since the read above).
+            with self.core.db.read() as s:
+                fresh = self._inbound(s, peer, row.attachment_id)
+                s.expunge(fresh)
+            if fresh.state != RECEIVING:
+                raise _SettledError
+            verifier = self._verifier(fresh, key)
+            held.append((fresh, verifier))
+            return key.resume_offset(verifier.next_index)
+
+        try:
+            writer = self.blobs.open_append(_blob_id(row), resume)
+        except _SettledError:
+            return self.peer_status(peer, row.attachment_id)
+        row, verifier = held[0]
         unsynced = 0
+        finished = False
         try:
             for chunk in _chain(first, stream):
                 if chunk.attachment_id != row.attachment_id:
@@ -679,11 +701,15 @@ class AttachmentDesk:
                     self._confirm(row.id, writer, verifier.next_index, False)
                     unsynced = 0
             self._confirm(row.id, writer, verifier.next_index, False)
+            if verifier.complete:
+                # Still holding the blob: no other stream can cut or rewrite the file
+                # between the digest check and the row saying it is available.
+                self._finish_inbound(row.id, verifier)
+                finished = True
         finally:
             writer.close()
-            self._park(row.id, verifier)
-        if verifier.complete:
-            self._finish_inbound(row.id, verifier)
+            if not finished:
+                self._park(row.id, verifier)
         return self.peer_status(peer, row.attachment_id)
 
     def _ledger_refusal(self, row: AttachmentRow, index: int) -> None:
@@ -936,6 +962,10 @@ class AttachmentDesk:
 
 class _NotReadyError(ConflictError):
     status = Status.FAILED_PRECONDITION
+
+
+class _SettledError(Exception):
+    """The file was completed (or refused) by another stream: nothing to receive."""
 
 
 def _chain(

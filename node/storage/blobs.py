@@ -8,7 +8,7 @@ never shown. Every read and write is of one range, so a blob of any size is stre
 constant memory.
 
 - `LocalBlobStore`: files under a directory, for one process or a volume that every
-  replica mounts.
+  replica mounts. A writer holds an exclusive `flock` on its file.
 - `PgBlobStore`: rows of `blob_chunks` in the node's PostgreSQL database, one row per
   write, inserted by a writer thread at most a few chunks behind; `sync` is a commit.
   Every replica of the node reaches every blob.
@@ -18,9 +18,11 @@ An S3-compatible store fits the same interface (a multipart upload per run of ch
 
 from __future__ import annotations
 
+import fcntl
 import os
 import queue
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, cast
 
@@ -45,6 +47,9 @@ BACKENDS = (FILESYSTEM, POSTGRESQL)
 MAX_ROW_BYTES = 4 << 20
 # A PostgreSQL writer queues at most this many writes (chunks) ahead of the server.
 WRITE_AHEAD = 4
+BUSY = "Another transfer is writing this file; try again shortly."
+# Bytes to keep: a number, or a function of no arguments called while the blob is held.
+Keep = int | Callable[[], int]
 
 
 class BlobWriter(Protocol):
@@ -64,9 +69,13 @@ class BlobWriter(Protocol):
 class BlobStore(Protocol):
     """Append-only blobs named by a lower-case hex id."""
 
-    def open_append(self, blob_id: str, keep: int) -> BlobWriter:
-        """Cut the blob back to its first `keep` bytes (creating it if absent) and append
-        after them. `keep` is at most what was last synced (ValueError otherwise)."""
+    def open_append(self, blob_id: str, keep: Keep) -> BlobWriter:
+        """Become the blob's only writer (BlobBusyError while another one, in this or
+        any process or replica, has it open), cut it back to its first `keep` bytes
+        (creating it if absent) and append after them. `keep` is at most what was last
+        synced (ValueError otherwise); given as a function, it is called once the blob
+        is held and before anything is cut, so it may read state that only the blob's
+        writer changes (an exception from it leaves the blob untouched and free)."""
         ...
 
     def read(self, blob_id: str, offset: int, length: int) -> bytes:
@@ -82,6 +91,10 @@ class BlobStore(Protocol):
 
 class BlobBusyError(RetryLaterError):
     """Another stream is appending to the same blob (on this or another replica)."""
+
+
+def _resolve(keep: Keep) -> int:
+    return keep if isinstance(keep, int) else keep()
 
 
 def _check_id(blob_id: str) -> str:
@@ -123,7 +136,7 @@ class LocalBlobStore:
     def _path(self, blob_id: str) -> Path:
         return self.root / _check_id(blob_id)[:2] / blob_id
 
-    def open_append(self, blob_id: str, keep: int) -> BlobWriter:
+    def open_append(self, blob_id: str, keep: Keep) -> BlobWriter:
         path = self._path(blob_id)
         if not path.parent.exists():
             path.parent.mkdir(mode=0o700, exist_ok=True)
@@ -134,9 +147,17 @@ class LocalBlobStore:
             _sync_dir(path.parent)
         handle = os.fdopen(fd, "r+b")
         try:
-            _check_keep(keep, os.fstat(fd).st_size)
-            handle.truncate(keep)
-            handle.seek(keep)
+            # One writer per file across processes: the lock belongs to this open file
+            # (so a second open in the same process is refused too) and goes when it is
+            # closed, a crash included. Taken before anything is cut.
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise BlobBusyError(BUSY) from None
+            kept = _resolve(keep)
+            _check_keep(kept, os.fstat(fd).st_size)
+            handle.truncate(kept)
+            handle.seek(kept)
         except BaseException:
             handle.close()
             raise
@@ -270,23 +291,24 @@ class PgBlobStore:
         ).scalar()
         return int(end or 0)
 
-    def open_append(self, blob_id: str, keep: int) -> BlobWriter:
+    def open_append(self, blob_id: str, keep: Keep) -> BlobWriter:
         _check_id(blob_id)
         conn = self.engine.connect()
         try:
             if not conn.exec_driver_sql(_LOCK, {"b": blob_id}).scalar():
-                raise BlobBusyError("Another transfer is writing this file; try again shortly.")
-            _check_keep(keep, self._size(conn, blob_id))
+                raise BlobBusyError(BUSY)
+            kept = _resolve(keep)
+            _check_keep(kept, self._size(conn, blob_id))
             straddling = conn.execute(
                 select(_T.c.pos, _T.c.data).where(
-                    _T.c.blob_id == blob_id, _T.c.pos < keep, _T.c.pos + _T.c.length > keep
+                    _T.c.blob_id == blob_id, _T.c.pos < kept, _T.c.pos + _T.c.length > kept
                 )
             ).first()
-            conn.execute(delete(_T).where(_T.c.blob_id == blob_id, _T.c.pos >= keep))
+            conn.execute(delete(_T).where(_T.c.blob_id == blob_id, _T.c.pos >= kept))
             if straddling is not None:
                 pos, data = straddling
                 conn.execute(delete(_T).where(_T.c.blob_id == blob_id, _T.c.pos == pos))
-                cut = bytes(data)[: keep - pos]
+                cut = bytes(data)[: kept - pos]
                 conn.execute(
                     insert(_T), {"blob_id": blob_id, "pos": pos, "length": len(cut), "data": cut}
                 )
@@ -296,7 +318,7 @@ class PgBlobStore:
             conn.invalidate()
             conn.close()
             raise
-        return _PgWriter(conn, blob_id, keep)
+        return _PgWriter(conn, blob_id, kept)
 
     def read(self, blob_id: str, offset: int, length: int) -> bytes:
         end = offset + length

@@ -191,11 +191,8 @@ def test_unsynced_bytes_of_a_closed_writer_do_not_survive_on_postgresql(
     assert store.read(blob, 0, 100) == b"kept"
 
 
-def test_one_writer_per_blob_on_postgresql(
-    make_store: MakeStore, backend: tuple[str, str, Path]
-) -> None:
-    if backend[0] != "postgresql":
-        pytest.skip("the filesystem backend leaves exclusion to the attachment's row")
+def test_one_writer_per_blob(make_store: MakeStore) -> None:
+    # Both backends: a second writer (another stream, process or replica) is refused.
     first, second = make_store(), make_store()
     blob = _id()
     w = first.open_append(blob, 0)
