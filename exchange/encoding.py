@@ -31,6 +31,7 @@ CTX_CASE_APPROVAL = b"mlax/v1/case/approval"  # a supervisor's four-eyes approva
 CTX_STATS_APPROVAL = b"mlax/v1/stats/approval"  # a supervisor's approval of a statistics release
 CTX_ATTACHMENT_CHUNK = b"mlax/v1/attachment/chunk"  # associated data of evidence chunks
 CTX_KEYFILE = b"mlax/v1/keyfile"  # associated data of a key file at rest (never sent)
+CTX_BACKUP_MANIFEST = b"mlax/v1/node-backup-manifest"  # a backup manifest's seal (never sent)
 CTX_WITNESS_RANK = b"mlax/v1/ledger/witness-rank"  # which members witness a log
 
 # Domain tags that are not PAE contexts: a prefix joined to the rest by the user.

@@ -59,6 +59,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from exchange.attachment import TAG_SIZE
+from exchange.encoding import CTX_BACKUP_MANIFEST, pae
 from exchange.errors import ConflictError, KeystoreError
 from exchange.ledger import CompactRange
 from exchange.ledger_entry import LedgerEntry
@@ -71,7 +72,6 @@ from node.storage.models import AttachmentRow, CheckpointRow, LedgerEntryRow, Le
 FORMAT = "mlax-node-backup/2"
 UNSEALED_FORMAT = "mlax-node-backup/1"
 SEAL = "seal"
-_SEAL_CONTEXT = b"mlax/v1/node-backup-manifest\x00"
 MANIFEST = "manifest.json"
 # A manifest lists files, never content: a larger one is not ours.
 MAX_MANIFEST_BYTES = 16 << 20
@@ -214,7 +214,8 @@ def _pg_dump(url: str, dst: Path) -> None:
 def _sealed_bytes(doc: dict[str, Any]) -> bytes:
     """What the seal covers: the manifest without its seal, as canonical JSON."""
     body = {k: v for k, v in doc.items() if k != SEAL}
-    return _SEAL_CONTEXT + json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return pae(CTX_BACKUP_MANIFEST, canonical)
 
 
 def _seal_key(passphrase: bytes, salt: bytes, kdf: KdfParams) -> bytes:

@@ -34,8 +34,9 @@ MIN_ABBREVIATION_DIGITS = 4
 HEX_VALUE = re.compile(r"[0-9a-f]+")
 CONTEXTS = {name: value for name, value in vars(encoding).items() if name.startswith("CTX_")}
 # Contexts no published vector pins: a ledger entry's commitment (the ledger's own vectors
-# are Merkle ones, tests/exchange/ledger) and a key file's associated data (never sent).
-NOT_IN_VECTORS = {"CTX_LEDGER_ENTRY", "CTX_KEYFILE"}
+# are Merkle ones, tests/exchange/ledger), a key file's associated data and a backup
+# manifest's seal (never sent).
+NOT_IN_VECTORS = {"CTX_LEDGER_ENTRY", "CTX_KEYFILE", "CTX_BACKUP_MANIFEST"}  # never on the wire
 
 
 def _strings(node: Any) -> Iterator[str]:
