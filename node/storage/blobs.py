@@ -22,6 +22,7 @@ import fcntl
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, cast
@@ -93,6 +94,34 @@ class BlobBusyError(RetryLaterError):
     """Another stream is appending to the same blob (on this or another replica)."""
 
 
+# How long a new writer waits for the blob's previous one to go before BlobBusyError: a
+# client whose connection broke resumes at once, and the node notices the dead stream (and
+# closes its writer) a moment later. A second live stream waits, then finds the file done.
+LOCK_WAIT_SECONDS = 10.0
+_LOCK_POLL_SECONDS = 0.05
+
+
+def _acquire(try_lock: Callable[[], bool], wait: float) -> None:
+    """Take a lock with `try_lock` (non-blocking), polling for at most `wait` seconds."""
+    deadline = time.monotonic() + wait
+    while not try_lock():
+        if time.monotonic() >= deadline:
+            raise BlobBusyError(BUSY)
+        time.sleep(_LOCK_POLL_SECONDS)
+
+
+def _wait(configured: float | None) -> float:
+    return LOCK_WAIT_SECONDS if configured is None else configured
+
+
+def _flock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
 def _resolve(keep: Keep) -> int:
     return keep if isinstance(keep, int) else keep()
 
@@ -129,8 +158,9 @@ class _FileWriter:
 class LocalBlobStore:
     """Blobs as files under `root/<first two hex digits>/<id>`, mode 0600."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, lock_wait: float | None = None) -> None:
         self.root = root
+        self.lock_wait = lock_wait
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def _path(self, blob_id: str) -> Path:
@@ -150,10 +180,7 @@ class LocalBlobStore:
             # One writer per file across processes: the lock belongs to this open file
             # (so a second open in the same process is refused too) and goes when it is
             # closed, a crash included. Taken before anything is cut.
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise BlobBusyError(BUSY) from None
+            _acquire(lambda: _flock(fd), _wait(self.lock_wait))
             kept = _resolve(keep)
             _check_keep(kept, os.fstat(fd).st_size)
             handle.truncate(kept)
@@ -279,7 +306,8 @@ class PgBlobStore:
     calls. Column `data` is stored uncompressed (ciphertext does not compress).
     """
 
-    def __init__(self, url: str, pool_size: int = 10) -> None:
+    def __init__(self, url: str, pool_size: int = 10, lock_wait: float = LOCK_WAIT_SECONDS) -> None:
+        self.lock_wait = lock_wait
         if not url.startswith("postgresql"):
             raise ValueError("The postgresql blob backend needs a PostgreSQL storage.url.")
         # The node's rule for live pooled connections (no round trip per checkout).
@@ -295,8 +323,10 @@ class PgBlobStore:
         _check_id(blob_id)
         conn = self.engine.connect()
         try:
-            if not conn.exec_driver_sql(_LOCK, {"b": blob_id}).scalar():
-                raise BlobBusyError(BUSY)
+            _acquire(
+                lambda: bool(conn.exec_driver_sql(_LOCK, {"b": blob_id}).scalar()),
+                _wait(self.lock_wait),
+            )
             kept = _resolve(keep)
             _check_keep(kept, self._size(conn, blob_id))
             straddling = conn.execute(

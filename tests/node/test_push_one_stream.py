@@ -30,6 +30,7 @@ from exchange.casework import ACTION_TO_WIRE
 from node.config import DeliverySection
 from node.services.evidence import AVAILABLE
 from node.services.messages import IN, OUT
+from node.storage import blobs
 from node.storage.blobs import BUSY, BlobBusyError, LocalBlobStore
 from node.storage.models import AttachmentRow, CaseRow
 
@@ -41,6 +42,13 @@ DELIVERY = DeliverySection(
 )
 FORM_FILE = Path(__file__).resolve().parents[2] / "deploy" / "forms" / "mla-request.toml"
 CHUNKS = 3
+
+
+@pytest.fixture(autouse=True)
+def _short_lock_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second writer waits this long for the first before it is refused (10 s by
+    default: long enough for a dead stream to be noticed; here the first is alive)."""
+    monkeypatch.setattr(blobs, "LOCK_WAIT_SECONDS", 0.3)
 
 
 def _submitted(node: SimNode, case_ref: str) -> bool:
@@ -307,3 +315,20 @@ def test_a_local_blob_writer_in_another_process_excludes_this_one(tmp_path: Path
         holder.stdin.close()
         holder.wait(30)
     LocalBlobStore(root).open_append("abcdef", 0).close()
+
+
+def test_a_writer_waits_for_the_one_before_it_to_close(tmp_path: Path) -> None:
+    """A client that resumes at once after its connection broke: the node closes the dead
+    stream's writer a moment later, and the new writer gets the blob then."""
+    store = LocalBlobStore(tmp_path / "blobs", lock_wait=5.0)
+    first = store.open_append("abcdef", 0)
+    first.write(b"kept")
+    first.sync()
+    timer = threading.Timer(0.3, first.close)
+    timer.start()
+    started = time.monotonic()
+    second = store.open_append("abcdef", 4)
+    assert 0.2 < time.monotonic() - started < 5.0
+    second.close()
+    timer.join()
+    assert store.read("abcdef", 0, 10) == b"kept"

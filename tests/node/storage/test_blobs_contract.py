@@ -17,6 +17,7 @@ import pytest
 
 from exchange.errors import RetryLaterError
 from node.devtools.databases import TEST_PG_ENV, pg_database
+from node.storage import blobs
 from node.storage.blobs import BlobStore, LocalBlobStore, PgBlobStore, open_blob_store
 from node.storage.db import Database
 
@@ -191,8 +192,10 @@ def test_unsynced_bytes_of_a_closed_writer_do_not_survive_on_postgresql(
     assert store.read(blob, 0, 100) == b"kept"
 
 
-def test_one_writer_per_blob(make_store: MakeStore) -> None:
-    # Both backends: a second writer (another stream, process or replica) is refused.
+def test_one_writer_per_blob(make_store: MakeStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Both backends: a second writer (another stream, process or replica) is refused, once
+    # it has waited its while for the first to go.
+    monkeypatch.setattr(blobs, "LOCK_WAIT_SECONDS", 0.3)
     first, second = make_store(), make_store()
     blob = _id()
     w = first.open_append(blob, 0)
