@@ -107,6 +107,7 @@ class Kind(StrEnum):
     )
     CASE_READ = "case.read", "case_ref officer role"
     CASE_READ_REFUSED = "case.read_refused", "case_ref officer reason"
+    CASE_ACTION_REFUSED = "case.action_refused", "case_ref officer action reason"
     CASE_OVERDUE = "case.overdue", "case_ref clock peer"
     CASE_HOLD_PLACED = "case.hold_placed", "case_ref officer reason_sha256"
     CASE_HOLD_RELEASED = "case.hold_released", "case_ref officer"

@@ -171,6 +171,15 @@ def may_read(officer: OfficerId, role: str, item: Handling) -> Decision:
     return ALLOWED
 
 
+def may_act(officer: OfficerId, role: str, item: Handling) -> Decision:
+    """Whether `officer` may act on `item` (take a case's next step, add evidence to it):
+    only who may read it. A restriction hides an item's content from an officer, and so
+    does it its handling: a step or a file added by someone who cannot see the case is
+    taken blind. (A supervisor's approval of a draft is the one exception, by design:
+    four-eyes on a draft its named officers alone may read; docs/operators.md 10.2.)"""
+    return may_read(officer, role, item)
+
+
 def may_forward(officer: OfficerId, role: str, item: Handling, recipient: str) -> Decision:
     """Whether `officer` may pass `item`'s content on to the agency `recipient`.
 

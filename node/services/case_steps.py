@@ -41,6 +41,7 @@ from node.services.case_store import (
     _CaseMovedError,
     case_handling,
     check_approval,
+    check_may_act,
     domain,
     events_of,
     local_of,
@@ -77,6 +78,10 @@ class CaseSteps:
 
     def act(self, officer: Officer, req: cpb.CaseActionRequest) -> str:
         action = casework.action_of(req.action)
+        with self.core.db.read() as s:
+            row = row_of(s, req.case_ref)
+            s.expunge(row)
+        check_may_act(self.core.db, self.core.agency, officer, row, action.value)
         with self.core.db.read() as s:
             row = row_of(s, req.case_ref)
             pending = pending_of(s, row)

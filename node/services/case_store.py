@@ -32,7 +32,11 @@ from exchange.envelope import (
 from exchange.errors import ConflictError, PolicyError, Status
 from node.services.messages import (
     NotFoundError,
+    Officer,
+    PermissionDeniedError,
 )
+from node.storage import ledger
+from node.storage.db import Database
 from node.storage.models import CaseEventRow, CasePendingRow, CaseRow
 
 SUBMISSION_TYPES = (
@@ -113,6 +117,26 @@ def case_handling(row: CaseRow) -> policy.Handling:
         recipient=row.requested,
         author=policy.OfficerId(row.requesting, row.created_by) if row.created_by else None,
     )
+
+
+def check_may_act(db: Database, agency: str, officer: Officer, row: CaseRow, action: str) -> None:
+    """Refuse `officer` acting on the case `row` (`action`: a step's name, or
+    "add_evidence") unless it may read it (`policy.may_act`); a refusal is ledgered as
+    `case.action_refused` and changes nothing else."""
+    who = policy.OfficerId(agency, officer.name)
+    decision = policy.may_act(who, officer.role, case_handling(row))
+    if decision.reason is None:
+        return
+    with db.write() as s:
+        ledger.refusal(
+            s,
+            "case.action_refused",
+            who,
+            decision.reason.value,
+            case_ref=row.case_ref,
+            action=action,
+        )
+    raise PermissionDeniedError(decision.explain(f"Case {row.case_ref}"))
 
 
 def domain(row: CaseRow, events: list[CaseEventRow]) -> Case:

@@ -71,6 +71,7 @@ from exchange.ledger_entry import LedgerEntry
 from exchange.retention import PurgedError, purged_text
 from exchange.wire import parse
 from node import metrics
+from node.services.case_store import check_may_act, row_of
 from node.services.cases import CaseDesk
 from node.services.messages import (
     IN,
@@ -309,6 +310,11 @@ class AttachmentDesk:
         key = new_attachment_key(
             name=start.name, size=start.size, sha256=bytes(32), chunk_size=chunk_size
         )
+        # Only who may read the case adds evidence to it (`policy.may_act`).
+        with self.core.db.read() as s:
+            case = row_of(s, start.case_ref)
+            s.expunge(case)
+        check_may_act(self.core.db, self.core.agency, officer, case, "add_evidence")
         with self.core.db.write() as s:
             row = s.scalars(
                 select(AttachmentRow).where(

@@ -230,6 +230,26 @@ def test_a_namesake_at_the_sending_agency_reads_neither_note_nor_case(
     assert _refusals(
         live, GB, "case.read_refused", case_ref=restricted.ref, officer=restricted.name
     )
+    # Nor may the namesake act on the case it cannot read, or add evidence to it: refused,
+    # ledgered, and the case is as it was.
+    state = CaseClient(gb).get(restricted.ref).summary.state
+    blind = Path(os.environ.get("TMPDIR", "/tmp")) / f"blind-{uuid.uuid4().hex[:6]}.bin"
+    blind.write_bytes(b"taken blind")
+    with _as(live, restricted.gb_namesake) as namesake:
+        assert "restricted to named officers" in _denied(
+            lambda: CaseClient(namesake).act(restricted.ref, "withdraw")
+        )
+        _denied(lambda: CaseClient(namesake).attach(restricted.ref, blind))
+    blind.unlink()
+    acts = _refusals(
+        live, GB, "case.action_refused", case_ref=restricted.ref, officer=restricted.name
+    )
+    assert {(f["action"], f["reason"]) for f in acts} == {
+        ("withdraw", "restricted_to_named_officers"),
+        ("add_evidence", "restricted_to_named_officers"),
+    }
+    after = CaseClient(gb).get(restricted.ref)
+    assert (after.summary.state, list(after.attachments)) == (state, [])
     # The author reads both on the sending node; FR's named officer reads both there.
     assert gb.show(sent.message_id).text == "for FR's named officer"
     assert CaseClient(gb).get(restricted.ref, content=True).form.ByteSize() > 0
