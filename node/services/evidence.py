@@ -641,6 +641,10 @@ class AttachmentDesk:
         return row
 
     def peer_status(self, peer: str, attachment_id: bytes) -> apb.AttachmentProgress:
+        self._settle_confirmed(peer, attachment_id)
+        return self._status_of(peer, attachment_id)
+
+    def _status_of(self, peer: str, attachment_id: bytes) -> apb.AttachmentProgress:
         with self.core.db.read() as s:
             row = self._inbound(s, peer, attachment_id)
             return apb.AttachmentProgress(
@@ -662,32 +666,10 @@ class AttachmentDesk:
         first = next(stream, None)
         if first is None:
             raise InvalidFieldError("A push carries at least one chunk.")
-        with self.core.db.read() as s:
-            row = self._inbound(s, peer, bytes(first.attachment_id))
-            s.expunge(row)
-        if row.state != RECEIVING:
-            return self.peer_status(peer, row.attachment_id)
-        key = self._key(row)
-        held: list[tuple[AttachmentRow, StreamVerifier]] = []
-
-        def resume() -> int:
-            # Called holding the blob: no other stream moves the row or the blob now, so
-            # the row read here is current (one that held the blob before may have
-            # confirmed more chunks or completed the file since the read above).
-            with self.core.db.read() as s:
-                fresh = self._inbound(s, peer, row.attachment_id)
-                s.expunge(fresh)
-            if fresh.state != RECEIVING:
-                raise _SettledError
-            verifier = self._verifier(fresh, key)
-            held.append((fresh, verifier))
-            return key.resume_offset(verifier.next_index)
-
-        try:
-            writer = self.blobs.open_append(_blob_id(row), resume)
-        except _SettledError:
-            return self.peer_status(peer, row.attachment_id)
-        row, verifier = held[0]
+        held = self._hold(peer, bytes(first.attachment_id))
+        if held is None:
+            return self._status_of(peer, bytes(first.attachment_id))
+        writer, row, verifier = held
         unsynced = 0
         finished = False
         try:
@@ -716,7 +698,58 @@ class AttachmentDesk:
             writer.close()
             if not finished:
                 self._park(row.id, verifier)
-        return self.peer_status(peer, row.attachment_id)
+        return self._status_of(peer, row.attachment_id)
+
+    def _hold(
+        self, peer: str, attachment_id: bytes
+    ) -> tuple[BlobWriter, AttachmentRow, StreamVerifier] | None:
+        """Become the writer of an inbound file still being received: its blob (the one
+        writer), its row as it is now and a verifier after its confirmed chunks; None if
+        the file is settled (complete or refused), by this stream's time or before."""
+        with self.core.db.read() as s:
+            row = self._inbound(s, peer, attachment_id)
+            s.expunge(row)
+        if row.state != RECEIVING:
+            return None
+        key = self._key(row)
+        held: list[tuple[AttachmentRow, StreamVerifier]] = []
+
+        def resume() -> int:
+            # Called holding the blob: no other stream moves the row or the blob now, so
+            # the row read here is current (one that held the blob before may have
+            # confirmed more chunks or completed the file since the read above).
+            with self.core.db.read() as s:
+                fresh = self._inbound(s, peer, row.attachment_id)
+                s.expunge(fresh)
+            if fresh.state != RECEIVING:
+                raise _SettledError
+            verifier = self._verifier(fresh, key)
+            held.append((fresh, verifier))
+            return key.resume_offset(verifier.next_index)
+
+        try:
+            writer = self.blobs.open_append(_blob_id(row), resume)
+        except _SettledError:
+            return None
+        return writer, *held[0]
+
+    def _settle_confirmed(self, peer: str, attachment_id: bytes) -> None:
+        """Check and settle a file whose every chunk is confirmed but which was never
+        checked against its signed digest (the node stopped between the two): the sender
+        has nothing left to push, so its next status call finishes the file."""
+        with self.core.db.read() as s:
+            row = self._inbound(s, peer, attachment_id)
+            if row.state != RECEIVING or row.confirmed_chunks < row.total_chunks:
+                return
+        held = self._hold(peer, attachment_id)
+        if held is None:
+            return
+        writer, row, verifier = held
+        try:
+            if verifier.complete:
+                self._finish_inbound(row.id, verifier)
+        finally:
+            writer.close()
 
     def _ledger_refusal(self, row: AttachmentRow, index: int) -> None:
         metrics.REJECTED.labels(reason="TamperedChunkError").inc()

@@ -28,7 +28,7 @@ from exchange.attachment import MIN_CHUNK_SIZE, AttachmentKey, ChunkCipher
 from exchange.case import Action
 from exchange.casework import ACTION_TO_WIRE
 from node.config import DeliverySection
-from node.services.evidence import AVAILABLE
+from node.services.evidence import AVAILABLE, RECEIVING
 from node.services.messages import IN, OUT
 from node.storage import blobs
 from node.storage.blobs import BUSY, BlobBusyError, LocalBlobStore
@@ -235,6 +235,46 @@ def test_a_stream_that_finds_the_file_completed_meanwhile_leaves_it_alone(
 
 
 # -- the filesystem store's one writer per blob ------------------------------------------
+
+
+def test_a_file_whose_check_was_cut_off_completes_at_the_senders_next_status_call(
+    sim_network: MakeNetwork, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every chunk confirmed, then the node stopped before checking the file against its
+    signed digest: the sender has nothing left to push (an empty push is refused), so the
+    file must settle when the sender next asks how far NG got, not stay receiving."""
+    gb, ng, data = _network(sim_network)
+    desk = ng.attachments
+    finish = desk._finish_inbound
+
+    def node_stops(row_id: int, verifier: object) -> None:
+        raise RuntimeError("the node stops here")
+
+    monkeypatch.setattr(desk, "_finish_inbound", node_stops)
+    row, key = _announced(gb, ng, data)
+    with pytest.raises((RuntimeError, SimRpcError)):
+        gb.peers.push_attachment(NG, iter(_genuine(gb, row, key)), 30.0)
+    stuck = _inbound(ng, row.attachment_id)
+    assert stuck is not None
+    assert (stuck.state, stuck.confirmed_chunks) == (RECEIVING, CHUNKS)
+    desk._progress.clear()  # a restarted node has no verifier in memory
+    monkeypatch.setattr(desk, "_finish_inbound", finish)
+    # What GB's push worker asks before each push: NG settles the file then.
+    status = gb.peers.attachment_status(
+        NG, apb.AttachmentStatusRequest(attachment_id=row.attachment_id), 30.0
+    )
+    assert (status.complete, status.confirmed_chunks) == (True, CHUNKS)
+    settled = _inbound(ng, row.attachment_id)
+    assert settled is not None
+    assert settled.state == AVAILABLE
+    assert _stored_sha256(ng, key) == hashlib.sha256(data).digest()
+    assert _download(ng, row.attachment_id) == data
+    received = [
+        e
+        for e in ng.store.entries(0, ng.store.size())
+        if b'"attachment.received"' in (e.entry or b"")
+    ]
+    assert len(received) == 1
 
 
 def test_a_local_blob_has_one_writer_at_a_time(tmp_path: Path) -> None:
