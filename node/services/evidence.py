@@ -229,13 +229,35 @@ class AttachmentDesk:
         row, key = self._begin(officer, first.start)
         if row.state != UPLOADING:
             return self._status(row)
-        verifier = self._verifier(row, key)
+        held: list[tuple[AttachmentRow, StreamVerifier]] = []
+
+        def resume() -> int:
+            # Called holding the blob (one writer): the row read here is current, where
+            # the one `_begin` read may be older than a stream that held the blob before
+            # (a client resuming while the node has not yet noticed its dead stream).
+            with self.core.db.read() as s:
+                fresh = s.get(AttachmentRow, row.id)
+                assert fresh is not None
+                s.expunge(fresh)
+            if fresh.state != UPLOADING:
+                raise _SettledError
+            verifier = self._verifier(fresh, key)
+            held.append((fresh, verifier))
+            return key.resume_offset(verifier.next_index)
+
+        try:
+            writer = self.blobs.open_append(_blob_id(row), resume)
+        except _SettledError:
+            with self.core.db.read() as s:
+                settled = s.get(AttachmentRow, row.id)
+                assert settled is not None
+                return self._status(settled)
+        row, verifier = held[0]
         cipher = ChunkCipher.of(key)
-        blob = _blob_id(row)
-        writer = self.blobs.open_append(blob, key.resume_offset(row.confirmed_chunks))
         declared = bytes(row.sha256) if row.message_id else None  # announced before
         unsynced = 0
         finished: bytes | None = None
+        completed: apb.UploadStatus | None = None
         try:
             for part in parts:
                 kind = part.WhichOneof("part")
@@ -281,16 +303,21 @@ class AttachmentDesk:
                 else:
                     raise InvalidFieldError("An upload has one UploadStart, at its beginning.")
             self._confirm(row.id, writer, verifier.next_index, declared is not None)
+            if finished is not None:
+                # Still the blob's writer: nothing rewrites the file between its check
+                # and the row saying it is complete.
+                completed = self._complete(officer, row.id, key, verifier, finished, first.start)
         finally:
             writer.close()
-            self._park(row.id, verifier)
-        if finished is None:
-            # The client stopped early: what arrived is kept for a resume.
-            with self.core.db.read() as s:
-                fresh = s.get(AttachmentRow, row.id)
-                assert fresh is not None
-                return self._status(fresh)
-        return self._complete(officer, row.id, key, verifier, finished, first.start)
+            if completed is None:
+                self._park(row.id, verifier)
+        if completed is not None:
+            return completed
+        # The client stopped early: what arrived is kept for a resume.
+        with self.core.db.read() as s:
+            fresh = s.get(AttachmentRow, row.id)
+            assert fresh is not None
+            return self._status(fresh)
 
     def _begin(
         self, officer: Officer, start: apb.UploadStart

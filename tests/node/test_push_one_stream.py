@@ -28,7 +28,7 @@ from exchange.attachment import MIN_CHUNK_SIZE, AttachmentKey, ChunkCipher
 from exchange.case import Action
 from exchange.casework import ACTION_TO_WIRE
 from node.config import DeliverySection
-from node.services.evidence import AVAILABLE, RECEIVING
+from node.services.evidence import AVAILABLE, RECEIVING, _blob_id
 from node.services.messages import IN, OUT
 from node.storage import blobs
 from node.storage.blobs import BUSY, BlobBusyError, LocalBlobStore
@@ -275,6 +275,82 @@ def test_a_file_whose_check_was_cut_off_completes_at_the_senders_next_status_cal
         if b'"attachment.received"' in (e.entry or b"")
     ]
     assert len(received) == 1
+
+
+def test_an_upload_resumed_while_its_old_stream_lives_does_not_rewrite_the_file(
+    sim_network: MakeNetwork, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An officer's client resumes an upload while the node still runs the old stream
+    (the connection broke, the node has not noticed): the resume waits for the file,
+    then finds it complete and leaves it alone, instead of cutting it back to where the
+    row was when it asked."""
+    monkeypatch.setattr(blobs, "LOCK_WAIT_SECONDS", 20.0)
+    gb, ng, data = _network(sim_network)
+    form = forms.form_from_mapping(
+        forms.CaseType.MLA,
+        tomllib.loads(FORM_FILE.read_text(encoding="utf-8")),
+        now_ms=int(time.time() * 1000),
+    )
+    ref = gb.cases.create(gb.officer, cpb.CreateCaseRequest(form=form))
+    gb.cases.act(
+        gb.officer, cpb.CaseActionRequest(case_ref=ref, action=ACTION_TO_WIRE[Action.SUBMIT])
+    )
+    wait_for(lambda: _submitted(ng, ref) and _submitted(gb, ref))
+    start = apb.UploadStart(
+        case_ref=ref,
+        name="ledger.csv",
+        size=len(data),
+        upload_id="upload-0002",
+        chunk_size=MIN_CHUNK_SIZE,
+        media_type="text/csv",
+    )
+    chunks = [
+        apb.UploadPart(data=apb.UploadData(index=i, data=data[o : o + MIN_CHUNK_SIZE]))
+        for i, o in enumerate(range(0, len(data), MIN_CHUNK_SIZE))
+    ]
+    done = apb.UploadPart(finish=apb.UploadFinish(sha256=hashlib.sha256(data).digest()))
+    paused, release = threading.Event(), threading.Event()
+
+    def old_stream() -> Iterator[apb.UploadPart]:
+        yield apb.UploadPart(start=start)
+        yield from chunks
+        paused.set()  # every chunk written: the file is about to be checked
+        assert release.wait(30)
+        yield done
+
+    results: dict[str, object] = {}
+
+    def run(name: str, parts: Iterator[apb.UploadPart]) -> None:
+        try:
+            results[name] = gb.attachments.upload(gb.officer, parts)
+        except Exception as e:
+            results[name] = e
+
+    first = threading.Thread(target=run, args=("old", old_stream()))
+    first.start()
+    assert paused.wait(30)
+    # The resume, sent from chunk 0 as the client saw it, cut off after one chunk: it
+    # waits for the file, and must then leave the completed file as it is.
+    second = threading.Thread(
+        target=run, args=("resume", iter([apb.UploadPart(start=start), chunks[0]]))
+    )
+    second.start()
+    time.sleep(0.3)
+    release.set()
+    first.join(60)
+    second.join(60)
+    old, resumed = results["old"], results["resume"]
+    assert isinstance(old, apb.UploadStatus), old
+    assert isinstance(resumed, apb.UploadStatus), resumed
+    assert old.complete
+    assert resumed.complete
+    with gb.db.read() as s:
+        (row,) = s.scalars(select(AttachmentRow).where(AttachmentRow.direction == OUT)).all()
+        s.expunge(row)
+    assert (
+        gb.attachments.blobs.size(_blob_id(row)) == gb.attachments.outbound(row.id)[1].cipher_size
+    )
+    assert _download(gb, row.attachment_id) == data
 
 
 def test_a_local_blob_has_one_writer_at_a_time(tmp_path: Path) -> None:
