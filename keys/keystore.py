@@ -114,7 +114,8 @@ def _aad(header: KeyFileHeader, salt: bytes, kdf: KdfParams) -> bytes:
     )
 
 
-def _derive(passphrase: bytes, salt: bytes, kdf: KdfParams) -> bytes:
+def derive_key(passphrase: bytes, salt: bytes, kdf: KdfParams) -> bytes:
+    """32 bytes from a passphrase with Argon2id at `kdf`'s cost (key files, backup seals)."""
     return Argon2id(
         salt=salt,
         length=32,
@@ -139,7 +140,7 @@ def seal_key(
     header = KeyFileHeader(material.key_id, material.algorithm, purpose, label, material.public_key)
     salt = secrets.token_bytes(SALT_BYTES)
     nonce = secrets.token_bytes(NONCE_BYTES)
-    aead = ChaCha20Poly1305(_derive(passphrase, salt, kdf))
+    aead = ChaCha20Poly1305(derive_key(passphrase, salt, kdf))
     ciphertext = aead.encrypt(nonce, material.secret, _aad(header, salt, kdf))
     doc = {
         "format": KEYFILE_FORMAT,
@@ -244,7 +245,7 @@ def read_key_header(path: Path) -> KeyFileHeader:
 
 def _decrypt(parsed: _Parsed, passphrase: bytes, source: str) -> KeyMaterial:
     header = parsed.header
-    aead = ChaCha20Poly1305(_derive(passphrase, parsed.salt, parsed.kdf))
+    aead = ChaCha20Poly1305(derive_key(passphrase, parsed.salt, parsed.kdf))
     try:
         secret = aead.decrypt(
             parsed.nonce, parsed.ciphertext, _aad(header, parsed.salt, parsed.kdf)

@@ -229,30 +229,15 @@ class AttachmentDesk:
         row, key = self._begin(officer, first.start)
         if row.state != UPLOADING:
             return self._status(row)
-        held: list[tuple[AttachmentRow, StreamVerifier]] = []
-
-        def resume() -> int:
-            # Called holding the blob (one writer): the row read here is current, where
-            # the one `_begin` read may be older than a stream that held the blob before
-            # (a client resuming while the node has not yet noticed its dead stream).
-            with self.core.db.read() as s:
-                fresh = s.get(AttachmentRow, row.id)
-                assert fresh is not None
-                s.expunge(fresh)
-            if fresh.state != UPLOADING:
-                raise _SettledError
-            verifier = self._verifier(fresh, key)
-            held.append((fresh, verifier))
-            return key.resume_offset(verifier.next_index)
-
-        try:
-            writer = self.blobs.open_append(_blob_id(row), resume)
-        except _SettledError:
+        # The row `_begin` read may be older than a stream that held the blob before (a
+        # client resuming while the node has not yet noticed its dead stream).
+        opened = self._open_current(row, key, UPLOADING, lambda s: s.get(AttachmentRow, row.id))
+        if opened is None:
             with self.core.db.read() as s:
                 settled = s.get(AttachmentRow, row.id)
                 assert settled is not None
                 return self._status(settled)
-        row, verifier = held[0]
+        writer, row, verifier = opened
         cipher = ChunkCipher.of(key)
         declared = bytes(row.sha256) if row.message_id else None  # announced before
         unsynced = 0
@@ -738,17 +723,30 @@ class AttachmentDesk:
             s.expunge(row)
         if row.state != RECEIVING:
             return None
-        key = self._key(row)
+        return self._open_current(
+            row, self._key(row), RECEIVING, lambda s: self._inbound(s, peer, attachment_id)
+        )
+
+    def _open_current(
+        self,
+        row: AttachmentRow,
+        key: AttachmentKey,
+        state: str,
+        read: Callable[[Session], AttachmentRow | None],
+    ) -> tuple[BlobWriter, AttachmentRow, StreamVerifier] | None:
+        """Become the writer of the file of `row` (its blob's one writer), then read the
+        row as it is now with `read` (a stream that held the blob before may have
+        confirmed more chunks or settled the file since `row` was read): the writer, cut
+        back to the row's confirmed chunks, the current row and a verifier after them;
+        None, touching nothing, if the file is no longer in `state`."""
         held: list[tuple[AttachmentRow, StreamVerifier]] = []
 
         def resume() -> int:
-            # Called holding the blob: no other stream moves the row or the blob now, so
-            # the row read here is current (one that held the blob before may have
-            # confirmed more chunks or completed the file since the read above).
             with self.core.db.read() as s:
-                fresh = self._inbound(s, peer, row.attachment_id)
+                fresh = read(s)
+                assert fresh is not None
                 s.expunge(fresh)
-            if fresh.state != RECEIVING:
+            if fresh.state != state:
                 raise _SettledError
             verifier = self._verifier(fresh, key)
             held.append((fresh, verifier))

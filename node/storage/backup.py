@@ -54,7 +54,6 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, cast
 
-from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
@@ -63,7 +62,7 @@ from exchange.encoding import CTX_BACKUP_MANIFEST, pae
 from exchange.errors import ConflictError, KeystoreError
 from exchange.ledger import CompactRange
 from exchange.ledger_entry import LedgerEntry
-from keys.keystore import KdfParams, kdf_params_from_env
+from keys.keystore import KdfParams, derive_key, kdf_params_from_env
 from node.config import NodeConfig
 from node.storage import ledger
 from node.storage.db import Database, private_dir
@@ -218,21 +217,11 @@ def _sealed_bytes(doc: dict[str, Any]) -> bytes:
     return pae(CTX_BACKUP_MANIFEST, canonical)
 
 
-def _seal_key(passphrase: bytes, salt: bytes, kdf: KdfParams) -> bytes:
-    return Argon2id(
-        salt=salt,
-        length=32,
-        iterations=kdf.iterations,
-        lanes=kdf.lanes,
-        memory_cost=kdf.memory_kib,
-    ).derive(passphrase)
-
-
 def seal_manifest(doc: dict[str, Any], passphrase: bytes) -> dict[str, Any]:
     """`doc` with its seal (module docstring), under a fresh salt."""
     kdf = kdf_params_from_env()
     salt = os.urandom(16)
-    mac = hmac.new(_seal_key(passphrase, salt, kdf), _sealed_bytes(doc), hashlib.sha256)
+    mac = hmac.new(derive_key(passphrase, salt, kdf), _sealed_bytes(doc), hashlib.sha256)
     seal = {
         "kdf": "argon2id",
         "salt": base64.b64encode(salt).decode("ascii"),
@@ -260,7 +249,7 @@ def _check_seal(doc: dict[str, Any], passphrase: bytes) -> None:
         raise BackupError("The backup's manifest has an unusable seal: it is damaged.") from None
     if not 8 <= len(salt) <= 64:
         raise BackupError("The backup's manifest has an unusable seal: it is damaged.")
-    mac = hmac.new(_seal_key(passphrase, salt, kdf), _sealed_bytes(doc), hashlib.sha256)
+    mac = hmac.new(derive_key(passphrase, salt, kdf), _sealed_bytes(doc), hashlib.sha256)
     if not hmac.compare_digest(mac.hexdigest(), _field(seal, "hmac_sha256", str)):
         raise BackupError(
             "The backup's manifest does not match its seal: it was altered, or the node "
