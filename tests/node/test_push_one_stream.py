@@ -57,9 +57,8 @@ def _submitted(node: SimNode, case_ref: str) -> bool:
         return seq is not None and seq >= 1
 
 
-def _announced(gb: SimNode, ng: SimNode, data: bytes) -> tuple[AttachmentRow, AttachmentKey]:
-    """GB uploads `data` to a case NG holds; once NG has accepted the EVIDENCE envelope
-    (its inbound row is receiving), GB's outbound row and the file's key."""
+def _upload_start(gb: SimNode, ng: SimNode, data: bytes, upload_id: str) -> apb.UploadStart:
+    """A case GB submitted and NG holds, and the start of an upload of `data` to it."""
     form = forms.form_from_mapping(
         forms.CaseType.MLA,
         tomllib.loads(FORM_FILE.read_text(encoding="utf-8")),
@@ -70,14 +69,20 @@ def _announced(gb: SimNode, ng: SimNode, data: bytes) -> tuple[AttachmentRow, At
         gb.officer, cpb.CaseActionRequest(case_ref=ref, action=ACTION_TO_WIRE[Action.SUBMIT])
     )
     wait_for(lambda: _submitted(ng, ref) and _submitted(gb, ref))
-    start = apb.UploadStart(
+    return apb.UploadStart(
         case_ref=ref,
         name="ledger.csv",
         size=len(data),
-        upload_id="upload-0001",
+        upload_id=upload_id,
         chunk_size=MIN_CHUNK_SIZE,
         media_type="text/csv",
     )
+
+
+def _announced(gb: SimNode, ng: SimNode, data: bytes) -> tuple[AttachmentRow, AttachmentKey]:
+    """GB uploads `data` to a case NG holds; once NG has accepted the EVIDENCE envelope
+    (its inbound row is receiving), GB's outbound row and the file's key."""
+    start = _upload_start(gb, ng, data, "upload-0001")
     parts = [apb.UploadPart(start=start)]
     for i in range(0, len(data), MIN_CHUNK_SIZE):
         chunk = apb.UploadData(index=i // MIN_CHUNK_SIZE, data=data[i : i + MIN_CHUNK_SIZE])
@@ -286,24 +291,7 @@ def test_an_upload_resumed_while_its_old_stream_lives_does_not_rewrite_the_file(
     row was when it asked."""
     monkeypatch.setattr(blobs, "LOCK_WAIT_SECONDS", 20.0)
     gb, ng, data = _network(sim_network)
-    form = forms.form_from_mapping(
-        forms.CaseType.MLA,
-        tomllib.loads(FORM_FILE.read_text(encoding="utf-8")),
-        now_ms=int(time.time() * 1000),
-    )
-    ref = gb.cases.create(gb.officer, cpb.CreateCaseRequest(form=form))
-    gb.cases.act(
-        gb.officer, cpb.CaseActionRequest(case_ref=ref, action=ACTION_TO_WIRE[Action.SUBMIT])
-    )
-    wait_for(lambda: _submitted(ng, ref) and _submitted(gb, ref))
-    start = apb.UploadStart(
-        case_ref=ref,
-        name="ledger.csv",
-        size=len(data),
-        upload_id="upload-0002",
-        chunk_size=MIN_CHUNK_SIZE,
-        media_type="text/csv",
-    )
+    start = _upload_start(gb, ng, data, "upload-0002")
     chunks = [
         apb.UploadPart(data=apb.UploadData(index=i, data=data[o : o + MIN_CHUNK_SIZE]))
         for i, o in enumerate(range(0, len(data), MIN_CHUNK_SIZE))
