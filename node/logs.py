@@ -16,12 +16,42 @@ import logging
 import sqlite3
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Iterator
 from typing import Any
 
 import structlog
 from structlog.typing import EventDict, WrappedLogger
+
+
+class LogBudget:
+    """At most `per_window` lines per key and window (`window` seconds) for an event a
+    caller can provoke at will (a peer's refused calls, a full disk failing every call):
+    `allow` says whether to log this one, and how many of the key's lines it suppressed
+    since the last one it allowed, for that line's `suppressed` field. Held in this
+    process; keys are bounded by the caller (peers of the directory, a few reasons)."""
+
+    def __init__(self, per_window: int = 10, window: float = 60.0) -> None:
+        self.per_window = per_window
+        self.window = window
+        self._lock = threading.Lock()
+        self._state: dict[object, list[float]] = {}  # key: [window start, logged, suppressed]
+
+    def allow(self, key: object, now: float | None = None) -> tuple[bool, int]:
+        at = time.monotonic() if now is None else now
+        with self._lock:
+            state = self._state.get(key)
+            if state is None or at - state[0] >= self.window:
+                suppressed = int(state[2]) if state is not None else 0
+                self._state[key] = [at, 1, 0]
+                return True, suppressed
+            if state[1] < self.per_window:
+                state[1] += 1
+                suppressed, state[2] = int(state[2]), 0
+                return True, suppressed
+            state[2] += 1
+            return False, 0
 
 
 def exception_chain(exc: BaseException) -> Iterator[BaseException]:

@@ -23,8 +23,6 @@ from __future__ import annotations
 import errno
 import secrets
 import sqlite3
-import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
@@ -43,7 +41,7 @@ from exchange.errors import (
     Status,
 )
 from node import metrics
-from node.logs import error_fields, exception_chain
+from node.logs import LogBudget, error_fields, exception_chain
 
 log = structlog.get_logger("mlax.rpc")
 
@@ -124,19 +122,14 @@ def _is_transient(exc: BaseException) -> bool:
     return False
 
 
-_storage_logged = threading.Lock()
-_storage_last = [0.0, 0]  # monotonic time of the last storage_full line, calls since
+_storage_budget = LogBudget(per_window=1, window=60.0)
 
 
 def _log_storage_full(method: str, exc: BaseException) -> None:
     """One `storage_full` line a minute at most: every call fails while the disk is full."""
-    with _storage_logged:
-        now = time.monotonic()
-        if now - _storage_last[0] < 60.0 and _storage_last[0]:
-            _storage_last[1] += 1
-            return
-        suppressed, _storage_last[0], _storage_last[1] = _storage_last[1], now, 0
-    log.error("storage_full", method=method, calls_since_last=suppressed, **error_fields(exc))
+    allowed, suppressed = _storage_budget.allow("storage_full")
+    if allowed:
+        log.error("storage_full", method=method, calls_since_last=suppressed, **error_fields(exc))
 
 
 def to_status_error(exc: BaseException, method: str) -> MlaxError:

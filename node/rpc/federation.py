@@ -23,6 +23,7 @@ from exchange.receipt import Receipt
 from exchange.wire import parse
 from node import metrics
 from node.config import DELIVER_BATCH_FLOOR
+from node.logs import LogBudget
 from node.rpc.auth import peer_agency
 from node.services.evidence import AttachmentDesk
 from node.services.ledger_view import LedgerView
@@ -43,14 +44,22 @@ class BatchTooLargeError(OversizedError):
     """A DeliverBatch call with more envelopes than limits.max_deliver_batch."""
 
 
+_refusal_budget = LogBudget(per_window=10, window=60.0)
+
+
 @contextmanager
 def _refusal_logged(event: str, peer: str) -> Iterator[None]:
-    """Log a peer's refused call (its error class, never content); the error goes on to
-    the error interceptor, which answers it."""
+    """Log a peer's refused call (its error class, never content), at most 10 lines a
+    minute per peer, event and reason (a peer can be refused as fast as it calls; the
+    next line says how many were not logged); the error goes on to the error
+    interceptor, which answers it."""
     try:
         yield
     except MlaxError as e:
-        log.warning(event, peer=peer, reason=type(e).__name__)
+        reason = type(e).__name__
+        allowed, suppressed = _refusal_budget.allow((event, peer, reason))
+        if allowed:
+            log.warning(event, peer=peer, reason=reason, suppressed=suppressed)
         raise
 
 

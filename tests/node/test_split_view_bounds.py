@@ -28,6 +28,8 @@ from exchange.ledger.checkpoint import (
 from exchange.ledger.errors import MalformedCheckpointError
 from exchange.ledger.names import log_origin
 from exchange.ledger.note import sign_note
+from node.logs import LogBudget
+from node.rpc import federation
 from node.services.rejections import REJECTED, REJECTED_AGGREGATE
 from node.services.witnessing import MAX_SPLIT_VIEWS_PER_ORIGIN
 from node.storage.models import LedgerEntryRow, SplitViewRow, WitnessStateRow
@@ -132,7 +134,10 @@ def test_the_first_split_view_is_kept_and_ledgered_as_before(ng: SimNode, gb: Ho
         assert state.note == honest  # the state did not advance
 
 
-def test_300_split_views_keep_at_most_the_cap_and_count_the_rest(ng: SimNode, gb: Hostile) -> None:
+def test_300_split_views_keep_at_most_the_cap_and_count_the_rest(
+    ng: SimNode, gb: Hostile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(federation, "_refusal_budget", LogBudget())  # this test's own minute
     n = 300
     with capture_logs() as logs:
         for i in range(n):
@@ -145,6 +150,9 @@ def test_300_split_views_keep_at_most_the_cap_and_count_the_rest(ng: SimNode, gb
     alerts = [e for e in logs if e["event"] == "split_view_detected"]
     assert len(alerts) == MAX_SPLIT_VIEWS_PER_ORIGIN
     assert len([e for e in logs if e["event"] == "rejections_aggregated"]) <= 1
+    # Nor does the log take a line per refused call (node.logs.LogBudget: 10 a minute).
+    refused = [e for e in logs if e["event"] == "cosign_refused"]
+    assert 1 <= len(refused) <= 10
     # The rest: individual refusals up to the window's budget, then one aggregate.
     per_window = ng.core.rejections.per_window
     assert len(_kinds(ng, REJECTED)) == per_window
