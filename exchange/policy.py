@@ -175,8 +175,10 @@ def may_act(officer: OfficerId, role: str, item: Handling) -> Decision:
     """Whether `officer` may act on `item` (take a case's next step, add evidence to it):
     only who may read it. A restriction hides an item's content from an officer, and so
     does it its handling: a step or a file added by someone who cannot see the case is
-    taken blind. (A supervisor's approval of a draft is the one exception, by design:
-    four-eyes on a draft its named officers alone may read; docs/operators.md 10.2.)"""
+    taken blind. Checked for case steps, evidence uploads and victim-identification
+    disclosures. Two supervisor acts concern the record, not its content, and are not
+    checked: the four-eyes approval of a draft its named officers alone may read, and a
+    legal hold (docs/operators.md 10.2, 10.9)."""
     return may_read(officer, role, item)
 
 

@@ -261,12 +261,16 @@ class MatchClient:
         urgency_reason: str = "",
         contact: Mapping[str, str] | None = None,
         language: str = "en",
+        handling: Sequence[str] = (),
+        restricted_to: Sequence[str] = (),
     ) -> CaseView:
         """Open a victim-identification case to the holder of a hit, and submit it.
 
         `person` is the person you are looking for, with the fields of a query
         (`PERSON_FIELDS`): the holder grades it against the record behind the reference
-        before its supervisor discloses anything, so give them as you asked.
+        before its supervisor discloses anything, so give them as you asked. `handling`
+        and `restricted_to` are the case's handling codes and, for `named-officers-only`,
+        the holder's officers who may read it (and so act on it and disclose).
         """
         holder = reference.rpartition(":")[0]
         own = self.client.credential.agency
@@ -286,7 +290,9 @@ class MatchClient:
             data["urgency_reason"] = urgency_reason
         form = forms.form_from_mapping(forms.CaseType.VICTIM_ID, data, now_ms=now_ms())
         cases = CaseClient(self.client)
-        ref = cases.create(form, recipient=holder).summary.case_ref
+        ref = cases.create(
+            form, recipient=holder, handling=tuple(handling), restricted_to=tuple(restricted_to)
+        ).summary.case_ref
         return cases.act(ref, "submit")
 
     def check(self, case_ref: str) -> Disclosure:

@@ -33,7 +33,7 @@ from exchange.forms.requests import victim_sought
 from exchange.ledger_entry import LedgerEntry
 from exchange.matching.compare import Agreement, agreement
 from exchange.matching.records import QUERY_COLUMNS, VictimRecord, parse_csv_row
-from node.services.case_store import local_of
+from node.services.case_store import check_may_act, local_of
 from node.services.cases import CaseDesk, CaseStaleError
 from node.services.messages import NodeCore, NotFoundError, Officer, PermissionDeniedError
 from node.storage.models import CaseRow, MatchRecordRow
@@ -162,6 +162,11 @@ def disclose(
             raise CaseStaleError(
                 f"Case {case_ref} is not a victim-identification request to this agency."
             )
+        s.expunge(row)
+    # Disclosing is acting on the case: only who may read it (the person it seeks).
+    check_may_act(core.db, core.agency, officer, row, "disclose")
+    with core.db.read() as s:
+        row = s.scalars(select(CaseRow).where(CaseRow.case_ref == case_ref)).one()
         # As the case stands with this node's queued steps (the step rule): the
         # disclosure queues behind a start of execution still on its way to the peer.
         state = local_of(s, row)[0].state

@@ -43,6 +43,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import shutil
 import sqlite3
 import stat
@@ -59,9 +60,10 @@ from sqlalchemy.engine import make_url
 
 from exchange.attachment import TAG_SIZE
 from exchange.encoding import CTX_BACKUP_MANIFEST, pae
-from exchange.errors import ConflictError, KeystoreError
+from exchange.errors import ConflictError, KeystoreError, PassphraseError
 from exchange.ledger import CompactRange
 from exchange.ledger_entry import LedgerEntry
+from keys.identity import load_identity
 from keys.keystore import KdfParams, derive_key, kdf_params_from_env
 from node.config import NodeConfig
 from node.storage import ledger
@@ -71,6 +73,7 @@ from node.storage.models import AttachmentRow, CheckpointRow, LedgerEntryRow, Le
 FORMAT = "mlax-node-backup/2"
 UNSEALED_FORMAT = "mlax-node-backup/1"
 SEAL = "seal"
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 MANIFEST = "manifest.json"
 # A manifest lists files, never content: a larger one is not ours.
 MAX_MANIFEST_BYTES = 16 << 20
@@ -249,8 +252,11 @@ def _check_seal(doc: dict[str, Any], passphrase: bytes) -> None:
         raise BackupError("The backup's manifest has an unusable seal: it is damaged.") from None
     if not 8 <= len(salt) <= 64:
         raise BackupError("The backup's manifest has an unusable seal: it is damaged.")
+    stored = _field(seal, "hmac_sha256", str)
+    if not _HEX64.fullmatch(stored):
+        raise BackupError("The backup's manifest has an unusable seal: it is damaged.")
     mac = hmac.new(derive_key(passphrase, salt, kdf), _sealed_bytes(doc), hashlib.sha256)
-    if not hmac.compare_digest(mac.hexdigest(), _field(seal, "hmac_sha256", str)):
+    if not hmac.compare_digest(mac.hexdigest(), stored):
         raise BackupError(
             "The backup's manifest does not match its seal: it was altered, or the node "
             "passphrase given is not the one it was made with."
@@ -265,6 +271,14 @@ def backup(cfg: NodeConfig, config_file: Path, out: Path, passphrase: bytes) -> 
     mine = (cfg.node.data_dir, cfg.node.identity_dir, cfg.attachments_dir)
     if any(d.resolve() in (out.resolve(), *out.resolve().parents) for d in mine):
         raise BackupError(f"{out} is inside the node's own directories: back up elsewhere.")
+    # The seal must be under the passphrase the restore will be given: the one that opens
+    # the node's keys (a mistyped one would make a backup nothing can restore).
+    try:
+        load_identity(cfg.node.identity_dir, passphrase)
+    except PassphraseError:
+        raise BackupError(
+            "The passphrase given does not open this node's keys: no backup was made."
+        ) from None
     private_dir(out)
     files: dict[str, Path] = {}
     sqlite = cfg.database_url.startswith("sqlite")

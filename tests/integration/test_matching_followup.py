@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -19,7 +20,7 @@ from exchange._proto.mlax.v1 import federation_pb2_grpc as fgrpc
 from exchange._proto.mlax.v1 import forms_pb2 as fpb
 from exchange._proto.mlax.v1 import matching_pb2 as mpb
 from exchange.matching.tokens import TOKEN_DOMAIN
-from node.client import NodeCallError
+from node.client import NodeCallError, OfficerClient
 from node.client.cases import CaseClient
 from node.client.matching import MatchClient
 
@@ -203,3 +204,52 @@ def test_a_follow_up_without_the_person_is_refused_by_the_form_rules(
     with pytest.raises(NodeCallError) as bad:
         CaseClient(live.client(GB)).create(form, recipient=NG)
     assert str(bad.value).startswith("Field person.date_of_birth:")
+
+
+@pytest.mark.integration
+@pytest.mark.xdist_group("federation")
+def test_only_a_supervisor_who_may_read_the_follow_up_discloses(
+    live: LiveFederation, hit: str
+) -> None:
+    """A follow-up restricted to one of the holder's officers: another supervisor of the
+    holder may not disclose on it (nor check it), the named supervisor may."""
+    name = f"ng-named-{uuid.uuid4().hex[:6]}"
+    named = live.add_officer(NG, name, "supervisor")
+    view = MatchClient(live.client(GB)).follow_up(
+        hit,
+        person={"given_name": "Nneka", "family_name": "Adebayo", "date_of_birth": "2004-02-14"},
+        purpose="victim-assistance",
+        justification="A possible victim was found in Leeds; she needs assistance.",
+        contact={"name": "liaison", "email": "liaison@nca.example"},
+        handling=("named-officers-only",),
+        restricted_to=(name,),
+    )
+    ref = view.summary.case_ref
+    CaseClient(live.client(GB, "supervisor")).approve(ref)
+    with OfficerClient.from_bundle(named, live.officer_passphrase, timeout=10) as holder:
+        ng_cases = CaseClient(holder)
+        live.wait_for(lambda: ng_cases.get(ref).summary.state == "submitted", 20, "no case at NG")
+        for action in ("acknowledge", "accept", "start-execution"):
+            ng_cases.act(ref, action)
+            live.wait_for(
+                lambda: not ng_cases.get(ref).summary.pending_action, 20, f"{action} not receipted"
+            )
+        other = MatchClient(live.client(NG, "supervisor"))
+        for attempt in (lambda: other.check(ref), lambda: other.disclose(ref)):
+            with pytest.raises(NodeCallError) as refused:
+                attempt()
+            assert refused.value.status == "PERMISSION_DENIED"
+            assert "restricted to named officers" in refused.value.message
+        assert _disclosed(live, ref) == []
+        refusals = [
+            f
+            for k, f in live.ledger_kinds(NG)
+            if k == "case.action_refused" and f["case_ref"] == ref
+        ]
+        assert {(f["action"], f["reason"]) for f in refusals} == {
+            ("disclose", "restricted_to_named_officers")
+        }
+        done = MatchClient(holder).disclose(ref)
+        assert done.disclosed
+    (entry,) = _disclosed(live, ref)
+    assert entry["supervisor"] == name

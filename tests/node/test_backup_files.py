@@ -111,6 +111,10 @@ def _damaged(out: Path, tmp_path: Path, edit: str) -> Path:
         entry["sha256"] = hashlib.sha256(b"[node]\n").hexdigest()
         manifest.write_text(json.dumps(doc))
         return copy
+    elif edit == "seal-text":  # a seal whose MAC is not hex (was a TypeError, not a sentence)
+        doc["seal"]["hmac_sha256"] = "\u00e9" * 64
+        manifest.write_text(json.dumps(doc))
+        return copy
     elif edit == "unsealed-format":  # the seal taken off and the format set back
         doc.pop("seal")
         doc["format"] = "mlax-node-backup/1"
@@ -135,6 +139,7 @@ def _damaged(out: Path, tmp_path: Path, edit: str) -> Path:
             "The backup's manifest does not match its seal: it was altered, or the node "
             "passphrase given is not the one it was made with.",
         ),
+        ("seal-text", "The backup's manifest has an unusable seal: it is damaged."),
         (
             "unsealed-format",
             "The backup is mlax-node-backup/1, made before backups were sealed: its files "
@@ -192,6 +197,15 @@ def test_a_file_changed_after_the_check_is_caught_by_the_copy_and_nothing_stays(
     )
     assert not (tmp_path / "data").exists()
     assert not (tmp_path / "keys").exists()
+
+
+def test_a_backup_under_a_passphrase_that_does_not_open_the_keys_is_not_made(
+    made: tuple[Path, Path], tmp_path: Path
+) -> None:
+    config, _ = made
+    with pytest.raises(BackupError, match="does not open this node's keys: no backup was made"):
+        backup(load_config(config), config, tmp_path / "typo", b"node-pasz")
+    assert not (tmp_path / "typo").exists()
 
 
 def test_the_wrong_passphrase_restores_nothing(made: tuple[Path, Path], tmp_path: Path) -> None:
