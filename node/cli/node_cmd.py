@@ -319,9 +319,18 @@ def directory_update(
     it, so a node that trusts an old version reaches the newest across changes of
     administrators; a missing version refuses the whole chain and installs nothing.
     """
+    from exchange.directory import Directory
     from node.services.trust import NoDirectoryError, TrustedDirectory
 
     versions = read_versions([*([trusted] if trusted else []), *files])
+    if trusted is not None:
+        # The chain starts at the version trusted out of band: an older one in FILES
+        # (forged, or of another history) must not become the anchor T is checked against.
+        anchor = read_versions([trusted])
+        if len(anchor) != 1:
+            fail(f"{trusted} holds {len(anchor)} directory versions; --trusted takes one.")
+        floor = Directory.from_bytes(anchor[0].directory).version
+        versions = [v for v in versions if Directory.from_bytes(v.directory).version >= floor]
     cfg = load_config(config)
     db = _db(cfg)
     try:

@@ -78,6 +78,37 @@ def spki_sha256(cert_pem: bytes) -> bytes:
     return hashlib.sha256(spki).digest()
 
 
+def _ca_certificate(key: ec.EllipticCurvePrivateKey, agency: str) -> x509.Certificate:
+    """The officer CA's self-signed certificate for `key` (ten years)."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{agency} officer CA")])
+    now = dt.datetime.now(dt.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(key, hashes.SHA256())
+    )
+
+
 @dataclass(frozen=True)
 class OfficerCA:
     key: ec.EllipticCurvePrivateKey
@@ -98,6 +129,11 @@ class OfficerCA:
             key, legacy = officer_bundle.open_ca_key(
                 key_path.read_bytes(), passphrase, str(key_path)
             )
+            if not cert_path.exists():
+                # The node stopped between writing the key and its certificate: the key
+                # is the CA; its certificate is made again (same name, same key).
+                cert_pem = _ca_certificate(key, agency).public_bytes(serialization.Encoding.PEM)
+                write_atomic(cert_path, cert_pem, mode=0o644, overwrite=False)
             cert_pem = cert_path.read_bytes()
             if not key_matches_certificate(key, cert_pem):
                 raise KeystoreError(f"{key_path} is not the key of {cert_path}.")
@@ -113,33 +149,7 @@ class OfficerCA:
             return cls(key, cert_pem)
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{agency} officer CA")])
-        now = dt.datetime.now(dt.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=3650))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=False,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .sign(key, hashes.SHA256())
-        )
+        cert = _ca_certificate(key, agency)
         write_atomic(
             key_path,
             officer_bundle.seal_ca_key(key, agency, passphrase, kdf),
@@ -147,7 +157,7 @@ class OfficerCA:
             overwrite=False,
         )
         cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-        cert_path.write_bytes(cert_pem)
+        write_atomic(cert_path, cert_pem, mode=0o644, overwrite=True)
         return cls(key, cert_pem)
 
     def issue(self, officer: str, public_key: ec.EllipticCurvePublicKey, days: int) -> bytes:

@@ -195,7 +195,9 @@ def _pg_dump(url: str, dst: Path) -> None:
             "yourself before copying the rest (docs/operators.md, Backups)."
         )
     u = make_url(url)
-    env = dict(os.environ)
+    # Not the node's own secrets (MLAX_KEY_PASSPHRASE and the like): pg_dump needs only
+    # its own variables, and a child's environment is readable in /proc and core dumps.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLAX_")}
     if u.password:
         env["PGPASSWORD"] = u.password
     args = ["pg_dump", "--format=custom", "--no-owner", f"--file={dst}"]

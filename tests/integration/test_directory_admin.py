@@ -10,18 +10,20 @@ have their own tests); every command under test runs as `mlax`. No node is start
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from nacl.signing import SigningKey
 
 from exchange.directory import AdminKey, Directory, SignedDirectory
 from exchange.encoding import now_ms
 from keys.admin import create_admin, load_admin
 from keys.directory_edit import DAY_MS, add_admin, add_agencies, new_directory, remove_admin
-from keys.directory_file import read_signed_directory, write_directory_file
+from keys.directory_file import read_signed_directory, write_chain_file, write_directory_file
 from keys.identity import create_identity
 from keys.keystore import TEST_KDF
 
@@ -218,3 +220,32 @@ def test_a_chain_with_a_gap_is_refused_and_installs_nothing(
     assert cli.refusal(refused) == gap
     nothing = cli.refusal(cli.run("node", "directory", "show", "-c", config))
     assert nothing.startswith("No federation directory is installed")
+
+
+def test_trusted_anchors_the_chain_so_an_older_forged_version_is_not_installed(
+    people: People, rotated: tuple[Path, Path], cli: Cli, tmp_path: Path
+) -> None:
+    """A chain file with a version older than the one trusted out of band, forged to list
+    an attacker with threshold 1 beside the real administrators' public keys: it must not
+    become the anchor the trusted version is checked against (nor be stored and served)."""
+    _, v3 = rotated
+    d3 = Directory.from_bytes(read_signed_directory(v3).directory)
+    attacker = SigningKey.generate()
+    t = now_ms()
+    forged = Directory(
+        d3.federation_id,
+        2,
+        t,
+        t + 30 * DAY_MS,
+        1,
+        (AdminKey("X", bytes(attacker.verify_key)), *d3.admins),
+        d3.agencies,
+    )
+    chain = tmp_path / "chain.json"
+    write_chain_file(chain, [SignedDirectory(forged.to_bytes()).signed_by(attacker)])
+    config = _node_config(people, tmp_path / "node")
+    installed = ok(cli, "node", "directory", "update", chain, "--trusted", v3, "-c", config)
+    assert [line.split()[3] for line in installed.stdout.splitlines()] == ["3"]
+    with sqlite3.connect(tmp_path / "node" / "data" / "node.db") as db:
+        stored = [v for (v,) in db.execute("SELECT version FROM directories ORDER BY version")]
+    assert stored == [3]

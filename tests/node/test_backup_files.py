@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import sqlite3
 from pathlib import Path
@@ -261,3 +262,28 @@ def test_a_backup_inside_the_nodes_own_directories_is_refused(made: tuple[Path, 
     cfg = load_config(config)
     with pytest.raises(BackupError, match="inside the node's own directories"):
         backup(cfg, config, cfg.node.data_dir / "backups" / "today", PASS)
+
+
+def test_pg_dump_is_not_given_the_nodes_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pg_dump gets its password, not the node passphrase the backup command was given
+    in its environment (a child's environment is readable in /proc)."""
+    from node.storage import backup as module
+
+    seen = tmp_path / "env.txt"
+    fake = tmp_path / "bin" / "pg_dump"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\nenv > "{seen}"\nexit 0\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    monkeypatch.setenv("MLAX_KEY_PASSPHRASE", "s3cret-node-pass")
+    monkeypatch.setenv("MLAX_OFFICER_PASSPHRASE", "s3cret-officer")
+    out = tmp_path / "out" / "db.pgdump"
+    out.parent.mkdir()
+    out.write_bytes(b"")  # what the fake would have written
+    module._pg_dump("postgresql+psycopg://mlax:dbpw@127.0.0.1:5432/mlax_gb", out)
+    env = seen.read_text()
+    assert "PGPASSWORD=dbpw" in env
+    assert "s3cret" not in env
+    assert "MLAX_" not in env

@@ -316,6 +316,23 @@ def test_a_legacy_pbkdf2_ca_key_loads_and_is_rewritten_as_argon2id(tmp_path: Pat
     assert reloaded.key.private_numbers() == ca.key.private_numbers()
 
 
+def test_a_ca_key_left_without_its_certificate_gets_it_again(tmp_path: Path) -> None:
+    """The node stopped between writing the CA key and its certificate: the next start
+    makes the certificate again for the same key, and credentials it issued still chain."""
+    ca = OfficerCA.load_or_create(tmp_path, AGENCY, NODE_PASS)
+    issued = x509.load_pem_x509_certificate(
+        ca.issue("alice", ec.generate_private_key(ec.SECP256R1()).public_key(), 30)
+    )
+    (tmp_path / "officer-ca.crt").unlink()
+    again = OfficerCA.load_or_create(tmp_path, AGENCY, NODE_PASS)
+    assert again.key.private_numbers() == ca.key.private_numbers()
+    old = x509.load_pem_x509_certificate(ca.cert_pem)
+    new = x509.load_pem_x509_certificate(again.cert_pem)
+    assert (new.subject, new.public_key()) == (old.subject, old.public_key())
+    assert (tmp_path / "officer-ca.crt").read_bytes() == again.cert_pem
+    issued.verify_directly_issued_by(new)  # a credential issued before still chains
+
+
 def test_a_ca_key_that_is_not_the_certificates_is_refused(tmp_path: Path) -> None:
     a = OfficerCA.load_or_create(tmp_path / "a", AGENCY, NODE_PASS)
     OfficerCA.load_or_create(tmp_path / "b", AGENCY, NODE_PASS)
