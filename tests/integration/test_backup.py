@@ -37,6 +37,7 @@ pytestmark = pytest.mark.integration
 GB, FR = "GB-NCA", "FR-OCRTEH"
 PASS, OFFICER_PASS = b"node-pass", b"officer-pass"
 ENV = dict(os.environ, MLAX_KEY_PASSPHRASE=PASS.decode(), MLAX_KDF_PROFILE="test")
+NODE_PASS: dict[str, str | None] = {"MLAX_KEY_PASSPHRASE": PASS.decode()}  # seals the backup
 LOAD = 120  # messages sent around the backup (listings stay within one page)
 AFTER_BACKUP = 10  # of which at least these many after it
 LEDGER = "[ledger]\ncheckpoint_interval_seconds = 0.5\nwitness_interval_seconds = 0.5\n"
@@ -96,7 +97,9 @@ def test_backup_under_load_then_restore_on_a_fresh_data_dir(tmp_path: Path, cli:
         assert fr.stop() == 0, fr.log_tail()
         _wait_for(lambda: len(sent) >= 30, 60, "30 messages sent")
         took, before = time.monotonic(), len(sent)
-        made = cli.run("node", "backup", "--config", gb_setup.config, "--out", backup_dir)
+        made = cli.run(
+            "node", "backup", "--config", gb_setup.config, "--out", backup_dir, env=NODE_PASS
+        )
         took, after_backup = time.monotonic() - took, len(sent)
         backed_up.set()
         assert made.returncode == 0, made.stderr
@@ -136,7 +139,9 @@ def test_backup_under_load_then_restore_on_a_fresh_data_dir(tmp_path: Path, cli:
         with (damaged / "database" / "node.db").open("r+b") as f:
             f.seek(200)
             f.write(b"\xff")
-        refused = cli.run("node", "restore", "--from", damaged, "--data-dir", tmp_path / "x")
+        refused = cli.run(
+            "node", "restore", "--from", damaged, "--data-dir", tmp_path / "x", env=NODE_PASS
+        )
         assert "database/node.db does not match its SHA-256" in cli.refusal(refused)
         assert not (tmp_path / "x").exists()
         # So is a forged one: the same damage with the manifest's SHA-256 brought in line by
@@ -147,7 +152,9 @@ def test_backup_under_load_then_restore_on_a_fresh_data_dir(tmp_path: Path, cli:
             (damaged / "database" / "node.db").read_bytes()
         ).hexdigest()
         (damaged / "manifest.json").write_text(json.dumps(doc))
-        forged = cli.run("node", "restore", "--from", damaged, "--data-dir", tmp_path / "x")
+        forged = cli.run(
+            "node", "restore", "--from", damaged, "--data-dir", tmp_path / "x", env=NODE_PASS
+        )
         assert "does not match its seal" in cli.refusal(forged)
         wrong = tmp_path / "wrong-pass"
         wrong.write_text("not the node passphrase\n")
@@ -168,6 +175,7 @@ def test_backup_under_load_then_restore_on_a_fresh_data_dir(tmp_path: Path, cli:
             "--data-dir",
             gb_setup.root / "data",
             "--json",
+            env=NODE_PASS,
         )
         assert restored.returncode == 0, restored.stderr
         assert json.loads(restored.stdout)["restored_index"] == backup_size
