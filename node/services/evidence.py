@@ -25,14 +25,10 @@ one chunk in memory:
 
 from __future__ import annotations
 
-import hashlib
 import re
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 
-import structlog
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -45,16 +41,13 @@ from exchange.attachment import (
     ChunkCipher,
     DigestMismatchError,
     StreamVerifier,
-    TamperedChunkError,
     new_attachment_key,
     validate_name,
 )
-from exchange.casework import CaseConflictError
 from exchange.encoding import format_uuid, now_ms
 from exchange.envelope import (
     AttachmentDigest,
     MessageType,
-    Opened,
     codes_of,
     codes_text,
     handling_from_wire,
@@ -69,12 +62,28 @@ from exchange.errors import (
 )
 from exchange.ledger_entry import LedgerEntry
 from exchange.retention import PurgedError, purged_text
-from exchange.wire import parse
 from node import metrics
 from node.services.case_store import check_may_act, row_of
 from node.services.cases import CaseDesk
+from node.services.evidence_files import (
+    AVAILABLE,
+    FOLLOW_POLL_MAX_SECONDS,
+    FOLLOW_POLL_SECONDS,
+    FOLLOW_STALL_SECONDS,
+    RECEIVING,
+    REJECTED,
+    SEND_FAILED,
+    SENDING,
+    SENT,
+    SYNC_EVERY_BYTES,
+    UPLOADING,
+    AttachmentConflictError,
+    _blob_id,
+    info,
+    log,
+)
+from node.services.evidence_inbound import InboundEvidence
 from node.services.messages import (
-    IN,
     OUT,
     NodeCore,
     NotFoundError,
@@ -82,71 +91,16 @@ from node.services.messages import (
     PermissionDeniedError,
 )
 from node.storage import ledger
-from node.storage.blobs import BlobStore, BlobWriter
+from node.storage.blobs import BlobStore
 from node.storage.models import AttachmentRow, MessageRow
 
-log = structlog.get_logger("mlax.attachments")
-
-# Outbound states.
-UPLOADING, SENDING, SENT, SEND_FAILED = "uploading", "sending", "delivered", "failed"
-# Inbound states.
-RECEIVING, AVAILABLE, REJECTED = "receiving", "available", "rejected"
-
-# Make progress durable (fsync, then record the count) at least this often.
-SYNC_EVERY_BYTES = 16 * 1024 * 1024
-# A followed download (or a push of a file still uploading) is woken at once by chunks
-# landing in this process, and also reads the database this often (doubling up to the
-# maximum while nothing lands), for chunks that land on another replica; it gives up
-# after FOLLOW_STALL_SECONDS without one (the client resumes).
-FOLLOW_POLL_SECONDS = 0.05
-FOLLOW_POLL_MAX_SECONDS = 0.4  # polls slow down to this while nothing lands
-FOLLOW_STALL_SECONDS = 30.0
 _UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 
 
-class AttachmentConflictError(ConflictError):
-    """An upload id reused for a different file, or a peer's attachment id already held."""
-
-    status = Status.ALREADY_EXISTS
-
-
-def _blob_id(row: AttachmentRow) -> str:
-    # Direction and peer keep a sender's and a receiver's copy apart on one shared store.
-    return hashlib.sha256(
-        row.direction.encode() + b"\0" + row.peer.encode() + b"\0" + row.attachment_id
-    ).hexdigest()
-
-
-def info(row: AttachmentRow) -> apb.AttachmentInfo:
-    return apb.AttachmentInfo(
-        attachment_id=row.attachment_id.hex(),
-        case_ref=row.case_ref,
-        size=row.size,
-        sha256=row.sha256,
-        state=row.state,
-        peer=row.peer,
-        direction=row.direction,
-        confirmed_chunks=row.confirmed_chunks,
-        total_chunks=row.total_chunks,
-        message_id=format_uuid(row.message_id) if row.message_id else "",
-        created_at=row.created_at,
-        completed_at=row.completed_at,
-        last_error=row.last_error,
-        chunk_size=row.chunk_size,
-        purged_at=row.purged_at,
-        purge_rule=row.purge_rule,
-    )
-
-
-@dataclass
-class _Progress:
-    """A stream in progress: the verifier holds the running SHA-256 of what counts."""
-
-    verifier: StreamVerifier
-
-
-class AttachmentDesk:
-    """Attachment operations over the node's database, blob store and identity."""
+class AttachmentDesk(InboundEvidence):
+    """Attachment operations over the node's database, blob store and identity: an
+    officer's uploads and downloads, the sender's side of a push, and (from
+    `InboundEvidence`) a peer's files arriving."""
 
     def __init__(
         self,
@@ -155,44 +109,9 @@ class AttachmentDesk:
         cases: CaseDesk,
         on_push_due: Callable[[], None] = lambda: None,
     ) -> None:
-        self.core = core
-        self.blobs = blobs
-        self.cases = cases
-        self.limits = core.limits
-        # Running digests of streams cut off mid-way, so a resume need not re-read them.
-        self._progress: dict[int, _Progress] = {}
-        self._lock = threading.Lock()
-        # Notified whenever chunks become durable or a file changes state here, so that
-        # pushes and followed downloads in this process look at once; they also poll
-        # the database, which sees what other replicas do.
-        self._landed = threading.Condition()
-        # Rung when an evidence envelope is receipted (or failed): `run` passes the
-        # evidence pusher's wake-up (node/workers/evidence_push.py).
-        self.on_push_due = on_push_due
+        super().__init__(core, blobs, cases, on_push_due)
         core.receive_hooks[MessageType.EVIDENCE] = self._on_evidence
         core.on_outcome({MessageType.EVIDENCE}, self._on_outcome)
-
-    # -- shared ---------------------------------------------------------------------------
-
-    def _key(self, row: AttachmentRow) -> AttachmentKey:
-        return AttachmentKey.from_bytes(self.core.open_from_self(row.key_sealed))
-
-    def _verifier(self, row: AttachmentRow, key: AttachmentKey) -> StreamVerifier:
-        """A verifier positioned after the row's confirmed chunks, digest included."""
-        with self._lock:
-            kept = self._progress.pop(row.id, None)
-        if kept is not None and kept.verifier.next_index == row.confirmed_chunks:
-            return kept.verifier
-        # Re-derive the running digest from the stored chunks (after a restart).
-        verifier = StreamVerifier(key)
-        blob = _blob_id(row)
-        for i in range(row.confirmed_chunks):
-            verifier.feed(i, self.blobs.read(blob, key.cipher_offset(i), key.cipher_length(i)))
-        return verifier
-
-    def _park(self, row_id: int, verifier: StreamVerifier) -> None:
-        with self._lock:
-            self._progress[row_id] = _Progress(verifier)
 
     # -- upload (officer to own node) -----------------------------------------------------
 
@@ -381,28 +300,6 @@ class AttachmentDesk:
             s.expunge(row)
         return row, key
 
-    def _confirm(self, row_id: int, writer: BlobWriter, confirmed: int, push: bool) -> None:
-        """Make the blob durable, then record how many chunks of it count; `push` rings
-        the pusher (an announced upload: the new chunks may go to the peer)."""
-        writer.sync()
-        with self.core.db.write() as s:
-            row = s.get(AttachmentRow, row_id)
-            if row is not None and confirmed > row.confirmed_chunks:
-                row.confirmed_chunks, row.touched_at = confirmed, now_ms()
-        self._notify()
-        if push:
-            self.on_push_due()
-
-    def _notify(self) -> None:
-        with self._landed:
-            self._landed.notify_all()
-
-    def wait_landed(self, seconds: float = FOLLOW_POLL_SECONDS) -> bool:
-        """Sleep until chunks land or a file changes state in this process (True), or
-        `seconds` pass (False: the caller polls the database, for other replicas)."""
-        with self._landed:
-            return self._landed.wait(seconds)
-
     def _evidence(
         self, officer: Officer, row_id: int, final: AttachmentKey, start: apb.UploadStart
     ) -> tuple[MessageRow, LedgerEntry]:
@@ -562,268 +459,6 @@ class AttachmentDesk:
             self._progress.pop(row_id, None)
         self._notify()
         log.warning("attachment_upload_failed", reason=reason)
-
-    # -- node to node ---------------------------------------------------------------------
-
-    def _on_evidence(self, opened: Opened) -> Callable[[Session], None]:
-        """Check an inbound EVIDENCE envelope; the returned step records its files."""
-        header = opened.header
-        body = parse(apb.EvidenceBody, opened.body, "evidence body", self.limits.max_body_bytes)
-        if body.case_ref != header.case_ref:
-            raise InvalidFieldError(
-                "Field case_ref: the evidence body names another case than its header."
-            )
-        signed = list(header.attachments)
-        if not body.attachments or len(body.attachments) != len(signed):
-            raise InvalidFieldError(
-                "Field attachments: the evidence body and its signed header list different files."
-            )
-        keys = []
-        for i, (m, digest) in enumerate(zip(body.attachments, signed, strict=True)):
-            key = AttachmentKey.from_bytes(m.SerializeToString(deterministic=True))
-            if (key.name, key.sha256, key.size) != (digest.name, digest.sha256, digest.size):
-                raise InvalidFieldError(
-                    f"Field attachments[{i}]: the key's file differs from the signed digest."
-                )
-            keys.append(key)
-        ids = [k.attachment_id for k in keys]
-        if len(set(ids)) != len(ids):
-            raise InvalidFieldError("Field attachments: two files share one attachment id.")
-        sealed = [self.core.seal_to_self(k.to_bytes()) for k in keys]
-        codes = codes_text(header.handling_codes)
-        restricted = "\n".join(header.restricted_to)
-
-        def apply(s: Session) -> None:
-            try:
-                peer = self.cases.counterpart(s, header.case_ref)
-            except MlaxError as e:
-                # A closed or unknown case takes no more evidence: a retry cannot help.
-                raise CaseConflictError(e.message) from None
-            if peer != header.sender:
-                raise PermissionDeniedError(
-                    f"Agency {header.sender} is not a party to case {header.case_ref}."
-                )
-            # An attachment id names one file on this node, whoever drew it: a peer's id
-            # that is already held (sent or received, from anyone) is refused, so no
-            # lookup by id can find another party's file.
-            held = s.scalars(
-                select(AttachmentRow.attachment_id).where(AttachmentRow.attachment_id.in_(ids))
-            ).first()
-            if held is not None:
-                raise AttachmentConflictError(
-                    f"Attachment id {held.hex()} is already used on this node; the sender "
-                    "must draw a new one."
-                )
-            now = now_ms()
-            for key, blob_key in zip(keys, sealed, strict=True):
-                s.add(
-                    AttachmentRow(
-                        attachment_id=key.attachment_id,
-                        direction=IN,
-                        peer=header.sender,
-                        case_ref=header.case_ref,
-                        state=RECEIVING,
-                        size=key.size,
-                        chunk_size=key.chunk_size,
-                        total_chunks=key.chunks,
-                        confirmed_chunks=0,
-                        key_sealed=blob_key,
-                        sha256=key.sha256,
-                        message_id=header.message_id,
-                        handling_codes=codes,
-                        restricted_to=restricted,
-                        created_at=now,
-                    )
-                )
-
-        return apply
-
-    def _inbound(self, s: Session, peer: str, attachment_id: bytes) -> AttachmentRow:
-        row = s.scalars(
-            select(AttachmentRow).where(
-                AttachmentRow.direction == IN,
-                AttachmentRow.peer == peer,
-                AttachmentRow.attachment_id == attachment_id,
-            )
-        ).first()
-        if row is None:
-            raise NotFoundError(
-                f"No attachment {attachment_id.hex()[:32]} from {peer} is announced here."
-            )
-        return row
-
-    def peer_status(self, peer: str, attachment_id: bytes) -> apb.AttachmentProgress:
-        self._settle_confirmed(peer, attachment_id)
-        return self._status_of(peer, attachment_id)
-
-    def _status_of(self, peer: str, attachment_id: bytes) -> apb.AttachmentProgress:
-        with self.core.db.read() as s:
-            row = self._inbound(s, peer, attachment_id)
-            return apb.AttachmentProgress(
-                attachment_id=row.attachment_id,
-                confirmed_chunks=row.confirmed_chunks,
-                total_chunks=row.total_chunks,
-                complete=row.state == AVAILABLE,
-            )
-
-    def receive_chunks(
-        self, peer: str, chunks: Iterable[apb.AttachmentChunk]
-    ) -> apb.AttachmentProgress:
-        """Authenticate and store a run of chunks; complete the file when all are in.
-
-        One stream per file at a time: a second one, on this or another replica, is
-        refused with BlobBusyError (retry later) before anything is cut or written, and
-        the first one holds the file until it is complete and verified or has stopped."""
-        stream = iter(chunks)
-        first = next(stream, None)
-        if first is None:
-            raise InvalidFieldError("A push carries at least one chunk.")
-        held = self._hold(peer, bytes(first.attachment_id))
-        if held is None:
-            return self._status_of(peer, bytes(first.attachment_id))
-        writer, row, verifier = held
-        unsynced = 0
-        finished = False
-        try:
-            for chunk in _chain(first, stream):
-                if chunk.attachment_id != row.attachment_id:
-                    raise InvalidFieldError("Field attachment_id: one push carries one file.")
-                try:
-                    ciphertext = chunk.ciphertext  # copied on every access: read once
-                    verifier.feed(chunk.index, ciphertext)
-                except TamperedChunkError:
-                    self._ledger_refusal(row, chunk.index)
-                    raise
-                writer.write(ciphertext)
-                metrics.ATTACHMENT_BYTES.labels(direction="in").inc(len(ciphertext))
-                unsynced += len(ciphertext)
-                if unsynced >= SYNC_EVERY_BYTES:
-                    self._confirm(row.id, writer, verifier.next_index, False)
-                    unsynced = 0
-            self._confirm(row.id, writer, verifier.next_index, False)
-            if verifier.complete:
-                # Still holding the blob: no other stream can cut or rewrite the file
-                # between the digest check and the row saying it is available.
-                self._finish_inbound(row.id, verifier)
-                finished = True
-        finally:
-            writer.close()
-            if not finished:
-                self._park(row.id, verifier)
-        return self._status_of(peer, row.attachment_id)
-
-    def _hold(
-        self, peer: str, attachment_id: bytes
-    ) -> tuple[BlobWriter, AttachmentRow, StreamVerifier] | None:
-        """Become the writer of an inbound file still being received: its blob (the one
-        writer), its row as it is now and a verifier after its confirmed chunks; None if
-        the file is settled (complete or refused), by this stream's time or before."""
-        with self.core.db.read() as s:
-            row = self._inbound(s, peer, attachment_id)
-            s.expunge(row)
-        if row.state != RECEIVING:
-            return None
-        return self._open_current(
-            row, self._key(row), RECEIVING, lambda s: self._inbound(s, peer, attachment_id)
-        )
-
-    def _open_current(
-        self,
-        row: AttachmentRow,
-        key: AttachmentKey,
-        state: str,
-        read: Callable[[Session], AttachmentRow | None],
-    ) -> tuple[BlobWriter, AttachmentRow, StreamVerifier] | None:
-        """Become the writer of the file of `row` (its blob's one writer), then read the
-        row as it is now with `read` (a stream that held the blob before may have
-        confirmed more chunks or settled the file since `row` was read): the writer, cut
-        back to the row's confirmed chunks, the current row and a verifier after them;
-        None, touching nothing, if the file is no longer in `state`."""
-        held: list[tuple[AttachmentRow, StreamVerifier]] = []
-
-        def resume() -> int:
-            with self.core.db.read() as s:
-                fresh = read(s)
-                assert fresh is not None
-                s.expunge(fresh)
-            if fresh.state != state:
-                raise _SettledError
-            verifier = self._verifier(fresh, key)
-            held.append((fresh, verifier))
-            return key.resume_offset(verifier.next_index)
-
-        try:
-            writer = self.blobs.open_append(_blob_id(row), resume)
-        except _SettledError:
-            return None
-        return writer, *held[0]
-
-    def _settle_confirmed(self, peer: str, attachment_id: bytes) -> None:
-        """Check and settle a file whose every chunk is confirmed but which was never
-        checked against its signed digest (the node stopped between the two): the sender
-        has nothing left to push, so its next status call finishes the file."""
-        with self.core.db.read() as s:
-            row = self._inbound(s, peer, attachment_id)
-            if row.state != RECEIVING or row.confirmed_chunks < row.total_chunks:
-                return
-        held = self._hold(peer, attachment_id)
-        if held is None:
-            return
-        writer, row, verifier = held
-        try:
-            if verifier.complete:
-                self._finish_inbound(row.id, verifier)
-        finally:
-            writer.close()
-
-    def _ledger_refusal(self, row: AttachmentRow, index: int) -> None:
-        metrics.REJECTED.labels(reason="TamperedChunkError").inc()
-        # At a bounded rate: a peer pushing junk chunks cannot grow the ledger without end.
-        self.core.rejections.record(
-            row.peer,
-            TamperedChunkError.__name__,
-            TamperedChunkError.status,
-            LedgerEntry.of(
-                "attachment.chunk_refused",
-                now_ms(),
-                attachment_id=row.attachment_id.hex(),
-                peer=row.peer,
-                index=index,
-            ),
-        )
-
-    def _finish_inbound(self, row_id: int, verifier: StreamVerifier) -> None:
-        now = now_ms()
-        try:
-            verifier.finish()
-            problem = ""
-        except DigestMismatchError as e:
-            problem = e.message
-        with self.core.db.write() as s:
-            row = s.get(AttachmentRow, row_id)
-            assert row is not None
-            if row.state != RECEIVING:
-                return
-            row.state = REJECTED if problem else AVAILABLE
-            row.completed_at, row.last_error = now, problem
-            ledger.append(
-                s,
-                LedgerEntry.of(
-                    "attachment.rejected" if problem else "attachment.received",
-                    now,
-                    attachment_id=row.attachment_id.hex(),
-                    case_ref=row.case_ref,
-                    peer=row.peer,
-                    sha256=row.sha256.hex(),
-                    size=row.size,
-                ),
-            )
-        with self._lock:
-            self._progress.pop(row_id, None)
-        self._notify()
-        log.info(
-            "attachment_received", attachment_id=verifier.key.attachment_id.hex(), ok=not problem
-        )
 
     # -- sender side: the pusher (node/workers/evidence_push.py) sends the chunks once the
     # -- evidence envelope is receipted ----------------------------------------------------
@@ -1026,14 +661,3 @@ class AttachmentDesk:
 
 class _NotReadyError(ConflictError):
     status = Status.FAILED_PRECONDITION
-
-
-class _SettledError(Exception):
-    """The file was completed (or refused) by another stream: nothing to receive."""
-
-
-def _chain(
-    first: apb.AttachmentChunk, rest: Iterator[apb.AttachmentChunk]
-) -> Iterator[apb.AttachmentChunk]:
-    yield first
-    yield from rest

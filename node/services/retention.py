@@ -44,7 +44,7 @@ from exchange.ledger_entry import LedgerEntry
 from exchange.retention import Data, rule_name
 from node.config import RetentionSection
 from node.services.case_store import row_of
-from node.services.evidence import SEND_FAILED, UPLOADING, _blob_id
+from node.services.evidence_files import SEND_FAILED, UPLOADING, _blob_id
 from node.services.matching import MatchDesk
 from node.services.messages import DELIVERED, FAILED, IN, OUT, RECEIVED, Officer
 from node.storage import ledger

@@ -176,7 +176,7 @@ def _ledger_head(db: Database) -> tuple[int, str, int]:
 
 def _referenced_blobs(db: Database) -> dict[str, int]:
     """Blob id -> the bytes the database counts as durable, for every unpurged blob."""
-    from node.services.evidence import _blob_id
+    from node.services.evidence_files import _blob_id
 
     out: dict[str, int] = {}
     with db.read() as s:

@@ -1,6 +1,7 @@
 """The evidence pusher: streams an attachment's ciphertext to the case's other party once
 the peer has receipted its EVIDENCE envelope, resuming from the chunk the peer last
-confirmed (node/services/evidence.py keeps the upload, receiving and download side).
+confirmed (node/services/evidence.py keeps the upload and download side, evidence_inbound.py
+the receiving one).
 
 An upload whose SHA-256 was declared early is announced while it still streams in; its
 push then follows the upload, sending each chunk once it is durable here and the last
@@ -21,14 +22,14 @@ from exchange.errors import MlaxError
 from exchange.ledger_entry import LedgerEntry
 from node import metrics
 from node.peers.client import PeerClient
-from node.services.evidence import (
+from node.services.evidence import AttachmentDesk
+from node.services.evidence_files import (
     FOLLOW_POLL_MAX_SECONDS,
     FOLLOW_POLL_SECONDS,
     FOLLOW_STALL_SECONDS,
     SENDING,
     SENT,
     UPLOADING,
-    AttachmentDesk,
 )
 from node.services.messages import DELIVERED, OUT
 from node.storage import ledger

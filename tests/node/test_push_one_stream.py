@@ -28,7 +28,7 @@ from exchange.attachment import MIN_CHUNK_SIZE, AttachmentKey, ChunkCipher
 from exchange.case import Action
 from exchange.casework import ACTION_TO_WIRE
 from node.config import DeliverySection
-from node.services.evidence import AVAILABLE, RECEIVING, _blob_id
+from node.services.evidence_files import AVAILABLE, RECEIVING, _blob_id
 from node.services.messages import IN, OUT
 from node.storage import blobs
 from node.storage.blobs import BUSY, BlobBusyError, LocalBlobStore

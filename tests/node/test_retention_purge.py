@@ -25,7 +25,7 @@ from exchange.errors import MlaxError
 from exchange.retention import PurgedError, purged_text
 from node.config import RetentionSection
 from node.devtools.databases import TEST_PG_ENV, pg_database
-from node.services.evidence import _blob_id
+from node.services.evidence_files import _blob_id
 from node.services.forwarding import forward
 from node.services.messages import DELIVERED, Officer
 from node.services.retention import (

@@ -26,8 +26,8 @@ from exchange.case import Action
 from exchange.casework import ACTION_TO_WIRE
 from exchange.errors import MlaxError, Status
 from node.config import DeliverySection
-from node.services import evidence
-from node.services.evidence import AVAILABLE, SEND_FAILED, SENT
+from node.services import evidence, evidence_inbound
+from node.services.evidence_files import AVAILABLE, SEND_FAILED, SENT
 from node.services.messages import IN, OUT
 from node.storage.models import AttachmentRow, CaseRow
 from node.workers.evidence_push import AttachmentPusher
@@ -194,7 +194,8 @@ def test_the_push_follows_an_upload_and_holds_back_its_last_chunk_until_verified
     sim_network: MakeNetwork, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Confirm every chunk as it arrives, so that the test can see the push follow.
-    monkeypatch.setattr(evidence, "SYNC_EVERY_BYTES", 1)
+    monkeypatch.setattr(evidence, "SYNC_EVERY_BYTES", 1)  # the upload
+    monkeypatch.setattr(evidence_inbound, "SYNC_EVERY_BYTES", 1)  # and the peer's receipt
     net = sim_network(DELIVERY)
     gb, ng = net[GB], net[NG]
     gb.start()
@@ -228,7 +229,8 @@ def test_the_push_follows_an_upload_and_holds_back_its_last_chunk_until_verified
 def test_an_upload_that_does_not_match_its_declared_digest_never_completes_at_the_peer(
     sim_network: MakeNetwork, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(evidence, "SYNC_EVERY_BYTES", 1)
+    monkeypatch.setattr(evidence, "SYNC_EVERY_BYTES", 1)  # the upload
+    monkeypatch.setattr(evidence_inbound, "SYNC_EVERY_BYTES", 1)  # and the peer's receipt
     net = sim_network(DELIVERY)
     gb, ng = net[GB], net[NG]
     gb.start()
