@@ -178,7 +178,7 @@ def may_act(officer: OfficerId, role: str, item: Handling) -> Decision:
     taken blind. Checked for case steps, evidence uploads and victim-identification
     disclosures. Two supervisor acts concern the record, not its content, and are not
     checked: the four-eyes approval of a draft its named officers alone may read, and a
-    legal hold (docs/operators.md 10.2, 10.9)."""
+    legal hold (docs/operators.md 10.2, 10.9; ADR 0017)."""
     return may_read(officer, role, item)
 
 

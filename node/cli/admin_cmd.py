@@ -130,10 +130,7 @@ def officers_deactivate(
     json_out: JsonOpt = False,
 ) -> None:
     """Deactivate an account: the officer's next call is refused."""
-    admin = _admin(cred)
-    with admin.client:
-        account = admin.set_active(name, False)
-    _show("deactivated", account, json_out)
+    _set_active(name, False, cred, json_out)
 
 
 @officers_app.command("activate")
@@ -144,10 +141,14 @@ def officers_activate(
     json_out: JsonOpt = False,
 ) -> None:
     """Reactivate a deactivated account."""
+    _set_active(name, True, cred, json_out)
+
+
+def _set_active(name: str, active: bool, cred: Path | None, json_out: bool) -> None:
     admin = _admin(cred)
     with admin.client:
-        account = admin.set_active(name, True)
-    _show("activated", account, json_out)
+        account = admin.set_active(name, active)
+    _show("activated" if active else "deactivated", account, json_out)
 
 
 @admin_app.command("export-pem")
